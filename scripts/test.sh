@@ -1,0 +1,38 @@
+#!/bin/sh
+# The whole test suite: unit tests, integration tests against the real daemon, the same
+# under AddressSanitizer and UndefinedBehaviorSanitizer, a short fuzz run, browser tests.
+# Each stage prints its runner's closing line; the first failing stage stops the run.
+set -eu
+cd "$(dirname "$0")/.."
+
+scripts/deps.sh test browser
+JOBS=$(nproc 2>/dev/null || echo 2)
+PYTEST="/usr/bin/python3 -m pytest -q -p no:cacheprovider"
+
+echo "== build"
+make -s -j"$JOBS" all
+make -s -j"$JOBS" $(ls tests/unit/test_*.c 2>/dev/null | sed 's#tests/unit/\(.*\)\.c#build/tests/\1#')
+
+echo "== unit tests"
+scripts/run-unit.sh build/tests/test_*
+
+echo "== integration tests"
+$PYTEST tests/integration
+
+echo "== sanitizers (ASan + UBSan)"
+make -s -j"$JOBS" BUILD=build-asan SAN=1 all
+make -s -j"$JOBS" BUILD=build-asan SAN=1 $(ls tests/unit/test_*.c 2>/dev/null | sed 's#tests/unit/\(.*\)\.c#build-asan/tests/\1#')
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 scripts/run-unit.sh build-asan/tests/test_*
+GATEHOUSE_BIN=$PWD/build-asan/gatehouse GATEHOUSE_CLI=$PWD/build-asan/gatehouse-cli \
+  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 $PYTEST tests/integration
+
+if [ -x scripts/fuzz.sh ]; then
+  echo "== fuzz smoke"
+  FUZZ_SECONDS=${FUZZ_SECONDS:-20} scripts/fuzz.sh
+fi
+
+if [ -f tests/browser/run.sh ]; then
+  echo "== browser tests"
+  sh tests/browser/run.sh
+fi
+echo "== all tests passed"

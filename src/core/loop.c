@@ -1,0 +1,278 @@
+/*
+ * loop: epoll wait, then expired timers, then posted messages. Timers live in a
+ * binary min-heap (index kept in the timer, so re-arming is O(log n)); messages come
+ * through a mutex-guarded list and an eventfd. The mutex is only on the message path,
+ * never on accept or read.
+ */
+#include "core/loop.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+struct gh_msg {
+    struct gh_msg *next;
+    gh_msg_fn fn;
+    void *arg;
+};
+
+struct gh_loop {
+    int epfd;
+    bool stopping;
+    uint64_t now_ms;
+    struct gh_timer **heap; /* 1-based */
+    size_t heap_len, heap_cap;
+    struct gh_io wake;
+    pthread_mutex_t msg_lock;
+    struct gh_msg *msg_head, *msg_tail;
+    struct gh_deferred *deferred;
+};
+
+static _Thread_local struct gh_loop *current_loop;
+
+static uint64_t monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void drain_messages(struct gh_loop *loop);
+static void run_deferred(struct gh_loop *loop);
+
+static void on_wake(struct gh_io *io, uint32_t events)
+{
+    uint64_t n;
+    ssize_t r = read(io->fd, &n, sizeof n);
+    (void)r;
+    (void)events;
+}
+
+struct gh_loop *gh_loop_new(gh_err *err)
+{
+    struct gh_loop *loop = calloc(1, sizeof *loop);
+    if (!loop) {
+        gh_fail(err, "out of memory");
+        return NULL;
+    }
+    loop->epfd = epoll_create1(EPOLL_CLOEXEC);
+    loop->wake.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    loop->wake.fn = on_wake;
+    pthread_mutex_init(&loop->msg_lock, NULL);
+    loop->now_ms = monotonic_ms();
+    if (loop->epfd < 0 || loop->wake.fd < 0 || !gh_io_add(loop, &loop->wake, EPOLLIN, err)) {
+        if (loop->epfd < 0 || loop->wake.fd < 0)
+            gh_fail_sys(err, errno, "event loop");
+        gh_loop_free(loop);
+        return NULL;
+    }
+    return loop;
+}
+
+void gh_loop_free(struct gh_loop *loop)
+{
+    if (!loop)
+        return;
+    drain_messages(loop);
+    run_deferred(loop);
+    if (loop->epfd >= 0)
+        close(loop->epfd);
+    if (loop->wake.fd >= 0)
+        close(loop->wake.fd);
+    pthread_mutex_destroy(&loop->msg_lock);
+    free(loop->heap);
+    free(loop);
+}
+
+uint64_t gh_loop_now(const struct gh_loop *loop)
+{
+    return loop->now_ms;
+}
+
+struct gh_loop *gh_loop_current(void)
+{
+    return current_loop;
+}
+
+bool gh_io_add(struct gh_loop *loop, struct gh_io *io, uint32_t events, gh_err *err)
+{
+    struct epoll_event ev = {.events = events, .data.ptr = io};
+    if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, io->fd, &ev) < 0)
+        return gh_fail_sys(err, errno, "epoll add fd %d", io->fd);
+    return true;
+}
+
+bool gh_io_mod(struct gh_loop *loop, struct gh_io *io, uint32_t events)
+{
+    struct epoll_event ev = {.events = events, .data.ptr = io};
+    return epoll_ctl(loop->epfd, EPOLL_CTL_MOD, io->fd, &ev) == 0;
+}
+
+void gh_io_del(struct gh_loop *loop, struct gh_io *io)
+{
+    epoll_ctl(loop->epfd, EPOLL_CTL_DEL, io->fd, NULL);
+}
+
+/* ---- timer heap ---- */
+
+static void heap_swap(struct gh_loop *loop, size_t a, size_t b)
+{
+    struct gh_timer *t = loop->heap[a];
+    loop->heap[a] = loop->heap[b];
+    loop->heap[b] = t;
+    loop->heap[a]->heap_index = a;
+    loop->heap[b]->heap_index = b;
+}
+
+static void heap_up(struct gh_loop *loop, size_t i)
+{
+    while (i > 1 && loop->heap[i / 2]->when_ms > loop->heap[i]->when_ms) {
+        heap_swap(loop, i, i / 2);
+        i /= 2;
+    }
+}
+
+static void heap_down(struct gh_loop *loop, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i, r = l + 1, m = i;
+        if (l <= loop->heap_len && loop->heap[l]->when_ms < loop->heap[m]->when_ms)
+            m = l;
+        if (r <= loop->heap_len && loop->heap[r]->when_ms < loop->heap[m]->when_ms)
+            m = r;
+        if (m == i)
+            return;
+        heap_swap(loop, i, m);
+        i = m;
+    }
+}
+
+void gh_timer_cancel(struct gh_loop *loop, struct gh_timer *t)
+{
+    size_t i = t->heap_index;
+    if (!i)
+        return;
+    t->heap_index = 0;
+    struct gh_timer *last = loop->heap[loop->heap_len--];
+    if (last == t)
+        return;
+    loop->heap[i] = last;
+    last->heap_index = i;
+    heap_up(loop, i);
+    heap_down(loop, last->heap_index);
+}
+
+void gh_timer_set(struct gh_loop *loop, struct gh_timer *t, uint64_t ms)
+{
+    gh_timer_cancel(loop, t);
+    if (loop->heap_len + 1 >= loop->heap_cap) {
+        size_t cap = loop->heap_cap ? loop->heap_cap * 2 : 256;
+        struct gh_timer **h = realloc(loop->heap, cap * sizeof *h);
+        if (!h)
+            abort(); /* a timer we cannot arm would leave a connection unbounded */
+        loop->heap = h;
+        loop->heap_cap = cap;
+    }
+    t->when_ms = loop->now_ms + ms;
+    loop->heap[++loop->heap_len] = t;
+    t->heap_index = loop->heap_len;
+    heap_up(loop, loop->heap_len);
+}
+
+static int next_timeout(const struct gh_loop *loop)
+{
+    if (!loop->heap_len)
+        return -1;
+    uint64_t when = loop->heap[1]->when_ms;
+    return when <= loop->now_ms ? 0 : (int)(when - loop->now_ms);
+}
+
+static void run_timers(struct gh_loop *loop)
+{
+    while (loop->heap_len && loop->heap[1]->when_ms <= loop->now_ms) {
+        struct gh_timer *t = loop->heap[1];
+        gh_timer_cancel(loop, t);
+        t->fn(t);
+    }
+}
+
+/* ---- messages ---- */
+
+bool gh_loop_post(struct gh_loop *loop, gh_msg_fn fn, void *arg)
+{
+    struct gh_msg *m = malloc(sizeof *m);
+    if (!m)
+        return false;
+    *m = (struct gh_msg){.fn = fn, .arg = arg};
+    pthread_mutex_lock(&loop->msg_lock);
+    if (loop->msg_tail)
+        loop->msg_tail->next = m;
+    else
+        loop->msg_head = m;
+    loop->msg_tail = m;
+    pthread_mutex_unlock(&loop->msg_lock);
+    uint64_t one = 1;
+    ssize_t w = write(loop->wake.fd, &one, sizeof one);
+    (void)w;
+    return true;
+}
+
+static void drain_messages(struct gh_loop *loop)
+{
+    pthread_mutex_lock(&loop->msg_lock);
+    struct gh_msg *m = loop->msg_head;
+    loop->msg_head = loop->msg_tail = NULL;
+    pthread_mutex_unlock(&loop->msg_lock);
+    while (m) {
+        struct gh_msg *next = m->next;
+        m->fn(loop, m->arg);
+        free(m);
+        m = next;
+    }
+}
+
+void gh_loop_defer(struct gh_loop *loop, struct gh_deferred *d)
+{
+    d->next = loop->deferred;
+    loop->deferred = d;
+}
+
+static void run_deferred(struct gh_loop *loop)
+{
+    while (loop->deferred) {
+        struct gh_deferred *d = loop->deferred;
+        loop->deferred = d->next;
+        d->fn(d);
+    }
+}
+
+void gh_loop_stop(struct gh_loop *loop)
+{
+    loop->stopping = true;
+}
+
+bool gh_loop_run(struct gh_loop *loop, gh_err *err)
+{
+    struct epoll_event events[256];
+    current_loop = loop;
+    while (!loop->stopping) {
+        int n = epoll_wait(loop->epfd, events, 256, next_timeout(loop));
+        if (n < 0 && errno != EINTR)
+            return gh_fail_sys(err, errno, "epoll_wait");
+        loop->now_ms = monotonic_ms();
+        for (int i = 0; i < n; i++) {
+            struct gh_io *io = events[i].data.ptr;
+            io->fn(io, events[i].events);
+        }
+        run_deferred(loop);
+        run_timers(loop);
+        run_deferred(loop);
+        drain_messages(loop);
+        run_deferred(loop);
+    }
+    return true;
+}

@@ -1,0 +1,72 @@
+/*
+ * loop: one epoll event loop per thread, with timers and cross-thread messages.
+ * Only the owning thread touches a loop, except gh_loop_post, which any thread may call.
+ */
+#ifndef GH_LOOP_H
+#define GH_LOOP_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/err.h"
+
+#define gh_container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+struct gh_loop;
+struct gh_io;
+struct gh_timer;
+
+typedef void (*gh_io_fn)(struct gh_io *io, uint32_t events);
+typedef void (*gh_timer_fn)(struct gh_timer *t);
+typedef void (*gh_msg_fn)(struct gh_loop *loop, void *arg);
+
+/* Embedded in its owner; the owner is found back with gh_container_of. */
+struct gh_io {
+    int fd;
+    gh_io_fn fn;
+};
+
+/* Embedded in its owner. heap_index is 0 when the timer is not armed. */
+struct gh_timer {
+    uint64_t when_ms;
+    size_t heap_index;
+    gh_timer_fn fn;
+};
+
+struct gh_loop *gh_loop_new(gh_err *err);
+void gh_loop_free(struct gh_loop *loop);
+
+/* Runs until gh_loop_stop; returns false with err only when epoll itself fails. */
+bool gh_loop_run(struct gh_loop *loop, gh_err *err);
+void gh_loop_stop(struct gh_loop *loop);
+
+bool gh_io_add(struct gh_loop *loop, struct gh_io *io, uint32_t events, gh_err *err);
+bool gh_io_mod(struct gh_loop *loop, struct gh_io *io, uint32_t events);
+void gh_io_del(struct gh_loop *loop, struct gh_io *io);
+
+/* Monotonic milliseconds, cached once per loop turn. */
+uint64_t gh_loop_now(const struct gh_loop *loop);
+
+/* Arms (or re-arms) t to fire after ms milliseconds. */
+void gh_timer_set(struct gh_loop *loop, struct gh_timer *t, uint64_t ms);
+void gh_timer_cancel(struct gh_loop *loop, struct gh_timer *t);
+static inline bool gh_timer_armed(const struct gh_timer *t)
+{
+    return t->heap_index != 0;
+}
+
+/* Embedded in its owner: work run once the current batch of events is handled, so an
+ * object closed by one event is not freed while a later event of the batch names it. */
+struct gh_deferred {
+    struct gh_deferred *next;
+    void (*fn)(struct gh_deferred *d);
+};
+void gh_loop_defer(struct gh_loop *loop, struct gh_deferred *d);
+
+/* Thread-safe: runs fn(loop, arg) on the loop's own thread, in posting order. */
+bool gh_loop_post(struct gh_loop *loop, gh_msg_fn fn, void *arg);
+
+/* The loop running on the calling thread, or NULL. */
+struct gh_loop *gh_loop_current(void);
+
+#endif

@@ -1,0 +1,185 @@
+/*
+ * main: `gatehouse serve`: parses arguments, opens the store, starts the engine and
+ * the management layer, and turns SIGTERM/SIGINT into a graceful stop and SIGHUP into
+ * a reload.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "net/engine.h"
+#include "net/tls.h"
+#include "objects/objects.h"
+#include "store/store.h"
+
+#define GRACE_MS 10000
+
+struct serve_args {
+    const char *data_dir;
+    const char *store_url;
+    const char *http_bind;
+    unsigned workers;
+    enum gh_log_format log_format;
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: gatehouse serve [--data DIR] [--store URL] [--workers N] [--http ADDR]\n"
+                 "                       [--log-format text|json]\n"
+                 "  --data DIR      data directory (default ./data)\n"
+                 "  --store URL     sqlite:PATH (default sqlite:DIR/gatehouse.db) or postgres://...\n"
+                 "  --workers N     worker threads (default: one per core)\n"
+                 "  --http ADDR     address of the management listener created on first start\n"
+                 "                  (default 127.0.0.1:8080, or GATEHOUSE_HTTP)\n"
+                 "environment: GATEHOUSE_ADMIN_SECRET sets the administrator secret\n");
+}
+
+static bool parse_args(int argc, char **argv, struct serve_args *a, gh_err *err)
+{
+    *a = (struct serve_args){.data_dir = "./data", .log_format = GH_LOG_TEXT};
+    a->http_bind = getenv("GATEHOUSE_HTTP") ? getenv("GATEHOUSE_HTTP") : "127.0.0.1:8080";
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    a->workers = n > 0 ? (unsigned)n : 1;
+    for (int i = 2; i < argc; i++) {
+        const char *opt = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!val)
+            return gh_fail(err, "%s needs a value", opt);
+        if (!strcmp(opt, "--data"))
+            a->data_dir = val;
+        else if (!strcmp(opt, "--store"))
+            a->store_url = val;
+        else if (!strcmp(opt, "--http"))
+            a->http_bind = val;
+        else if (!strcmp(opt, "--workers")) {
+            char *end;
+            long w = strtol(val, &end, 10);
+            if (*end || w < 1 || w > 256)
+                return gh_fail(err, "--workers must be a number from 1 to 256");
+            a->workers = (unsigned)w;
+        } else if (!strcmp(opt, "--log-format")) {
+            if (!strcmp(val, "json"))
+                a->log_format = GH_LOG_JSON;
+            else if (strcmp(val, "text"))
+                return gh_fail(err, "--log-format must be text or json");
+        } else
+            return gh_fail(err, "unknown option %s", opt);
+        i++;
+    }
+    return true;
+}
+
+/* Many idle sessions need many descriptors: take the hard limit. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+/* Signals are taken by one thread with sigwait, so handlers never run inside a worker. */
+static int wait_for_signals(struct gh_engine *engine)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    for (;;) {
+        int sig;
+        if (sigwait(&set, &sig) != 0)
+            continue;
+        if (sig == SIGHUP) {
+            gh_err err = {0};
+            if (gh_objects_reload(&err))
+                gh_log(NULL, NULL, "reload", "certificates and settings reloaded");
+            else
+                gh_log(NULL, NULL, "reload-error", "%s", err.msg);
+            continue;
+        }
+        gh_log(NULL, NULL, "shutdown", "signal %d: stopping gracefully", sig);
+        gh_engine_stop(engine, GRACE_MS);
+        return 0;
+    }
+}
+
+static int serve(int argc, char **argv)
+{
+    struct serve_args args;
+    gh_err err = {0};
+    if (!parse_args(argc, argv, &args, &err)) {
+        fprintf(stderr, "gatehouse: %s\n", err.msg);
+        usage(stderr);
+        return 2;
+    }
+    gh_log_init(args.log_format);
+    raise_nofile();
+
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (mkdir(args.data_dir, 0700) < 0 && errno != EEXIST) {
+        fprintf(stderr, "gatehouse: data directory %s: %s\n", args.data_dir, strerror(errno));
+        return 1;
+    }
+    char default_url[4096];
+    if (!args.store_url) {
+        snprintf(default_url, sizeof default_url, "sqlite:%s/gatehouse.db", args.data_dir);
+        args.store_url = default_url;
+    }
+
+    struct gh_store *store = NULL;
+    struct gh_engine *engine = NULL;
+    int rc = 1;
+    if (!gh_tls_init(&err) || !(store = gh_store_open(args.store_url, &err)) ||
+        !(engine = gh_engine_new(args.workers, &err)) || !gh_engine_start(engine, &err)) {
+        fprintf(stderr, "gatehouse: %s\n", err.msg);
+        goto out;
+    }
+    gh_engine_global = engine;
+    struct gh_objects_options opt = {
+        .store = store,
+        .engine = engine,
+        .http_bind = args.http_bind,
+        .admin_secret = getenv("GATEHOUSE_ADMIN_SECRET"),
+    };
+    if (!gh_objects_init(&opt, &err)) {
+        fprintf(stderr, "gatehouse: %s\n", err.msg);
+        gh_engine_stop(engine, 0);
+        gh_engine_wait(engine);
+        goto out;
+    }
+    gh_log(NULL, NULL, "started", "%u workers, store %s", args.workers, args.store_url);
+    rc = wait_for_signals(engine);
+    gh_engine_wait(engine);
+    gh_objects_shutdown();
+    gh_log(NULL, NULL, "stopped", "goodbye");
+out:
+    gh_engine_free(engine);
+    gh_store_close(store);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 2 && !strcmp(argv[1], "serve"))
+        return serve(argc, argv);
+    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        usage(stdout);
+        return 0;
+    }
+    usage(stderr);
+    return 2;
+}

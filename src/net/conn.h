@@ -1,0 +1,88 @@
+/*
+ * conn: one client connection on a worker's loop, from accept through PROXY header,
+ * TLS and the protocol's dialogue to close. This is the API protocols are written against.
+ */
+#ifndef GH_CONN_H
+#define GH_CONN_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/loop.h"
+#include "net/addr.h"
+#include "net/listener-t.h"
+
+struct gh_proto;
+struct gh_worker;
+struct gh_listener_rt;
+typedef struct ssl_st SSL;
+
+enum gh_conn_phase {
+    GH_PHASE_PROXY,     /* waiting for the PROXY header from a trusted peer */
+    GH_PHASE_HANDSHAKE, /* TLS handshake running (implicit, or after STARTTLS) */
+    GH_PHASE_PROTOCOL,  /* the protocol owns the input */
+    GH_PHASE_CLOSING,   /* flushing output, then close */
+};
+
+/*
+ * Owner: the worker that accepted it. Everything a conn points to that is not
+ * shared (buffers, ssl, proto_state) is freed with it.
+ */
+struct gh_conn {
+    struct gh_io io;
+    struct gh_deferred free_later;
+    struct gh_worker *worker;
+    struct gh_listener_rt *listener;    /* counts live connections; shared */
+    struct gh_listener_conf *conf;      /* settings this connection was accepted under (a ref) */
+    const struct gh_proto *proto;
+    void *proto_state;                  /* the protocol's own, freed by proto->release */
+    struct gh_conn *prev, *next;        /* the worker's list of live connections */
+
+    enum gh_conn_phase phase;
+    struct gh_sockaddr peer;            /* the client: the PROXY source when there was one */
+    struct gh_sockaddr tcp_peer;        /* the TCP peer (a load balancer, with PROXY) */
+    struct gh_sockaddr local;
+    char peer_text[GH_ADDR_TEXT];       /* peer address without port, for logs and replies */
+    char *proxy_unique_id;              /* PROXY v2 unique id TLV, for logs; NULL when none */
+
+    SSL *ssl;
+    bool tls_active;                    /* TLS terminated here, or announced by the PROXY SSL TLV */
+    bool tls_done_once;                 /* a STARTTLS upgrade already happened */
+    bool counted;                       /* holds a slot of the listener's maxConnections */
+    bool want_write;
+    bool closed;
+
+    struct gh_buf in, out;
+    struct gh_timer deadline;           /* PROXY / handshake / idle deadline */
+};
+
+/* Queues bytes for the client and arranges for them to be sent. */
+void gh_conn_write(struct gh_conn *c, const void *data, size_t len);
+void gh_conn_printf(struct gh_conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Sends what is queued, then closes. Input is ignored from now on. */
+void gh_conn_close_after_flush(struct gh_conn *c);
+/* Closes at once; what is queued is dropped. */
+void gh_conn_close(struct gh_conn *c);
+
+/* The protocol may offer its TLS upgrade: the listener has TLS, is not implicit, and
+ * this connection is not yet encrypted (here or at the load balancer). */
+bool gh_conn_can_starttls(const struct gh_conn *c);
+/* After the protocol queued its "ready" reply: flushes it, discards any input already
+ * received (STARTTLS command injection), then runs the handshake under tlsTimeout.
+ * On success proto->tls_ready is called; on failure or time-out the connection closes. */
+void gh_conn_starttls(struct gh_conn *c);
+
+/* (Re)arms the idle deadline; when it fires, proto->idle is called (or the conn closes). */
+void gh_conn_set_idle(struct gh_conn *c, uint32_t ms);
+
+/* The host name replies carry: x:SystemSettings.defaultHostname, else the system's. */
+const char *gh_conn_hostname(const struct gh_conn *c);
+
+/* Called by the protocol when it has used bytes from c->in. */
+static inline void gh_conn_consume(struct gh_conn *c, size_t n)
+{
+    gh_buf_consume(&c->in, n);
+}
+
+#endif

@@ -1,0 +1,53 @@
+/*
+ * engine: the worker threads and the listeners they serve. Changes arrive as whole
+ * listener settings (apply) or removals; sockets are bound and closed here and handed to
+ * the workers by message, so no lock is ever taken on the accept or read path.
+ */
+#ifndef GH_ENGINE_H
+#define GH_ENGINE_H
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/err.h"
+#include "net/listener-t.h"
+
+struct gh_engine;
+struct gh_loop;
+
+struct gh_engine *gh_engine_new(unsigned workers, gh_err *err);
+/* Starts the worker threads. */
+bool gh_engine_start(struct gh_engine *e, gh_err *err);
+/* Blocks until gh_engine_stop was called and every worker has finished. */
+void gh_engine_wait(struct gh_engine *e);
+/* Graceful stop: stop accepting, send every live session its protocol's goodbye, wait up
+ * to grace_ms for them to end, then stop the workers. Safe from a signal-handling thread. */
+void gh_engine_stop(struct gh_engine *e, uint32_t grace_ms);
+void gh_engine_free(struct gh_engine *e);
+
+/*
+ * Creates or updates the listener conf->id. Takes ownership of conf (one reference).
+ * On return the listener accepts on every address of conf; addresses it had before and
+ * still has keep their sockets; new ones are bound before removed ones are closed.
+ * On failure nothing changed, and err says which address failed and why.
+ */
+bool gh_engine_apply(struct gh_engine *e, struct gh_listener_conf *conf, gh_err *err);
+/* Stops accepting on every address of the listener before returning; live sessions go on. */
+void gh_engine_remove(struct gh_engine *e, const char *id);
+/* Live connections of a listener (0 when unknown). */
+uint32_t gh_engine_live(struct gh_engine *e, const char *id);
+
+/* Server-wide settings of x:SystemSettings, applied to new connections. */
+bool gh_engine_set_proxy_trusted(struct gh_engine *e, const struct gh_ipmask *masks, unsigned n);
+void gh_engine_set_hostname(struct gh_engine *e, const char *hostname);
+/* Copies the current host name into out. Any thread. */
+void gh_engine_hostname(struct gh_engine *e, char *out, size_t cap);
+
+/* Runs fn(loop, arg) on every worker's thread (e.g. to push events to streams there).
+ * free_arg, when not NULL, is called once after the last worker ran fn. */
+void gh_engine_broadcast(struct gh_engine *e, void (*fn)(struct gh_loop *, void *), void *arg,
+                         void (*free_arg)(void *));
+
+/* The process-wide engine, for the protocol and management layers. */
+extern struct gh_engine *gh_engine_global;
+
+#endif
