@@ -1,0 +1,631 @@
+/*
+ * conn: the life of a client connection. Order of stages: PROXY header (trusted peers
+ * only) → maxConnections → implicit TLS handshake → protocol. STARTTLS re-enters the
+ * handshake stage from the protocol. Every stage has a deadline on the same timer.
+ */
+#include "net/conn.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/ip.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "net/proxy_protocol.h"
+#include "net/worker.h"
+#include "proto/proto.h"
+
+#define PROXY_DEADLINE_MS 10000
+#define PROXY_HEADER_CAP 4096
+#define READ_CHUNK 4096
+#define INPUT_CAP (16u << 20) /* protocols bound their own input well below this */
+
+/* Connection fields private to this file live in a wrapper, so conn.h stays the
+ * protocol-facing API. */
+struct conn_priv {
+    struct gh_conn c;
+    SSL_CTX *ctx;          /* a reference, for implicit TLS and STARTTLS */
+    bool starttls_pending; /* handshake starts once queued output is flushed */
+    bool first_input_seen; /* the untrusted-peer PROXY check has been done */
+    bool edge;             /* registered edge-triggered (while peeking) */
+    bool batching;         /* inside a protocol callback: send once it returns */
+};
+
+static struct conn_priv *priv(struct gh_conn *c)
+{
+    return gh_container_of(c, struct conn_priv, c);
+}
+
+static void on_io(struct gh_io *io, uint32_t events);
+static void on_deadline(struct gh_timer *t);
+static void start_protocol(struct gh_conn *c);
+static void flush(struct gh_conn *c);
+
+/* Runs a protocol callback with output held back, then sends it in one go: a reply of
+ * several lines leaves in one packet. */
+static void call_proto(struct gh_conn *c, void (*fn)(struct gh_conn *))
+{
+    if (!fn) {
+        return;
+    }
+    priv(c)->batching = true;
+    fn(c);
+    priv(c)->batching = false;
+    flush(c);
+}
+static void start_handshake(struct gh_conn *c);
+
+static const char *listener_name(const struct gh_conn *c)
+{
+    return c->conf ? c->conf->name : NULL;
+}
+
+static void set_events(struct gh_conn *c)
+{
+    if (!c->worker || c->closed)
+        return;
+    uint32_t ev = EPOLLIN | EPOLLRDHUP;
+    if (c->want_write)
+        ev |= EPOLLOUT;
+    if (priv(c)->edge)
+        ev |= EPOLLET;
+    gh_io_mod(c->worker->loop, &c->io, ev);
+}
+
+static void free_later(struct gh_deferred *d)
+{
+    struct gh_conn *c = gh_container_of(d, struct gh_conn, free_later);
+    free(priv(c));
+}
+
+void gh_conn_close(struct gh_conn *c)
+{
+    if (c->closed)
+        return;
+    c->closed = true;
+    c->phase = GH_PHASE_CLOSING;
+    struct gh_worker *w = c->worker;
+    if (!w)
+        return; /* a hand-built connection in a unit test */
+    gh_timer_cancel(w->loop, &c->deadline);
+    gh_io_del(w->loop, &c->io);
+    close(c->io.fd);
+    if (c->proto && c->proto->release)
+        c->proto->release(c);
+    if (c->counted)
+        gh_listener_rt_release(c->listener);
+    SSL_free(c->ssl);
+    SSL_CTX_free(priv(c)->ctx);
+    gh_listener_rt_unref(c->listener);
+    gh_listener_conf_unref(c->conf);
+    gh_buf_free(&c->in);
+    gh_buf_free(&c->out);
+    free(c->proxy_unique_id);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    w->nconns--;
+    c->free_later.fn = free_later;
+    gh_loop_defer(w->loop, &c->free_later);
+    gh_worker_maybe_finish(w);
+}
+
+void gh_conn_write(struct gh_conn *c, const void *data, size_t len)
+{
+    if (c->closed || !gh_buf_append(&c->out, data, len))
+        return;
+    flush(c);
+}
+
+void gh_conn_printf(struct gh_conn *c, const char *fmt, ...)
+{
+    char small[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n < sizeof small) {
+        gh_conn_write(c, small, (size_t)n);
+        return;
+    }
+    char *big = malloc((size_t)n + 1);
+    if (!big)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    gh_conn_write(c, big, (size_t)n);
+    free(big);
+}
+
+void gh_conn_close_after_flush(struct gh_conn *c)
+{
+    if (c->closed)
+        return;
+    c->phase = GH_PHASE_CLOSING;
+    flush(c);
+}
+
+bool gh_conn_can_starttls(const struct gh_conn *c)
+{
+    return c->conf && c->conf->use_tls && !c->conf->tls_implicit && !c->tls_active &&
+           (!c->worker || priv((struct gh_conn *)c)->ctx);
+}
+
+void gh_conn_starttls(struct gh_conn *c)
+{
+    gh_buf_clear(&c->in); /* plaintext sent behind the command must never be acted on */
+    c->phase = GH_PHASE_HANDSHAKE;
+    if (!c->worker)
+        return;
+    priv(c)->starttls_pending = true;
+    flush(c);
+}
+
+void gh_conn_set_idle(struct gh_conn *c, uint32_t ms)
+{
+    if (c->worker && !c->closed)
+        gh_timer_set(c->worker->loop, &c->deadline, ms);
+}
+
+const char *gh_conn_hostname(const struct gh_conn *c)
+{
+    if (!c->worker || !c->worker->settings)
+        return "localhost";
+    return c->worker->settings->hostname;
+}
+
+/* ---- output ---- */
+
+/* Sends queued output; returns once it is all sent or the socket is full. */
+static void flush(struct gh_conn *c)
+{
+    if (!c->worker || c->closed || priv(c)->batching)
+        return;
+    while (gh_buf_len(&c->out)) {
+        ssize_t n;
+        if (c->ssl && c->phase != GH_PHASE_HANDSHAKE) {
+            ERR_clear_error();
+            int r = SSL_write(c->ssl, gh_buf_head(&c->out), (int)gh_buf_len(&c->out));
+            if (r <= 0) {
+                int e = SSL_get_error(c->ssl, r);
+                if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ)
+                    break;
+                gh_conn_close(c);
+                return;
+            }
+            n = r;
+        } else {
+            n = send(c->io.fd, gh_buf_head(&c->out), gh_buf_len(&c->out), MSG_NOSIGNAL);
+            if (n < 0) {
+                if (errno == EAGAIN || errno == EINTR)
+                    break;
+                gh_conn_close(c);
+                return;
+            }
+        }
+        gh_buf_consume(&c->out, (size_t)n);
+    }
+    bool pending = gh_buf_len(&c->out) > 0;
+    if (pending != c->want_write) {
+        c->want_write = pending;
+        set_events(c);
+    }
+    if (pending)
+        return;
+    gh_buf_release_if_empty(&c->out);
+    if (c->phase == GH_PHASE_CLOSING) {
+        shutdown(c->io.fd, SHUT_WR);
+        gh_conn_close(c);
+    } else if (priv(c)->starttls_pending) {
+        priv(c)->starttls_pending = false;
+        start_handshake(c);
+    }
+}
+
+/* ---- accept and admission ---- */
+
+static void apply_accepted_options(int fd, const struct gh_listener_conf *conf, int family)
+{
+    int one = 1;
+    if (conf->nodelay)
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (conf->ttl) {
+        setsockopt(fd, IPPROTO_IP, IP_TTL, &conf->ttl, sizeof conf->ttl);
+        if (family == AF_INET6)
+            setsockopt(fd, IPPROTO_IPV6, IPV6_UNICAST_HOPS, &conf->ttl, sizeof conf->ttl);
+    }
+}
+
+static const struct gh_ipmask *trusted_networks(const struct gh_conn *c, unsigned *n)
+{
+    if (c->conf->ntrusted) {
+        *n = c->conf->ntrusted;
+        return c->conf->trusted;
+    }
+    *n = c->worker->settings ? c->worker->settings->ntrusted : 0;
+    return *n ? c->worker->settings->trusted : NULL;
+}
+
+static void set_peer(struct gh_conn *c, const struct gh_sockaddr *peer)
+{
+    c->peer = *peer;
+    gh_sockaddr_unmap_v4(&c->peer);
+    gh_ip_format(&c->peer.u.sa, c->peer_text);
+}
+
+void gh_conn_accepted(struct gh_worker *w, struct gh_wsock *ws, int fd,
+                      const struct gh_sockaddr *peer)
+{
+    struct conn_priv *p = calloc(1, sizeof *p);
+    if (!p) {
+        close(fd);
+        return;
+    }
+    struct gh_conn *c = &p->c;
+    c->io.fd = fd;
+    c->io.fn = on_io;
+    c->deadline.fn = on_deadline;
+    c->worker = w;
+    c->listener = gh_listener_rt_ref(ws->rt);
+    c->conf = gh_listener_conf_ref(ws->conf);
+    c->proto = gh_proto_for(c->conf->protocol);
+    if (ws->ctx && SSL_CTX_up_ref(ws->ctx))
+        p->ctx = ws->ctx;
+    c->tcp_peer = *peer;
+    set_peer(c, peer);
+    c->local.len = sizeof c->local.u;
+    getsockname(fd, &c->local.u.sa, &c->local.len);
+    apply_accepted_options(fd, c->conf, peer->u.sa.sa_family);
+
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    w->nconns++;
+
+    unsigned ntrusted;
+    const struct gh_ipmask *trusted = trusted_networks(c, &ntrusted);
+    bool via_proxy = gh_ipmask_match_any(trusted, ntrusted, &c->tcp_peer.u.sa);
+    /* Peeking stages run edge-triggered, so unconsumed bytes do not wake us again. */
+    p->edge = via_proxy || (c->conf->use_tls && c->conf->tls_implicit);
+    uint32_t ev = EPOLLIN | EPOLLRDHUP | (p->edge ? EPOLLET : 0);
+    gh_err err = {0};
+    if (!gh_io_add(w->loop, &c->io, ev, &err)) {
+        gh_log(listener_name(c), c->peer_text, "accept-error", "%s", err.msg);
+        gh_conn_close(c);
+        return;
+    }
+    if (via_proxy) {
+        c->phase = GH_PHASE_PROXY;
+        gh_timer_set(w->loop, &c->deadline, PROXY_DEADLINE_MS);
+        return;
+    }
+    start_protocol(c);
+}
+
+/* After PROXY: count the client against maxConnections, then TLS or the protocol. */
+static void start_protocol(struct gh_conn *c)
+{
+    if (!gh_listener_rt_admit(c->listener, c->conf->max_connections)) {
+        gh_log(listener_name(c), c->peer_text, "limit-connections", "maxConnections %u reached",
+               c->conf->max_connections);
+        bool implicit = c->conf->use_tls && c->conf->tls_implicit;
+        if (implicit || !c->proto->over_limit) {
+            gh_conn_close(c);
+            return;
+        }
+        c->phase = GH_PHASE_CLOSING;
+        gh_conn_write(c, c->proto->over_limit, strlen(c->proto->over_limit));
+        gh_conn_close_after_flush(c);
+        return;
+    }
+    c->counted = true;
+    if (c->conf->use_tls && c->conf->tls_implicit && !c->tls_active) {
+        if (!priv(c)->ctx) {
+            gh_conn_close(c);
+            return;
+        }
+        if (c->phase == GH_PHASE_PROXY)
+            priv(c)->first_input_seen = true; /* a trusted peer already sent its header */
+        c->phase = GH_PHASE_HANDSHAKE;
+        gh_timer_set(c->worker->loop, &c->deadline, c->conf->tls_timeout_ms);
+        if (priv(c)->first_input_seen)
+            start_handshake(c);
+        return; /* untrusted peer: its first bytes are checked for a PROXY header first */
+    }
+    priv(c)->edge = false;
+    set_events(c);
+    gh_timer_cancel(c->worker->loop, &c->deadline);
+    c->phase = GH_PHASE_PROTOCOL;
+    call_proto(c, c->proto->open);
+}
+
+/* ---- PROXY header ---- */
+
+static bool is_proxy_signature_prefix(const uint8_t *b, size_t n, bool *complete)
+{
+    static const uint8_t v2[12] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D,
+                                   0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
+    static const char v1[6] = "PROXY ";
+    size_t m1 = n < 6 ? n : 6, m2 = n < 12 ? n : 12;
+    bool p1 = memcmp(b, v1, m1) == 0, p2 = memcmp(b, v2, m2) == 0;
+    *complete = (p1 && n >= 6) || (p2 && n >= 12);
+    return p1 || p2;
+}
+
+static void read_proxy_header(struct gh_conn *c)
+{
+    uint8_t stack[1024], *buf = stack;
+    size_t cap = sizeof stack, need = 0;
+    ssize_t n = recv(c->io.fd, buf, cap, MSG_PEEK);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+        gh_conn_close(c);
+        return;
+    }
+    if (n < 0)
+        return;
+    struct gh_proxy_header h;
+    gh_err err = {0};
+    enum gh_proxy_result r = gh_proxy_parse(buf, (size_t)n, &need, &h, &err);
+    if (r == GH_PROXY_NEED_MORE && need > cap && need <= PROXY_HEADER_CAP) {
+        buf = malloc(need);
+        n = buf ? recv(c->io.fd, buf, need, MSG_PEEK) : -1;
+        r = n > 0 ? gh_proxy_parse(buf, (size_t)n, &need, &h, &err) : GH_PROXY_NEED_MORE;
+    }
+    if (buf != stack)
+        free(buf);
+    if (r == GH_PROXY_NEED_MORE && need <= PROXY_HEADER_CAP)
+        return; /* edge-triggered: woken again when more arrives */
+    if (r != GH_PROXY_DONE) {
+        gh_log(listener_name(c), c->peer_text, "proxy-error", "%s",
+               r == GH_PROXY_NEED_MORE ? "PROXY header too large" : err.msg);
+        gh_conn_close(c);
+        return;
+    }
+    uint8_t sink[PROXY_HEADER_CAP];
+    if (recv(c->io.fd, sink, need, 0) != (ssize_t)need) { /* consumes the header only */
+        gh_conn_close(c);
+        return;
+    }
+    if (!h.local)
+        set_peer(c, &h.src);
+    c->tls_active = h.ssl;
+    if (h.unique_id[0])
+        c->proxy_unique_id = strdup(h.unique_id);
+    start_protocol(c);
+}
+
+/* Implicit TLS from an untrusted peer: a PROXY header it sends is refused, not parsed. */
+static void check_first_bytes(struct gh_conn *c)
+{
+    uint8_t b[12];
+    ssize_t n = recv(c->io.fd, b, sizeof b, MSG_PEEK);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+        gh_conn_close(c);
+        return;
+    }
+    if (n < 0)
+        return;
+    bool complete;
+    if (is_proxy_signature_prefix(b, (size_t)n, &complete)) {
+        if (!complete)
+            return;
+        gh_log(listener_name(c), c->peer_text, "proxy-untrusted",
+               "PROXY header from a peer outside the trusted networks");
+        gh_conn_close(c);
+        return;
+    }
+    priv(c)->first_input_seen = true;
+    start_handshake(c);
+}
+
+/* ---- TLS ---- */
+
+static void log_tls_failure(struct gh_conn *c, int ssl_error)
+{
+    char reason[256] = "connection closed during handshake";
+    unsigned long e = ERR_peek_last_error();
+    if (e)
+        ERR_error_string_n(e, reason, sizeof reason);
+    else if (ssl_error == SSL_ERROR_SYSCALL && errno)
+        snprintf(reason, sizeof reason, "%s", strerror(errno));
+    gh_log(listener_name(c), c->peer_text, "tls-handshake-error", "%s", reason);
+    ERR_clear_error();
+}
+
+static void continue_handshake(struct gh_conn *c)
+{
+    ERR_clear_error();
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+        bool upgrade = c->tls_done_once || !c->conf->tls_implicit;
+        c->tls_active = true;
+        c->tls_done_once = true;
+        priv(c)->edge = false;
+        c->want_write = false;
+        set_events(c);
+        gh_timer_cancel(c->worker->loop, &c->deadline);
+        c->phase = GH_PHASE_PROTOCOL;
+        call_proto(c, upgrade ? c->proto->tls_ready : c->proto->open);
+        return;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        bool ww = e == SSL_ERROR_WANT_WRITE;
+        if (ww != c->want_write || priv(c)->edge) {
+            c->want_write = ww;
+            priv(c)->edge = false;
+            set_events(c);
+        }
+        return;
+    }
+    log_tls_failure(c, e);
+    gh_conn_close(c);
+}
+
+static void start_handshake(struct gh_conn *c)
+{
+    if (!priv(c)->ctx || !(c->ssl = SSL_new(priv(c)->ctx)) || !SSL_set_fd(c->ssl, c->io.fd)) {
+        gh_log(listener_name(c), c->peer_text, "tls-error", "cannot start a TLS session");
+        gh_conn_close(c);
+        return;
+    }
+    SSL_set_accept_state(c->ssl);
+    c->phase = GH_PHASE_HANDSHAKE;
+    gh_timer_set(c->worker->loop, &c->deadline, c->conf->tls_timeout_ms);
+    continue_handshake(c);
+}
+
+/* ---- input ---- */
+
+/* Reads what is available into c->in. Returns false when the connection closed. */
+static bool read_input(struct gh_conn *c)
+{
+    for (;;) {
+        if (gh_buf_len(&c->in) > INPUT_CAP || !gh_buf_reserve(&c->in, READ_CHUNK)) {
+            gh_conn_close(c);
+            return false;
+        }
+        char *dst = c->in.data + c->in.end;
+        size_t room = c->in.cap - c->in.end;
+        ssize_t n;
+        if (c->ssl) {
+            ERR_clear_error();
+            int r = SSL_read(c->ssl, dst, (int)(room > INT32_MAX ? INT32_MAX : room));
+            if (r <= 0) {
+                int e = SSL_get_error(c->ssl, r);
+                if (e == SSL_ERROR_WANT_READ)
+                    return true;
+                if (e == SSL_ERROR_WANT_WRITE) {
+                    c->want_write = true;
+                    set_events(c);
+                    return true;
+                }
+                gh_conn_close(c);
+                return false;
+            }
+            n = r;
+        } else {
+            n = recv(c->io.fd, dst, room, 0);
+            if (n < 0 && (errno == EAGAIN || errno == EINTR))
+                return true;
+            if (n <= 0) {
+                gh_conn_close(c);
+                return false;
+            }
+        }
+        c->in.end += (size_t)n;
+        if ((size_t)n < room && !(c->ssl && SSL_pending(c->ssl)))
+            return true;
+    }
+}
+
+static void on_readable(struct gh_conn *c)
+{
+    if (c->phase == GH_PHASE_CLOSING) {
+        char sink[1024]; /* draining what a closing client still sends */
+        if (recv(c->io.fd, sink, sizeof sink, 0) == 0)
+            gh_conn_close(c);
+        return;
+    }
+    if (!read_input(c))
+        return;
+    if (!priv(c)->first_input_seen && gh_buf_len(&c->in)) {
+        bool complete;
+        size_t n = gh_buf_len(&c->in);
+        if (is_proxy_signature_prefix((uint8_t *)gh_buf_head(&c->in), n, &complete)) {
+            if (!complete)
+                return;
+            gh_log(listener_name(c), c->peer_text, "proxy-untrusted",
+                   "PROXY header from a peer outside the trusted networks");
+            gh_conn_close(c);
+            return;
+        }
+        priv(c)->first_input_seen = true;
+    }
+    if (gh_buf_len(&c->in))
+        call_proto(c, c->proto->input);
+    if (!c->closed)
+        gh_buf_release_if_empty(&c->in);
+}
+
+static void on_io(struct gh_io *io, uint32_t events)
+{
+    struct gh_conn *c = gh_container_of(io, struct gh_conn, io);
+    if (c->closed)
+        return;
+    switch (c->phase) {
+    case GH_PHASE_PROXY:
+        read_proxy_header(c);
+        return;
+    case GH_PHASE_HANDSHAKE:
+        if (!c->ssl) {
+            if (priv(c)->starttls_pending)
+                flush(c);
+            else
+                check_first_bytes(c);
+        } else {
+            continue_handshake(c);
+        }
+        return;
+    case GH_PHASE_PROTOCOL:
+    case GH_PHASE_CLOSING:
+        if (events & EPOLLOUT)
+            flush(c);
+        if (!c->closed && (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
+            on_readable(c);
+        return;
+    }
+}
+
+static void on_deadline(struct gh_timer *t)
+{
+    struct gh_conn *c = gh_container_of(t, struct gh_conn, deadline);
+    switch (c->phase) {
+    case GH_PHASE_PROXY:
+        gh_log(listener_name(c), c->peer_text, "proxy-timeout", "no PROXY header within %u ms",
+               PROXY_DEADLINE_MS);
+        gh_conn_close(c);
+        return;
+    case GH_PHASE_HANDSHAKE:
+        gh_log(listener_name(c), c->peer_text, "tls-timeout", "handshake not done within %u ms",
+               c->conf->tls_timeout_ms);
+        gh_conn_close(c);
+        return;
+    case GH_PHASE_PROTOCOL:
+        if (c->proto->idle)
+            call_proto(c, c->proto->idle);
+        else
+            gh_conn_close(c);
+        return;
+    case GH_PHASE_CLOSING:
+        gh_conn_close(c);
+        return;
+    }
+}
+
+void gh_conn_shutdown(struct gh_conn *c)
+{
+    if (c->phase == GH_PHASE_PROTOCOL && c->proto->shutdown) {
+        call_proto(c, c->proto->shutdown);
+        if (!c->closed)
+            gh_timer_set(c->worker->loop, &c->deadline, 2000);
+    } else if (c->phase != GH_PHASE_CLOSING) {
+        gh_conn_close(c);
+    }
+}

@@ -1,0 +1,806 @@
+/*
+ * engine: listeners and workers. The control side (apply/remove, under one mutex that
+ * the accept path never takes) binds and shuts sockets synchronously, then tells each
+ * worker by message which sockets to watch; workers own the descriptors they are given.
+ */
+#include "net/engine.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/ip.h>
+#include <openssl/ssl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "net/conn.h"
+#include "net/tls.h"
+#include "net/worker.h"
+
+#define BACKOFF_MIN_MS 10
+#define BACKOFF_MAX_MS 1000
+
+struct gh_engine *gh_engine_global;
+
+/* One address of a listener: the engine's descriptors (one per worker with
+ * SO_REUSEPORT, else one), each also given to a worker as a dup. */
+struct bound {
+    struct gh_sockaddr addr;
+    bool reuseport, reuseaddr;
+    unsigned nfds;
+    int *wfds;  /* the dup each worker was given, to name it in the removal message */
+    int fds[];  /* then wfds[nworkers] */
+};
+
+/* The control side's view of a listener. Owner: the engine (under e->mu). */
+struct lstate {
+    struct gh_listener_rt *rt;
+    struct gh_listener_conf *conf;
+    SSL_CTX *ctx;
+    unsigned nbound;
+    struct bound **bound;
+    struct lstate *next;
+};
+
+struct gh_engine {
+    pthread_mutex_t mu; /* control side only: apply, remove, settings */
+    unsigned nworkers;
+    struct gh_worker *workers;
+    struct lstate *listeners;
+    char hostname[256];
+    unsigned ntrusted;
+    struct gh_ipmask *trusted;
+    atomic_uint running; /* workers still running */
+    pthread_mutex_t done_mu;
+    pthread_cond_t done_cv;
+};
+
+/* ---- listener runtime ---- */
+
+void gh_listener_rt_unref(struct gh_listener_rt *rt)
+{
+    if (rt && atomic_fetch_sub_explicit(&rt->refs, 1, memory_order_acq_rel) == 1)
+        free(rt);
+}
+
+bool gh_listener_rt_admit(struct gh_listener_rt *rt, uint32_t max)
+{
+    unsigned cur = atomic_load_explicit(&rt->live, memory_order_relaxed);
+    do {
+        if (cur >= max)
+            return false;
+    } while (!atomic_compare_exchange_weak_explicit(&rt->live, &cur, cur + 1,
+                                                    memory_order_acq_rel, memory_order_relaxed));
+    return true;
+}
+
+void gh_listener_rt_release(struct gh_listener_rt *rt)
+{
+    atomic_fetch_sub_explicit(&rt->live, 1, memory_order_acq_rel);
+}
+
+/* ---- worker side: messages ---- */
+
+struct msg_add {
+    int fd;
+    bool exclusive;
+    struct gh_listener_rt *rt;
+    struct gh_listener_conf *conf;
+    SSL_CTX *ctx;
+};
+
+struct msg_update {
+    struct gh_listener_rt *rt;
+    struct gh_listener_conf *conf;
+    SSL_CTX *ctx;
+};
+
+static struct gh_worker *worker_of(struct gh_loop *loop, struct gh_engine *e)
+{
+    for (unsigned i = 0; i < e->nworkers; i++)
+        if (e->workers[i].loop == loop)
+            return &e->workers[i];
+    return NULL;
+}
+
+static void wsock_free(struct gh_wsock *ws)
+{
+    gh_timer_cancel(ws->worker->loop, &ws->backoff);
+    if (!ws->paused)
+        gh_io_del(ws->worker->loop, &ws->io);
+    close(ws->io.fd);
+    gh_listener_rt_unref(ws->rt);
+    gh_listener_conf_unref(ws->conf);
+    SSL_CTX_free(ws->ctx);
+    free(ws);
+}
+
+static void wsock_resume(struct gh_timer *t)
+{
+    struct gh_wsock *ws = gh_container_of(t, struct gh_wsock, backoff);
+    if (ws->paused && gh_io_add(ws->worker->loop, &ws->io, EPOLLIN, NULL))
+        ws->paused = false;
+}
+
+/* Out of descriptors: stop watching this socket for a while instead of spinning. */
+static void wsock_back_off(struct gh_wsock *ws, int err)
+{
+    ws->backoff_ms = ws->backoff_ms ? ws->backoff_ms * 2 : BACKOFF_MIN_MS;
+    if (ws->backoff_ms > BACKOFF_MAX_MS)
+        ws->backoff_ms = BACKOFF_MAX_MS;
+    gh_log(ws->conf->name, NULL, "accept-error", "%s; pausing accepts for %u ms", strerror(err),
+           ws->backoff_ms);
+    gh_io_del(ws->worker->loop, &ws->io);
+    ws->paused = true;
+    gh_timer_set(ws->worker->loop, &ws->backoff, ws->backoff_ms);
+}
+
+static void on_accept(struct gh_io *io, uint32_t events)
+{
+    struct gh_wsock *ws = gh_container_of(io, struct gh_wsock, io);
+    struct gh_worker *w = ws->worker;
+    for (int i = 0; i < 64 && !w->stopping; i++) {
+        struct gh_sockaddr peer = {.len = sizeof peer.u};
+        int fd = accept4(io->fd, &peer.u.sa, &peer.len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                wsock_back_off(ws, errno);
+            else if (errno == EINVAL) { /* shut down by the control side; closed by message */
+                gh_io_del(w->loop, io);
+                ws->paused = true;
+            }
+            return;
+        }
+        ws->backoff_ms = 0;
+        gh_conn_accepted(w, ws, fd, &peer);
+    }
+}
+
+static void do_add(struct gh_loop *loop, void *arg)
+{
+    struct msg_add *m = arg;
+    struct gh_worker *w = worker_of(loop, gh_engine_global);
+    struct gh_wsock *ws = calloc(1, sizeof *ws);
+    if (!ws || !w) {
+        free(ws);
+        close(m->fd);
+        goto out;
+    }
+    ws->io.fd = m->fd;
+    ws->io.fn = on_accept;
+    ws->backoff.fn = wsock_resume;
+    ws->worker = w;
+    ws->rt = gh_listener_rt_ref(m->rt);
+    ws->conf = gh_listener_conf_ref(m->conf);
+    ws->ctx = m->ctx && SSL_CTX_up_ref(m->ctx) ? m->ctx : NULL;
+    gh_err err = {0};
+    if (w->stopping || !gh_io_add(loop, &ws->io, EPOLLIN | (m->exclusive ? EPOLLEXCLUSIVE : 0),
+                                  &err)) {
+        ws->paused = true;
+        wsock_free(ws);
+        goto out;
+    }
+    ws->next = w->socks;
+    w->socks = ws;
+out:
+    gh_listener_rt_unref(m->rt);
+    gh_listener_conf_unref(m->conf);
+    SSL_CTX_free(m->ctx);
+    free(m);
+}
+
+static void do_update(struct gh_loop *loop, void *arg)
+{
+    struct msg_update *m = arg;
+    struct gh_worker *w = worker_of(loop, gh_engine_global);
+    for (struct gh_wsock *ws = w ? w->socks : NULL; ws; ws = ws->next) {
+        if (ws->rt != m->rt)
+            continue;
+        gh_listener_conf_unref(ws->conf);
+        ws->conf = gh_listener_conf_ref(m->conf);
+        SSL_CTX_free(ws->ctx);
+        ws->ctx = m->ctx && SSL_CTX_up_ref(m->ctx) ? m->ctx : NULL;
+    }
+    gh_listener_rt_unref(m->rt);
+    gh_listener_conf_unref(m->conf);
+    SSL_CTX_free(m->ctx);
+    free(m);
+}
+
+struct msg_remove {
+    int fd;
+    struct gh_listener_rt *rt;
+};
+
+static void do_remove(struct gh_loop *loop, void *arg)
+{
+    struct msg_remove *m = arg;
+    struct gh_worker *w = worker_of(loop, gh_engine_global);
+    for (struct gh_wsock **pp = w ? &w->socks : NULL; pp && *pp; pp = &(*pp)->next) {
+        if ((*pp)->io.fd == m->fd && (*pp)->rt == m->rt) {
+            struct gh_wsock *ws = *pp;
+            *pp = ws->next;
+            wsock_free(ws);
+            break;
+        }
+    }
+    gh_listener_rt_unref(m->rt);
+    free(m);
+}
+
+static void do_settings(struct gh_loop *loop, void *arg)
+{
+    struct gh_wsettings *s = arg;
+    struct gh_worker *w = worker_of(loop, gh_engine_global);
+    if (!w) {
+        free(s);
+        return;
+    }
+    free(w->settings);
+    w->settings = s;
+}
+
+/* ---- control side: sockets ---- */
+
+static bool set_int(int fd, int level, int opt, int value, const char *what,
+                    const struct gh_sockaddr *a, gh_err *err)
+{
+    if (setsockopt(fd, level, opt, &value, sizeof value) == 0)
+        return true;
+    char text[GH_ADDR_TEXT];
+    gh_sockaddr_format(a, text);
+    return gh_fail_sys(err, errno, "%s on %s", what, text);
+}
+
+/* Options that may change on a socket that stays: buffers, TOS and the backlog. */
+static bool tune_socket(int fd, const struct gh_listener_conf *c, const struct gh_sockaddr *a,
+                        gh_err *err)
+{
+    if (c->rcvbuf && !set_int(fd, SOL_SOCKET, SO_RCVBUF, c->rcvbuf, "SO_RCVBUF", a, err))
+        return false;
+    if (c->sndbuf && !set_int(fd, SOL_SOCKET, SO_SNDBUF, c->sndbuf, "SO_SNDBUF", a, err))
+        return false;
+    if (c->tos && a->u.sa.sa_family == AF_INET &&
+        !set_int(fd, IPPROTO_IP, IP_TOS, c->tos, "IP_TOS", a, err))
+        return false;
+    return true;
+}
+
+static int open_socket(const struct gh_listener_conf *c, const struct gh_sockaddr *a, gh_err *err)
+{
+    char text[GH_ADDR_TEXT];
+    gh_sockaddr_format(a, text);
+    int fd = socket(a->u.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        gh_fail_sys(err, errno, "socket for %s", text);
+        return -1;
+    }
+    if (!set_int(fd, SOL_SOCKET, SO_REUSEADDR, c->reuseaddr, "SO_REUSEADDR", a, err) ||
+        !set_int(fd, SOL_SOCKET, SO_REUSEPORT, c->reuseport, "SO_REUSEPORT", a, err) ||
+        !tune_socket(fd, c, a, err))
+        goto fail;
+    /* A socket whose bind failed is never put into listen: Linux would auto-bind it. */
+    if (bind(fd, &a->u.sa, a->len) < 0) {
+        gh_fail_sys(err, errno, "bind %s", text);
+        goto fail;
+    }
+    if (listen(fd, (int)c->backlog) < 0) {
+        gh_fail_sys(err, errno, "listen %s", text);
+        goto fail;
+    }
+    return fd;
+fail:
+    close(fd);
+    return -1;
+}
+
+static void bound_close(struct bound *b)
+{
+    for (unsigned i = 0; i < b->nfds; i++)
+        close(b->fds[i]);
+    free(b);
+}
+
+static struct bound *bound_open(struct gh_engine *e, const struct gh_listener_conf *c,
+                                const struct gh_sockaddr *a, gh_err *err)
+{
+    unsigned n = c->reuseport ? e->nworkers : 1;
+    struct bound *b = calloc(1, sizeof *b + (n + e->nworkers) * sizeof(int));
+    if (!b) {
+        gh_fail(err, "out of memory");
+        return NULL;
+    }
+    b->wfds = b->fds + n;
+    for (unsigned i = 0; i < e->nworkers; i++)
+        b->wfds[i] = -1;
+    b->addr = *a;
+    b->reuseport = c->reuseport;
+    b->reuseaddr = c->reuseaddr;
+    for (; b->nfds < n; b->nfds++) {
+        b->fds[b->nfds] = open_socket(c, a, err);
+        if (b->fds[b->nfds] < 0) {
+            bound_close(b);
+            return NULL;
+        }
+    }
+    return b;
+}
+
+/* Hands the sockets of b to the workers: worker i watches a dup of fds[i] (or of the one
+ * shared socket, with EPOLLEXCLUSIVE so one worker wakes per connection). */
+static void bound_publish(struct gh_engine *e, struct bound *b, struct lstate *st)
+{
+    for (unsigned i = 0; i < e->nworkers; i++) {
+        struct msg_add *m = calloc(1, sizeof *m);
+        int fd = dup(b->fds[b->nfds == 1 ? 0 : i]);
+        if (!m || fd < 0) {
+            free(m);
+            if (fd >= 0)
+                close(fd);
+            continue;
+        }
+        m->fd = b->wfds[i] = fd;
+        m->exclusive = b->nfds == 1 && e->nworkers > 1;
+        m->rt = gh_listener_rt_ref(st->rt);
+        m->conf = gh_listener_conf_ref(st->conf);
+        m->ctx = st->ctx && SSL_CTX_up_ref(st->ctx) ? st->ctx : NULL;
+        gh_loop_post(e->workers[i].loop, do_add, m);
+    }
+}
+
+/* Stops accepting at once (shutdown of a listening socket unhashes it, so the address
+ * refuses new connections before this returns), then lets each worker close its dup. */
+static void withdraw(struct gh_engine *e, struct lstate *st, struct bound *b)
+{
+    for (unsigned i = 0; i < b->nfds; i++)
+        shutdown(b->fds[i], SHUT_RDWR);
+    for (unsigned i = 0; i < e->nworkers; i++) {
+        struct msg_remove *m = malloc(sizeof *m);
+        if (!m || b->wfds[i] < 0) {
+            free(m);
+            continue;
+        }
+        m->fd = b->wfds[i];
+        m->rt = gh_listener_rt_ref(st->rt);
+        gh_loop_post(e->workers[i].loop, do_remove, m);
+    }
+    bound_close(b);
+}
+
+static struct lstate *find_state(struct gh_engine *e, const char *id)
+{
+    for (struct lstate *st = e->listeners; st; st = st->next)
+        if (!strcmp(st->rt->id, id))
+            return st;
+    return NULL;
+}
+
+static struct bound *find_bound(struct lstate *st, const struct gh_sockaddr *a)
+{
+    for (unsigned i = 0; st && i < st->nbound; i++)
+        if (st->bound[i] && gh_sockaddr_equal(&st->bound[i]->addr, a))
+            return st->bound[i];
+    return NULL;
+}
+
+static bool conflicts_elsewhere(struct gh_engine *e, const char *id, const struct gh_sockaddr *a,
+                                gh_err *err)
+{
+    for (struct lstate *st = e->listeners; st; st = st->next) {
+        if (!strcmp(st->rt->id, id))
+            continue;
+        for (unsigned i = 0; i < st->nbound; i++) {
+            if (gh_sockaddr_conflict(&st->bound[i]->addr, a)) {
+                char text[GH_ADDR_TEXT], other[GH_ADDR_TEXT];
+                gh_sockaddr_format(a, text);
+                gh_sockaddr_format(&st->bound[i]->addr, other);
+                gh_fail(err, "bind %s: address already used by listener \"%s\" (%s)", text,
+                        st->conf->name, other);
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+static bool needs_tls(const struct gh_listener_conf *c)
+{
+    return c->use_tls && (c->tls_implicit || c->protocol != GH_PROTO_HTTP);
+}
+
+static void post_update(struct gh_engine *e, struct lstate *st)
+{
+    for (unsigned i = 0; i < e->nworkers; i++) {
+        struct msg_update *m = malloc(sizeof *m);
+        if (!m)
+            continue;
+        m->rt = gh_listener_rt_ref(st->rt);
+        m->conf = gh_listener_conf_ref(st->conf);
+        m->ctx = st->ctx && SSL_CTX_up_ref(st->ctx) ? st->ctx : NULL;
+        gh_loop_post(e->workers[i].loop, do_update, m);
+    }
+}
+
+/* Opens every address of conf that st does not already have with compatible flags.
+ * fresh[i] is the new socket set for address i, or NULL when the old one stays. */
+static bool open_new_addresses(struct gh_engine *e, struct lstate *st,
+                               const struct gh_listener_conf *conf, struct bound **fresh,
+                               gh_err *err)
+{
+    for (unsigned i = 0; i < conf->nbind; i++) {
+        const struct gh_sockaddr *a = &conf->bind[i];
+        struct bound *old = find_bound(st, a);
+        fresh[i] = NULL;
+        if (conflicts_elsewhere(e, conf->id, a, err))
+            goto fail;
+        if (old && old->reuseport == conf->reuseport && old->reuseaddr == conf->reuseaddr) {
+            for (unsigned k = 0; k < old->nfds; k++) {
+                if (!tune_socket(old->fds[k], conf, a, err) ||
+                    listen(old->fds[k], (int)conf->backlog) < 0) {
+                    if (!err->msg[0])
+                        gh_fail_sys(err, errno, "listen");
+                    goto fail;
+                }
+            }
+            continue;
+        }
+        if (old) { /* flags only bind can set changed: the address must be re-created */
+            for (unsigned k = 0; k < st->nbound; k++)
+                if (st->bound[k] == old)
+                    st->bound[k] = NULL;
+            withdraw(e, st, old);
+        }
+        if (!(fresh[i] = bound_open(e, conf, a, err)))
+            goto fail;
+    }
+    return true;
+fail:
+    for (unsigned i = 0; i < conf->nbind; i++)
+        if (fresh[i])
+            bound_close(fresh[i]);
+    return false;
+}
+
+bool gh_engine_apply(struct gh_engine *e, struct gh_listener_conf *conf, gh_err *err)
+{
+    SSL_CTX *ctx = NULL;
+    struct bound **fresh = calloc(conf->nbind ? conf->nbind : 1, sizeof *fresh);
+    struct bound **next = calloc(conf->nbind ? conf->nbind : 1, sizeof *next);
+    if (!fresh || !next) {
+        free(fresh);
+        free(next);
+        gh_listener_conf_unref(conf);
+        return gh_fail(err, "out of memory");
+    }
+    pthread_mutex_lock(&e->mu);
+    struct lstate *st = find_state(e, conf->id);
+    bool ok = (!needs_tls(conf) || (ctx = gh_tls_ctx_new(conf, err))) &&
+              open_new_addresses(e, st, conf, fresh, err);
+    if (!ok) {
+        pthread_mutex_unlock(&e->mu);
+        SSL_CTX_free(ctx);
+        gh_listener_conf_unref(conf);
+        free(fresh);
+        free(next);
+        return false;
+    }
+    if (!st) {
+        st = calloc(1, sizeof *st);
+        struct gh_listener_rt *rt = st ? calloc(1, sizeof *rt) : NULL;
+        if (!rt) {
+            free(st);
+            st = NULL;
+        } else {
+            atomic_init(&rt->refs, 1);
+            snprintf(rt->id, sizeof rt->id, "%s", conf->id);
+            st->rt = rt;
+            st->next = e->listeners;
+            e->listeners = st;
+        }
+    }
+    if (!st) {
+        pthread_mutex_unlock(&e->mu);
+        for (unsigned i = 0; i < conf->nbind; i++)
+            if (fresh[i])
+                bound_close(fresh[i]);
+        SSL_CTX_free(ctx);
+        gh_listener_conf_unref(conf);
+        free(fresh);
+        free(next);
+        return gh_fail(err, "out of memory");
+    }
+    gh_listener_conf_unref(st->conf);
+    st->conf = conf;
+    SSL_CTX_free(st->ctx);
+    st->ctx = ctx;
+    /* Kept addresses get the new settings first, then new addresses go live, then the
+     * addresses no longer wanted are withdrawn. */
+    post_update(e, st);
+    for (unsigned i = 0; i < conf->nbind; i++) {
+        next[i] = fresh[i] ? fresh[i] : find_bound(st, &conf->bind[i]);
+        if (fresh[i])
+            bound_publish(e, fresh[i], st);
+    }
+    for (unsigned i = 0; i < st->nbound; i++) {
+        bool kept = false;
+        for (unsigned k = 0; k < conf->nbind && !kept; k++)
+            kept = next[k] == st->bound[i];
+        if (!kept && st->bound[i])
+            withdraw(e, st, st->bound[i]);
+    }
+    free(st->bound);
+    st->bound = next;
+    st->nbound = conf->nbind;
+    pthread_mutex_unlock(&e->mu);
+    free(fresh);
+    return true;
+}
+
+static void lstate_free(struct gh_engine *e, struct lstate *st)
+{
+    for (unsigned i = 0; i < st->nbound; i++)
+        if (st->bound[i])
+            withdraw(e, st, st->bound[i]);
+    free(st->bound);
+    gh_listener_conf_unref(st->conf);
+    SSL_CTX_free(st->ctx);
+    gh_listener_rt_unref(st->rt);
+    free(st);
+}
+
+void gh_engine_remove(struct gh_engine *e, const char *id)
+{
+    pthread_mutex_lock(&e->mu);
+    for (struct lstate **pp = &e->listeners; *pp; pp = &(*pp)->next) {
+        if (!strcmp((*pp)->rt->id, id)) {
+            struct lstate *st = *pp;
+            *pp = st->next;
+            lstate_free(e, st);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&e->mu);
+}
+
+uint32_t gh_engine_live(struct gh_engine *e, const char *id)
+{
+    uint32_t n = 0;
+    pthread_mutex_lock(&e->mu);
+    struct lstate *st = find_state(e, id);
+    if (st)
+        n = atomic_load(&st->rt->live);
+    pthread_mutex_unlock(&e->mu);
+    return n;
+}
+
+/* ---- server-wide settings ---- */
+
+static void publish_settings(struct gh_engine *e)
+{
+    for (unsigned i = 0; i < e->nworkers; i++) {
+        struct gh_wsettings *s = malloc(sizeof *s + e->ntrusted * sizeof(struct gh_ipmask));
+        if (!s)
+            continue;
+        snprintf(s->hostname, sizeof s->hostname, "%s", e->hostname);
+        s->ntrusted = e->ntrusted;
+        if (e->ntrusted)
+            memcpy(s->trusted, e->trusted, e->ntrusted * sizeof(struct gh_ipmask));
+        gh_loop_post(e->workers[i].loop, do_settings, s);
+    }
+}
+
+bool gh_engine_set_proxy_trusted(struct gh_engine *e, const struct gh_ipmask *masks, unsigned n)
+{
+    struct gh_ipmask *copy = n ? malloc(n * sizeof *copy) : NULL;
+    if (n && !copy)
+        return false;
+    if (n)
+        memcpy(copy, masks, n * sizeof *copy);
+    pthread_mutex_lock(&e->mu);
+    free(e->trusted);
+    e->trusted = copy;
+    e->ntrusted = n;
+    publish_settings(e);
+    pthread_mutex_unlock(&e->mu);
+    return true;
+}
+
+void gh_engine_set_hostname(struct gh_engine *e, const char *hostname)
+{
+    pthread_mutex_lock(&e->mu);
+    if (hostname && *hostname)
+        snprintf(e->hostname, sizeof e->hostname, "%s", hostname);
+    else if (gethostname(e->hostname, sizeof e->hostname) != 0 || !e->hostname[0])
+        snprintf(e->hostname, sizeof e->hostname, "localhost");
+    e->hostname[sizeof e->hostname - 1] = 0;
+    publish_settings(e);
+    pthread_mutex_unlock(&e->mu);
+}
+
+void gh_engine_hostname(struct gh_engine *e, char *out, size_t cap)
+{
+    pthread_mutex_lock(&e->mu);
+    snprintf(out, cap, "%s", e->hostname);
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* ---- broadcast ---- */
+
+struct broadcast {
+    void (*fn)(struct gh_loop *, void *);
+    void *arg;
+    void (*free_arg)(void *);
+    atomic_uint pending;
+};
+
+static void do_broadcast(struct gh_loop *loop, void *p)
+{
+    struct broadcast *b = p;
+    b->fn(loop, b->arg);
+    if (atomic_fetch_sub(&b->pending, 1) == 1) {
+        if (b->free_arg)
+            b->free_arg(b->arg);
+        free(b);
+    }
+}
+
+void gh_engine_broadcast(struct gh_engine *e, void (*fn)(struct gh_loop *, void *), void *arg,
+                         void (*free_arg)(void *))
+{
+    struct broadcast *b = malloc(sizeof *b);
+    if (!b) {
+        if (free_arg)
+            free_arg(arg);
+        return;
+    }
+    b->fn = fn;
+    b->arg = arg;
+    b->free_arg = free_arg;
+    atomic_init(&b->pending, e->nworkers);
+    for (unsigned i = 0; i < e->nworkers; i++)
+        gh_loop_post(e->workers[i].loop, do_broadcast, b);
+}
+
+/* ---- workers and their life ---- */
+
+static void *worker_main(void *arg)
+{
+    struct gh_worker *w = arg;
+    gh_err err = {0};
+    if (!gh_loop_run(w->loop, &err))
+        gh_log(NULL, NULL, "worker-error", "worker %u: %s", w->index, err.msg);
+    pthread_mutex_lock(&w->engine->done_mu);
+    atomic_fetch_sub(&w->engine->running, 1);
+    pthread_cond_broadcast(&w->engine->done_cv);
+    pthread_mutex_unlock(&w->engine->done_mu);
+    return NULL;
+}
+
+struct gh_engine *gh_engine_new(unsigned workers, gh_err *err)
+{
+    struct gh_engine *e = calloc(1, sizeof *e);
+    if (!e || !(e->workers = calloc(workers, sizeof *e->workers))) {
+        free(e);
+        gh_fail(err, "out of memory");
+        return NULL;
+    }
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_mutex_init(&e->done_mu, NULL);
+    pthread_cond_init(&e->done_cv, NULL);
+    e->nworkers = workers;
+    for (unsigned i = 0; i < workers; i++) {
+        e->workers[i].engine = e;
+        e->workers[i].index = i;
+        if (!(e->workers[i].loop = gh_loop_new(err))) {
+            gh_engine_free(e);
+            return NULL;
+        }
+    }
+    gh_engine_global = e;
+    gh_engine_set_hostname(e, NULL);
+    return e;
+}
+
+bool gh_engine_start(struct gh_engine *e, gh_err *err)
+{
+    for (unsigned i = 0; i < e->nworkers; i++) {
+        atomic_fetch_add(&e->running, 1);
+        int rc = pthread_create(&e->workers[i].thread, NULL, worker_main, &e->workers[i]);
+        if (rc != 0) {
+            atomic_fetch_sub(&e->running, 1);
+            return gh_fail_sys(err, rc, "starting worker %u", i);
+        }
+    }
+    return true;
+}
+
+void gh_worker_maybe_finish(struct gh_worker *w)
+{
+    if (w->stopping && w->nconns == 0) {
+        gh_timer_cancel(w->loop, &w->grace);
+        gh_loop_stop(w->loop);
+    }
+}
+
+static void on_grace_over(struct gh_timer *t)
+{
+    struct gh_worker *w = gh_container_of(t, struct gh_worker, grace);
+    while (w->conns)
+        gh_conn_close(w->conns);
+    gh_loop_stop(w->loop);
+}
+
+static void do_stop(struct gh_loop *loop, void *arg)
+{
+    struct gh_worker *w = worker_of(loop, gh_engine_global);
+    if (!w)
+        return;
+    w->stopping = true;
+    while (w->socks) {
+        struct gh_wsock *ws = w->socks;
+        w->socks = ws->next;
+        wsock_free(ws);
+    }
+    w->grace.fn = on_grace_over;
+    gh_timer_set(loop, &w->grace, (uint32_t)(uintptr_t)arg);
+    for (struct gh_conn *c = w->conns, *next; c; c = next) {
+        next = c->next;
+        gh_conn_shutdown(c);
+    }
+    gh_worker_maybe_finish(w);
+}
+
+void gh_engine_stop(struct gh_engine *e, uint32_t grace_ms)
+{
+    pthread_mutex_lock(&e->mu);
+    while (e->listeners) {
+        struct lstate *st = e->listeners;
+        e->listeners = st->next;
+        lstate_free(e, st);
+    }
+    pthread_mutex_unlock(&e->mu);
+    for (unsigned i = 0; i < e->nworkers; i++)
+        gh_loop_post(e->workers[i].loop, do_stop, (void *)(uintptr_t)grace_ms);
+}
+
+void gh_engine_wait(struct gh_engine *e)
+{
+    for (unsigned i = 0; i < e->nworkers; i++)
+        if (e->workers[i].thread)
+            pthread_join(e->workers[i].thread, NULL);
+}
+
+void gh_engine_free(struct gh_engine *e)
+{
+    if (!e)
+        return;
+    for (unsigned i = 0; i < e->nworkers; i++) {
+        struct gh_worker *w = &e->workers[i];
+        while (w->socks) {
+            struct gh_wsock *ws = w->socks;
+            w->socks = ws->next;
+            wsock_free(ws);
+        }
+        while (w->conns)
+            gh_conn_close(w->conns);
+        gh_loop_free(w->loop);
+        free(w->settings);
+    }
+    while (e->listeners) {
+        struct lstate *st = e->listeners;
+        e->listeners = st->next;
+        lstate_free(e, st);
+    }
+    free(e->trusted);
+    free(e->workers);
+    pthread_mutex_destroy(&e->mu);
+    if (gh_engine_global == e)
+        gh_engine_global = NULL;
+    free(e);
+}
