@@ -6,12 +6,13 @@
 #define GH_LINE_H
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "core/buf.h"
 
 enum gh_line_result {
     GH_LINE_MORE,    /* no complete line yet */
-    GH_LINE_OK,      /* *line/*len hold one line, consumed from the buffer */
+    GH_LINE_OK,      /* *line and *len hold one line, consumed from the buffer */
     GH_LINE_TOO_LONG /* the line exceeds max bytes: reported once, then its rest is
                         discarded up to and including its LF */
 };
@@ -21,5 +22,18 @@ enum gh_line_result {
  * (false at start) and is kept by the caller between calls. */
 enum gh_line_result gh_line_take(struct gh_buf *in, size_t max, bool *skipping, char **line,
                                  size_t *len);
+
+/* Splits a command line: *word_len is the length of its first word (up to a space), and
+ * the arguments after the spaces that follow it are returned ("" when there are none). */
+const char *gh_line_word(const char *line, size_t *word_len);
+/* The word is name, ignoring ASCII case. */
+bool gh_line_is(const char *word, size_t word_len, const char *name);
+
+/* IMAP and ManageSieve: when the line ends with a literal announcement "{N}", "{N+}" or
+ * "{N-}", stores N and whether the client sends it without waiting (+/-) and returns true. */
+bool gh_line_literal(const char *line, size_t len, uint64_t *n, bool *nonsync);
+
+/* Discards up to *remaining bytes of a literal from the buffer; false while more are due. */
+bool gh_line_skip(struct gh_buf *in, uint64_t *remaining);
 
 #endif

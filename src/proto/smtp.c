@@ -1,0 +1,252 @@
+/*
+ * smtp: the opening dialogue of SMTP (RFC 5321, STARTTLS per RFC 3207) and of LMTP
+ * (RFC 2033), which differs only in its greeting command, LHLO. Without a destination to
+ * hand the session to, everything past the opening is answered with a temporary failure.
+ */
+#include "proto/proto.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "proto/line.h"
+
+#define SMTP_MAX_LINE   4096            /* RFC 5321 allows 512; extensions make lines longer */
+#define SMTP_IDLE_MS    (5 * 60 * 1000) /* RFC 5321 §4.5.3.2.7: the server waits 5 minutes */
+#define SMTP_MAX_ERRORS 20              /* error replies before the session is dropped */
+
+/* Owner: the connection (c->proto_state), freed by smtp_release. */
+struct smtp {
+    bool lmtp;
+    bool skipping; /* the line reader is discarding the rest of an over-long line */
+    bool stopped;  /* QUIT, STARTTLS or a goodbye: input that follows is not ours */
+    bool greeted;  /* EHLO/HELO/LHLO seen since the start or the last TLS upgrade */
+    unsigned errors;
+};
+
+/* Commands of a mail transaction or of its extensions: real, but served by a destination. */
+static const char *const transaction_cmds[] = {
+    "MAIL", "RCPT", "DATA", "BDAT", "AUTH", "VRFY", "EXPN",    "ETRN",
+    "ATRN", "BURL", "TURN", "SEND", "SOML", "SAML", "XCLIENT", "XFORWARD",
+};
+
+static void stop(struct gh_conn *c, struct smtp *s, const char *fmt_host_reply)
+{
+    gh_conn_printf(c, fmt_host_reply, gh_conn_hostname(c));
+    s->stopped = true;
+    gh_conn_close_after_flush(c);
+}
+
+static void error_reply(struct gh_conn *c, struct smtp *s, const char *reply)
+{
+    gh_conn_printf(c, "%s\r\n", reply);
+    if (++s->errors >= SMTP_MAX_ERRORS)
+        stop(c, s, "421 4.7.0 %s Too many errors, closing connection\r\n");
+}
+
+/* A domain or address literal as the client named itself: printable, no spaces. */
+static bool valid_name(const char *name, size_t len)
+{
+    if (len == 0 || len > 255)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (name[i] <= ' ' || name[i] > '~')
+            return false;
+    return true;
+}
+
+static void hello(struct gh_conn *c, struct smtp *s, const char *args, bool extended)
+{
+    size_t name_len;
+    gh_line_word(args, &name_len);
+    if (!valid_name(args, name_len)) {
+        error_reply(c, s,
+                    s->lmtp    ? "501 5.5.4 Syntax: LHLO hostname"
+                    : extended ? "501 5.5.4 Syntax: EHLO hostname"
+                               : "501 5.5.4 Syntax: HELO hostname");
+        return;
+    }
+    s->greeted = true;
+    const char *host = gh_conn_hostname(c);
+    if (!extended) {
+        gh_conn_printf(c, "250 %s Hello %.*s [%s]\r\n", host, (int)name_len, args, c->peer_text);
+        return;
+    }
+    gh_conn_printf(c, "250-%s Hello %.*s [%s]\r\n", host, (int)name_len, args, c->peer_text);
+    gh_conn_printf(c, "250-PIPELINING\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n");
+    if (gh_conn_can_starttls(c))
+        gh_conn_printf(c, "250-SIZE\r\n250 STARTTLS\r\n");
+    else
+        gh_conn_printf(c, "250 SIZE\r\n");
+}
+
+static void starttls(struct gh_conn *c, struct smtp *s, const char *args)
+{
+    if (*args) {
+        error_reply(c, s, "501 5.5.4 Syntax error (no parameters allowed)");
+    } else if (c->tls_active || c->tls_done_once) {
+        error_reply(c, s, "503 5.5.1 TLS already active");
+    } else if (!gh_conn_can_starttls(c)) {
+        error_reply(c, s, "502 5.7.0 TLS not available");
+    } else {
+        gh_conn_printf(c, "220 2.0.0 Ready to start TLS\r\n");
+        /* RFC 3207 §4.2: the session starts over; nothing the client said before counts,
+         * and nothing it pipelined behind STARTTLS is read (gh_conn_starttls drops it). */
+        s->greeted = false;
+        s->stopped = true;
+        gh_conn_starttls(c);
+    }
+}
+
+static bool is_transaction(const char *verb, size_t len)
+{
+    for (size_t i = 0; i < sizeof transaction_cmds / sizeof *transaction_cmds; i++)
+        if (gh_line_is(verb, len, transaction_cmds[i]))
+            return true;
+    return false;
+}
+
+static void command(struct gh_conn *c, struct smtp *s, const char *line, size_t len)
+{
+    size_t vlen;
+    const char *args = gh_line_word(line, &vlen);
+
+    if (strlen(line) != len) {
+        error_reply(c, s, "500 5.5.2 Syntax error");
+    } else if (gh_line_is(line, vlen, "EHLO") || gh_line_is(line, vlen, "HELO")) {
+        if (s->lmtp)
+            error_reply(c, s, "500 5.5.1 Command not recognized: this is LMTP, use LHLO");
+        else
+            hello(c, s, args, gh_line_is(line, vlen, "EHLO"));
+    } else if (gh_line_is(line, vlen, "LHLO")) {
+        if (s->lmtp)
+            hello(c, s, args, true);
+        else
+            error_reply(c, s, "500 5.5.1 Command not recognized: this is SMTP, use EHLO");
+    } else if (gh_line_is(line, vlen, "NOOP") || gh_line_is(line, vlen, "RSET")) {
+        gh_conn_printf(c, "250 2.0.0 OK\r\n");
+    } else if (gh_line_is(line, vlen, "HELP")) {
+        gh_conn_printf(c, "214 2.0.0 Commands: %s NOOP RSET HELP QUIT%s\r\n",
+                       s->lmtp ? "LHLO" : "EHLO HELO", gh_conn_can_starttls(c) ? " STARTTLS" : "");
+    } else if (gh_line_is(line, vlen, "QUIT")) {
+        stop(c, s, "221 2.0.0 %s closing connection\r\n");
+    } else if (gh_line_is(line, vlen, "STARTTLS")) {
+        starttls(c, s, args);
+    } else if (is_transaction(line, vlen)) {
+        if (!s->greeted)
+            error_reply(c, s, s->lmtp ? "503 5.5.1 Send LHLO first" : "503 5.5.1 Send EHLO first");
+        else
+            error_reply(c, s, "451 4.3.0 Service temporarily unavailable, try again later");
+    } else {
+        error_reply(c, s, "500 5.5.1 Command not recognized");
+    }
+}
+
+static void smtp_input(struct gh_conn *c)
+{
+    struct smtp *s = c->proto_state;
+    bool active = false;
+    while (s && !s->stopped) {
+        char *line;
+        size_t len;
+        enum gh_line_result r = gh_line_take(&c->in, SMTP_MAX_LINE, &s->skipping, &line, &len);
+        if (r == GH_LINE_MORE)
+            break;
+        active = true;
+        if (r == GH_LINE_TOO_LONG)
+            error_reply(c, s, "500 5.5.2 Line too long");
+        else
+            command(c, s, line, len);
+    }
+    /* Only complete commands count as activity, so a trickle of bytes cannot hold a slot. */
+    if (s && active && !s->stopped)
+        gh_conn_set_idle(c, SMTP_IDLE_MS);
+}
+
+static void open_as(struct gh_conn *c, bool lmtp)
+{
+    struct smtp *s = calloc(1, sizeof *s);
+    if (!s) {
+        gh_conn_close(c);
+        return;
+    }
+    s->lmtp = lmtp;
+    c->proto_state = s;
+    gh_conn_printf(c, "220 %s ESMTP\r\n", gh_conn_hostname(c));
+    gh_conn_set_idle(c, SMTP_IDLE_MS);
+}
+
+static void smtp_open(struct gh_conn *c)
+{
+    open_as(c, false);
+}
+
+static void lmtp_open(struct gh_conn *c)
+{
+    open_as(c, true);
+}
+
+static void smtp_tls_ready(struct gh_conn *c)
+{
+    struct smtp *s = c->proto_state;
+    if (!s)
+        return;
+    s->stopped = false;
+    s->greeted = false;
+    s->skipping = false;
+    gh_conn_set_idle(c, SMTP_IDLE_MS);
+    /* Bytes that arrived encrypted right behind the handshake are the client's next command. */
+    smtp_input(c);
+}
+
+static void smtp_idle(struct gh_conn *c)
+{
+    struct smtp *s = c->proto_state;
+    if (s && s->stopped)
+        return;
+    gh_conn_printf(c, "421 4.4.2 %s Error: timeout exceeded\r\n", gh_conn_hostname(c));
+    if (s)
+        s->stopped = true;
+    gh_conn_close_after_flush(c);
+}
+
+static void smtp_shutdown(struct gh_conn *c)
+{
+    struct smtp *s = c->proto_state;
+    if (s && s->stopped) {
+        /* Already saying goodbye, or inside a TLS handshake where plaintext cannot go. */
+        gh_conn_close_after_flush(c);
+        return;
+    }
+    gh_conn_printf(c, "421 4.3.0 %s shutting down\r\n", gh_conn_hostname(c));
+    if (s)
+        s->stopped = true;
+    gh_conn_close_after_flush(c);
+}
+
+static void smtp_release(struct gh_conn *c)
+{
+    free(c->proto_state);
+    c->proto_state = NULL;
+}
+
+const struct gh_proto gh_proto_smtp = {
+    .name = "smtp",
+    .open = smtp_open,
+    .input = smtp_input,
+    .tls_ready = smtp_tls_ready,
+    .idle = smtp_idle,
+    .shutdown = smtp_shutdown,
+    .release = smtp_release,
+    .over_limit = "421 4.3.2 Too many connections\r\n",
+};
+
+const struct gh_proto gh_proto_lmtp = {
+    .name = "lmtp",
+    .open = lmtp_open,
+    .input = smtp_input,
+    .tls_ready = smtp_tls_ready,
+    .idle = smtp_idle,
+    .shutdown = smtp_shutdown,
+    .release = smtp_release,
+    .over_limit = "421 4.3.2 Too many connections\r\n",
+};
