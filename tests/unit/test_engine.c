@@ -1,0 +1,167 @@
+/*
+ * test_engine: the listener engine on real loopback sockets — apply binds before it
+ * returns, updates keep sockets, a failed bind changes nothing, remove stops accepting,
+ * and socket options reach the kernel.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/ip.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "net/engine.h"
+
+static struct gh_engine *engine;
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    bind(fd, (struct sockaddr *)&a, sizeof a);
+    getsockname(fd, (struct sockaddr *)&a, &len);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static struct gh_listener_conf *make_conf(const char *id, int nports, const int *ports)
+{
+    struct gh_listener_conf *c = gh_listener_conf_new((unsigned)nports, 0);
+    snprintf(c->id, sizeof c->id, "%s", id);
+    snprintf(c->name, sizeof c->name, "%s", id);
+    c->protocol = GH_PROTO_HTTP;
+    c->backlog = 16;
+    c->reuseaddr = c->reuseport = true;
+    c->nodelay = true;
+    c->tls_timeout_ms = 60000;
+    c->max_connections = 8192;
+    for (int i = 0; i < nports; i++) {
+        char text[32];
+        snprintf(text, sizeof text, "127.0.0.1:%d", ports[i]);
+        assert_true(gh_sockaddr_parse(text, &c->bind[i], NULL));
+    }
+    return c;
+}
+
+static bool can_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    bool ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return ok;
+}
+
+static int setup(void **state)
+{
+    gh_err err = {0};
+    engine = gh_engine_new(2, &err);
+    assert_non_null(engine);
+    assert_true(gh_engine_start(engine, &err));
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    gh_engine_stop(engine, 0);
+    gh_engine_wait(engine);
+    gh_engine_free(engine);
+    return 0;
+}
+
+static void apply_binds_before_returning(void **state)
+{
+    int port = free_port();
+    gh_err err = {0};
+    assert_false(can_connect(port));
+    assert_true(gh_engine_apply(engine, make_conf("a", 1, &port), &err));
+    assert_true(can_connect(port));
+    gh_engine_remove(engine, "a");
+    assert_false(can_connect(port));
+}
+
+static void failed_bind_changes_nothing(void **state)
+{
+    int ports[2] = {free_port(), free_port()};
+    gh_err err = {0};
+    assert_true(gh_engine_apply(engine, make_conf("b", 1, &ports[0]), &err));
+    /* a foreign socket holds the second port without SO_REUSEPORT */
+    int blocker = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)ports[1]),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(blocker, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(blocker, 1), 0);
+    struct gh_listener_conf *c = make_conf("b", 2, ports);
+    assert_false(gh_engine_apply(engine, c, &err));
+    assert_non_null(strstr(err.msg, "Address already in use"));
+    assert_true(can_connect(ports[0])); /* the old address still accepts */
+    close(blocker);
+    gh_engine_remove(engine, "b");
+}
+
+static void update_keeps_and_moves_addresses(void **state)
+{
+    int p1 = free_port(), p2 = free_port();
+    gh_err err = {0};
+    assert_true(gh_engine_apply(engine, make_conf("c", 1, &p1), &err));
+    int both[2] = {p1, p2};
+    assert_true(gh_engine_apply(engine, make_conf("c", 2, both), &err));
+    assert_true(can_connect(p1));
+    assert_true(can_connect(p2));
+    assert_true(gh_engine_apply(engine, make_conf("c", 1, &p2), &err));
+    assert_false(can_connect(p1));
+    assert_true(can_connect(p2));
+    gh_engine_remove(engine, "c");
+}
+
+static void other_listener_address_is_refused(void **state)
+{
+    int port = free_port();
+    gh_err err = {0};
+    assert_true(gh_engine_apply(engine, make_conf("d", 1, &port), &err));
+    struct gh_listener_conf *c = make_conf("e", 1, &port);
+    assert_false(gh_engine_apply(engine, c, &err));
+    assert_non_null(strstr(err.msg, "already used by listener \"d\""));
+    gh_engine_remove(engine, "d");
+}
+
+static void wildcard_v6_conflicts_with_v4(void **state)
+{
+    int port = free_port();
+    gh_err err = {0};
+    assert_true(gh_engine_apply(engine, make_conf("f", 1, &port), &err));
+    struct gh_listener_conf *c = gh_listener_conf_new(1, 0);
+    snprintf(c->id, sizeof c->id, "g");
+    char text[32];
+    snprintf(text, sizeof text, "[::]:%d", port);
+    assert_true(gh_sockaddr_parse(text, &c->bind[0], NULL));
+    c->backlog = 16;
+    c->reuseport = c->reuseaddr = true;
+    c->max_connections = 1;
+    assert_false(gh_engine_apply(engine, c, &err));
+    gh_engine_remove(engine, "f");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(apply_binds_before_returning),
+        cmocka_unit_test(failed_bind_changes_nothing),
+        cmocka_unit_test(update_keeps_and_moves_addresses),
+        cmocka_unit_test(other_listener_address_is_refused),
+        cmocka_unit_test(wildcard_v6_conflicts_with_v4),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
