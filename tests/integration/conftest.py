@@ -44,13 +44,14 @@ def wait_port(port, host="127.0.0.1", timeout=10.0):
 class Daemon:
     """A running gatehouse. api() posts a JMAP request as the administrator."""
 
-    def __init__(self, data_dir, http_port, extra_env=None, args=None):
+    def __init__(self, data_dir, http_port, extra_env=None, args=None, nofile=None):
         self.data_dir = data_dir
         self.http_port = http_port
         self.url = f"http://127.0.0.1:{http_port}"
         self.secret = SECRET
         self.env = dict(os.environ, GATEHOUSE_ADMIN_SECRET=SECRET, **(extra_env or {}))
         self.args = args or []
+        self.nofile = nofile  # RLIMIT_NOFILE for the daemon, to test running out of descriptors
         self.proc = None
         self.log_path = os.path.join(data_dir, "gatehouse.log")
 
@@ -58,7 +59,13 @@ class Daemon:
         self.log = open(self.log_path, "ab")
         cmd = [BIN, "serve", "--data", self.data_dir, "--http", f"127.0.0.1:{self.http_port}",
                "--workers", "2"] + self.args
-        self.proc = subprocess.Popen(cmd, env=self.env, stdout=self.log, stderr=self.log)
+        limit = None
+        if self.nofile:
+            import resource
+            n = self.nofile
+            limit = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=self.log, stderr=self.log,
+                                     preexec_fn=limit)
         if not wait_port(self.http_port):
             self.stop()
             raise RuntimeError("gatehouse did not start:\n" + self.read_log())
@@ -143,9 +150,9 @@ def make_daemon(tmp_path):
     """Factory for tests that need their own data dir, env or restarts."""
     made = []
 
-    def make(data_dir=None, http_port=None, extra_env=None, args=None, start=True):
+    def make(data_dir=None, http_port=None, extra_env=None, args=None, start=True, nofile=None):
         d = Daemon(data_dir or str(tmp_path / f"data{len(made)}"), http_port or pick_port(),
-                   extra_env, args)
+                   extra_env, args, nofile)
         made.append(d)
         return d.start() if start else d
 
