@@ -357,15 +357,26 @@ static void start_protocol(struct gh_conn *c)
 
 /* ---- PROXY header ---- */
 
-static bool is_proxy_signature_prefix(const uint8_t *b, size_t n, bool *complete)
+enum first_bytes { FIRST_OK, FIRST_WAIT, FIRST_REFUSED };
+
+/* A peer outside the trusted networks may not send a PROXY header: its first bytes are
+ * checked against both signatures before anything parses them, and a match closes. */
+static enum first_bytes screen_first_bytes(struct gh_conn *c, const uint8_t *b, size_t n)
 {
     static const uint8_t v2[12] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D,
                                    0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
     static const char v1[6] = "PROXY ";
-    size_t m1 = n < 6 ? n : 6, m2 = n < 12 ? n : 12;
-    bool p1 = memcmp(b, v1, m1) == 0, p2 = memcmp(b, v2, m2) == 0;
-    *complete = (p1 && n >= 6) || (p2 && n >= 12);
-    return p1 || p2;
+    bool p1 = memcmp(b, v1, n < 6 ? n : 6) == 0, p2 = memcmp(b, v2, n < 12 ? n : 12) == 0;
+    if (!p1 && !p2) {
+        priv(c)->first_input_seen = true;
+        return FIRST_OK;
+    }
+    if (!(p1 && n >= 6) && !(p2 && n >= 12))
+        return FIRST_WAIT;
+    gh_log(listener_name(c), c->peer_text, "proxy-untrusted",
+           "PROXY header from a peer outside the trusted networks");
+    gh_conn_close(c);
+    return FIRST_REFUSED;
 }
 
 static void read_proxy_header(struct gh_conn *c)
@@ -419,19 +430,8 @@ static void check_first_bytes(struct gh_conn *c)
         gh_conn_close(c);
         return;
     }
-    if (n < 0)
-        return;
-    bool complete;
-    if (is_proxy_signature_prefix(b, (size_t)n, &complete)) {
-        if (!complete)
-            return;
-        gh_log(listener_name(c), c->peer_text, "proxy-untrusted",
-               "PROXY header from a peer outside the trusted networks");
-        gh_conn_close(c);
-        return;
-    }
-    priv(c)->first_input_seen = true;
-    start_handshake(c);
+    if (n > 0 && screen_first_bytes(c, b, (size_t)n) == FIRST_OK)
+        start_handshake(c);
 }
 
 /* ---- TLS ---- */
@@ -545,19 +545,9 @@ static void on_readable(struct gh_conn *c)
     }
     if (!read_input(c))
         return;
-    if (!priv(c)->first_input_seen && gh_buf_len(&c->in)) {
-        bool complete;
-        size_t n = gh_buf_len(&c->in);
-        if (is_proxy_signature_prefix((uint8_t *)gh_buf_head(&c->in), n, &complete)) {
-            if (!complete)
-                return;
-            gh_log(listener_name(c), c->peer_text, "proxy-untrusted",
-                   "PROXY header from a peer outside the trusted networks");
-            gh_conn_close(c);
-            return;
-        }
-        priv(c)->first_input_seen = true;
-    }
+    if (!priv(c)->first_input_seen && gh_buf_len(&c->in) &&
+        screen_first_bytes(c, (uint8_t *)gh_buf_head(&c->in), gh_buf_len(&c->in)) != FIRST_OK)
+        return;
     if (gh_buf_len(&c->in))
         call_proto(c, c->proto->input);
     if (!c->closed)

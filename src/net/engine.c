@@ -427,6 +427,16 @@ static void post_update(struct gh_engine *e, struct lstate *st)
     }
 }
 
+/* Options that only take effect at bind time, or that setsockopt cannot take back to
+ * the system default, need fresh sockets. */
+static bool needs_recreate(const struct bound *old, const struct gh_listener_conf *was,
+                           const struct gh_listener_conf *now)
+{
+    return old->reuseport != now->reuseport || old->reuseaddr != now->reuseaddr ||
+           (was->rcvbuf && !now->rcvbuf) || (was->sndbuf && !now->sndbuf) ||
+           (was->tos && !now->tos);
+}
+
 /* Opens every address of conf that st does not already have with compatible flags.
  * fresh[i] is the new socket set for address i, or NULL when the old one stays. */
 static bool open_new_addresses(struct gh_engine *e, struct lstate *st,
@@ -439,7 +449,7 @@ static bool open_new_addresses(struct gh_engine *e, struct lstate *st,
         fresh[i] = NULL;
         if (conflicts_elsewhere(e, conf->id, a, err))
             goto fail;
-        if (old && old->reuseport == conf->reuseport && old->reuseaddr == conf->reuseaddr) {
+        if (old && !needs_recreate(old, st->conf, conf)) {
             for (unsigned k = 0; k < old->nfds; k++) {
                 if (!tune_socket(old->fds[k], conf, a, err) ||
                     listen(old->fds[k], (int)conf->backlog) < 0) {
