@@ -128,8 +128,13 @@ bool gh_sockaddr_equal(const struct gh_sockaddr *a, const struct gh_sockaddr *b)
     return memcmp(&a->u.v6.sin6_addr, &b->u.v6.sin6_addr, 16) == 0;
 }
 
-bool gh_sockaddr_conflict(const struct gh_sockaddr *a, const struct gh_sockaddr *b)
+bool gh_sockaddr_conflict(const struct gh_sockaddr *x, const struct gh_sockaddr *y)
 {
+    /* The kernel binds ::ffff:a.b.c.d as the IPv4 address itself (EADDRINUSE both ways). */
+    struct gh_sockaddr ux = *x, uy = *y;
+    gh_sockaddr_unmap_v4(&ux);
+    gh_sockaddr_unmap_v4(&uy);
+    const struct gh_sockaddr *a = &ux, *b = &uy;
     if (gh_sockaddr_port(a) != gh_sockaddr_port(b))
         return false;
     if (gh_sockaddr_equal(a, b))
@@ -222,7 +227,8 @@ bool gh_ipmask_match(const struct gh_ipmask *m, const struct sockaddr *sa)
     } else if (family == AF_INET6) {
         const struct in6_addr *a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
         ip = a6->s6_addr;
-        if (IN6_IS_ADDR_V4MAPPED(a6)) {
+        /* An IPv6 mask sees the mapped address as IPv6; an IPv4 mask sees the IPv4 inside. */
+        if (IN6_IS_ADDR_V4MAPPED(a6) && m->family == AF_INET) {
             family = AF_INET;
             ip = &a6->s6_addr[12];
         }
