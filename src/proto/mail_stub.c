@@ -8,5 +8,4 @@ static void stub_open(struct gh_conn *c)
 
 #define STUB(sym, nm)                                                                              \
     const struct gh_proto sym = {.name = nm, .open = stub_open};
-STUB(gh_proto_pop3, "pop3")
 STUB(gh_proto_managesieve, "manageSieve")
