@@ -39,4 +39,8 @@ bool gh_objects_authenticate(const char *username, const char *secret, struct gh
 /* Every object type's schema, as served at GET /api/schema (a new reference). */
 json_t *gh_objects_schema(void);
 
+/* Live connection counts for GET /api/status: {"listeners": {"<id>": {"live": N}}}
+ * (a new reference). Any thread. */
+json_t *gh_objects_listener_status(void);
+
 #endif

@@ -20,3 +20,7 @@ json_t *gh_objects_schema(void)
 {
     return json_object();
 }
+json_t *gh_objects_listener_status(void)
+{
+    return json_pack("{s{}}", "listeners");
+}
