@@ -11,7 +11,7 @@
 #include "proto/proto.h"
 
 /* A connection to a listener with STARTTLS available (tls) or plain, already greeted. */
-static struct gh_conn *conn_open(const struct gh_proto *p, bool tls)
+static inline struct gh_conn *conn_open(const struct gh_proto *p, bool tls)
 {
     struct gh_conn *c = calloc(1, sizeof *c);
     c->conf = gh_listener_conf_new(1, 0);
@@ -25,7 +25,7 @@ static struct gh_conn *conn_open(const struct gh_proto *p, bool tls)
 }
 
 /* What the front door has written since the last call, as a NUL-terminated string. */
-static char *conn_out(struct gh_conn *c)
+static inline char *conn_out(struct gh_conn *c)
 {
     size_t n = gh_buf_len(&c->out);
     char *s = malloc(n + 1);
@@ -36,14 +36,14 @@ static char *conn_out(struct gh_conn *c)
 }
 
 /* Feeds bytes as one read and returns the replies. */
-static char *conn_say(struct gh_conn *c, const char *bytes)
+static inline char *conn_say(struct gh_conn *c, const char *bytes)
 {
     gh_buf_append(&c->in, bytes, strlen(bytes));
     c->proto->input(c);
     return conn_out(c);
 }
 
-static char *conn_say_n(struct gh_conn *c, const void *bytes, size_t n)
+static inline char *conn_say_n(struct gh_conn *c, const void *bytes, size_t n)
 {
     gh_buf_append(&c->in, bytes, n);
     c->proto->input(c);
@@ -51,7 +51,7 @@ static char *conn_say_n(struct gh_conn *c, const void *bytes, size_t n)
 }
 
 /* What the engine does once a STARTTLS handshake has succeeded. */
-static char *conn_tls_done(struct gh_conn *c)
+static inline char *conn_tls_done(struct gh_conn *c)
 {
     c->phase = GH_PHASE_PROTOCOL;
     c->tls_active = true;
@@ -60,7 +60,7 @@ static char *conn_tls_done(struct gh_conn *c)
     return conn_out(c);
 }
 
-static void conn_free(struct gh_conn *c)
+static inline void conn_free(struct gh_conn *c)
 {
     if (c->proto->release)
         c->proto->release(c);
