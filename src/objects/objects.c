@@ -1,0 +1,417 @@
+/*
+ * objects: the management layer's start-up and shared plumbing. It loads every type from
+ * the store into memory, registers the JMAP methods, applies settings, certificates and
+ * listeners to the engine, and on a first start creates what a new installation needs
+ * (the "http" listener, the administrator secret, a self-signed certificate).
+ */
+#include "objects/objects.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+
+#include "core/log.h"
+#include "net/engine.h"
+#include "net/tls.h"
+#include "objects/model.h"
+#include "store/store.h"
+
+struct gh_model gh_model;
+
+struct gh_objtype *const gh_types[GH_NTYPES] = {
+    &gh_type_listener, &gh_type_settings,    &gh_type_certificate,
+    &gh_type_apikey,   &gh_type_destination,
+};
+
+/* Taken by every entry point that reads or writes the objects from outside a JMAP call
+ * (which already runs under the JMAP core's mutex): reload from SIGHUP. */
+static pthread_mutex_t mgmt_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* ---- lookups and naming ---- */
+
+struct gh_objtype *gh_type_by_name(const char *type)
+{
+    for (unsigned i = 0; i < GH_NTYPES; i++)
+        if (!strcmp(gh_types[i]->type, type))
+            return gh_types[i];
+    return NULL;
+}
+
+void gh_type_state(const struct gh_objtype *t, char out[64])
+{
+    uint64_t seq = 0;
+    gh_err err = {0};
+    if (!gh_store_last_seq(gh_model.store, t->type, &seq, &err))
+        gh_log(NULL, NULL, "store-error", "%s", err.msg);
+    snprintf(out, 64, "%s-%llu", gh_model.epoch, (unsigned long long)seq);
+}
+
+bool gh_state_parse(const char *state, uint64_t *seq)
+{
+    size_t elen = strlen(gh_model.epoch);
+    if (!state || strncmp(state, gh_model.epoch, elen) || state[elen] != '-')
+        return false;
+    const char *p = state + elen + 1;
+    if (!*p || strlen(p) > 18)
+        return false;
+    uint64_t n = 0;
+    for (; *p; p++) {
+        if (*p < '0' || *p > '9')
+            return false;
+        n = n * 10 + (uint64_t)(*p - '0');
+    }
+    *seq = n;
+    return true;
+}
+
+json_t *gh_obj_find(const struct gh_objtype *t, const char *id, size_t *index)
+{
+    size_t i;
+    json_t *o;
+    json_array_foreach(t->objs, i, o)
+    {
+        if (id && !strcmp(json_string_value(json_object_get(o, "id")), id)) {
+            if (index)
+                *index = i;
+            return o;
+        }
+    }
+    return NULL;
+}
+
+json_t *gh_obj_find_name(const struct gh_objtype *t, const char *name, const char *except_id)
+{
+    size_t i;
+    json_t *o;
+    json_array_foreach(t->objs, i, o)
+    {
+        const char *id = json_string_value(json_object_get(o, "id"));
+        const char *n = json_string_value(json_object_get(o, "name"));
+        if (n && name && !strcasecmp(n, name) && (!except_id || strcmp(id, except_id)))
+            return o;
+    }
+    return NULL;
+}
+
+bool gh_check_name(json_t **v, gh_err *err)
+{
+    const char *s = json_string_value(*v);
+    size_t len = strlen(s);
+    if (len < 1 || len > 64)
+        return gh_fail(err, "a name has 1 to 64 characters");
+    for (const char *p = s; *p; p++) {
+        char c = *p;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return gh_fail(err, "\"%s\": only letters, digits, '.', '_' and '-' are allowed", s);
+    }
+    return true;
+}
+
+void gh_name_unique(struct gh_objtype *t, json_t *obj, const json_t *old, const char *base,
+                    struct gh_verr *ve)
+{
+    const char *id = json_string_value(json_object_get(obj, "id"));
+    json_t *name = json_object_get(obj, "name");
+    if (json_is_string(name)) {
+        json_t *other = gh_obj_find_name(t, json_string_value(name), id);
+        if (other && gh_verr_ok(ve)) {
+            ve->type = "alreadyExists";
+            snprintf(ve->existing, sizeof ve->existing, "%s",
+                     json_string_value(json_object_get(other, "id")));
+            gh_verr_add(ve, "name",
+                        "a %s named \"%s\" already exists (id %s); names are unique, ignoring "
+                        "case",
+                        t->label, json_string_value(json_object_get(other, "name")), ve->existing);
+        }
+        return;
+    }
+    char cand[80];
+    snprintf(cand, sizeof cand, "%.60s", base && *base ? base : "object");
+    for (unsigned n = 2; gh_obj_find_name(t, cand, id) && n < 100000; n++)
+        snprintf(cand, sizeof cand, "%.60s-%u", base && *base ? base : "object", n);
+    json_object_set_new(obj, "name", json_string(cand));
+}
+
+bool gh_random(void *out, size_t n)
+{
+    unsigned char *p = out;
+    while (n) {
+        ssize_t got = getrandom(p, n, 0);
+        if (got <= 0)
+            return false;
+        p += got;
+        n -= (size_t)got;
+    }
+    return true;
+}
+
+bool gh_random_text(char *out, size_t len)
+{
+    static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz234567";
+    unsigned char raw[128];
+    if (len >= sizeof raw || !gh_random(raw, len))
+        return false;
+    for (size_t i = 0; i < len; i++)
+        out[i] = alphabet[raw[i] & 31];
+    out[len] = 0;
+    return true;
+}
+
+/* ---- loading ---- */
+
+static bool load_one(const char *id, const char *json, void *arg)
+{
+    struct gh_objtype *t = arg;
+    json_t *o = json_loads(json, 0, NULL);
+    if (!json_is_object(o)) {
+        gh_log(NULL, NULL, "store-error", "%s %s: stored JSON unreadable; skipped", t->type, id);
+        json_decref(o);
+        return true;
+    }
+    json_object_set_new(o, "id", json_string(id));
+    json_array_append_new(t->objs, o);
+    return true;
+}
+
+bool gh_type_load(struct gh_objtype *t, gh_err *err)
+{
+    json_decref(t->objs);
+    t->objs = json_array();
+    return gh_store_list(gh_model.store, t->type, load_one, t, err);
+}
+
+/* ---- listener status for the web page ---- */
+
+static struct {
+    pthread_mutex_t mu;
+    json_t *ids; /* listener ids; owned */
+} status = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+void gh_status_rebuild(void)
+{
+    json_t *ids = json_array();
+    size_t i;
+    json_t *o;
+    json_array_foreach(gh_type_listener.objs, i, o)
+        json_array_append(ids, json_object_get(o, "id"));
+    pthread_mutex_lock(&status.mu);
+    json_t *old = status.ids;
+    status.ids = ids;
+    pthread_mutex_unlock(&status.mu);
+    json_decref(old);
+}
+
+json_t *gh_objects_listener_status(void)
+{
+    json_t *list = json_object();
+    pthread_mutex_lock(&status.mu);
+    size_t i;
+    json_t *id;
+    json_array_foreach(status.ids, i, id)
+    {
+        uint32_t live =
+            gh_model.engine ? gh_engine_live(gh_model.engine, json_string_value(id)) : 0;
+        json_object_set_new(list, json_string_value(id),
+                            json_pack("{sI}", "live", (json_int_t)live));
+    }
+    pthread_mutex_unlock(&status.mu);
+    return json_pack("{so}", "listeners", list);
+}
+
+/* ---- start-up ---- */
+
+static void register_methods(void)
+{
+    static bool done;
+    if (done)
+        return;
+    done = true;
+    char name[96];
+    for (unsigned i = 0; i < GH_NTYPES; i++) {
+        const struct gh_objtype *t = gh_types[i];
+        snprintf(name, sizeof name, "%s/get", t->type);
+        gh_jmap_register(name, GH_JMAP_CAP_STALWART, gh_method_get);
+        snprintf(name, sizeof name, "%s/set", t->type);
+        gh_jmap_register(name, GH_JMAP_CAP_STALWART, gh_method_set);
+        if (t->singleton)
+            continue;
+        snprintf(name, sizeof name, "%s/query", t->type);
+        gh_jmap_register(name, GH_JMAP_CAP_STALWART, gh_method_query);
+        snprintf(name, sizeof name, "%s/changes", t->type);
+        gh_jmap_register(name, GH_JMAP_CAP_STALWART, gh_method_changes);
+        snprintf(name, sizeof name, "%s/queryChanges", t->type);
+        gh_jmap_register(name, GH_JMAP_CAP_STALWART, gh_method_query_changes);
+    }
+}
+
+static bool ensure_epoch(gh_err *err)
+{
+    char *epoch = NULL;
+    if (!gh_store_kv_get(gh_model.store, "epoch", &epoch, err))
+        return false;
+    if (epoch) {
+        snprintf(gh_model.epoch, sizeof gh_model.epoch, "%s", epoch);
+        free(epoch);
+        return true;
+    }
+    if (!gh_random_text(gh_model.epoch, 8))
+        return gh_fail(err, "no random bytes for the store epoch");
+    if (gh_store_begin(gh_model.store, err) &&
+        gh_store_kv_put(gh_model.store, "epoch", gh_model.epoch, err) &&
+        gh_store_commit(gh_model.store, err))
+        return true;
+    gh_store_rollback(gh_model.store);
+    return false;
+}
+
+/* Runs a create through the same path a client's would take; returns the new id's
+ * object from "created", or NULL with err filled from the SetError. */
+static bool create_internal(struct gh_objtype *t, json_t *props, gh_err *err)
+{
+    json_t *args = json_pack("{s{so}}", "create", "new", props);
+    json_t *error = NULL;
+    json_t *res = gh_objects_set_internal(t, args, &error);
+    json_decref(args);
+    bool ok = res && json_object_get(json_object_get(res, "created"), "new");
+    if (!ok) {
+        json_t *why = res ? json_object_get(json_object_get(res, "notCreated"), "new") : error;
+        gh_fail(err, "%s",
+                json_string_value(json_object_get(why, "description"))
+                    ? json_string_value(json_object_get(why, "description"))
+                    : "refused");
+    }
+    json_decref(res);
+    json_decref(error);
+    return ok;
+}
+
+static void make_selfsigned(void)
+{
+    json_t *s = gh_obj_find(&gh_type_settings, "singleton", NULL);
+    const char *host = json_string_value(json_object_get(s, "defaultHostname"));
+    char *chain = NULL, *key = NULL;
+    gh_err err = {0};
+    if (!gh_tls_selfsigned(host ? host : "localhost", &chain, &key, &err) ||
+        !create_internal(&gh_type_certificate,
+                         json_pack("{ss ss ss sb}", "name", "self-signed", "certificate", chain,
+                                   "privateKey", key, "isDefault", 1),
+                         &err))
+        gh_log(NULL, NULL, "certificate-error", "self-signed certificate: %s", err.msg);
+    free(chain);
+    free(key);
+}
+
+static void apply_stored_listeners(void)
+{
+    size_t i;
+    json_t *o;
+    json_array_foreach(gh_type_listener.objs, i, o)
+    {
+        const char *name = json_string_value(json_object_get(o, "name"));
+        gh_err err = {0};
+        struct gh_listener_conf *c = gh_listener_conf_from(o, &err);
+        if (!c || (gh_model.engine && !gh_engine_apply(gh_model.engine, c, &err)))
+            gh_log(name, NULL, "listener-error", "not started: %s", err.msg);
+        else if (!gh_model.engine)
+            gh_listener_conf_unref(c);
+    }
+}
+
+static bool bootstrap_listener(const char *http_bind, gh_err *err)
+{
+    const char *addr = http_bind ? http_bind : "127.0.0.1:8080";
+    if (!create_internal(
+            &gh_type_listener,
+            json_pack("{ss ss s[s]}", "name", "http", "protocol", "http", "bind", addr), err)) {
+        gh_err_context(err, "management listener on %s", addr);
+        return false;
+    }
+    printf("management: http://%s/\n", addr);
+    fflush(stdout);
+    return true;
+}
+
+bool gh_objects_init(const struct gh_objects_options *opt, gh_err *err)
+{
+    pthread_mutex_lock(&mgmt_mu);
+    gh_model.store = opt->store;
+    gh_model.engine = opt->engine;
+    bool ok = false;
+    char *initialized = NULL;
+    if (!ensure_epoch(err) || !gh_store_kv_get(gh_model.store, "initialized", &initialized, err))
+        goto out;
+    bool first = !initialized;
+    for (unsigned i = 0; i < GH_NTYPES; i++)
+        if (!gh_type_load(gh_types[i], err))
+            goto out;
+    register_methods();
+    if (!gh_admin_secret_init(opt->admin_secret, err) || !gh_settings_ensure(err))
+        goto out;
+    gh_settings_apply();
+    if (first && json_array_size(gh_type_certificate.objs) == 0)
+        make_selfsigned();
+    gh_certs_apply();
+    apply_stored_listeners();
+    if (first && json_array_size(gh_type_listener.objs) == 0 &&
+        !bootstrap_listener(opt->http_bind, err))
+        goto out;
+    if (first && !(gh_store_begin(gh_model.store, err) &&
+                   gh_store_kv_put(gh_model.store, "initialized", "1", err) &&
+                   gh_store_commit(gh_model.store, err))) {
+        gh_store_rollback(gh_model.store);
+        goto out;
+    }
+    gh_auth_rebuild();
+    gh_status_rebuild();
+    ok = true;
+out:
+    free(initialized);
+    pthread_mutex_unlock(&mgmt_mu);
+    return ok;
+}
+
+void gh_objects_shutdown(void)
+{
+    pthread_mutex_lock(&mgmt_mu);
+    for (unsigned i = 0; i < GH_NTYPES; i++) {
+        json_decref(gh_types[i]->objs);
+        gh_types[i]->objs = NULL;
+    }
+    gh_auth_clear();
+    pthread_mutex_lock(&status.mu);
+    json_decref(status.ids);
+    status.ids = NULL;
+    pthread_mutex_unlock(&status.mu);
+    pthread_mutex_unlock(&mgmt_mu);
+}
+
+bool gh_objects_reload(gh_err *err)
+{
+    pthread_mutex_lock(&mgmt_mu);
+    bool ok = gh_type_load(&gh_type_settings, err) && gh_type_load(&gh_type_certificate, err);
+    if (ok) {
+        gh_settings_apply();
+        gh_certs_apply();
+    }
+    pthread_mutex_unlock(&mgmt_mu);
+    return ok;
+}
+
+json_t *gh_objects_schema(void)
+{
+    return gh_schema_json(gh_types, GH_NTYPES);
+}
+
+void gh_objects_lock(void)
+{
+    pthread_mutex_lock(&mgmt_mu);
+}
+
+void gh_objects_unlock(void)
+{
+    pthread_mutex_unlock(&mgmt_mu);
+}

@@ -1,0 +1,291 @@
+/*
+ * sqlite: the embedded store. One database file in WAL mode with synchronous=FULL, so a
+ * committed transaction survives a crash or power loss. Three tables: objects (JSON per
+ * type and id), changes (the change log behind JMAP states) and kv (small values).
+ */
+#include "store/store.h"
+
+#include <errno.h>
+#include <libgen.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* Owner: whoever opened it; gh_store_close frees it. Used by one thread at a time (the
+ * management mutex is held around every call). */
+struct gh_store {
+    sqlite3 *db;
+    int fail_writes; /* fault injection for tests */
+};
+
+static const char schema_sql[] =
+    "CREATE TABLE IF NOT EXISTS objects ("
+    " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " type TEXT NOT NULL, id TEXT NOT NULL, json TEXT NOT NULL,"
+    " UNIQUE (type, id));"
+    "CREATE TABLE IF NOT EXISTS changes ("
+    " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " type TEXT NOT NULL, id TEXT NOT NULL, op TEXT NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS changes_type ON changes (type, seq);"
+    "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);";
+
+static bool db_fail(struct gh_store *s, gh_err *err, const char *what)
+{
+    return gh_fail(err, "store: %s: %s", what, sqlite3_errmsg(s->db));
+}
+
+static bool exec(struct gh_store *s, const char *sql, gh_err *err)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        gh_fail(err, "store: %s", msg ? msg : sqlite3_errmsg(s->db));
+        sqlite3_free(msg);
+        return false;
+    }
+    return true;
+}
+
+/* Creates the directory that will hold path, one level (the data directory). */
+static bool make_parent(const char *path, gh_err *err)
+{
+    char *copy = strdup(path);
+    if (!copy)
+        return gh_fail(err, "out of memory");
+    const char *dir = dirname(copy);
+    bool ok = mkdir(dir, 0700) == 0 || errno == EEXIST;
+    if (!ok)
+        gh_fail_sys(err, errno, "store: directory %s", dir);
+    free(copy);
+    return ok;
+}
+
+struct gh_store *gh_store_open(const char *url, gh_err *err)
+{
+    if (!strncmp(url, "postgres://", 11) || !strncmp(url, "postgresql://", 13)) {
+        gh_fail(err, "PostgreSQL store not built yet: use --store sqlite:PATH");
+        return NULL;
+    }
+    if (strncmp(url, "sqlite:", 7) || !url[7]) {
+        gh_fail(err, "store URL \"%s\": expected sqlite:PATH or postgres://...", url);
+        return NULL;
+    }
+    const char *path = url + 7;
+    if (!make_parent(path, err))
+        return NULL;
+    struct gh_store *s = calloc(1, sizeof *s);
+    if (!s) {
+        gh_fail(err, "out of memory");
+        return NULL;
+    }
+    if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
+        SQLITE_OK) {
+        gh_fail(err, "store %s: %s", path, s->db ? sqlite3_errmsg(s->db) : "cannot open");
+        gh_store_close(s);
+        return NULL;
+    }
+    sqlite3_busy_timeout(s->db, 5000);
+    if (!exec(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;", err) ||
+        !exec(s, schema_sql, err)) {
+        gh_err_context(err, "store %s", path);
+        gh_store_close(s);
+        return NULL;
+    }
+    return s;
+}
+
+void gh_store_close(struct gh_store *s)
+{
+    if (!s)
+        return;
+    sqlite3_close(s->db);
+    free(s);
+}
+
+void gh_store_fail_writes(struct gh_store *s, int n)
+{
+    s->fail_writes = n;
+}
+
+static bool injected_failure(struct gh_store *s, gh_err *err)
+{
+    if (s->fail_writes <= 0)
+        return false;
+    s->fail_writes--;
+    gh_fail(err, "store: database or disk is full (injected)");
+    return true;
+}
+
+bool gh_store_begin(struct gh_store *s, gh_err *err)
+{
+    return exec(s, "BEGIN IMMEDIATE", err);
+}
+
+bool gh_store_commit(struct gh_store *s, gh_err *err)
+{
+    if (injected_failure(s, err)) {
+        gh_store_rollback(s);
+        return false;
+    }
+    if (exec(s, "COMMIT", err))
+        return true;
+    gh_store_rollback(s);
+    return false;
+}
+
+void gh_store_rollback(struct gh_store *s)
+{
+    if (!sqlite3_get_autocommit(s->db))
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+/* Prepares sql and binds the text arguments in order (NULL ends the list). */
+static sqlite3_stmt *prepare(struct gh_store *s, const char *sql, gh_err *err,
+                             const char *const *args, unsigned nargs)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
+        db_fail(s, err, "prepare");
+        return NULL;
+    }
+    for (unsigned i = 0; i < nargs; i++)
+        sqlite3_bind_text(st, (int)i + 1, args[i], -1, SQLITE_TRANSIENT);
+    return st;
+}
+
+/* Runs a statement that returns no rows. */
+static bool run(struct gh_store *s, const char *sql, const char *const *args, unsigned nargs,
+                gh_err *err)
+{
+    if (injected_failure(s, err))
+        return false;
+    sqlite3_stmt *st = prepare(s, sql, err, args, nargs);
+    if (!st)
+        return false;
+    bool ok = sqlite3_step(st) == SQLITE_DONE;
+    if (!ok)
+        db_fail(s, err, "write");
+    sqlite3_finalize(st);
+    return ok;
+}
+
+bool gh_store_put(struct gh_store *s, const char *type, const char *id, const char *json,
+                  gh_err *err)
+{
+    const char *args[] = {type, id, json};
+    return run(s,
+               "INSERT INTO objects (type, id, json) VALUES (?1, ?2, ?3) "
+               "ON CONFLICT (type, id) DO UPDATE SET json = excluded.json",
+               args, 3, err);
+}
+
+bool gh_store_delete(struct gh_store *s, const char *type, const char *id, gh_err *err)
+{
+    const char *args[] = {type, id};
+    return run(s, "DELETE FROM objects WHERE type = ?1 AND id = ?2", args, 2, err);
+}
+
+bool gh_store_list(struct gh_store *s, const char *type,
+                   bool (*fn)(const char *id, const char *json, void *arg), void *arg, gh_err *err)
+{
+    const char *args[] = {type};
+    sqlite3_stmt *st =
+        prepare(s, "SELECT id, json FROM objects WHERE type = ?1 ORDER BY seq", err, args, 1);
+    if (!st)
+        return false;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (!fn((const char *)sqlite3_column_text(st, 0), (const char *)sqlite3_column_text(st, 1),
+                arg)) {
+            rc = SQLITE_DONE;
+            break;
+        }
+    }
+    bool ok = rc == SQLITE_DONE;
+    if (!ok)
+        db_fail(s, err, "read");
+    sqlite3_finalize(st);
+    return ok;
+}
+
+bool gh_store_log_change(struct gh_store *s, const char *type, const char *id, char op,
+                         uint64_t *seq, gh_err *err)
+{
+    char ops[2] = {op, 0};
+    const char *args[] = {type, id, ops};
+    if (!run(s, "INSERT INTO changes (type, id, op) VALUES (?1, ?2, ?3)", args, 3, err))
+        return false;
+    *seq = (uint64_t)sqlite3_last_insert_rowid(s->db);
+    return true;
+}
+
+bool gh_store_last_seq(struct gh_store *s, const char *type, uint64_t *seq, gh_err *err)
+{
+    const char *args[] = {type};
+    sqlite3_stmt *st =
+        prepare(s, "SELECT COALESCE(MAX(seq), 0) FROM changes WHERE type = ?1", err, args, 1);
+    if (!st)
+        return false;
+    bool ok = sqlite3_step(st) == SQLITE_ROW;
+    if (ok)
+        *seq = (uint64_t)sqlite3_column_int64(st, 0);
+    else
+        db_fail(s, err, "read");
+    sqlite3_finalize(st);
+    return ok;
+}
+
+bool gh_store_changes(struct gh_store *s, const char *type, uint64_t since,
+                      bool (*fn)(uint64_t seq, const char *id, char op, void *arg), void *arg,
+                      gh_err *err)
+{
+    const char *args[] = {type};
+    sqlite3_stmt *st =
+        prepare(s, "SELECT seq, id, op FROM changes WHERE type = ?1 AND seq > ?2 ORDER BY seq", err,
+                args, 1);
+    if (!st)
+        return false;
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)since);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *op = (const char *)sqlite3_column_text(st, 2);
+        if (!fn((uint64_t)sqlite3_column_int64(st, 0), (const char *)sqlite3_column_text(st, 1),
+                op[0], arg)) {
+            rc = SQLITE_DONE;
+            break;
+        }
+    }
+    bool ok = rc == SQLITE_DONE;
+    if (!ok)
+        db_fail(s, err, "read");
+    sqlite3_finalize(st);
+    return ok;
+}
+
+bool gh_store_kv_get(struct gh_store *s, const char *key, char **value, gh_err *err)
+{
+    const char *args[] = {key};
+    *value = NULL;
+    sqlite3_stmt *st = prepare(s, "SELECT value FROM kv WHERE key = ?1", err, args, 1);
+    if (!st)
+        return false;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *value = strdup((const char *)sqlite3_column_text(st, 0));
+        rc = *value ? SQLITE_DONE : SQLITE_NOMEM;
+    }
+    bool ok = rc == SQLITE_DONE;
+    if (!ok)
+        db_fail(s, err, "read");
+    sqlite3_finalize(st);
+    return ok;
+}
+
+bool gh_store_kv_put(struct gh_store *s, const char *key, const char *value, gh_err *err)
+{
+    const char *args[] = {key, value};
+    return run(s,
+               "INSERT INTO kv (key, value) VALUES (?1, ?2) "
+               "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+               args, 2, err);
+}
