@@ -39,13 +39,14 @@ static void list_add(FILE *f, bool *first, const char *s)
     *first = false;
 }
 
-static char *close_stream(FILE *f, char *buf)
+/* Closes a memstream and returns its text (the pointer is only valid after fclose). */
+static char *close_stream(FILE *f, char **buf)
 {
     if (fclose(f) != 0) {
-        free(buf);
+        free(*buf);
         return strdup("");
     }
-    return buf;
+    return *buf;
 }
 
 char *gh_cli_schema_type_names(json_t *schema)
@@ -63,7 +64,7 @@ char *gh_cli_schema_type_names(json_t *schema)
         const char *cli = json_string_value(json_object_get(t, "cliName"));
         list_add(f, &first, cli ? cli : k);
     }
-    return close_stream(f, buf);
+    return close_stream(f, &buf);
 }
 
 const char *gh_cli_schema_type_label(json_t *type, const char *key)
@@ -103,7 +104,7 @@ char *gh_cli_schema_prop_names(json_t *type, const char *needs)
         if (n && (!needs || json_object_get(p, needs)))
             list_add(f, &first, n);
     }
-    return close_stream(f, buf);
+    return close_stream(f, &buf);
 }
 
 static const char *prop_name(json_t *prop)
@@ -166,7 +167,7 @@ static int bad_enum(json_t *prop, const char *text, gh_cli_err *err)
             const char *v = json_string_value(json_object_get(e, "value"));
             list_add(f, &first, v ? v : "?");
         }
-        buf = close_stream(f, buf);
+        buf = close_stream(f, &buf);
     }
     int status =
         gh_cli_fail(err, GH_CLI_REFUSED,
