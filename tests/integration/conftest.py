@@ -56,6 +56,7 @@ class Daemon:
         self.log_path = os.path.join(data_dir, "gatehouse.log")
 
     def start(self):
+        os.makedirs(self.data_dir, exist_ok=True)  # the log lives in it
         self.log = open(self.log_path, "ab")
         cmd = [BIN, "serve", "--data", self.data_dir, "--http", f"127.0.0.1:{self.http_port}",
                "--workers", "2"] + self.args
