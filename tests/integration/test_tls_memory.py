@@ -1,0 +1,75 @@
+"""Memory held by idle connections: N idle implicit-TLS IMAP sessions against N idle plain
+ones, measured as the daemon's resident set growth. Prints the figures (run with -s to see
+them; docs/tls.md quotes them). GATEHOUSE_TLS_IDLE_N sets N (default 400)."""
+import os
+import resource
+import socket
+import ssl
+import time
+
+HOST = "127.0.0.1"
+N = int(os.environ.get("GATEHOUSE_TLS_IDLE_N", "400"))
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def settle(pid):
+    """RSS once it stops moving (the workers finish what they were doing)."""
+    last = rss_kb(pid)
+    for _ in range(20):
+        time.sleep(0.1)
+        now = rss_kb(pid)
+        if now == last:
+            break
+        last = now
+    return last
+
+
+def open_idle(port, n, ctx):
+    conns = []
+    for _ in range(n):
+        raw = socket.create_connection((HOST, port), timeout=10)
+        s = ctx.wrap_socket(raw) if ctx else raw
+        assert s.recv(1024).startswith(b"* OK")
+        conns.append(s)
+    return conns
+
+
+def growth_per_conn(gatehouse, port, ctx):
+    # Warm up: the first connections allocate the worker's pools and OpenSSL's tables.
+    for s in open_idle(port, 20, ctx):
+        s.close()
+    time.sleep(0.3)
+    before = settle(gatehouse.proc.pid)
+    conns = open_idle(port, N, ctx)
+    after = settle(gatehouse.proc.pid)
+    for s in conns:
+        s.close()
+    return (after - before) * 1024 / N
+
+
+def test_idle_tls_connection_memory(gatehouse, free_port):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2 * N + 100:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 2 * N + 100), hard))
+    tls_port, plain_port = free_port(), free_port()
+    gatehouse.create_listener(protocol="imap", bind=[f"{HOST}:{tls_port}"], useTls=True,
+                              tlsImplicit=True)
+    gatehouse.create_listener(protocol="imap", bind=[f"{HOST}:{plain_port}"], useTls=False)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+
+    plain = growth_per_conn(gatehouse, plain_port, None)
+    tls = growth_per_conn(gatehouse, tls_port, ctx)
+    print(f"\nidle connections: {N}; plain {plain / 1024:.1f} KiB each, "
+          f"TLS 1.3 {tls / 1024:.1f} KiB each, TLS extra {(tls - plain) / 1024:.1f} KiB")
+    # OpenSSL 3.0 keeps about 20 KiB per idle session (tests/unit/test_tls.c measures it);
+    # without SSL_MODE_RELEASE_BUFFERS its two record buffers would add 16 KiB or more.
+    assert tls - plain < 30 * 1024, (plain, tls)
