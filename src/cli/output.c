@@ -6,6 +6,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cli/schema.h"
 #include "cli/util.h"
@@ -311,8 +312,9 @@ void gh_cli_print_describe(FILE *out, json_t *type, const char *key)
 {
     const char *cli = str_of(type, "cliName", key);
     fprintf(out, "%s (%s, JMAP type %s)\n", gh_cli_schema_type_label(type, key), cli, key);
-    if (str_of(type, "label", NULL))
-        fprintf(out, "  %s\n", str_of(type, "label", ""));
+    const char *label = str_of(type, "label", NULL);
+    if (label && strcasecmp(label, gh_cli_schema_type_label(type, key)) != 0)
+        fprintf(out, "  %s\n", label);
     if (json_is_true(json_object_get(type, "singleton")))
         fputs("  singleton: its one object has the id \"singleton\"\n", out);
     if (str_of(type, "permissionPrefix", NULL))
@@ -374,9 +376,9 @@ int gh_cli_set_error(gh_cli_err *err, json_t *e)
     if (str_of(e, "existingId", NULL))
         fprintf(f, "; existing id %s", str_of(e, "existingId", ""));
     validation_errors(f, json_object_get(e, "validationErrors"));
-    int status = GH_CLI_REFUSED;
-    if (fclose(f) == 0)
-        status = gh_cli_fail(err, GH_CLI_REFUSED, "%s", buf);
+    int status = fclose(f) == 0
+                     ? gh_cli_fail(err, GH_CLI_REFUSED, "%s", buf)
+                     : gh_cli_fail(err, GH_CLI_REFUSED, "%s", str_of(e, "type", "error"));
     free(buf);
     return status;
 }
