@@ -34,7 +34,8 @@
 #define FAIL_MAX_DELAY_MS  4000
 #define FAIL_SLOTS         512
 #define SESSION_SLOTS      1024
-#define SESSION_TOKEN_LEN  43 /* 32 random bytes, base64url */
+#define SESSION_TOKEN_LEN  43                                /* 32 random bytes, base64url */
+#define DRAIN_LIMIT        (4ull * GH_JMAP_MAX_SIZE_REQUEST) /* larger bodies: close at once */
 #define AUTH_CHALLENGE     "Bearer realm=\"gatehouse\", Basic realm=\"gatehouse\""
 
 /* Request headers the router reads; others are only counted against the limit. */
@@ -79,6 +80,7 @@ struct http {
     struct gh_timer delay;
     struct gh_loop *loop; /* where delay and stream timers are armed */
     bool shutting;        /* the daemon stops: close after the answer in flight */
+    uint64_t drain;       /* body bytes still to drop after a 413, then close */
     struct stream *stream;
 };
 
@@ -87,6 +89,7 @@ enum next { NEXT, STOP, GONE }; /* go on with the next request; wait; the conn i
 /* ---- credentials ---- */
 
 static gh_http_auth_fn authenticator = gh_objects_authenticate;
+static uint32_t idle_ms = GH_HTTP_IDLE_MS; /* set once, before the first connection */
 
 void gh_http_set_authenticator(gh_http_auth_fn fn)
 {
@@ -1201,6 +1204,12 @@ static void refuse_request(struct http *h, int status)
     respond(h, status, "application/problem+json", "", body ? body : "", body ? strlen(body) : 0,
             false);
     free(body);
+    /* A client that sends its body before reading the answer would see its writes fail
+     * and miss the 413: read and drop a body of reasonable size first, then close. */
+    if (status == 413 && h->parser.content_length <= DRAIN_LIMIT) {
+        h->drain = h->parser.content_length;
+        return;
+    }
     gh_conn_close_after_flush(h->c);
 }
 
@@ -1215,7 +1224,7 @@ static enum next handle_request(struct http *h)
         return GONE;
     }
     reset_request(h);
-    gh_conn_set_idle(h->c, GH_HTTP_IDLE_MS);
+    gh_conn_set_idle(h->c, idle_ms);
     return NEXT;
 }
 
@@ -1223,6 +1232,14 @@ static enum next handle_request(struct http *h)
 static void process(struct http *h)
 {
     struct gh_conn *c = h->c;
+    if (h->drain) {
+        size_t n = gh_buf_len(&c->in) < h->drain ? gh_buf_len(&c->in) : (size_t)h->drain;
+        gh_conn_consume(c, n);
+        h->drain -= n;
+        if (!h->drain)
+            gh_conn_close_after_flush(c);
+        return;
+    }
     while (!c->closed && !h->waiting) {
         if (h->stream) {
             gh_conn_consume(c, gh_buf_len(&c->in)); /* a stream takes no more requests */
@@ -1256,15 +1273,20 @@ static void on_delay(struct gh_timer *t)
         process(h);
 }
 
-static pthread_once_t push_once = PTHREAD_ONCE_INIT;
-static void install_push(void)
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static void init_http(void)
 {
     gh_jmap_set_push(push_states);
+    /* GATEHOUSE_HTTP_IDLE_MS shortens (or lengthens) the wait for a request, e.g. in tests */
+    const char *env = getenv("GATEHOUSE_HTTP_IDLE_MS");
+    long ms = env ? strtol(env, NULL, 10) : 0;
+    if (ms >= 100 && ms <= 3600000)
+        idle_ms = (uint32_t)ms;
 }
 
 static void http_open(struct gh_conn *c)
 {
-    pthread_once(&push_once, install_push);
+    pthread_once(&init_once, init_http);
     struct http *h = calloc(1, sizeof *h);
     if (!h) {
         gh_conn_close(c);
@@ -1275,7 +1297,7 @@ static void http_open(struct gh_conn *c)
     http_parser_init(&h->parser, HTTP_REQUEST);
     h->parser.data = h;
     c->proto_state = h;
-    gh_conn_set_idle(c, GH_HTTP_IDLE_MS);
+    gh_conn_set_idle(c, idle_ms);
 }
 
 static void http_input(struct gh_conn *c)

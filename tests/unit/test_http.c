@@ -291,6 +291,29 @@ static void test_limits(void **state)
     assert_true(take(c, &r));
     assert_int_equal(r.status, 413);
     assert_non_null(strstr(r.body, "\"limit\":\"maxSizeRequest\""));
+    char v[32];
+    assert_string_equal(header(&r, "Connection", v, sizeof v), "close");
+    resp_free(&r);
+    /* the body is read and dropped (so a client writing it first still sees the 413), then
+     * the connection closes; nothing in it is taken as a request */
+    size_t chunk = 1 << 20, left = 10000001;
+    char *junk = malloc(chunk);
+    memset(junk, 'G', chunk);
+    while (left) {
+        size_t n = left < chunk ? left : chunk;
+        assert_false(closing(c));
+        feed(c, junk, n);
+        left -= n;
+    }
+    free(junk);
+    assert_true(closing(c));
+    assert_int_equal(gh_buf_len(&c->out), 0);
+    conn_free(c);
+    /* far over the limit: closed at once */
+    c = conn_new(NULL);
+    feeds(c, "POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 900000000\r\n\r\n");
+    assert_true(take(c, &r));
+    assert_int_equal(r.status, 413);
     assert_true(closing(c));
     resp_free(&r);
     conn_free(c);
