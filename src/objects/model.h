@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "jmap/jmap.h"
+#include "net/listener-t.h"
 #include "objects/schema.h"
 
 struct gh_store;
