@@ -45,9 +45,7 @@ function showView(id) {
 }
 
 function notice(text) {
-  const n = $('#notice');
-  n.textContent = text || '';
-  n.hidden = !text;
+  $('#notice').textContent = text || ''; // always present, so screen readers announce it
 }
 
 /** Navigates to `hash` and shows `message` there. */
@@ -62,9 +60,7 @@ function go(hash, message) {
 }
 
 function pageError(text) {
-  const n = $('#page-error');
-  n.textContent = text || '';
-  n.hidden = !text;
+  $('#page-error').textContent = text || '';
 }
 
 function setLive(mode) {
@@ -348,7 +344,7 @@ function renderTable() {
   const rows = [...state.listeners.values()].sort((a, b) => String(a.name).localeCompare(String(b.name)));
   tbody.replaceChildren(...rows.map(row));
   $('#empty').hidden = rows.length > 0;
-  $('#listeners').hidden = rows.length === 0;
+  $('#listeners').closest('.table-wrap').hidden = rows.length === 0;
   renderStatus();
   if (key) tbody.querySelector(`[data-key="${CSS.escape(key)}"]`)?.focus();
 }

@@ -52,7 +52,7 @@ function metaText(p, editing) {
   const rule = ruleText(p);
   if (rule) parts.push(`Rule: ${rule}`);
   if (p.list && p.type !== 'Enum') parts.push('One per line');
-  if (p.mutability === 'createOnly') parts.push(editing ? 'Set at create only' : 'Cannot be changed later');
+  if (p.mutability === 'createOnly' && !/create only/i.test(rule)) parts.push(editing ? 'Set at create only' : 'Cannot be changed later');
   if (p.mutability === 'writeOnly') parts.push('Never shown again once saved');
   return parts.join(' · ');
 }

@@ -65,6 +65,15 @@ function freePort() {
   });
 }
 
+/** `preferred` when it is free (for a readable screenshot), else any free port. */
+function portOr(preferred) {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.once('error', () => resolve(freePort()));
+    s.listen(preferred, '127.0.0.1', () => s.close(() => resolve(preferred)));
+  });
+}
+
 /** Resolves true when a TCP connection to 127.0.0.1:port is accepted, false when refused. */
 function tcpConnects(port) {
   return new Promise((resolve) => {
@@ -314,10 +323,10 @@ test('keyboard: the page can be used without a mouse', T, async () => {
 
 test('screenshots: the listeners page with a few listeners, wide and on a phone', T, async () => {
   const made = [
-    { name: 'submission', protocol: 'smtp', bind: [`127.0.0.1:${await freePort()}`] },
-    { name: 'imaps', protocol: 'imap', tlsImplicit: true, bind: [`127.0.0.1:${await freePort()}`, `[::1]:${await freePort()}`] },
-    { name: 'pop3', protocol: 'pop3', bind: [`127.0.0.1:${await freePort()}`] },
-    { name: 'lmtp', protocol: 'lmtp', useTls: false, bind: [`127.0.0.1:${await freePort()}`] },
+    { name: 'submission', protocol: 'smtp', bind: [`127.0.0.1:${await portOr(10587)}`] },
+    { name: 'imaps', protocol: 'imap', tlsImplicit: true, bind: [`127.0.0.1:${await portOr(10993)}`, `[::1]:${await portOr(10993)}`] },
+    { name: 'pop3', protocol: 'pop3', bind: [`127.0.0.1:${await portOr(10110)}`] },
+    { name: 'lmtp', protocol: 'lmtp', useTls: false, bind: [`127.0.0.1:${await portOr(10024)}`] },
   ];
   for (const m of made) {
     try {
