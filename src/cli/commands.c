@@ -109,6 +109,25 @@ static int build_object(struct ctx *c, bool is_update, json_t **out, gh_cli_err 
     return GH_CLI_OK;
 }
 
+/* Values the server shows only in the create response (an API key's secret): printed now,
+ * since no later get can show them. */
+static void print_returned_once(struct ctx *c, json_t *created)
+{
+    size_t i;
+    json_t *p;
+    json_array_foreach(json_object_get(c->type, "properties"), i, p)
+    {
+        const char *name = json_string_value(json_object_get(p, "name"));
+        json_t *v = name ? json_object_get(created, name) : NULL;
+        if (!v || !json_is_true(json_object_get(p, "returnedOnce")))
+            continue;
+        char *text = gh_cli_show_value(v, false);
+        const char *label = json_string_value(json_object_get(p, "label"));
+        printf("  %s: %s\n", label ? label : name, text);
+        free(text);
+    }
+}
+
 static int cmd_create(struct ctx *c, gh_cli_err *err)
 {
     json_t *obj = NULL;
@@ -126,6 +145,7 @@ static int cmd_create(struct ctx *c, gh_cli_err *err)
     json_t *refused = json_object_get(json_object_get(res, "notCreated"), "c1");
     if (id) {
         printf("Created %s %s\n", c->label, id);
+        print_returned_once(c, json_object_get(json_object_get(res, "created"), "c1"));
     } else if (refused) {
         status = gh_cli_set_error(err, refused);
         gh_cli_err_context(err, "cannot create %s", c->label);

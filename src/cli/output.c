@@ -318,8 +318,10 @@ void gh_cli_print_describe(FILE *out, json_t *type, const char *key)
     if (json_is_true(json_object_get(type, "singleton")))
         fputs("  singleton: its one object has the id \"singleton\"\n", out);
     if (str_of(type, "permissionPrefix", NULL))
-        fprintf(out, "  permissions: %sGet, Query, Create, Update, Destroy\n",
-                str_of(type, "permissionPrefix", ""));
+        fprintf(out, "  permissions: %sGet, %s\n", str_of(type, "permissionPrefix", ""),
+                json_is_true(json_object_get(type, "singleton"))
+                    ? "Update"
+                    : "Query, Create, Update, Destroy");
     json_t *cols = json_object_get(type, "listColumns");
     if (json_array_size(cols)) {
         fputs("  table columns:", out);

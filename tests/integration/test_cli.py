@@ -347,3 +347,26 @@ def test_https_with_a_self_signed_certificate(gatehouse, free_port):
     r = run(gatehouse, "query", "network-listener", url=url)
     assert r.returncode == 3
     assert "certificate" in r.stderr and "-k" in r.stderr
+
+
+def test_api_key_secret_is_shown_once_and_permissions_are_enforced(gatehouse, free_port):
+    r = run(gatehouse, "create", "api-key", "--field", "name=reader",
+            "--field", "permissions=sysnetworklistenerget,sysNetworkListenerQuery,"
+                       "sysNetworkListenerUpdate")
+    assert r.returncode == 0, r.stderr
+    m = re.fullmatch(r"Created ApiKey (\S+)\n  Secret: (\S+)\n", r.stdout)
+    assert m, r.stdout
+    key = m.group(2)
+    r = run(gatehouse, "get", "api-key", m.group(1))
+    assert r.returncode == 0 and key not in r.stdout
+    assert "sysNetworkListenerGet, sysNetworkListenerQuery, sysNetworkListenerUpdate" in r.stdout
+    # the key may list listeners ...
+    r = run(gatehouse, "query", "network-listener", token=key)
+    assert r.returncode == 0, r.stderr
+    # ... but not create one (SetError forbidden: it may update) nor read certificates
+    # (a method error)
+    r = run(gatehouse, "create", "network-listener", "--field", f"bind=127.0.0.1:{free_port()}",
+            token=key)
+    assert r.returncode == 1 and "cannot create NetworkListener: forbidden" in r.stderr
+    r = run(gatehouse, "query", "certificate", token=key)
+    assert r.returncode == 1 and "x:Certificate/query refused: forbidden" in r.stderr
