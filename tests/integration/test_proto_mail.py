@@ -391,3 +391,30 @@ def test_shutdown_goodbye(gatehouse, free_port, protocol):
     assert re.fullmatch(GOODBYES[protocol][1], s.line())
     assert s.closed()
     assert gatehouse.proc.wait(15) == 0
+
+
+# ---- the client address in the EHLO reply ----
+
+def test_ehlo_names_the_proxy_source(gatehouse, free_port):
+    port = free_port()
+    listener(gatehouse, port, "smtp", "plain", overrideProxyTrustedNetworks=["127.0.0.1/32"])
+    s = Line(port)
+    s.send(f"PROXY TCP4 203.0.113.9 127.0.0.1 40000 {port}\r\n".encode())
+    assert s.line().startswith("220 ")
+    s.send(b"EHLO client.example\r\n")
+    first = s.until(lambda l: l.startswith("250 "))[0]
+    assert re.fullmatch(r"250-\S+ Hello client\.example \[203\.0\.113\.9\]\r\n", first), first
+    s.close()
+
+
+def test_ehlo_names_an_ipv6_client(gatehouse, free_port):
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    port = free_port()
+    try:
+        listener(gatehouse, port, "smtp", "plain", bind=[f"[::1]:{port}"])
+    except AssertionError:
+        pytest.skip("cannot bind ::1 here")
+    with smtplib.SMTP("::1", port, timeout=5) as smtp:
+        code, resp = smtp.ehlo("client.example")
+        assert resp.decode().splitlines()[0].endswith("Hello client.example [::1]")
