@@ -190,6 +190,8 @@ bool gh_admin_secret_init(const char *configured, gh_err *err)
         return false;
     }
     char generated[SECRET_CHARS + 4] = "";
+    if (configured && !*configured)
+        configured = NULL; /* an empty variable is no secret */
     char newsalt[33], newhash[65];
     bool ok = true;
     if (configured || !hash) {
