@@ -427,7 +427,9 @@ static int cmd_query(struct ctx *c, gh_cli_err *err)
     int status = build_filter(c, &filter, err);
     if (status == GH_CLI_OK)
         status = pick_columns(c, &cols, err);
-    if (status == GH_CLI_OK)
+    if (status == GH_CLI_OK && json_is_true(json_object_get(c->type, "singleton")))
+        json_array_append_new(ids, json_string("singleton")); /* a singleton has no /query */
+    else if (status == GH_CLI_OK)
         status = query_ids(c, filter, ids, err);
     if (status == GH_CLI_OK && (c->a->select || !c->a->json_out)) {
         props = json_pack("[s]", "id");
@@ -497,8 +499,14 @@ static int resolve_type(struct ctx *c, gh_cli_err *err)
 
 int gh_cli_run(const struct gh_cli_args *a, gh_cli_err *err)
 {
+    /* "http://host:8080/" and "http://host:8080" name the same daemon */
+    char *base = strdup(a->url);
+    if (!base)
+        return gh_cli_fail(err, GH_CLI_USAGE, "out of memory");
+    for (size_t n = strlen(base); n > 0 && base[n - 1] == '/'; n--)
+        base[n - 1] = '\0';
     struct gh_cli_api api = {
-        .http = {.base_url = a->url,
+        .http = {.base_url = base,
                  .token = a->token,
                  .user = a->user,
                  .password = a->password,
@@ -524,5 +532,6 @@ int gh_cli_run(const struct gh_cli_args *a, gh_cli_err *err)
             status = cmd_describe(&c, err);
     }
     gh_cli_api_close(&api);
+    free(base);
     return status;
 }

@@ -142,12 +142,26 @@ def test_get_readable_and_json(gatehouse, free_port):
     assert json.loads(r.stdout) == get_obj(gatehouse, oid)
 
 
-def test_singleton_get_and_update_without_id(gatehouse):
+def test_singleton_get_update_and_query_without_id(gatehouse):
+    r = run(gatehouse, "update", "system-settings", "--field", "defaultHostname=mx.example.com")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "Updated SystemSettings singleton\n"
     r = run(gatehouse, "get", "system-settings")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("Id: singleton\n")
+    assert "mx.example.com" in r.stdout
     r = run(gatehouse, "get", "SystemSettings", "singleton", "--json")
-    assert json.loads(r.stdout)["id"] == "singleton"
+    assert json.loads(r.stdout)["defaultHostname"] == "mx.example.com"
+    r = run(gatehouse, "query", "system-settings")
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"^singleton\s+mx\.example\.com", r.stdout, re.M)
+    r = run(gatehouse, "delete", "system-settings", "--ids", "singleton")
+    assert r.returncode == 1 and r.stdout.startswith("singleton failed: singleton")
+
+
+def test_url_with_trailing_slash(gatehouse):
+    r = run(gatehouse, "query", "network-listener", url=gatehouse.url + "/")
+    assert r.returncode == 0, r.stderr
 
 
 def test_update_types_paths_and_null(gatehouse, free_port):
