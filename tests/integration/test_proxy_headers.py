@@ -363,10 +363,6 @@ def test_untrusted_peer_header_closes(gatehouse, free_port):
         assert read_reply(s).startswith(b"220 ")
         s.sendall(b"EHLO plain.example\r\n")
         assert "[127.0.0.1]" in read_reply(s).decode()
-    # The management listener now wants a header from 127.0.0.1 too.
-    with connect(gatehouse.http_port) as s:
-        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert_closed_without_reply(s)
 
 
 def test_untrusted_implicit_tls_header_closes(gatehouse, free_port):
