@@ -182,8 +182,8 @@ static const char *env(const char *name)
     return v && *v ? v : NULL;
 }
 
-/* Credentials and URL from the environment, then the checks that need no server. */
-static int finish(struct gh_cli_args *a, gh_cli_err *err)
+/* URL and credentials from the environment where the command line gave none. */
+static int credentials(struct gh_cli_args *a, gh_cli_err *err)
 {
     if (!a->url)
         a->url = env("GATEHOUSE_URL") ? env("GATEHOUSE_URL") : DEFAULT_URL;
@@ -196,10 +196,18 @@ static int finish(struct gh_cli_args *a, gh_cli_err *err)
             a->password = env("GATEHOUSE_PASSWORD");
         }
     }
+    if (a->password && !a->user && !a->token)
+        a->user = env("GATEHOUSE_USER");
     if (a->password && !a->user)
         return gh_cli_fail(err, GH_CLI_USAGE, "--password needs --user");
     if (a->user && !a->password && !(a->password = env("GATEHOUSE_PASSWORD")))
         return gh_cli_fail(err, GH_CLI_USAGE, "--user needs --password (or GATEHOUSE_PASSWORD)");
+    return GH_CLI_OK;
+}
+
+/* The checks on the command's arguments that need no server. */
+static int check_command(const struct gh_cli_args *a, gh_cli_err *err)
+{
     if (a->help || a->version)
         return GH_CLI_OK;
     if (!a->command)
@@ -243,7 +251,8 @@ int gh_cli_args_parse(struct gh_cli_args *a, int argc, char **argv, gh_cli_err *
         if (status != GH_CLI_OK)
             return status;
     }
-    return finish(a, err);
+    int status = credentials(a, err);
+    return status == GH_CLI_OK ? check_command(a, err) : status;
 }
 
 void gh_cli_args_free(struct gh_cli_args *a)

@@ -201,6 +201,18 @@ static void split_ids(json_t *list, const char *text)
     }
 }
 
+static bool has_string(json_t *array, const char *s)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(array, i, v)
+    {
+        if (json_is_string(v) && strcmp(json_string_value(v), s) == 0)
+            return true;
+    }
+    return false;
+}
+
 /* Destroys one batch, printing a line per id; counts into *done and *failed. */
 static int destroy_batch(struct ctx *c, json_t *batch, size_t *done, size_t *failed,
                          gh_cli_err *err)
@@ -216,12 +228,7 @@ static int destroy_batch(struct ctx *c, json_t *batch, size_t *done, size_t *fai
     json_array_foreach(batch, i, idv)
     {
         const char *id = json_string_value(idv);
-        bool ok = false;
-        size_t j;
-        json_t *d;
-        json_array_foreach(destroyed, j, d) ok =
-            ok || (json_is_string(d) && !strcmp(json_string_value(d), id));
-        if (ok) {
+        if (has_string(destroyed, id)) {
             printf("%s deleted\n", id);
             ++*done;
             continue;

@@ -327,7 +327,10 @@ void gh_cli_print_describe(FILE *out, json_t *type, const char *key)
         fputs("  table columns:", out);
         size_t i;
         json_t *c;
-        json_array_foreach(cols, i, c) fprintf(out, "%s %s", i ? "," : "", json_string_value(c));
+        json_array_foreach(cols, i, c)
+        {
+            fprintf(out, "%s %s", i ? "," : "", json_string_value(c));
+        }
         fputc('\n', out);
     }
     size_t i;
@@ -370,7 +373,10 @@ int gh_cli_set_error(gh_cli_err *err, json_t *e)
         fputs(" (", f);
         size_t i;
         json_t *p;
-        json_array_foreach(props, i, p) fprintf(f, "%s%s", i ? ", " : "", json_string_value(p));
+        json_array_foreach(props, i, p)
+        {
+            fprintf(f, "%s%s", i ? ", " : "", json_string_value(p));
+        }
         fputc(')', f);
     }
     if (str_of(e, "description", NULL))

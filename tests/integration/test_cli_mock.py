@@ -199,9 +199,9 @@ def mock():
     srv.server_close()
 
 
-def cli(mock, *args, token=TOKEN, stdin=None):
-    env = dict(os.environ, GATEHOUSE_URL=mock.url)
-    env.pop("GATEHOUSE_TOKEN", None)
+def cli(mock, *args, token=TOKEN, stdin=None, env_extra=None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEHOUSE_")}
+    env.update(GATEHOUSE_URL=mock.url, **(env_extra or {}))
     if token is not None:
         env["GATEHOUSE_TOKEN"] = token
     return subprocess.run([CLI, *args], env=env, input=stdin, capture_output=True, text=True,
@@ -431,3 +431,11 @@ def test_authentication(mock):
     assert r.returncode == 0, r.stderr
     r = cli(mock, "--token", TOKEN, "query", "widget", token="wrong")
     assert r.returncode == 0, r.stderr
+    r = cli(mock, "query", "widget", token=None,
+            env_extra={"GATEHOUSE_USER": "admin", "GATEHOUSE_PASSWORD": TOKEN})
+    assert r.returncode == 0, r.stderr
+    r = cli(mock, "--password", TOKEN, "query", "widget", token=None,
+            env_extra={"GATEHOUSE_USER": "admin"})
+    assert r.returncode == 0, r.stderr
+    r = cli(mock, "--user", "admin", "query", "widget", token=None)
+    assert r.returncode == 2 and "--user needs --password" in r.stderr
