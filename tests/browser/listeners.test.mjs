@@ -285,6 +285,23 @@ test('a change made through the API appears without reloading the page', T, asyn
   assert.equal(await page.evaluate(() => window.__sameDocument), true, 'the page was not reloaded');
 });
 
+test('an edit form says when its listener changes elsewhere, and can load the new values', T, async () => {
+  await openList();
+  await waitLive();
+  await page.getByRole('link', { name: 'Edit web-smtp' }).click();
+  await page.getByRole('heading', { name: 'Edit listener web-smtp' }).waitFor();
+  assert.ok(await page.locator('#form-stale').isHidden());
+  const { id } = await listenerByName('web-smtp');
+  await call(`${TYPE}/set`, { update: { [id]: { socketBacklog: 77 } } });
+  await page.locator('#form-stale').getByText('changed elsewhere').waitFor({ timeout: 10_000 });
+  assert.equal(await page.locator('#f-socketBacklog').inputValue(), '1024', 'what the user sees is not overwritten');
+  await page.getByRole('button', { name: 'Load the current values' }).click();
+  assert.equal(await page.locator('#f-socketBacklog').inputValue(), '77');
+  assert.ok(await page.locator('#form-stale').isHidden());
+  await page.getByRole('link', { name: 'Cancel' }).click();
+  await page.locator('#list-title').waitFor();
+});
+
 test('delete asks for confirmation; cancel keeps the listener, confirm removes it', T, async () => {
   await page.getByRole('button', { name: 'Delete web-smtp' }).click();
   const dialog = page.getByRole('dialog');
@@ -370,6 +387,36 @@ test('sign out ends the session', T, async () => {
   assert.equal(status, 401);
   await page.reload();
   await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+});
+
+test('an API key signs in too, and its missing permissions are explained', T, async () => {
+  const r = await call('x:ApiKey/set', { create: { k: { name: 'web-viewer', permissions: ['sysNetworkListenerGet', 'sysNetworkListenerQuery'] } } });
+  const secret = r.created && r.created.k && r.created.k.secret;
+  assert.ok(secret, JSON.stringify(r));
+  await page.locator('#secret').fill(secret);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await row('http').waitFor();
+  await page.getByRole('link', { name: 'New listener' }).click();
+  await page.locator('#f-bind').fill(`127.0.0.1:${await freePort()}`);
+  await page.getByRole('button', { name: 'Create listener' }).click();
+  await page.locator('#form-summary').waitFor();
+  assert.match(await page.locator('#form-summary').innerText(), /permission|forbidden/i);
+  await shot('07-api-key-forbidden');
+  await page.getByRole('link', { name: 'Cancel' }).click();
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+});
+
+test('when the session ends, the page asks to sign in again', T, async () => {
+  await page.locator('#secret').fill(SECRET);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await row('http').waitFor();
+  await waitLive();
+  await context.clearCookies(); // as after a daemon restart: the cookie no longer works
+  const port = await freePort();
+  await createByApi({ name: 'after-expiry', protocol: 'pop3', bind: [`127.0.0.1:${port}`] });
+  await page.getByRole('heading', { name: 'Sign in' }).waitFor({ timeout: 10_000 });
+  await page.getByRole('status').getByText('session has ended').waitFor();
 });
 
 test('the page raised no script errors and made no outside requests', () => {
