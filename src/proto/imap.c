@@ -217,7 +217,7 @@ static void imap_input(struct gh_conn *c)
 {
     struct imap *s = c->proto_state;
     bool active = false;
-    while (s && !s->stopped) {
+    while (s && !s->stopped && gh_buf_len(&c->out) < GH_LINE_OUT_MAX) {
         if (s->literal && !gh_line_skip(&c->in, &s->literal))
             break;
         char *line;
@@ -236,7 +236,7 @@ static void imap_input(struct gh_conn *c)
     }
     /* Only complete commands count as activity, so a trickle of bytes cannot hold a slot. */
     if (s && active && !s->stopped)
-        gh_conn_set_idle(c, IMAP_IDLE_MS);
+        gh_conn_set_idle(c, gh_line_idle_ms(IMAP_IDLE_MS));
 }
 
 static void imap_open(struct gh_conn *c)
@@ -250,7 +250,7 @@ static void imap_open(struct gh_conn *c)
     gh_conn_printf(c, "* OK [CAPABILITY ");
     capability_list(c);
     gh_conn_printf(c, "] %s ready\r\n", gh_conn_hostname(c));
-    gh_conn_set_idle(c, IMAP_IDLE_MS);
+    gh_conn_set_idle(c, gh_line_idle_ms(IMAP_IDLE_MS));
 }
 
 static void imap_tls_ready(struct gh_conn *c)
@@ -260,7 +260,7 @@ static void imap_tls_ready(struct gh_conn *c)
         return;
     /* RFC 9051 §6.2.1: the client asks for the capabilities again; nothing is sent. */
     *s = (struct imap){.errors = s->errors};
-    gh_conn_set_idle(c, IMAP_IDLE_MS);
+    gh_conn_set_idle(c, gh_line_idle_ms(IMAP_IDLE_MS));
     imap_input(c);
 }
 

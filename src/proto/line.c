@@ -5,6 +5,8 @@
  */
 #include "proto/line.h"
 
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -94,4 +96,21 @@ const char *gh_line_word(const char *line, size_t *word_len)
 bool gh_line_is(const char *word, size_t word_len, const char *name)
 {
     return strlen(name) == word_len && strncasecmp(word, name, word_len) == 0;
+}
+
+static uint32_t idle_override;
+static pthread_once_t idle_once = PTHREAD_ONCE_INIT;
+
+static void read_idle_env(void)
+{
+    const char *env = getenv("GATEHOUSE_MAIL_IDLE_MS");
+    long ms = env ? strtol(env, NULL, 10) : 0;
+    if (ms >= 100 && ms <= 86400000)
+        idle_override = (uint32_t)ms;
+}
+
+uint32_t gh_line_idle_ms(uint32_t dflt)
+{
+    pthread_once(&idle_once, read_idle_env);
+    return idle_override ? idle_override : dflt;
 }

@@ -10,6 +10,10 @@
 
 #include "core/buf.h"
 
+/* Replies waiting for the client beyond which a front door takes no more commands from its
+ * input: a client that pipelines without reading cannot make replies pile up in memory. */
+#define GH_LINE_OUT_MAX (64 * 1024)
+
 enum gh_line_result {
     GH_LINE_MORE,    /* no complete line yet */
     GH_LINE_OK,      /* *line and *len hold one line, consumed from the buffer */
@@ -22,6 +26,10 @@ enum gh_line_result {
  * (false at start) and is kept by the caller between calls. */
 enum gh_line_result gh_line_take(struct gh_buf *in, size_t max, bool *skipping, char **line,
                                  size_t *len);
+
+/* The idle time-out of a mail front door: dflt, unless GATEHOUSE_MAIL_IDLE_MS (100 ms to
+ * 1 day) overrides it for every mail protocol, e.g. in tests. */
+uint32_t gh_line_idle_ms(uint32_t dflt);
 
 /* Splits a command line: *word_len is the length of its first word (up to a space), and
  * the arguments after the spaces that follow it are returned ("" when there are none). */

@@ -106,7 +106,7 @@ static void pop3_input(struct gh_conn *c)
 {
     struct pop3 *s = c->proto_state;
     bool active = false;
-    while (s && !s->stopped) {
+    while (s && !s->stopped && gh_buf_len(&c->out) < GH_LINE_OUT_MAX) {
         char *line;
         size_t len;
         enum gh_line_result r = gh_line_take(&c->in, POP3_MAX_LINE, &s->skipping, &line, &len);
@@ -120,7 +120,7 @@ static void pop3_input(struct gh_conn *c)
     }
     /* Only complete commands count as activity, so a trickle of bytes cannot hold a slot. */
     if (s && active && !s->stopped)
-        gh_conn_set_idle(c, POP3_IDLE_MS);
+        gh_conn_set_idle(c, gh_line_idle_ms(POP3_IDLE_MS));
 }
 
 static void pop3_open(struct gh_conn *c)
@@ -132,7 +132,7 @@ static void pop3_open(struct gh_conn *c)
     }
     c->proto_state = s;
     gh_conn_printf(c, "+OK %s ready\r\n", gh_conn_hostname(c));
-    gh_conn_set_idle(c, POP3_IDLE_MS);
+    gh_conn_set_idle(c, gh_line_idle_ms(POP3_IDLE_MS));
 }
 
 static void pop3_tls_ready(struct gh_conn *c)
@@ -143,7 +143,7 @@ static void pop3_tls_ready(struct gh_conn *c)
     /* RFC 2595 §4: the client asks CAPA again; nothing is sent. */
     s->stopped = false;
     s->skipping = false;
-    gh_conn_set_idle(c, POP3_IDLE_MS);
+    gh_conn_set_idle(c, gh_line_idle_ms(POP3_IDLE_MS));
     pop3_input(c);
 }
 

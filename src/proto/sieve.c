@@ -235,7 +235,7 @@ static void sieve_input(struct gh_conn *c)
 {
     struct sieve *s = c->proto_state;
     bool active = false;
-    while (s && !s->stopped) {
+    while (s && !s->stopped && gh_buf_len(&c->out) < GH_LINE_OUT_MAX) {
         if (s->literal && !gh_line_skip(&c->in, &s->literal))
             break;
         char *line;
@@ -253,7 +253,7 @@ static void sieve_input(struct gh_conn *c)
     }
     /* Only complete commands count as activity, so a trickle of bytes cannot hold a slot. */
     if (s && active && !s->stopped)
-        gh_conn_set_idle(c, SIEVE_IDLE_MS);
+        gh_conn_set_idle(c, gh_line_idle_ms(SIEVE_IDLE_MS));
 }
 
 static void sieve_open(struct gh_conn *c)
@@ -270,7 +270,7 @@ static void sieve_open(struct gh_conn *c)
     gh_conn_printf(c, "OK ");
     put_quoted(c, text);
     gh_conn_printf(c, "\r\n");
-    gh_conn_set_idle(c, SIEVE_IDLE_MS);
+    gh_conn_set_idle(c, gh_line_idle_ms(SIEVE_IDLE_MS));
 }
 
 static void sieve_tls_ready(struct gh_conn *c)
@@ -282,7 +282,7 @@ static void sieve_tls_ready(struct gh_conn *c)
     /* RFC 5804 §2.2: after the handshake the server sends its capabilities again. */
     capabilities(c);
     gh_conn_printf(c, "OK \"TLS negotiation successful\"\r\n");
-    gh_conn_set_idle(c, SIEVE_IDLE_MS);
+    gh_conn_set_idle(c, gh_line_idle_ms(SIEVE_IDLE_MS));
     sieve_input(c);
 }
 

@@ -145,7 +145,7 @@ static void smtp_input(struct gh_conn *c)
 {
     struct smtp *s = c->proto_state;
     bool active = false;
-    while (s && !s->stopped) {
+    while (s && !s->stopped && gh_buf_len(&c->out) < GH_LINE_OUT_MAX) {
         char *line;
         size_t len;
         enum gh_line_result r = gh_line_take(&c->in, SMTP_MAX_LINE, &s->skipping, &line, &len);
@@ -159,7 +159,7 @@ static void smtp_input(struct gh_conn *c)
     }
     /* Only complete commands count as activity, so a trickle of bytes cannot hold a slot. */
     if (s && active && !s->stopped)
-        gh_conn_set_idle(c, SMTP_IDLE_MS);
+        gh_conn_set_idle(c, gh_line_idle_ms(SMTP_IDLE_MS));
 }
 
 static void open_as(struct gh_conn *c, bool lmtp)
@@ -172,7 +172,7 @@ static void open_as(struct gh_conn *c, bool lmtp)
     s->lmtp = lmtp;
     c->proto_state = s;
     gh_conn_printf(c, "220 %s ESMTP\r\n", gh_conn_hostname(c));
-    gh_conn_set_idle(c, SMTP_IDLE_MS);
+    gh_conn_set_idle(c, gh_line_idle_ms(SMTP_IDLE_MS));
 }
 
 static void smtp_open(struct gh_conn *c)
@@ -193,7 +193,7 @@ static void smtp_tls_ready(struct gh_conn *c)
     s->stopped = false;
     s->greeted = false;
     s->skipping = false;
-    gh_conn_set_idle(c, SMTP_IDLE_MS);
+    gh_conn_set_idle(c, gh_line_idle_ms(SMTP_IDLE_MS));
     /* Bytes that arrived encrypted right behind the handshake are the client's next command. */
     smtp_input(c);
 }

@@ -9,6 +9,7 @@ import signal
 import smtplib
 import socket
 import ssl
+import time
 
 import pytest
 
@@ -418,3 +419,48 @@ def test_ehlo_names_an_ipv6_client(gatehouse, free_port):
     with smtplib.SMTP("::1", port, timeout=5) as smtp:
         code, resp = smtp.ehlo("client.example")
         assert resp.decode().splitlines()[0].endswith("Hello client.example [::1]")
+
+
+# ---- idle time-outs (shortened through GATEHOUSE_MAIL_IDLE_MS) ----
+
+IDLE_GOODBYES = {
+    "smtp": r"421 4\.4\.2 \S+ Error: timeout exceeded\r\n",
+    "lmtp": r"421 4\.4\.2 \S+ Error: timeout exceeded\r\n",
+    "imap": r"\* BYE \S+ autologout; idle for too long\r\n",
+    "pop3": r"-ERR \S+ autologout; idle for too long\r\n",
+    "manageSieve": r'BYE "Idle timeout, closing connection"\r\n',
+}
+
+
+def test_idle_sessions_time_out(make_daemon, free_port):
+    d = make_daemon(extra_env={"GATEHOUSE_MAIL_IDLE_MS": "700"})
+    sessions = []
+    for protocol in sorted(IDLE_GOODBYES):
+        port = free_port()
+        listener(d, port, protocol, "starttls")
+        s = Line(port)
+        read_greeting(s, protocol)
+        sessions.append((protocol, s, time.monotonic()))
+    for protocol, s, start in sessions:
+        assert re.fullmatch(IDLE_GOODBYES[protocol], s.line()), protocol
+        assert 0.5 <= time.monotonic() - start <= 3, protocol
+        assert s.closed()
+
+
+def test_a_trickle_of_bytes_is_not_activity(make_daemon, free_port):
+    d = make_daemon(extra_env={"GATEHOUSE_MAIL_IDLE_MS": "800"})
+    port = free_port()
+    listener(d, port, "smtp", "plain")
+    s = Line(port)
+    s.line()
+    start = time.monotonic()
+    s.send(b"NOOP\r\n")  # a complete command re-arms the timer
+    assert s.line() == "250 2.0.0 OK\r\n"
+    for _ in range(10):  # an unfinished line, one byte at a time, does not
+        time.sleep(0.2)
+        try:
+            s.send(b"N")
+        except OSError:
+            break
+    assert re.fullmatch(IDLE_GOODBYES["smtp"], s.line())
+    assert time.monotonic() - start < 1.8

@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include "proto/line.h"
 #include "test_proto_util.h"
 
 #define EHLO_TLS                                                                                   \
@@ -191,6 +192,29 @@ static void too_many_errors(void **state)
     conn_free(c);
 }
 
+static void replies_do_not_pile_up(void **state)
+{
+    struct gh_conn *c = conn_open(&gh_proto_smtp, false);
+    free(conn_out(c));
+    /* 20000 pipelined NOOPs from a client that reads nothing. */
+    size_t n = 20000;
+    for (size_t i = 0; i < n; i++)
+        gh_buf_append(&c->in, "NOOP\r\n", 6);
+    c->proto->input(c);
+    size_t out = gh_buf_len(&c->out);
+    assert_true(out >= GH_LINE_OUT_MAX && out < GH_LINE_OUT_MAX + 64);
+    assert_true(gh_buf_len(&c->in) > 0);
+    /* Once the client has read its replies, the rest is answered. */
+    size_t answered = out / 14;
+    while (gh_buf_len(&c->in)) {
+        gh_buf_clear(&c->out);
+        c->proto->input(c);
+        answered += gh_buf_len(&c->out) / 14;
+    }
+    assert_int_equal(answered, n);
+    conn_free(c);
+}
+
 static void goodbyes(void **state)
 {
     assert_string_equal(gh_proto_smtp.over_limit, "421 4.3.2 Too many connections\r\n");
@@ -247,6 +271,7 @@ int main(void)
         cmocka_unit_test(starttls_refused),
         cmocka_unit_test(long_lines),
         cmocka_unit_test(too_many_errors),
+        cmocka_unit_test(replies_do_not_pile_up),
         cmocka_unit_test(goodbyes),
         cmocka_unit_test(lmtp_uses_lhlo),
     };
