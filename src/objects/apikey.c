@@ -164,8 +164,9 @@ bool gh_objects_authenticate(const char *username, const char *secret, struct gh
             ok = true;
         }
     }
-    for (size_t i = 0; i < auth.nkeys && !ok; i++) {
-        if (username && !as_admin && strcasecmp(username, auth.keys[i].name))
+    /* A user name picks the key of that name; "admin" is only ever the administrator. */
+    for (size_t i = 0; i < auth.nkeys && !ok && !(username && as_admin); i++) {
+        if (username && strcasecmp(username, auth.keys[i].name))
             continue;
         if (hash_equal(h, auth.keys[i].hash)) {
             snprintf(who->username, sizeof who->username, "%s", auth.keys[i].name);

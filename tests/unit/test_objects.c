@@ -853,6 +853,7 @@ static void api_keys(void **state)
     assert_true(gh_objects_authenticate("ops", sec, &who));
     gh_principal_clear(&who);
     assert_false(gh_objects_authenticate("other", sec, &who));
+    assert_false(gh_objects_authenticate("admin", sec, &who)); /* admin is only the admin */
     assert_false(gh_objects_authenticate(NULL, "gh_wrong", &who));
     assert_false(gh_objects_authenticate(NULL, "", &who));
     assert_true(gh_objects_authenticate(NULL, "admin-secret", &who));
