@@ -6,6 +6,8 @@
 import * as api from './client.js';
 import * as forms from './form.js';
 
+const { el } = forms;
+
 const TYPE = 'x:NetworkListener';
 const STATUS_EVERY_MS = 5000;
 const $ = (sel) => document.querySelector(sel);
@@ -27,18 +29,6 @@ const state = {
 };
 
 // ---------- small helpers ----------
-
-function el(tag, attrs = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === undefined || v === null || v === false) continue;
-    if (k === 'class') e.className = v;
-    else if (k === 'text') e.textContent = v;
-    else e.setAttribute(k, v === true ? '' : v);
-  }
-  for (const c of children) if (c) e.append(c);
-  return e;
-}
 
 function showView(id) {
   for (const v of document.querySelectorAll('.view')) v.hidden = v.id !== id;
@@ -108,6 +98,7 @@ function showSignIn(message) {
   state.type = null;
   state.listeners.clear();
   state.listState = null;
+  state.session = null;
   state.editing = undefined;
   $('#crumbs').hidden = true;
   $('#signout').hidden = true;

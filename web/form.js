@@ -4,7 +4,8 @@
 
 const NUMBER_TYPES = new Set(['UnsignedInt']);
 
-function el(tag, attrs = {}, ...children) {
+/** Makes an element: attributes (false/null/undefined ones left out), then children. */
+export function el(tag, attrs = {}, ...children) {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
     if (v === undefined || v === null || v === false) continue;
@@ -91,7 +92,7 @@ function control(p, editing) {
     type: p.mutability === 'writeOnly' ? 'password' : 'text',
     inputmode: NUMBER_TYPES.has(p.type) ? 'numeric' : undefined,
     id, name: p.name, spellcheck: 'false', autocapitalize: 'off', autocomplete: 'off',
-    'aria-describedby': describedBy, readonly: readOnly,
+    'aria-describedby': describedBy, readonly: readOnly, maxlength: p.maxLength,
     placeholder: p.mutability === 'writeOnly' && editing ? 'Unchanged — type to replace' : undefined,
   });
 }
