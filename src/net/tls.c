@@ -20,6 +20,7 @@
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
+#include <openssl/core_names.h>
 #include <openssl/x509v3.h>
 
 /* OpenSSL's names for the suites of enum gh_tls_suite, in the same order. */
@@ -37,25 +38,161 @@ static bool suite_is_tls13(int s)
 }
 
 /* ---------------------------------------------------------------------------------------
- * Session tickets. One key for the whole process, made at start-up, so a ticket issued by
- * any worker's context (or by a listener's previous version) resumes on any other.
- * Layout expected by SSL_CTX_set_tlsext_ticket_keys: 16 bytes name, 32 HMAC, 32 AES.
+ * Shared, immutable objects replaced whole (the certificate store, the ticket keys).
+ * Readers take a reference without a lock. The window between loading the pointer and
+ * taking the reference is announced in `loading`; a writer swaps the pointer, then waits
+ * for that count to drain before dropping its own reference to the old object: a reader
+ * either saw the new pointer, or is counted and holds its reference before the old object
+ * can go. The window is a handful of instructions, so the writer's wait is short.
  */
-static unsigned char ticket_keys[80];
-static bool ticket_keys_ok;
+static atomic_uint loading;
+
+static void wait_readers(void)
+{
+    while (atomic_load(&loading))
+        sched_yield();
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Session tickets. One key set for the whole process, so a ticket issued by any worker's
+ * context (or by a listener's previous version) resumes on any other. The key is replaced
+ * every hour and the previous one kept for decryption, so a ticket resumes for one to two
+ * hours (OpenSSL's ticket lifetime is two) and a key stolen from memory opens at most
+ * two hours of tickets.
+ */
+#define TICKET_ROTATE_SECS 3600
+
+struct ticket_key {
+    unsigned char name[16], hmac[32], aes[32];
+};
+
+/* Owner: whoever holds a reference (the published pointer holds one). */
+struct ticket_keys {
+    atomic_uint refs;
+    time_t made;
+    struct ticket_key cur, prev;
+    bool has_prev;
+};
+
+static _Atomic(struct ticket_keys *) ticket_keys;
+static atomic_bool ticket_rotating;
+
+static void keys_unref(struct ticket_keys *k)
+{
+    if (k && atomic_fetch_sub_explicit(&k->refs, 1, memory_order_acq_rel) == 1) {
+        OPENSSL_cleanse(k, sizeof *k);
+        free(k);
+    }
+}
+
+/* Makes a new current key, keeping `old`'s current one as the previous when asked.
+ * Callers hold ticket_rotating, so rotations never overlap. */
+static bool keys_rotate(const struct ticket_keys *old, time_t now, bool keep_old)
+{
+    struct ticket_keys *k = calloc(1, sizeof *k);
+    if (!k || RAND_bytes((unsigned char *)&k->cur, sizeof k->cur) != 1) {
+        free(k);
+        return false;
+    }
+    atomic_init(&k->refs, 1);
+    k->made = now;
+    if (old && keep_old) {
+        k->prev = old->cur;
+        k->has_prev = true;
+    }
+    struct ticket_keys *was = atomic_exchange(&ticket_keys, k);
+    wait_readers();
+    keys_unref(was);
+    return true;
+}
+
+static struct ticket_keys *keys_load(void)
+{
+    atomic_fetch_add(&loading, 1);
+    struct ticket_keys *k = atomic_load(&ticket_keys);
+    if (k)
+        atomic_fetch_add_explicit(&k->refs, 1, memory_order_relaxed);
+    atomic_fetch_sub(&loading, 1);
+    return k;
+}
+
+/* The current keys, rotated first when they are due. */
+static struct ticket_keys *keys_acquire(void)
+{
+    struct ticket_keys *k = keys_load();
+    time_t now = time(NULL);
+    if (k && now - k->made >= TICKET_ROTATE_SECS && !atomic_exchange(&ticket_rotating, true)) {
+        /* One handshake rotates; the others go on with the key they have. After a long
+         * quiet spell the old key has no live tickets left and is not kept. */
+        keys_rotate(k, now, now - k->made < 2 * TICKET_ROTATE_SECS);
+        atomic_store(&ticket_rotating, false);
+    }
+    return k;
+}
+
+void gh_tls_rotate_ticket_key(void)
+{
+    while (atomic_exchange(&ticket_rotating, true))
+        sched_yield();
+    struct ticket_keys *k = keys_load();
+    keys_rotate(k, time(NULL), true);
+    keys_unref(k);
+    atomic_store(&ticket_rotating, false);
+}
+
+static int ticket_mac_init(EVP_MAC_CTX *hctx, unsigned char *key)
+{
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, key, 32),
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0),
+        OSSL_PARAM_construct_end(),
+    };
+    return EVP_MAC_CTX_set_params(hctx, params);
+}
+
+/* OpenSSL's ticket callback: 1 = done, 2 = decrypted with an old key (issue a new ticket),
+ * 0 = unknown key (full handshake), -1 = error. */
+static int ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CIPHER_CTX *cctx,
+                     EVP_MAC_CTX *hctx, int enc)
+{
+    (void)ssl;
+    struct ticket_keys *k = keys_acquire();
+    int rc = -1;
+    if (!k)
+        return -1;
+    if (enc) {
+        memcpy(name, k->cur.name, sizeof k->cur.name);
+        if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(EVP_aes_256_cbc())) == 1 &&
+            EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->cur.aes, iv) &&
+            ticket_mac_init(hctx, k->cur.hmac))
+            rc = 1;
+    } else {
+        struct ticket_key *key = !memcmp(name, k->cur.name, 16)                   ? &k->cur
+                                 : k->has_prev && !memcmp(name, k->prev.name, 16) ? &k->prev
+                                                                                  : NULL;
+        if (!key)
+            rc = 0;
+        else if (ticket_mac_init(hctx, key->hmac) &&
+                 EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, key->aes, iv))
+            rc = key == &k->cur ? 1 : 2;
+    }
+    keys_unref(k);
+    return rc;
+}
+
 static pthread_once_t ticket_once = PTHREAD_ONCE_INIT;
 
-static void make_ticket_keys(void)
+static void first_ticket_keys(void)
 {
-    ticket_keys_ok = RAND_bytes(ticket_keys, sizeof ticket_keys) == 1;
+    keys_rotate(NULL, time(NULL), false);
 }
 
 bool gh_tls_init(gh_err *err)
 {
     if (!OPENSSL_init_ssl(0, NULL))
         return gh_fail(err, "TLS: OpenSSL failed to initialise");
-    pthread_once(&ticket_once, make_ticket_keys);
-    if (!ticket_keys_ok)
+    pthread_once(&ticket_once, first_ticket_keys);
+    if (!atomic_load(&ticket_keys))
         return gh_fail(err, "TLS: no randomness for the session ticket key");
     return true;
 }
@@ -138,8 +275,6 @@ struct cert_store {
 };
 
 static _Atomic(struct cert_store *) current_store;
-/* Readers between loading current_store and taking their reference. */
-static atomic_uint store_loading;
 /* Serialises writers only; the handshake path never takes it. */
 static pthread_mutex_t store_writer = PTHREAD_MUTEX_INITIALIZER;
 
@@ -162,19 +297,13 @@ static void store_unref(struct cert_store *s)
     free(s);
 }
 
-/*
- * The window between the load and the increment is announced in store_loading, and a
- * writer waits for it to drain after swapping the pointer: a reader either saw the new
- * store, or is counted and will hold its reference before the writer drops the old one.
- * The window is a handful of instructions, so the writer's wait is short.
- */
 static struct cert_store *store_acquire(void)
 {
-    atomic_fetch_add(&store_loading, 1);
+    atomic_fetch_add(&loading, 1);
     struct cert_store *s = atomic_load(&current_store);
     if (s)
         atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
-    atomic_fetch_sub(&store_loading, 1);
+    atomic_fetch_sub(&loading, 1);
     return s;
 }
 
@@ -182,8 +311,7 @@ static void store_publish(struct cert_store *s)
 {
     pthread_mutex_lock(&store_writer);
     struct cert_store *old = atomic_exchange(&current_store, s);
-    while (atomic_load(&store_loading))
-        sched_yield();
+    wait_readers();
     pthread_mutex_unlock(&store_writer);
     store_unref(old);
 }
@@ -355,10 +483,7 @@ SSL_CTX *gh_tls_ctx_new(const struct gh_listener_conf *conf, gh_err *err)
     /* Stateless tickets only: no per-session memory kept on the server. */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_num_tickets(ctx, 1);
-    if (SSL_CTX_set_tlsext_ticket_keys(ctx, ticket_keys, sizeof ticket_keys) != 1) {
-        gh_fail(err, "TLS: cannot install the session ticket key");
-        goto fail;
-    }
+    SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb);
     /* Idle connections give their read/write buffers back (about 34 KB each). */
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_cert_cb(ctx, cert_cb, NULL);

@@ -89,6 +89,11 @@ int gh_tls_cert_select(const struct gh_cert_choice *certs, unsigned n, const cha
 /* How many certificates the current store holds. */
 unsigned gh_tls_certs_count(void);
 
+/* Replaces the session-ticket key now (it also happens by itself every hour): tickets
+ * under the key before are still accepted (and replaced by a new ticket), older ones are
+ * not, and their clients make a full handshake. */
+void gh_tls_rotate_ticket_key(void);
+
 /* Drops the certificate store (at exit, once no handshake runs). */
 void gh_tls_shutdown(void);
 

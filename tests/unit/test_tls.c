@@ -481,6 +481,36 @@ static void test_resumption_across_contexts(void **state)
     }
 }
 
+/* After one key rotation a ticket still resumes; after two it no longer does. */
+static void test_ticket_key_rotation(void **state)
+{
+    (void)state;
+    install_basic_store();
+    int versions[] = {TLS1_3_VERSION, TLS1_2_VERSION};
+    for (int i = 0; i < 2; i++) {
+        SSL_CTX *srv = server_ctx(0, 0, true), *cli = client_ctx(versions[i], NULL, NULL);
+        struct hs h = handshake(srv, cli, NULL, NULL);
+        assert_true(h.ok);
+        SSL_SESSION *sess = SSL_get1_session(h.cli);
+        hs_free(&h);
+
+        gh_tls_rotate_ticket_key();
+        h = handshake(srv, cli, NULL, sess);
+        assert_true(h.ok);
+        assert_true(SSL_session_reused(h.cli));
+        hs_free(&h);
+
+        gh_tls_rotate_ticket_key();
+        h = handshake(srv, cli, NULL, sess);
+        assert_true(h.ok);
+        assert_false(SSL_session_reused(h.cli));
+        hs_free(&h);
+        SSL_SESSION_free(sess);
+        SSL_CTX_free(srv);
+        SSL_CTX_free(cli);
+    }
+}
+
 static void test_sni_handshakes(void **state)
 {
     (void)state;
@@ -585,8 +615,11 @@ static void test_swap_under_load(void **state)
         l[i] = (struct load){server_ctx(0, 0, true), client_ctx(0, NULL, NULL), 0};
         assert_int_equal(pthread_create(&t[i], NULL, handshake_loop, &l[i]), 0);
     }
-    for (int i = 0; i < 100; i++)
+    for (int i = 0; i < 100; i++) {
         assert_true(gh_tls_certs_set(i % 2 ? ia : ib, 1, &err));
+        if (i % 10 == 0) /* the ticket keys are swapped the same way */
+            gh_tls_rotate_ticket_key();
+    }
     for (int i = 0; i < 2; i++) {
         pthread_join(t[i], NULL);
         assert_int_equal(l[i].ok, 60);
@@ -912,6 +945,7 @@ int main(void)
         cmocka_unit_test(test_disabled_suite_refused),
         cmocka_unit_test(test_order),
         cmocka_unit_test(test_resumption_across_contexts),
+        cmocka_unit_test(test_ticket_key_rotation),
         cmocka_unit_test(test_sni_handshakes),
         cmocka_unit_test(test_certs_set_refusal_keeps_store),
         cmocka_unit_test(test_swap_under_load),
