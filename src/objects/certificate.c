@@ -116,8 +116,9 @@ static void validate(struct gh_objtype *t, json_t *obj, const json_t *old, struc
     gh_err err = {0};
     if (!gh_tls_cert_inspect(json_string_value(json_object_get(obj, "certificate")),
                              json_string_value(json_object_get(obj, "privateKey")), &info, &err)) {
-        gh_verr_add(ve, "certificate", "%s", err.msg);
-        json_array_append_new(ve->props, json_string("privateKey"));
+        /* the TLS layer's message starts with the part that is wrong */
+        gh_verr_add(ve, strncmp(err.msg, "privateKey", 10) ? "certificate" : "privateKey", "%s",
+                    err.msg);
         return;
     }
     json_t *names = json_array();
