@@ -43,6 +43,11 @@ static int read_session(struct gh_cli_api *api, gh_cli_err *err)
     int status = url ? gh_cli_http_json(&api->http, url, NULL, &session, err)
                      : gh_cli_fail(err, GH_CLI_CONNECT, "out of memory");
     free(url);
+    if (status == GH_CLI_REFUSED) { /* the wrong URL: as good as no connection */
+        gh_cli_err_context(err, "no JMAP session at %s (is it a Gatehouse HTTP listener?)",
+                           api->http.base_url);
+        status = GH_CLI_CONNECT;
+    }
     if (status != GH_CLI_OK)
         return status;
 

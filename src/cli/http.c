@@ -100,6 +100,13 @@ static int transport_failure(struct gh_cli_http *h, CURLcode rc, const char *det
     case CURLE_SSL_CONNECT_ERROR:
         return gh_cli_fail(err, GH_CLI_CONNECT, "TLS handshake with %s failed: %s", h->base_url,
                            detail);
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_WEIRD_SERVER_REPLY:
+    case CURLE_GOT_NOTHING:
+        return gh_cli_fail(err, GH_CLI_CONNECT,
+                           "%s did not answer as an HTTP server (%s); is it a Gatehouse HTTP "
+                           "listener?",
+                           h->base_url, detail);
     case CURLE_WRITE_ERROR:
         return gh_cli_fail(err, GH_CLI_CONNECT, "answer from %s too large or out of memory",
                            h->base_url);
@@ -108,7 +115,8 @@ static int transport_failure(struct gh_cli_http *h, CURLcode rc, const char *det
     }
 }
 
-/* The detail of an RFC 7807 problem (or the start of a plain body) for an error status. */
+/* The type and detail of an RFC 7807 problem; empty for any other body (an HTML page says
+ * nothing an operator of this tool can act on). */
 static void problem_text(const struct answer *a, char *out, size_t outlen)
 {
     out[0] = '\0';
@@ -122,11 +130,6 @@ static void problem_text(const struct answer *a, char *out, size_t outlen)
             detail = json_string_value(json_object_get(p, "title"));
         snprintf(out, outlen, "%s%s%s", type ? type : "", type && detail ? ": " : "",
                  detail ? detail : "");
-    } else {
-        snprintf(out, outlen, "%.*s", (int)outlen - 1, a->data);
-        for (char *s = out; *s; s++)
-            if (*s == '\n' || *s == '\r')
-                *s = ' ';
     }
     json_decref(p);
 }

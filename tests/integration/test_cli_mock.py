@@ -8,6 +8,7 @@ same commands against the real daemon.
 import base64
 import json
 import os
+import socket
 import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -70,6 +71,7 @@ class Mock:
         self.method_error = None  # {"type": ...} to answer every call with
         self.max_get = 2
         self.max_set = 2
+        self.no_session = False  # answer /jmap/session with 404, like a web server would
 
     def add(self, **obj):
         oid = f"w{self.next_id}"
@@ -154,7 +156,7 @@ def make_handler(mock):
             mock.hosts.add(self.headers.get("Host"))
             if not self.authed():
                 return
-            if self.path == "/jmap/session":
+            if self.path == "/jmap/session" and not mock.no_session:
                 port = self.server.server_address[1]
                 self.send(200, {
                     # another host name on purpose: the client must keep using --url's origin
@@ -439,3 +441,34 @@ def test_authentication(mock):
     assert r.returncode == 0, r.stderr
     r = cli(mock, "--user", "admin", "query", "widget", token=None)
     assert r.returncode == 2 and "--user needs --password" in r.stderr
+
+
+def test_not_a_gatehouse_url_is_a_connection_failure(mock):
+    mock.no_session = True
+    r = cli(mock, "query", "widget")
+    assert r.returncode == 3
+    assert f"no JMAP session at {mock.url} (is it a Gatehouse HTTP listener?)" in r.stderr
+
+
+def test_a_server_that_does_not_speak_http(tmp_path):
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    port = srv.getsockname()[1]
+
+    def greet():
+        for _ in range(2):
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            c.sendall(b"220 mail.example ESMTP\r\n")
+            c.close()
+    t = threading.Thread(target=greet, daemon=True)
+    t.start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEHOUSE_")}
+    r = subprocess.run([CLI, "--url", f"http://127.0.0.1:{port}", "--token", "t", "describe"],
+                       env=env, capture_output=True, text=True, timeout=30)
+    srv.close()
+    assert r.returncode == 3
+    assert "did not answer as an HTTP server" in r.stderr
