@@ -297,6 +297,14 @@ def test_update_path_keys_null_and_quoted_keys(mock):
                                             "limit": None, "kind": "alpha"}
 
 
+def test_update_from_json_with_field_override(mock):
+    oid = mock.add(name="j")
+    r = cli(mock, "update", "widget", oid, "--json", '{"limit": 1, "ports/127.0.0.1:9": true}',
+            "--field", "limit=2")
+    assert r.returncode == 0, r.stderr
+    assert sets(mock)[0]["update"][oid] == {"limit": 2, "ports/127.0.0.1:9": True}
+
+
 def test_update_refused_prints_the_set_error(mock):
     r = cli(mock, "update", "widget", "nope", "--field", "limit=3")
     assert r.returncode == 1
