@@ -86,7 +86,9 @@ function sameListener(a, b) {
 
 function handleError(e) {
   if (e instanceof api.AuthError) {
-    showSignIn(state.type ? 'Your session has ended. Sign in again.' : '');
+    // Several requests in flight may fail together: the first one says why.
+    if (state.type) showSignIn('Your session has ended. Sign in again.');
+    else if ($('#signin-view').hidden) showSignIn('');
     return;
   }
   console.error(e);
