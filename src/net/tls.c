@@ -15,12 +15,12 @@
 #include <string.h>
 #include <strings.h>
 
+#include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
-#include <openssl/core_names.h>
 #include <openssl/x509v3.h>
 
 /* OpenSSL's names for the suites of enum gh_tls_suite, in the same order. */
@@ -57,10 +57,11 @@ static void wait_readers(void)
  * Session tickets. One key set for the whole process, so a ticket issued by any worker's
  * context (or by a listener's previous version) resumes on any other. The key is replaced
  * every hour and the previous one kept for decryption, so a ticket resumes for one to two
- * hours (OpenSSL's ticket lifetime is two) and a key stolen from memory opens at most
- * two hours of tickets.
+ * hours (its lifetime is two) and a key stolen from memory opens at most two hours of
+ * tickets.
  */
-#define TICKET_ROTATE_SECS 3600
+#define TICKET_ROTATE_SECS   3600
+#define TICKET_LIFETIME_SECS 7200 /* SSL_CTX_set_timeout: how long a ticket resumes */
 
 struct ticket_key {
     unsigned char name[16], hmac[32], aes[32];
@@ -122,10 +123,16 @@ static struct ticket_keys *keys_acquire(void)
     struct ticket_keys *k = keys_load();
     time_t now = time(NULL);
     if (k && now - k->made >= TICKET_ROTATE_SECS && !atomic_exchange(&ticket_rotating, true)) {
-        /* One handshake rotates; the others go on with the key they have. After a long
-         * quiet spell the old key has no live tickets left and is not kept. */
-        keys_rotate(k, now, now - k->made < 2 * TICKET_ROTATE_SECS);
+        /* One handshake rotates; the others go on with the key they have. The old key's
+         * last ticket was issued before it was due (a later handshake would have rotated),
+         * so after a long quiet spell it has no live tickets left and is not kept. */
+        bool rotated =
+            keys_rotate(k, now, now - k->made < TICKET_ROTATE_SECS + TICKET_LIFETIME_SECS);
         atomic_store(&ticket_rotating, false);
+        if (rotated) {
+            keys_unref(k);
+            k = keys_load();
+        }
     }
     return k;
 }
@@ -483,6 +490,7 @@ SSL_CTX *gh_tls_ctx_new(const struct gh_listener_conf *conf, gh_err *err)
     /* Stateless tickets only: no per-session memory kept on the server. */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_num_tickets(ctx, 1);
+    SSL_CTX_set_timeout(ctx, TICKET_LIFETIME_SECS);
     SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb);
     /* Idle connections give their read/write buffers back (about 34 KB each). */
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);

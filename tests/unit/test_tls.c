@@ -293,6 +293,8 @@ static void test_defaults(void **state)
     assert_false(o & SSL_OP_NO_TICKET);
     assert_true(SSL_CTX_get_mode(ctx) & SSL_MODE_RELEASE_BUFFERS);
     assert_int_equal(SSL_CTX_get_session_cache_mode(ctx), SSL_SESS_CACHE_OFF);
+    assert_int_equal(SSL_CTX_get_timeout(ctx), 7200);
+    assert_int_equal(SSL_CTX_get_num_tickets(ctx), 1);
     SSL_CTX_free(ctx);
 
     ctx = server_ctx(0, 0, false);
