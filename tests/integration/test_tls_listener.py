@@ -80,6 +80,23 @@ def test_implicit_tls_defaults(gatehouse, free_port):
     close_cleanly(s)
 
 
+@pytest.mark.parametrize("protocol, first", [
+    ("smtp", b"220 "), ("lmtp", b"220 "), ("imap", b"* OK"), ("pop3", b"+OK"),
+    ("manageSieve", b'"IMPLEMENTATION"'), ("http", None),
+])
+def test_implicit_tls_for_every_protocol(gatehouse, free_port, protocol, first):
+    port = free_port()
+    gatehouse.create_listener(protocol=protocol, bind=[f"{HOST}:{port}"], useTls=True,
+                              tlsImplicit=True)
+    with socket.create_connection((HOST, port), timeout=5) as raw:
+        with client_ctx().wrap_socket(raw) as s:
+            assert s.version() == "TLSv1.3"
+            if first is None:
+                s.sendall(b"GET /jmap/session HTTP/1.1\r\nHost: x\r\n\r\n")
+                first = b"HTTP/1.1 "
+            assert s.recv(1024).startswith(first)
+
+
 def test_tls13_disabled_refuses_tls13_only_client(gatehouse, free_port):
     port = free_port()
     imaps(gatehouse, port, tlsDisableProtocols=["tls13"])
