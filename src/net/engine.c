@@ -307,9 +307,32 @@ static void bound_close(struct bound *b)
     free(b);
 }
 
+/* SO_REUSEPORT lets any socket of the same user join the group, so a second daemon (or
+ * any other program) already listening there would silently share the address. A probe
+ * bound without SO_REUSEPORT finds such an owner first. */
+static bool address_free(const struct gh_listener_conf *c, const struct gh_sockaddr *a,
+                         gh_err *err)
+{
+    int fd = socket(a->u.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return gh_fail_sys(err, errno, "socket");
+    int reuse = c->reuseaddr;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &reuse, sizeof reuse);
+    bool ok = bind(fd, &a->u.sa, a->len) == 0;
+    if (!ok) {
+        char text[GH_ADDR_TEXT];
+        gh_sockaddr_format(a, text);
+        gh_fail_sys(err, errno, "bind %s", text);
+    }
+    close(fd);
+    return ok;
+}
+
 static struct bound *bound_open(struct gh_engine *e, const struct gh_listener_conf *c,
                                 const struct gh_sockaddr *a, gh_err *err)
 {
+    if (c->reuseport && !address_free(c, a, err))
+        return NULL;
     unsigned n = c->reuseport ? e->nworkers : 1;
     struct bound *b = calloc(1, sizeof *b + (n + e->nworkers) * sizeof(int));
     if (!b) {

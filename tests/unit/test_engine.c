@@ -111,6 +111,23 @@ static void failed_bind_changes_nothing(void **state)
     gh_engine_remove(engine, "b");
 }
 
+static void reuse_port_never_joins_a_foreign_listener(void **state)
+{
+    int port = free_port();
+    gh_err err = {0};
+    /* another program listening with SO_REUSEPORT, as a second daemon would */
+    int other = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    setsockopt(other, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(other, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(other, 1), 0);
+    assert_false(gh_engine_apply(engine, make_conf("r", 1, &port), &err));
+    assert_non_null(strstr(err.msg, "Address already in use"));
+    close(other);
+}
+
 static void update_keeps_and_moves_addresses(void **state)
 {
     int p1 = free_port(), p2 = free_port();
@@ -159,6 +176,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(apply_binds_before_returning),
         cmocka_unit_test(failed_bind_changes_nothing),
+        cmocka_unit_test(reuse_port_never_joins_a_foreign_listener),
         cmocka_unit_test(update_keeps_and_moves_addresses),
         cmocka_unit_test(other_listener_address_is_refused),
         cmocka_unit_test(wildcard_v6_conflicts_with_v4),
