@@ -1,0 +1,230 @@
+#!/usr/bin/python3
+"""Turns the RESULT/IDLE/CHURN/SCALE/SPEED lines of one bench/run.sh run into the Markdown
+section appended to docs/BENCHMARKS.md: the figures, the ratios to the better peer and the
+issue's targets, each marked met or missed.
+
+usage: report.py RESULTS-FILE "metadata line" [--note TEXT]
+"""
+import sys
+
+PEERS = ["nginx", "nginx-stream", "haproxy"]
+
+
+def parse(path):
+    rows = []
+    for line in open(path):
+        parts = line.split()
+        if not parts:
+            continue
+        kv = dict(p.split("=", 1) for p in parts[1:] if "=" in p)
+        kv["_type"] = parts[0]
+        server, work, conc = (kv.get("label", "-::").split(":") + ["", ""])[:3]
+        kv["_server"], kv["_work"], kv["_conc"] = server, work, conc
+        rows.append(kv)
+    return rows
+
+
+def num(v, default=0.0):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return default
+
+
+def fmt(v, unit=""):
+    if v is None:
+        return "—"
+    if v >= 100:
+        return f"{v:,.0f}{unit}"
+    return f"{v:.2f}{unit}" if v < 10 else f"{v:.1f}{unit}"
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}×" if a and b else "—"
+
+
+def main():
+    path, meta = sys.argv[1], sys.argv[2]
+    note = sys.argv[4] if len(sys.argv) > 4 and sys.argv[3] == "--note" else ""
+    rows = parse(path)
+    res = {(r["_server"], r["_work"], r["_conc"]): r for r in rows if r["_type"] == "RESULT"}
+    idle = {(r["_server"], r["_work"]): r for r in rows if r["_type"] == "IDLE"}
+    churn = {r["_work"]: r for r in rows if r["_type"] == "CHURN"}
+    scale = [r for r in rows if r["_type"] == "SCALE"]
+    speed = next((r for r in rows if r["_type"] == "SPEED"), {})
+    out = []
+    w = out.append
+    w(f"### Run of {meta}")
+    w("")
+    if note:
+        w(f"Note: {note}")
+        w("")
+
+    # -- sessions and handshakes --
+    w("Rates are completed sessions (or handshakes) per second of wall time; **per CPU-s** is the")
+    w("same count divided by the CPU seconds the server's processes used (user + system, from")
+    w("/proc), which does not depend on how much CPU the load client and other programs took.")
+    w("")
+    w("| workload | clients | Gatehouse /s | nginx /s | HAProxy /s | ratio | Gatehouse per CPU-s "
+      "| nginx per CPU-s | HAProxy per CPU-s | ratio per CPU | Gatehouse p99 ms | errors G/n/H |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    targets = []
+    for work in ["smtp", "tls-full", "tls-resumed", "starttls"]:
+        concs = sorted({k[2] for k in res if k[1] == work}, key=lambda c: int(c or 0))
+        for conc in concs:
+            g = res.get(("gatehouse", work, conc))
+            n = res.get(("nginx", work, conc))
+            ns = res.get(("nginx-stream", work, conc))
+            h = res.get(("haproxy", work, conc))
+
+            def cells(key):
+                gv = num(g.get(key)) if g else None
+                nv = num(n.get(key)) if n else None
+                nsv = num(ns.get(key)) if ns else None
+                hv = num(h.get(key)) if h else None
+                best = max([v for v in (nv, nsv, hv) if v is not None] or [0])
+                ntext = fmt(nv)
+                if nsv is not None:
+                    ntext += f" (stream {fmt(nsv)})"
+                htext = fmt(hv) if h else "n/a: no SMTP STARTTLS" if work == "starttls" else "—"
+                return gv, ntext, htext, best
+
+            gv, ntext, htext, best = cells("rate")
+            gc, nctext, hctext, bestc = cells("ops_per_server_cpu_s")
+            errs = "/".join(str(int(num(x.get("errors")))) if x else "-" for x in (g, n, h))
+            p99 = num(g.get("lat_p99_us")) / 1000 if g else None
+            w(f"| {work} | {conc} | {fmt(gv)} | {ntext} | {htext} | {ratio(gv, best)} "
+              f"| {fmt(gc)} | {nctext} | {hctext} | {ratio(gc, bestc)} | {fmt(p99)} | {errs} |")
+            if work in ("smtp", "tls-full", "tls-resumed") and gv is not None:
+                targets.append((work, conc, gv / best if best else 0, gc / bestc if bestc else 0))
+    w("")
+
+    # -- crypto bound --
+    sign, x = num(speed.get("sign_per_s")), num(speed.get("x25519_per_s"))
+    if sign and x:
+        full = 1 / (1 / sign + 2 / x)
+        resumed = x / 2
+        w(f"Crypto bound for one core (`openssl speed`): ECDSA P-256 {sign:,.0f} signatures/s, "
+          f"X25519 {x:,.0f} operations/s. A full TLS 1.3 handshake costs the server one signature "
+          f"and two X25519 operations (key generation and agreement): **{full:,.0f} handshakes/s "
+          f"per core**; a resumed one (PSK with ECDHE) two X25519 operations: "
+          f"**{resumed:,.0f}/s per core**.")
+        w("")
+        w("| handshake | clients | Gatehouse per CPU-s | bound per core | share of the bound |")
+        w("|---|---|---|---|---|")
+        for work, bound in (("tls-full", full), ("tls-resumed", resumed)):
+            for conc in sorted({k[2] for k in res if k[1] == work}, key=lambda c: int(c or 0)):
+                g = res.get(("gatehouse", work, conc))
+                if g:
+                    v = num(g.get("ops_per_server_cpu_s"))
+                    w(f"| {work} | {conc} | {fmt(v)} | {fmt(bound)} | {v / bound:.0%} |")
+        w("")
+
+    # -- memory per idle connection --
+    if idle:
+        w("Memory per idle connection: the servers' resident memory (VmRSS, all processes) after")
+        w("the connections were opened and greeted (and, for TLS, handshaken), minus before, per")
+        w("connection held. Each server is started fresh for each measurement. Kernel socket")
+        w("memory is not included (it is the same for all).")
+        w("")
+        w("| connections | Gatehouse B/conn | nginx B/conn | HAProxy B/conn | ratio | held G/n/H "
+          "| Gatehouse accepts/s while opening |")
+        w("|---|---|---|---|---|---|---|")
+        for work in sorted({k[1] for k in idle}, key=lambda s: (s.split("-")[1], int(s.split("-")[2]))):
+            g, n, h = (idle.get((s, work)) for s in ("gatehouse", "nginx", "haproxy"))
+            vals = [num(x.get("bytes_per_conn")) if x else None for x in (g, n, h)]
+            peers = [v for v in vals[1:] if v]
+            best = min(peers) if peers else 0
+            held = "/".join(f"{int(num(x.get('held'))):,}" if x else "-" for x in (g, n, h))
+            wanted = int(num((g or n or h or {}).get("wanted")))
+            w(f"| {work} | {fmt(vals[0])} | {fmt(vals[1])} | {fmt(vals[2])} "
+              f"| {ratio(vals[0], best)} | {held} of {wanted:,} "
+              f"| {fmt(num(g.get('accepts_per_s')) if g else None)} |")
+            if vals[0] and best:
+                targets.append((work, "", best / vals[0] * 0.8 / 0.8, None, vals[0] / best))
+        w("")
+
+    # -- JMAP --
+    jm = [r for k, r in res.items() if k[1] == "jmap-get"]
+    if jm:
+        w("| JMAP `x:NetworkListener/get`, keep-alive | clients | requests/s | p50 ms | p99 ms "
+          "| errors |")
+        w("|---|---|---|---|---|---|")
+        for r in sorted(jm, key=lambda r: int(r["_conc"])):
+            w(f"| Gatehouse | {r['_conc']} | {fmt(num(r['rate']))} "
+              f"| {num(r['lat_p50_us']) / 1000:.2f} | {num(r['lat_p99_us']) / 1000:.2f} "
+              f"| {r['errors']} |")
+        w("")
+
+    # -- live changes --
+    if churn:
+        w("Live changes. Each cycle: create a listener (then connect to it at once: the time from")
+        w("the /set response to its greeting, and any refused attempt), add a second address,")
+        w("update the probed listener's maxConnections, destroy the new listener.")
+        w("")
+        w("| run | cycles | /set p50 ms | /set p99 ms | response → greeting p50 ms | p99 ms "
+          "| max ms | refused tries | failed |")
+        w("|---|---|---|---|---|---|---|---|---|")
+        for work, c in churn.items():
+            w(f"| {work} | {c['cycles']} | {num(c['set_p50_us']) / 1000:.2f} "
+              f"| {num(c['set_p99_us']) / 1000:.2f} | {num(c['ready_p50_us']) / 1000:.2f} "
+              f"| {num(c['ready_p99_us']) / 1000:.2f} | {num(c['ready_max_us']) / 1000:.2f} "
+              f"| {c['refused_tries']} | {int(num(c['ready_fail'])) + int(num(c['set_errors']))} |")
+        w("")
+        for k, r in res.items():
+            if k[1].startswith("changes-under"):
+                first99 = num(r.get("first_p99_us")) / 1000
+                w(f"While {r.get('idle_held', '?')} idle sessions stayed open on another listener "
+                  f"(dropped: {r.get('idle_dropped', '?')}), {r['conc']} clients connected to the "
+                  f"listener being updated: {num(r['rate']):,.0f} sessions/s, connect + greeting "
+                  f"p99 **{first99:.2f} ms** (max {num(r.get('first_max_us')) / 1000:.1f} ms), "
+                  f"refused connections: **{r.get('err_refused', '0')}**, other errors: "
+                  f"{int(num(r['errors'])) - int(num(r.get('err_refused', 0)))}.")
+                targets.append(("changes", "", first99, None, None))
+                w("")
+
+    # -- scale --
+    sc = res.get(("gatehouse", "scale-1000-listeners", "64"))
+    si = idle.get(("gatehouse", "scale-1000-listeners"))
+    for s in scale:
+        w(f"Scale: {s['created']} listeners created through the API in {num(s['secs']):.1f} s "
+          f"(10 requests of 100); then the daemon held {num(s['rss_kb']) / 1024:.1f} MB resident and "
+          f"{s['fds']} descriptors.")
+    if si:
+        w(f"{int(num(si['held'])):,} of {int(num(si['wanted'])):,} idle connections opened over "
+          f"those listeners ({si['failed']} failed, {si['dropped']} dropped) at "
+          f"{num(si['accepts_per_s']):,.0f} accepts/s (connect + greeting, 1,024 in flight), "
+          f"{num(si['bytes_per_conn']):,.0f} B resident per connection.")
+    if sc:
+        w(f"Sessions spread over the 1,000 listeners with those connections open: "
+          f"{num(sc['rate']):,.0f}/s at 64 clients, errors: {sc['errors']}.")
+    if scale or si or sc:
+        w("")
+
+    # -- targets --
+    w("Targets of the benchmark issue, in this run:")
+    w("")
+    for t in targets:
+        if t[0] in ("smtp", "tls-full", "tls-resumed"):
+            work, conc, r_wall, r_cpu = t
+            mark = "met" if r_cpu >= 1.2 else "missed"
+            w(f"- {work} at {conc} clients, at least 1.2× the better peer: {r_wall:.2f}× by wall "
+              f"time, {r_cpu:.2f}× per server CPU-second: **{mark}**")
+        elif t[0].startswith("idle"):
+            r = t[4]
+            w(f"- {t[0]} memory at most 0.8× the better peer: {r:.2f}×: "
+              f"**{'met' if r <= 0.8 else 'missed'}**")
+        elif t[0] == "changes":
+            w(f"- connect + greeting p99 under 10 ms while changes are applied: {t[2]:.2f} ms: "
+              f"**{'met' if t[2] < 10 else 'missed'}**")
+    if sign and x:
+        best_full = max((num(r.get("ops_per_server_cpu_s")) for k, r in res.items()
+                         if k[0] == "gatehouse" and k[1] == "tls-full"), default=0)
+        share = best_full / full if full else 0
+        w(f"- full handshakes within 15% of the crypto bound per core: {share:.0%} of it: "
+          f"**{'met' if share >= 0.85 else 'missed'}**")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
