@@ -32,6 +32,10 @@ const char *const gh_tls_suite_openssl[GH_SUITE_COUNT] = {
     "ECDHE-RSA-CHACHA20-POLY1305",
 };
 
+/* OpenSSL security level 2 (Debian's default, set here so it holds everywhere): keys of
+ * 112 bits of strength or more (RSA 2048, P-256), no SHA-1 signatures. */
+#define SECURITY_LEVEL 2
+
 static bool suite_is_tls13(int s)
 {
     return s <= GH_SUITE_TLS13_CHACHA20_POLY1305_SHA256;
@@ -482,6 +486,7 @@ SSL_CTX *gh_tls_ctx_new(const struct gh_listener_conf *conf, gh_err *err)
     }
     ERR_clear_error();
 
+    SSL_CTX_set_security_level(ctx, SECURITY_LEVEL);
     uint64_t opts = SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION;
     if (conf->tls_ignore_client_order)
         opts |= SSL_OP_CIPHER_SERVER_PREFERENCE;
@@ -687,6 +692,41 @@ void gh_tls_time_text(time_t t, char out[GH_TLS_TIME_TEXT])
     strftime(out, GH_TLS_TIME_TEXT, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
+/* Would OpenSSL serve it? The security level refuses weak keys and digests at handshake
+ * time; say so now, in words, instead. */
+static bool check_usable(struct parsed *p, gh_err *err)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx)
+        return gh_fail(err, "certificate: cannot check it (out of memory?)");
+    SSL_CTX_set_security_level(ctx, SECURITY_LEVEL);
+    int ok = SSL_CTX_use_cert_and_key(ctx, p->leaf, p->key, p->chain, 1);
+    unsigned long e = ok == 1 ? 0 : ERR_peek_last_error();
+    int bits = EVP_PKEY_get_bits(p->key);
+    SSL_CTX_free(ctx);
+    ERR_clear_error();
+    if (ok == 1)
+        return true;
+    switch (ERR_GET_REASON(e)) {
+    case SSL_R_EE_KEY_TOO_SMALL:
+        return gh_fail(err,
+                       "privateKey is too weak (%d bits); use RSA of 2048 bits or more, or "
+                       "ECDSA P-256",
+                       bits);
+    case SSL_R_CA_KEY_TOO_SMALL:
+        return gh_fail(err, "certificate: an issuer in the chain has a key too weak to be "
+                            "accepted; reissue the chain");
+    case SSL_R_CA_MD_TOO_WEAK:
+        return gh_fail(err, "certificate: signed with a weak digest (such as SHA-1); reissue it "
+                            "with SHA-256");
+    default: {
+        char reason[128];
+        ERR_error_string_n(e, reason, sizeof reason);
+        return gh_fail(err, "certificate cannot be used for TLS: %s", reason);
+    }
+    }
+}
+
 bool gh_tls_cert_inspect(const char *pem_chain, const char *pem_key, struct gh_cert_info *info,
                          gh_err *err)
 {
@@ -694,6 +734,10 @@ bool gh_tls_cert_inspect(const char *pem_chain, const char *pem_key, struct gh_c
     struct parsed p;
     if (!parse_pair(pem_chain, pem_key, &p, err))
         return false;
+    if (!check_usable(&p, err)) {
+        parsed_free(&p);
+        return false;
+    }
     bool ok = fill_info(p.leaf, info, err);
     if (ok && info->not_after < time(NULL)) {
         char when[GH_TLS_TIME_TEXT];

@@ -295,6 +295,7 @@ static void test_defaults(void **state)
     assert_int_equal(SSL_CTX_get_session_cache_mode(ctx), SSL_SESS_CACHE_OFF);
     assert_int_equal(SSL_CTX_get_timeout(ctx), 7200);
     assert_int_equal(SSL_CTX_get_num_tickets(ctx), 1);
+    assert_int_equal(SSL_CTX_get_security_level(ctx), 2);
     SSL_CTX_free(ctx);
 
     ctx = server_ctx(0, 0, false);
@@ -778,6 +779,31 @@ static void test_inspect_refusals(void **state)
                                  "PRIVATE KEY-----)");
     assert_false(gh_tls_cert_inspect(a.chain, a.chain, &info, &err));
     assert_true(strstr(err.msg, "privateKey: no PEM private key found") == err.msg);
+
+    /* A key the security level would refuse at handshake time is refused now. */
+    EVP_PKEY *weak = EVP_RSA_gen(1024);
+    assert_non_null(weak);
+    X509 *wx = make_cert(weak, "weak.test", NULL, now - DAY, now + DAY, NULL, NULL);
+    char *wc = pem_cert(wx), *wk = pem_key(weak);
+    assert_false(gh_tls_cert_inspect(wc, wk, &info, &err));
+    assert_string_equal(err.msg, "privateKey is too weak (1024 bits); use RSA of 2048 bits or "
+                                 "more, or ECDSA P-256");
+    free(wc), free(wk);
+    X509_free(wx);
+    EVP_PKEY_free(weak);
+
+    /* A leaf signed with SHA-1 by a CA. */
+    EVP_PKEY *cakey = ec_key(), *lkey = ec_key();
+    X509 *ca = make_cert(cakey, "CA", NULL, now - DAY, now + DAY, NULL, NULL);
+    X509 *leaf = make_cert(lkey, "sha1.test", NULL, now - DAY, now + DAY, ca, cakey);
+    assert_true(X509_sign(leaf, cakey, EVP_sha1()) > 0);
+    char *lc = pem_cert(leaf), *lk = pem_key(lkey);
+    assert_false(gh_tls_cert_inspect(lc, lk, &info, &err));
+    assert_string_equal(err.msg, "certificate: signed with a weak digest (such as SHA-1); "
+                                 "reissue it with SHA-256");
+    free(lc), free(lk);
+    X509_free(ca), X509_free(leaf);
+    EVP_PKEY_free(cakey), EVP_PKEY_free(lkey);
 
     /* An encrypted key is refused, never prompted for. */
     EVP_PKEY *k = ec_key();
