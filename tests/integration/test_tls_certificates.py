@@ -18,11 +18,11 @@ def run(*args, cwd=None):
     subprocess.run(args, cwd=cwd, check=True, capture_output=True, timeout=30)
 
 
-def make_cert(tmp_path, cn, names=None, rsa=False):
+def make_cert(tmp_path, cn, names=None, rsa=False, bits=2048):
     """A self-signed certificate for cn (SAN: names, else cn): (chain PEM, key PEM)."""
     d = tmp_path / f"cert-{cn.replace('*', 'star')}-{len(os.listdir(tmp_path))}"
     d.mkdir()
-    key = ["-newkey", "rsa:2048"] if rsa else ["-newkey", "ec", "-pkeyopt",
+    key = ["-newkey", f"rsa:{bits}"] if rsa else ["-newkey", "ec", "-pkeyopt",
                                                "ec_paramgen_curve:P-256"]
     san = ",".join(f"DNS:{n}" for n in (names or [cn]))
     run("openssl", "req", "-x509", *key, "-nodes", "-keyout", "k.pem", "-out", "c.pem",
@@ -137,6 +137,8 @@ def test_bad_certificates_are_refused(gatehouse, tmp_path):
     assert "privateKey does not match the certificate" in refusal(gatehouse, good[0], other[1])
     assert "certificate: no PEM certificate found" in refusal(gatehouse, "hello", good[1])
     assert "privateKey: no PEM private key found" in refusal(gatehouse, good[0], "hello")
+    weak = make_cert(tmp_path, "weak.test", rsa=True, bits=1024)
+    assert "privateKey is too weak (1024 bits)" in refusal(gatehouse, *weak)
     expired = make_expired(tmp_path, "old.test")
     assert "certificate expired on 2024-01-01T00:00:00Z" in refusal(gatehouse, *expired)
 
