@@ -40,6 +40,11 @@ LIBS="$(pkg-config --libs $PKGS) -lhttp_parser -lpthread"
 
 # ---- the library, instrumented for coverage; rebuilt only when a source is newer ----
 mkdir -p "$OUT/obj" "$OUT/crashes"
+# Two runs at once would rebuild the library under each other: the second waits.
+if command -v flock >/dev/null; then
+  exec 9>"$OUT/.lock"
+  flock 9
+fi
 LIB_SRC=$(ls src/core/*.c src/net/*.c src/proto/*.c src/jmap/*.c src/objects/*.c \
   src/store/*.c 2>/dev/null)
 stamp="$OUT/lib.stamp"
