@@ -804,6 +804,11 @@ static enum next open_stream(struct http *h, const char *query)
 
 /* ---- routes ---- */
 
+static const char *body_of(struct http *h)
+{
+    return gh_buf_len(&h->body) ? gh_buf_head(&h->body) : "";
+}
+
 static void json_response(struct http *h, int status, json_t *body, const char *extra)
 {
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
@@ -833,8 +838,7 @@ static enum next route_api(struct http *h)
     }
     char *out = NULL;
     bool is_problem = false;
-    int status =
-        gh_jmap_handle(gh_buf_head(&h->body), gh_buf_len(&h->body), &who, &out, &is_problem);
+    int status = gh_jmap_handle(body_of(h), gh_buf_len(&h->body), &who, &out, &is_problem);
     gh_principal_clear(&who);
     respond(h, status, is_problem ? "application/problem+json" : "application/json",
             "Cache-Control: no-store\r\n", out ? out : "", out ? strlen(out) : 0, keep_alive(h));
@@ -878,7 +882,7 @@ static enum next sign_in(struct http *h)
                 keep_alive(h));
         return NEXT;
     }
-    json_t *req = json_loadb(gh_buf_head(&h->body), gh_buf_len(&h->body), 0, NULL);
+    json_t *req = json_loadb(body_of(h), gh_buf_len(&h->body), 0, NULL);
     const char *secret = json_string_value(json_object_get(req, "secret"));
     if (!secret || !*secret) {
         json_decref(req);
@@ -1053,7 +1057,7 @@ static int on_url(http_parser *p, const char *at, size_t n)
     struct http *h = p->data;
     if (count_header_bytes(h, n))
         return -1;
-    return gh_buf_append(&h->url, at, n) ? 0 : refuse(h, 503);
+    return !n || gh_buf_append(&h->url, at, n) ? 0 : refuse(h, 503);
 }
 
 /* Stores the header just read, when it is one we keep. */
@@ -1066,7 +1070,8 @@ static int end_header(struct http *h)
         char *v = malloc(n + 1);
         if (!v)
             return refuse(h, 503);
-        memcpy(v, gh_buf_head(&h->value), n);
+        if (n)
+            memcpy(v, gh_buf_head(&h->value), n);
         v[n] = '\0';
         while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
             v[--n] = '\0';
@@ -1111,7 +1116,7 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
                 h->cur = i;
         }
     }
-    if (h->cur >= 0 && !gh_buf_append(&h->value, at, n))
+    if (h->cur >= 0 && n && !gh_buf_append(&h->value, at, n))
         return refuse(h, 503);
     return 0;
 }
@@ -1137,7 +1142,7 @@ static int on_headers_complete(http_parser *p)
 static int on_body(http_parser *p, const char *at, size_t n)
 {
     struct http *h = p->data;
-    return gh_buf_append(&h->body, at, n) ? 0 : refuse(h, 503);
+    return !n || gh_buf_append(&h->body, at, n) ? 0 : refuse(h, 503);
 }
 
 static int on_message_complete(http_parser *p)
