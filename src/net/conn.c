@@ -38,6 +38,7 @@ struct conn_priv {
     bool first_input_seen; /* the untrusted-peer PROXY check has been done */
     bool edge;             /* registered edge-triggered (while peeking) */
     bool batching;         /* inside a protocol callback: send once it returns */
+    struct gh_timer resume; /* hands held-back input to the protocol once output drained */
 };
 
 static struct conn_priv *priv(struct gh_conn *c)
@@ -46,6 +47,7 @@ static struct conn_priv *priv(struct gh_conn *c)
 }
 
 static void on_io(struct gh_io *io, uint32_t events);
+static void on_resume(struct gh_timer *t);
 static void on_deadline(struct gh_timer *t);
 static void start_protocol(struct gh_conn *c);
 static void flush(struct gh_conn *c);
@@ -97,6 +99,7 @@ void gh_conn_close(struct gh_conn *c)
     if (!w)
         return; /* a hand-built connection in a unit test */
     gh_timer_cancel(w->loop, &c->deadline);
+    gh_timer_cancel(w->loop, &priv(c)->resume);
     gh_io_del(w->loop, &c->io);
     close(c->io.fd);
     if (c->proto && c->proto->release)
@@ -196,6 +199,7 @@ static void flush(struct gh_conn *c)
 {
     if (!c->worker || c->closed || priv(c)->batching)
         return;
+    bool was_high = gh_buf_len(&c->out) >= GH_CONN_OUT_HIGH;
     while (gh_buf_len(&c->out)) {
         ssize_t n;
         if (c->ssl && c->phase != GH_PHASE_HANDSHAKE) {
@@ -228,6 +232,11 @@ static void flush(struct gh_conn *c)
     if (pending)
         return;
     gh_buf_release_if_empty(&c->out);
+    if (was_high && c->phase == GH_PHASE_PROTOCOL && gh_buf_len(&c->in)) {
+        /* commands held back while the client lagged: from the loop, not recursively */
+        gh_timer_set(c->worker->loop, &priv(c)->resume, 0);
+        return;
+    }
     if (c->phase == GH_PHASE_CLOSING) {
         shutdown(c->io.fd, SHUT_WR);
         gh_conn_close(c);
@@ -280,6 +289,7 @@ void gh_conn_accepted(struct gh_worker *w, struct gh_wsock *ws, int fd,
     c->io.fd = fd;
     c->io.fn = on_io;
     c->deadline.fn = on_deadline;
+    p->resume.fn = on_resume;
     c->worker = w;
     c->listener = gh_listener_rt_ref(ws->rt);
     c->conf = gh_listener_conf_ref(ws->conf);
@@ -581,6 +591,13 @@ static void on_io(struct gh_io *io, uint32_t events)
             on_readable(c);
         return;
     }
+}
+
+static void on_resume(struct gh_timer *t)
+{
+    struct gh_conn *c = &gh_container_of(t, struct conn_priv, resume)->c;
+    if (c->phase == GH_PHASE_PROTOCOL && gh_buf_len(&c->in))
+        call_proto(c, c->proto->input);
 }
 
 static void on_deadline(struct gh_timer *t)

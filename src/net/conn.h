@@ -57,6 +57,10 @@ struct gh_conn {
     struct gh_timer deadline;           /* PROXY / handshake / idle deadline */
 };
 
+/* Protocols take no more commands while this much output waits for a client that is not
+ * reading; the connection hands them the input again once the output has drained. */
+#define GH_CONN_OUT_HIGH (64 * 1024)
+
 /* Queues bytes for the client and arranges for them to be sent. */
 void gh_conn_write(struct gh_conn *c, const void *data, size_t len);
 void gh_conn_printf(struct gh_conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -9,10 +9,11 @@
 #include <stdint.h>
 
 #include "core/buf.h"
+#include "net/conn.h"
 
 /* Replies waiting for the client beyond which a front door takes no more commands from its
  * input: a client that pipelines without reading cannot make replies pile up in memory. */
-#define GH_LINE_OUT_MAX (64 * 1024)
+#define GH_LINE_OUT_MAX GH_CONN_OUT_HIGH
 
 enum gh_line_result {
     GH_LINE_MORE,    /* no complete line yet */

@@ -276,3 +276,26 @@ def test_sighup_reloads_without_dropping_sessions(make_daemon, free_port):
     assert s.recv(512).startswith(b"250")
     assert "reload" in d.read_log()
     s.close()
+
+
+def test_a_client_that_reads_late_gets_every_reply(gatehouse, free_port):
+    """Pipelined commands held back while replies pile up are taken up again once the
+    client reads: nothing is lost and nothing waits for new input."""
+    port = free_port()
+    plain_smtp(gatehouse, port)
+    count = 100000
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    assert s.recv(512).startswith(b"220")
+    sender = threading.Thread(target=s.sendall, args=(b"NOOP\r\n" * count,))
+    sender.start()
+    time.sleep(1.0)  # replies pile up past what the server keeps pending
+    got = b""
+    deadline = time.time() + 20
+    while got.count(b"\n") < count and time.time() < deadline:
+        chunk = s.recv(1 << 16)
+        if not chunk:
+            break
+        got += chunk
+    sender.join()
+    s.close()
+    assert got.count(b"250 ") == count
