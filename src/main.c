@@ -169,6 +169,7 @@ static int serve(int argc, char **argv)
 out:
     gh_engine_free(engine);
     gh_store_close(store);
+    gh_tls_shutdown();
     return rc;
 }
 
