@@ -40,7 +40,7 @@ frontend v2
     unique-id-format %{{+X}}o\\ %ci:%cp_%fi:%fp_%Ts_%rt:%pid
     default_backend gatehouse_v2
 backend gatehouse_v2
-    server gh 127.0.0.1:{gh} send-proxy-v2 proxy-v2-options crc32c,unique-id,authority
+    server gh 127.0.0.1:{gh} send-proxy-v2 proxy-v2-options crc32c,unique-id,authority check check-send-proxy inter 200ms
 
 frontend v2ssl
     bind 127.0.0.1:{v2ssl} ssl crt {pem}
@@ -134,6 +134,17 @@ def test_send_proxy_v2_with_crc32c_and_unique_id(haproxy):
         first, starttls = ehlo(haproxy["v2"])
         assert first.endswith("Hello client.example [127.0.0.2]"), first
         assert starttls
+
+
+def test_health_checks_send_local(haproxy, gatehouse):
+    """check-send-proxy: HAProxy's health checks open with a v2 LOCAL header, which is
+    accepted (no proxy-error, no time-out) under HAProxy's own address."""
+    time.sleep(1.5)  # several checks at 200 ms
+    log = gatehouse.read_log()
+    assert "proxy-error" not in log, log[-2000:]
+    assert "proxy-untrusted" not in log, log[-2000:]
+    first, _ = ehlo(haproxy["v2"])
+    assert first.endswith("[127.0.0.2]"), first
 
 
 def test_send_proxy_v2_ssl(haproxy):
