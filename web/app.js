@@ -398,8 +398,29 @@ function openForm(id) {
   $('#form-delete').hidden = !editing;
   $('#form-summary').hidden = true;
   $('#form-stale').hidden = true;
+  addTlsModeHint();
   showView('form-view');
   document.title = `${editing ? `Edit ${obj.name}` : 'New listener'} — Gatehouse`;
+}
+
+/** Under the TLS group: what a client will meet with the boxes as they are ticked now. */
+function addTlsModeHint() {
+  const group = $('#g-tls');
+  if (!group || !$('#f-useTls') || !$('#f-tlsImplicit')) return;
+  group.querySelector('legend').after(el('p', { class: 'mode-hint', id: 'tls-mode-hint', 'aria-live': 'polite' }));
+  updateTlsModeHint();
+}
+
+function updateTlsModeHint() {
+  const hint = $('#tls-mode-hint');
+  if (!hint) return;
+  const mode = tlsMode({ useTls: $('#f-useTls').checked, tlsImplicit: $('#f-tlsImplicit').checked, protocol: $('#f-protocol')?.value });
+  const why = {
+    plain: 'connections are not encrypted',
+    STARTTLS: 'clients upgrade with the protocol\'s STARTTLS command',
+    implicit: 'the TLS handshake comes first',
+  }[mode];
+  hint.textContent = `TLS mode: ${mode} — ${why}.`;
 }
 
 function checkStale() {
@@ -423,6 +444,7 @@ function reloadForm() {
   state.editOriginal = cur;
   forms.clearErrors(form());
   forms.fillForm(form(), state.type, cur);
+  updateTlsModeHint();
   $('#form-stale').hidden = true;
   $('#form-title').focus();
 }
@@ -539,6 +561,7 @@ function wire() {
   $('#signin-form').addEventListener('submit', onSignIn);
   $('#signout').addEventListener('click', onSignOut);
   form().addEventListener('submit', onSubmit);
+  form().addEventListener('change', updateTlsModeHint);
   $('#form-reload').addEventListener('click', reloadForm);
   $('#form-delete').addEventListener('click', () => confirmDelete(state.editing));
   window.addEventListener('hashchange', () => {

@@ -108,9 +108,9 @@ function field(p, editing) {
     el('span', { class: 'meta', text: metaText(p, editing) }));
   const error = el('p', { class: 'field-error', id: errorId(p), hidden: true });
   const input = control(p, editing);
-  const wrap = el('div', { class: `field${isCheck ? ' check' : ''}${p.list || p.type === 'Text' ? ' wide' : ''}`, 'data-prop': p.name });
+  const wrap = el('div', { class: `field${isCheck ? ' check' : ''}${(p.list && p.type === 'Enum') || p.type === 'Text' ? ' wide' : ''}`, 'data-prop': p.name });
   if (isCheck) wrap.append(el('div', { class: 'check-row' }, input, label, code), help, error);
-  else wrap.append(el('div', { class: 'label-row' }, label, code), help, error, input);
+  else wrap.append(el('div', { class: 'label-row' }, label, code), help, input, error);
   return wrap;
 }
 

@@ -216,7 +216,9 @@ test('edit fields: the change reaches the server and the table', T, async () => 
   await page.getByRole('heading', { name: 'Edit listener web-smtp' }).waitFor();
   assert.equal(await page.locator('#f-name').getAttribute('readonly'), '', 'name is set at create only');
   await page.locator('#f-maxConnections').fill('100');
+  assert.match(await page.locator('#tls-mode-hint').innerText(), /STARTTLS/);
   await page.locator('#f-tlsImplicit').check();
+  assert.match(await page.locator('#tls-mode-hint').innerText(), /implicit/, 'the TLS mode follows the boxes');
   await page.getByRole('button', { name: 'Save changes' }).click();
   await page.getByRole('status').getByText('Saved listener web-smtp').first().waitFor();
   await row('web-smtp').locator('td[data-label="TLS mode"]', { hasText: 'implicit' }).waitFor();
@@ -303,10 +305,19 @@ test('an edit form says when its listener changes elsewhere, and can load the ne
 });
 
 test('delete asks for confirmation; cancel keeps the listener, confirm removes it', T, async () => {
+  // The listener serving this page carries a warning.
+  await page.getByRole('button', { name: 'Delete http' }).click();
+  await page.getByRole('dialog').getByText('serves this page').waitFor();
+  await page.keyboard.press('Escape');
+  await page.getByRole('dialog').waitFor({ state: 'hidden' });
+  assert.ok(await row('http').isVisible(), 'Escape cancels');
+
   await page.getByRole('button', { name: 'Delete web-smtp' }).click();
   const dialog = page.getByRole('dialog');
   await dialog.waitFor();
   assert.match(await dialog.innerText(), /web-smtp/);
+  assert.ok(await dialog.getByText('serves this page').isHidden(), 'no warning for other listeners');
+  assert.equal(await page.evaluate(() => document.activeElement.textContent), 'Cancel', 'the safe choice has focus');
   await shot('06-confirm-delete', { fullPage: false });
   await dialog.getByRole('button', { name: 'Cancel' }).click();
   await dialog.waitFor({ state: 'hidden' });
