@@ -236,3 +236,33 @@ def test_schema_served(gatehouse):
     assert {e["value"] for e in props["protocol"]["enum"]} == {
         "smtp", "lmtp", "http", "imap", "pop3", "manageSieve"}
     assert schema["types"]["x:SystemSettings"]["singleton"] is True
+
+
+def test_status_counts_live_connections(gatehouse, free_port):
+    import json
+    port = free_port()
+    lid = gatehouse.create_listener(bind=[f"127.0.0.1:{port}"], useTls=False)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.recv(100)  # the greeting: the session is live
+        status, _, body = gatehouse.http("GET", "/api/status")
+        assert status == 200
+        live = json.loads(body)["listeners"]
+        assert live[lid]["live"] == 1
+    _, res, _ = gatehouse.call(NL + "/set", {"destroy": [lid]})
+    _, _, body = gatehouse.http("GET", "/api/status")
+    assert lid not in json.loads(body)["listeners"]
+
+
+def test_sighup_keeps_everything(gatehouse, free_port):
+    import signal
+    port = free_port()
+    lid = gatehouse.create_listener(bind=[f"127.0.0.1:{port}"], useTls=False)
+    gatehouse.call("x:SystemSettings/set", {"update": {"singleton": {
+        "defaultHostname": "hup.example.test"}}})
+    gatehouse.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.3)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        assert s.recv(100).decode().startswith("220 hup.example.test")
+    _, res, _ = gatehouse.call(NL + "/get", {"ids": [lid]})
+    assert res["list"][0]["id"] == lid
+    assert "reload" in gatehouse.read_log()
