@@ -25,7 +25,6 @@
 #include "proto/proto.h"
 
 #define PROXY_DEADLINE_MS 10000
-#define PROXY_HEADER_CAP 4096
 #define READ_CHUNK 4096
 #define INPUT_CAP (16u << 20) /* protocols bound their own input well below this */
 
@@ -69,6 +68,24 @@ static void start_handshake(struct gh_conn *c);
 static const char *listener_name(const struct gh_conn *c)
 {
     return c->conf ? c->conf->name : NULL;
+}
+
+/* An event of this connection: its listener, its client address and, when the load
+ * balancer gave one, the PROXY unique id that ties the line to the balancer's own logs. */
+__attribute__((format(printf, 3, 4))) static void conn_log(const struct gh_conn *c,
+                                                           const char *event, const char *fmt,
+                                                           ...)
+{
+    char text[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    if (c->proxy_unique_id)
+        gh_log(listener_name(c), c->peer_text, event, "%s proxy-id=%s", text,
+               c->proxy_unique_id);
+    else
+        gh_log(listener_name(c), c->peer_text, event, "%s", text);
 }
 
 static void set_events(struct gh_conn *c)
@@ -316,7 +333,7 @@ void gh_conn_accepted(struct gh_worker *w, struct gh_wsock *ws, int fd,
     uint32_t ev = EPOLLIN | EPOLLRDHUP | (p->edge ? EPOLLET : 0);
     gh_err err = {0};
     if (!gh_io_add(w->loop, &c->io, ev, &err)) {
-        gh_log(listener_name(c), c->peer_text, "accept-error", "%s", err.msg);
+        conn_log(c, "accept-error", "%s", err.msg);
         gh_conn_close(c);
         return;
     }
@@ -332,7 +349,7 @@ void gh_conn_accepted(struct gh_worker *w, struct gh_wsock *ws, int fd,
 static void start_protocol(struct gh_conn *c)
 {
     if (!gh_listener_rt_admit(c->listener, c->conf->max_connections)) {
-        gh_log(listener_name(c), c->peer_text, "limit-connections", "maxConnections %u reached",
+        conn_log(c, "limit-connections", "maxConnections %u reached",
                c->conf->max_connections);
         bool implicit = c->conf->use_tls && c->conf->tls_implicit;
         if (implicit || !c->proto->over_limit) {
@@ -345,7 +362,9 @@ static void start_protocol(struct gh_conn *c)
         return;
     }
     c->counted = true;
-    if (c->conf->use_tls && c->conf->tls_implicit && !c->tls_active) {
+    /* Implicit TLS always runs its handshake: a PROXY SSL TLV describes the balancer's
+     * leg to the client, not this one. */
+    if (c->conf->use_tls && c->conf->tls_implicit && !c->ssl) {
         if (!priv(c)->ctx) {
             gh_conn_close(c);
             return;
@@ -383,7 +402,7 @@ static enum first_bytes screen_first_bytes(struct gh_conn *c, const uint8_t *b, 
     }
     if (!(p1 && n >= 6) && !(p2 && n >= 12))
         return FIRST_WAIT;
-    gh_log(listener_name(c), c->peer_text, "proxy-untrusted",
+    conn_log(c, "proxy-untrusted",
            "PROXY header from a peer outside the trusted networks");
     gh_conn_close(c);
     return FIRST_REFUSED;
@@ -403,22 +422,22 @@ static void read_proxy_header(struct gh_conn *c)
     struct gh_proxy_header h;
     gh_err err = {0};
     enum gh_proxy_result r = gh_proxy_parse(buf, (size_t)n, &need, &h, &err);
-    if (r == GH_PROXY_NEED_MORE && need > cap && need <= PROXY_HEADER_CAP) {
+    if (r == GH_PROXY_NEED_MORE && need > cap && need <= GH_PROXY_MAX) {
         buf = malloc(need);
         n = buf ? recv(c->io.fd, buf, need, MSG_PEEK) : -1;
         r = n > 0 ? gh_proxy_parse(buf, (size_t)n, &need, &h, &err) : GH_PROXY_NEED_MORE;
     }
     if (buf != stack)
         free(buf);
-    if (r == GH_PROXY_NEED_MORE && need <= PROXY_HEADER_CAP)
+    if (r == GH_PROXY_NEED_MORE && need <= GH_PROXY_MAX)
         return; /* edge-triggered: woken again when more arrives */
     if (r != GH_PROXY_DONE) {
-        gh_log(listener_name(c), c->peer_text, "proxy-error", "%s",
+        conn_log(c, "proxy-error", "%s",
                r == GH_PROXY_NEED_MORE ? "PROXY header too large" : err.msg);
         gh_conn_close(c);
         return;
     }
-    uint8_t sink[PROXY_HEADER_CAP];
+    uint8_t sink[GH_PROXY_MAX];
     if (recv(c->io.fd, sink, need, 0) != (ssize_t)need) { /* consumes the header only */
         gh_conn_close(c);
         return;
@@ -454,7 +473,7 @@ static void log_tls_failure(struct gh_conn *c, int ssl_error)
         ERR_error_string_n(e, reason, sizeof reason);
     else if (ssl_error == SSL_ERROR_SYSCALL && errno)
         snprintf(reason, sizeof reason, "%s", strerror(errno));
-    gh_log(listener_name(c), c->peer_text, "tls-handshake-error", "%s", reason);
+    conn_log(c, "tls-handshake-error", "%s", reason);
     ERR_clear_error();
 }
 
@@ -491,7 +510,7 @@ static void continue_handshake(struct gh_conn *c)
 static void start_handshake(struct gh_conn *c)
 {
     if (!priv(c)->ctx || !(c->ssl = SSL_new(priv(c)->ctx)) || !SSL_set_fd(c->ssl, c->io.fd)) {
-        gh_log(listener_name(c), c->peer_text, "tls-error", "cannot start a TLS session");
+        conn_log(c, "tls-error", "cannot start a TLS session");
         gh_conn_close(c);
         return;
     }
@@ -605,12 +624,12 @@ static void on_deadline(struct gh_timer *t)
     struct gh_conn *c = gh_container_of(t, struct gh_conn, deadline);
     switch (c->phase) {
     case GH_PHASE_PROXY:
-        gh_log(listener_name(c), c->peer_text, "proxy-timeout", "no PROXY header within %u ms",
+        conn_log(c, "proxy-timeout", "no PROXY header within %u ms",
                PROXY_DEADLINE_MS);
         gh_conn_close(c);
         return;
     case GH_PHASE_HANDSHAKE:
-        gh_log(listener_name(c), c->peer_text, "tls-timeout", "handshake not done within %u ms",
+        conn_log(c, "tls-timeout", "handshake not done within %u ms",
                c->conf->tls_timeout_ms);
         gh_conn_close(c);
         return;

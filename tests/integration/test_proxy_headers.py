@@ -245,6 +245,32 @@ def test_implicit_tls_starts_after_the_header(gatehouse, free_port):
             assert "[203.0.113.21]" in read_reply(s).decode()
 
 
+def test_implicit_tls_handshakes_even_with_the_ssl_tlv(gatehouse, free_port):
+    """A balancer that re-encrypts (send-proxy-v2-ssl with ssl to the server) still gets a
+    handshake: the SSL TLV speaks of its own leg, and no plaintext greeting is sent."""
+    port = free_port()
+    smtp_listener(gatehouse, port, useTls=True, tlsImplicit=True)
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    raw = connect(port)
+    raw.sendall(v2(src="203.0.113.22", tlvs=SSL_TLV))
+    with ctx.wrap_socket(raw) as s:
+        assert read_reply(s).startswith(b"220 ")
+        s.sendall(b"EHLO tls.example\r\n")
+        reply = read_reply(s).decode()
+        assert "[203.0.113.22]" in reply and "STARTTLS" not in reply
+
+
+def test_unique_id_is_kept_for_logs(gatehouse, free_port):
+    port = free_port()
+    smtp_listener(gatehouse, port, useTls=True, tlsImplicit=True)
+    with connect(port) as s:
+        s.sendall(v2(src="203.0.113.56", tlvs=tlv(0x05, b"\xab\xcd")) + b"not a hello\r\n")
+        assert_closed_without_reply(s)
+    assert wait_log(gatehouse, "proxy-id=abcd"), gatehouse.read_log()[-2000:]
+
+
 def wait_log(gatehouse, text, timeout=5):
     end = time.time() + timeout
     while time.time() < end:
