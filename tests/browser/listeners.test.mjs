@@ -377,6 +377,10 @@ test('screenshots: the listeners page with a few listeners, wide and on a phone'
     copyFileSync(join(ARTIFACTS, 'listeners.png'), join(HERE, '..', '..', 'docs', 'screenshot.png'));
   }
 
+  await page.emulateMedia({ colorScheme: 'dark' });
+  await page.screenshot({ path: join(ARTIFACTS, 'listeners-dark.png') });
+  await page.emulateMedia({ colorScheme: 'light' });
+
   await page.setViewportSize({ width: 390, height: 844 });
   await shot('phone-listeners');
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
