@@ -27,6 +27,50 @@ static size_t nmethods, methods_cap;
 
 static pthread_mutex_t management = PTHREAD_MUTEX_INITIALIZER;
 
+/* Requests in flight per credential (running or waiting for the management lock), held to
+ * maxConcurrentRequests. A full table lets requests through rather than refusing them. */
+struct inflight {
+    char username[65];
+    unsigned n;
+};
+static struct inflight inflight[128];
+static pthread_mutex_t inflight_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static bool inflight_enter(const char *username)
+{
+    bool ok = true;
+    pthread_mutex_lock(&inflight_lock);
+    struct inflight *slot = NULL, *free_slot = NULL;
+    for (size_t i = 0; i < sizeof inflight / sizeof *inflight; i++) {
+        if (inflight[i].n && !strcmp(inflight[i].username, username))
+            slot = &inflight[i];
+        else if (!inflight[i].n && !free_slot)
+            free_slot = &inflight[i];
+    }
+    if (!slot && free_slot) {
+        slot = free_slot;
+        snprintf(slot->username, sizeof slot->username, "%s", username);
+    }
+    if (slot && slot->n >= GH_JMAP_MAX_CONCURRENT_REQUESTS)
+        ok = false;
+    else if (slot)
+        slot->n++;
+    pthread_mutex_unlock(&inflight_lock);
+    return ok;
+}
+
+static void inflight_leave(const char *username)
+{
+    pthread_mutex_lock(&inflight_lock);
+    for (size_t i = 0; i < sizeof inflight / sizeof *inflight; i++) {
+        if (inflight[i].n && !strcmp(inflight[i].username, username)) {
+            inflight[i].n--;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&inflight_lock);
+}
+
 /* One request being processed. Owner: gh_jmap_handle's stack frame. */
 struct gh_jmap_request {
     json_t *using;     /* the request's capability list (borrowed) */
@@ -498,6 +542,12 @@ int gh_jmap_handle(const char *body, size_t len, const struct gh_principal *who,
                     "more than maxCallsInRequest (%d) method calls", GH_JMAP_MAX_CALLS_IN_REQUEST);
     }
 
+    if (!inflight_enter(who->username)) {
+        json_decref(root);
+        return fail(response, problem, 429, GH_JMAP_PROBLEM_LIMIT, "maxConcurrentRequests",
+                    "more than maxConcurrentRequests (%d) requests of this credential at once",
+                    GH_JMAP_MAX_CONCURRENT_REQUESTS);
+    }
     json_t *created_in = json_object_get(root, "createdIds");
     bool echo_created = created_in && !json_is_null(created_in);
     struct gh_jmap_request r = {
@@ -509,6 +559,7 @@ int gh_jmap_handle(const char *body, size_t len, const struct gh_principal *who,
     gh_jmap_lock();
     run_calls(&r, calls);
     gh_jmap_unlock();
+    inflight_leave(who->username);
 
     char state[24];
     gh_jmap_session_state(who, state);

@@ -287,6 +287,8 @@ static const char *reason(int status)
         return "Content Too Large";
     case 415:
         return "Unsupported Media Type";
+    case 429:
+        return "Too Many Requests";
     case 431:
         return "Request Header Fields Too Large";
     case 500:
@@ -841,7 +843,9 @@ static enum next route_api(struct http *h)
     int status = gh_jmap_handle(body_of(h), gh_buf_len(&h->body), &who, &out, &is_problem);
     gh_principal_clear(&who);
     respond(h, status, is_problem ? "application/problem+json" : "application/json",
-            "Cache-Control: no-store\r\n", out ? out : "", out ? strlen(out) : 0, keep_alive(h));
+            status == 429 ? "Cache-Control: no-store\r\nRetry-After: 1\r\n"
+                          : "Cache-Control: no-store\r\n",
+            out ? out : "", out ? strlen(out) : 0, keep_alive(h));
     free(out);
     return NEXT;
 }

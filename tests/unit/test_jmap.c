@@ -8,8 +8,10 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "jmap/jmap.h"
 
@@ -57,8 +59,25 @@ static json_t *fake_args(struct gh_jmap_call *call, json_t **error)
     return json_pack("{sO ss}", "args", call->args, "callId", call->call_id);
 }
 
+static json_t *fake_slow(struct gh_jmap_call *call, json_t **error)
+{
+    usleep(600 * 1000);
+    return json_object();
+}
+
+static void *run_slow(void *arg)
+{
+    const char *body = arg;
+    char *out = NULL;
+    bool problem;
+    gh_jmap_handle(body, strlen(body), &admin, &out, &problem);
+    free(out);
+    return NULL;
+}
+
 static int setup(void **state)
 {
+    gh_jmap_register("Fake/slow", GH_JMAP_CAP_STALWART, fake_slow);
     gh_jmap_register("Fake/get", GH_JMAP_CAP_STALWART, fake_get);
     gh_jmap_register("Fake/set", GH_JMAP_CAP_STALWART, fake_set);
     gh_jmap_register("Fake/args", GH_JMAP_CAP_STALWART, fake_args);
@@ -526,6 +545,32 @@ static void test_problem_body(void **state)
     assert_false(gh_jmap_valid_id("a b"));
 }
 
+/* One slow request holds the management lock; three more wait for it; the fifth of the
+ * same credential is refused with the limit, another credential is not. */
+static void test_max_concurrent_requests(void **state)
+{
+    static const char slow[] = "{\"using\":[\"urn:ietf:params:jmap:core\",\"urn:stalwart:jmap\"],"
+                               "\"methodCalls\":[[\"Fake/slow\",{},\"s\"]]}";
+    static const char echo[] = "{\"using\":[\"urn:ietf:params:jmap:core\"],"
+                               "\"methodCalls\":[[\"Core/echo\",{},\"e\"]]}";
+    pthread_t t[GH_JMAP_MAX_CONCURRENT_REQUESTS];
+    pthread_create(&t[0], NULL, run_slow, (void *)slow);
+    usleep(100 * 1000);
+    for (int i = 1; i < GH_JMAP_MAX_CONCURRENT_REQUESTS; i++)
+        pthread_create(&t[i], NULL, run_slow, (void *)echo);
+    usleep(100 * 1000);
+    char *out = NULL;
+    bool problem;
+    assert_int_equal(gh_jmap_handle(echo, strlen(echo), &admin, &out, &problem), 429);
+    assert_true(problem);
+    assert_non_null(strstr(out, "\"limit\":\"maxConcurrentRequests\""));
+    free(out);
+    for (int i = 0; i < GH_JMAP_MAX_CONCURRENT_REQUESTS; i++)
+        pthread_join(t[i], NULL);
+    assert_int_equal(gh_jmap_handle(echo, strlen(echo), &admin, &out, &problem), 200);
+    free(out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -546,6 +591,7 @@ int main(void)
         cmocka_unit_test(test_session),
         cmocka_unit_test(test_push_states),
         cmocka_unit_test(test_problem_body),
+        cmocka_unit_test(test_max_concurrent_requests),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
