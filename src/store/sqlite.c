@@ -1,9 +1,9 @@
 /*
- * sqlite: the embedded store. One database file in WAL mode with synchronous=FULL, so a
+ * sqlite: the embedded store backend. One database file in WAL mode with synchronous=FULL, so a
  * committed transaction survives a crash or power loss. Three tables: objects (JSON per
  * type and id), changes (the change log behind JMAP states) and kv (small values).
  */
-#include "store/store.h"
+#include "store/store-t.h"
 
 #include <errno.h>
 #include <libgen.h>
@@ -14,10 +14,12 @@
 
 /* Owner: whoever opened it; gh_store_close frees it. Used by one thread at a time (the
  * management mutex is held around every call). */
-struct gh_store {
+struct sqlite_store {
+    struct gh_store base;
     sqlite3 *db;
-    int fail_writes; /* fault injection for tests */
 };
+
+#define DB(s) (((struct sqlite_store *)(s))->db)
 
 static const char schema_sql[] =
     "CREATE TABLE IF NOT EXISTS objects ("
@@ -32,14 +34,14 @@ static const char schema_sql[] =
 
 static bool db_fail(struct gh_store *s, gh_err *err, const char *what)
 {
-    return gh_fail(err, "store: %s: %s", what, sqlite3_errmsg(s->db));
+    return gh_fail(err, "store: %s: %s", what, sqlite3_errmsg(DB(s)));
 }
 
 static bool exec(struct gh_store *s, const char *sql, gh_err *err)
 {
     char *msg = NULL;
-    if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-        gh_fail(err, "store: %s", msg ? msg : sqlite3_errmsg(s->db));
+    if (sqlite3_exec(DB(s), sql, NULL, NULL, &msg) != SQLITE_OK) {
+        gh_fail(err, "store: %s", msg ? msg : sqlite3_errmsg(DB(s)));
         sqlite3_free(msg);
         return false;
     }
@@ -60,31 +62,26 @@ static bool make_parent(const char *path, gh_err *err)
     return ok;
 }
 
-struct gh_store *gh_store_open(const char *url, gh_err *err)
+static const struct gh_store_ops sqlite_ops;
+
+struct gh_store *gh_sqlite_open(const char *path, gh_err *err)
 {
-    if (!strncmp(url, "postgres://", 11) || !strncmp(url, "postgresql://", 13)) {
-        gh_fail(err, "PostgreSQL store not built yet: use --store sqlite:PATH");
-        return NULL;
-    }
-    if (strncmp(url, "sqlite:", 7) || !url[7]) {
-        gh_fail(err, "store URL \"%s\": expected sqlite:PATH or postgres://...", url);
-        return NULL;
-    }
-    const char *path = url + 7;
     if (!make_parent(path, err))
         return NULL;
-    struct gh_store *s = calloc(1, sizeof *s);
-    if (!s) {
+    struct sqlite_store *ss = calloc(1, sizeof *ss);
+    if (!ss) {
         gh_fail(err, "out of memory");
         return NULL;
     }
-    if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
+    ss->base.ops = &sqlite_ops;
+    struct gh_store *s = &ss->base;
+    if (sqlite3_open_v2(path, &ss->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
         SQLITE_OK) {
-        gh_fail(err, "store %s: %s", path, s->db ? sqlite3_errmsg(s->db) : "cannot open");
+        gh_fail(err, "store %s: %s", path, ss->db ? sqlite3_errmsg(ss->db) : "cannot open");
         gh_store_close(s);
         return NULL;
     }
-    sqlite3_busy_timeout(s->db, 5000);
+    sqlite3_busy_timeout(ss->db, 5000);
     if (!exec(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;", err) ||
         !exec(s, schema_sql, err)) {
         gh_err_context(err, "store %s", path);
@@ -94,49 +91,29 @@ struct gh_store *gh_store_open(const char *url, gh_err *err)
     return s;
 }
 
-void gh_store_close(struct gh_store *s)
+static void sq_close(struct gh_store *s)
 {
-    if (!s)
-        return;
-    sqlite3_close(s->db);
+    sqlite3_close(DB(s));
     free(s);
 }
 
-void gh_store_fail_writes(struct gh_store *s, int n)
-{
-    s->fail_writes = n;
-}
-
-static bool injected_failure(struct gh_store *s, gh_err *err)
-{
-    if (s->fail_writes <= 0)
-        return false;
-    s->fail_writes--;
-    gh_fail(err, "store: database or disk is full (injected)");
-    return true;
-}
-
-bool gh_store_begin(struct gh_store *s, gh_err *err)
+static bool sq_begin(struct gh_store *s, gh_err *err)
 {
     return exec(s, "BEGIN IMMEDIATE", err);
 }
 
-bool gh_store_commit(struct gh_store *s, gh_err *err)
+static void sq_rollback(struct gh_store *s)
 {
-    if (injected_failure(s, err)) {
-        gh_store_rollback(s);
-        return false;
-    }
-    if (exec(s, "COMMIT", err))
-        return true;
-    gh_store_rollback(s);
-    return false;
+    if (!sqlite3_get_autocommit(DB(s)))
+        sqlite3_exec(DB(s), "ROLLBACK", NULL, NULL, NULL);
 }
 
-void gh_store_rollback(struct gh_store *s)
+static bool sq_commit(struct gh_store *s, gh_err *err)
 {
-    if (!sqlite3_get_autocommit(s->db))
-        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    if (exec(s, "COMMIT", err))
+        return true;
+    sq_rollback(s);
+    return false;
 }
 
 /* Prepares sql and binds the text arguments in order (NULL ends the list). */
@@ -144,7 +121,7 @@ static sqlite3_stmt *prepare(struct gh_store *s, const char *sql, gh_err *err,
                              const char *const *args, unsigned nargs)
 {
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(DB(s), sql, -1, &st, NULL) != SQLITE_OK) {
         db_fail(s, err, "prepare");
         return NULL;
     }
@@ -157,8 +134,6 @@ static sqlite3_stmt *prepare(struct gh_store *s, const char *sql, gh_err *err,
 static bool run(struct gh_store *s, const char *sql, const char *const *args, unsigned nargs,
                 gh_err *err)
 {
-    if (injected_failure(s, err))
-        return false;
     sqlite3_stmt *st = prepare(s, sql, err, args, nargs);
     if (!st)
         return false;
@@ -169,8 +144,8 @@ static bool run(struct gh_store *s, const char *sql, const char *const *args, un
     return ok;
 }
 
-bool gh_store_put(struct gh_store *s, const char *type, const char *id, const char *json,
-                  gh_err *err)
+static bool sq_put(struct gh_store *s, const char *type, const char *id, const char *json,
+                   gh_err *err)
 {
     const char *args[] = {type, id, json};
     return run(s,
@@ -179,14 +154,14 @@ bool gh_store_put(struct gh_store *s, const char *type, const char *id, const ch
                args, 3, err);
 }
 
-bool gh_store_delete(struct gh_store *s, const char *type, const char *id, gh_err *err)
+static bool sq_del(struct gh_store *s, const char *type, const char *id, gh_err *err)
 {
     const char *args[] = {type, id};
     return run(s, "DELETE FROM objects WHERE type = ?1 AND id = ?2", args, 2, err);
 }
 
-bool gh_store_list(struct gh_store *s, const char *type,
-                   bool (*fn)(const char *id, const char *json, void *arg), void *arg, gh_err *err)
+static bool sq_list(struct gh_store *s, const char *type,
+                    bool (*fn)(const char *id, const char *json, void *arg), void *arg, gh_err *err)
 {
     const char *args[] = {type};
     sqlite3_stmt *st =
@@ -208,22 +183,23 @@ bool gh_store_list(struct gh_store *s, const char *type,
     return ok;
 }
 
-bool gh_store_log_change(struct gh_store *s, const char *type, const char *id, char op,
-                         uint64_t *seq, gh_err *err)
+static bool sq_log_change(struct gh_store *s, const char *type, const char *id, char op,
+                          uint64_t *seq, gh_err *err)
 {
     char ops[2] = {op, 0};
     const char *args[] = {type, id, ops};
     if (!run(s, "INSERT INTO changes (type, id, op) VALUES (?1, ?2, ?3)", args, 3, err))
         return false;
-    *seq = (uint64_t)sqlite3_last_insert_rowid(s->db);
+    *seq = (uint64_t)sqlite3_last_insert_rowid(DB(s));
     return true;
 }
 
-bool gh_store_last_seq(struct gh_store *s, const char *type, uint64_t *seq, gh_err *err)
+static bool sq_last_seq(struct gh_store *s, const char *type, uint64_t *seq, gh_err *err)
 {
     const char *args[] = {type};
     sqlite3_stmt *st =
-        prepare(s, "SELECT COALESCE(MAX(seq), 0) FROM changes WHERE type = ?1", err, args, 1);
+        type ? prepare(s, "SELECT COALESCE(MAX(seq), 0) FROM changes WHERE type = ?1", err, args, 1)
+             : prepare(s, "SELECT COALESCE(MAX(seq), 0) FROM changes", err, args, 0);
     if (!st)
         return false;
     bool ok = sqlite3_step(st) == SQLITE_ROW;
@@ -235,9 +211,9 @@ bool gh_store_last_seq(struct gh_store *s, const char *type, uint64_t *seq, gh_e
     return ok;
 }
 
-bool gh_store_changes(struct gh_store *s, const char *type, uint64_t since,
-                      bool (*fn)(uint64_t seq, const char *id, char op, void *arg), void *arg,
-                      gh_err *err)
+static bool sq_changes(struct gh_store *s, const char *type, uint64_t since,
+                       bool (*fn)(uint64_t seq, const char *id, char op, void *arg), void *arg,
+                       gh_err *err)
 {
     const char *args[] = {type};
     sqlite3_stmt *st =
@@ -262,7 +238,7 @@ bool gh_store_changes(struct gh_store *s, const char *type, uint64_t since,
     return ok;
 }
 
-bool gh_store_kv_get(struct gh_store *s, const char *key, char **value, gh_err *err)
+static bool sq_kv_get(struct gh_store *s, const char *key, char **value, gh_err *err)
 {
     const char *args[] = {key};
     *value = NULL;
@@ -281,7 +257,7 @@ bool gh_store_kv_get(struct gh_store *s, const char *key, char **value, gh_err *
     return ok;
 }
 
-bool gh_store_kv_put(struct gh_store *s, const char *key, const char *value, gh_err *err)
+static bool sq_kv_put(struct gh_store *s, const char *key, const char *value, gh_err *err)
 {
     const char *args[] = {key, value};
     return run(s,
@@ -289,3 +265,18 @@ bool gh_store_kv_put(struct gh_store *s, const char *key, const char *value, gh_
                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                args, 2, err);
 }
+
+static const struct gh_store_ops sqlite_ops = {
+    .begin = sq_begin,
+    .commit = sq_commit,
+    .rollback = sq_rollback,
+    .put = sq_put,
+    .del = sq_del,
+    .list = sq_list,
+    .log_change = sq_log_change,
+    .last_seq = sq_last_seq,
+    .changes = sq_changes,
+    .kv_get = sq_kv_get,
+    .kv_put = sq_kv_put,
+    .close = sq_close,
+};

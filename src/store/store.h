@@ -1,7 +1,7 @@
 /*
  * store: where the management objects live. One interface; SQLite (embedded default,
- * WAL) behind it, PostgreSQL to come. Objects are JSON documents keyed by (type, id);
- * each write also appends to a per-store change log whose sequence numbers make the
+ * WAL) and PostgreSQL (shared by several nodes) behind it. Objects are JSON documents keyed by
+ * (type, id); each write also appends to a per-store change log whose sequence numbers make the
  * JMAP state strings. Writes happen inside gh_store_begin/commit and are durable once
  * gh_store_commit returns.
  */
@@ -35,7 +35,8 @@ bool gh_store_list(struct gh_store *s, const char *type,
  * entry's sequence number, increasing across the whole store. */
 bool gh_store_log_change(struct gh_store *s, const char *type, const char *id, char op,
                          uint64_t *seq, gh_err *err);
-/* The sequence number of the type's latest change (0 when it has none). */
+/* The sequence number of the type's latest change (0 when it has none); type NULL: the
+ * latest of any type. */
 bool gh_store_last_seq(struct gh_store *s, const char *type, uint64_t *seq, gh_err *err);
 /* Calls fn for each change of type with since < seq, in order; fn returning false stops. */
 bool gh_store_changes(struct gh_store *s, const char *type, uint64_t since,
@@ -49,5 +50,10 @@ bool gh_store_kv_put(struct gh_store *s, const char *key, const char *value, gh_
 
 /* Test hook: when set, the next n writes fail as a full disk would (fault injection). */
 void gh_store_fail_writes(struct gh_store *s, int n);
+
+/* True when other nodes write to the same store (PostgreSQL): changes must be picked up. */
+bool gh_store_shared(const struct gh_store *s);
+/* Waits up to timeout_ms for a change by another node (returns early on one). */
+void gh_store_wait_change(struct gh_store *s, int timeout_ms);
 
 #endif
