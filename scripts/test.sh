@@ -23,7 +23,7 @@ echo "== sanitizers (ASan + UBSan)"
 make -s -j"$JOBS" BUILD=build-asan SAN=1 all
 make -s -j"$JOBS" BUILD=build-asan SAN=1 $(ls tests/unit/test_*.c 2>/dev/null | sed 's#tests/unit/\(.*\)\.c#build-asan/tests/\1#')
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 scripts/run-unit.sh build-asan/tests/test_*
-GATEHOUSE_BIN=$PWD/build-asan/gatehouse GATEHOUSE_CLI=$PWD/build-asan/gatehouse-cli \
+GATEHOUSE_SANITIZED=1 GATEHOUSE_BIN=$PWD/build-asan/gatehouse GATEHOUSE_CLI=$PWD/build-asan/gatehouse-cli \
   ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 $PYTEST tests/integration
 
 if [ -x scripts/fuzz.sh ]; then
