@@ -26,6 +26,7 @@
 #include "proto/proto.h"
 
 #define STREAM_IDLE_MS     (24u * 3600 * 1000) /* an EventSource stream may stay quiet a day */
+#define STREAMS_PER_WORKER 4096                /* EventSource streams one worker serves at most */
 #define PING_MIN_S         1
 #define PING_MAX_S         3600
 #define FAIL_FREE          3     /* failures per window before checks are slowed */
@@ -565,6 +566,7 @@ struct stream {
 };
 
 static _Thread_local struct stream *streams; /* the streams served by this thread */
+static _Thread_local unsigned nstreams;
 
 /* x:NetworkListener is readable with sysNetworkListenerGet. */
 static bool stream_may_see(struct stream *s, const char *type)
@@ -634,8 +636,9 @@ static void stream_update(struct stream *s, json_t *states)
             continue;
         const char *old = json_string_value(json_object_get(s->told, type));
         if (!old || strcmp(old, json_string_value(st))) {
-            json_object_set(changed, type, st);
-            json_object_set(s->told, type, st);
+            /* copies: the snapshot is shared by every worker's thread */
+            json_object_set_new(changed, type, json_string(json_string_value(st)));
+            json_object_set_new(s->told, type, json_string(json_string_value(st)));
         }
     }
     if (json_object_size(changed))
@@ -686,6 +689,7 @@ static void stream_free(struct stream *s)
         streams = s->next;
     if (s->next)
         s->next->prev = s->prev;
+    nstreams--;
     if (s->h->loop)
         gh_timer_cancel(s->h->loop, &s->ping);
     json_decref(s->types);
@@ -748,10 +752,10 @@ static enum next open_stream(struct http *h, const char *query)
     if (a != AUTH_OK)
         return a == AUTH_WAIT ? STOP : NEXT;
 
-    struct stream *s = calloc(1, sizeof *s);
+    struct stream *s = nstreams < STREAMS_PER_WORKER ? calloc(1, sizeof *s) : NULL;
     if (!s) {
         gh_principal_clear(&who);
-        problem(h, 503, NULL, "Retry-After: 5\r\n", "out of memory", false);
+        problem(h, 503, NULL, "Retry-After: 5\r\n", "too many event streams", false);
         return GONE;
     }
     s->h = h;
@@ -782,6 +786,7 @@ static enum next open_stream(struct http *h, const char *query)
     if (streams)
         streams->prev = s;
     streams = s;
+    nstreams++;
 
     struct gh_conn *c = h->c;
     gh_conn_printf(c, "HTTP/1.1 200 OK\r\n"
