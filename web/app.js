@@ -135,6 +135,10 @@ async function onSignIn(e) {
   } catch (ex) {
     if (ex instanceof api.AuthError) {
       err.textContent = 'That secret was not accepted. Check it and try again.';
+    } else if (state.type) {
+      // Signed in, but the listeners cannot be read (a key without the get permission).
+      err.textContent = `Signed in, but the listeners cannot be shown: ${ex.message}`;
+      state.type = null;
     } else {
       err.textContent = ex.message;
     }

@@ -404,6 +404,16 @@ test('sign out ends the session', T, async () => {
   await page.getByRole('heading', { name: 'Sign in' }).waitFor();
 });
 
+test('an API key that may not read listeners is told so at sign-in', T, async () => {
+  const r = await call('x:ApiKey/set', { create: { k: { name: 'web-nothing', permissions: [] } } });
+  const secret = r.created && r.created.k && r.created.k.secret;
+  assert.ok(secret, JSON.stringify(r));
+  await page.locator('#secret').fill(secret);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.locator('#signin-error').getByText('cannot be shown').waitFor();
+  assert.ok(await page.getByRole('heading', { name: 'Sign in' }).isVisible());
+});
+
 test('an API key signs in too, and its missing permissions are explained', T, async () => {
   const r = await call('x:ApiKey/set', { create: { k: { name: 'web-viewer', permissions: ['sysNetworkListenerGet', 'sysNetworkListenerQuery'] } } });
   const secret = r.created && r.created.k && r.created.k.secret;
