@@ -523,7 +523,9 @@ static enum auth authenticate(struct http *h, struct gh_principal *who, bool csr
         unauthorized(h);
         return AUTH_DONE;
     }
-    if (hold_back(h))
+    /* Session tokens are 256 random bits, nothing to guess: only Authorization checks are
+     * slowed and counted. */
+    if (authz && hold_back(h))
         return AUTH_WAIT;
     bool ok;
     if (authz) {
@@ -535,9 +537,11 @@ static enum auth authenticate(struct http *h, struct gh_principal *who, bool csr
     }
     if (!ok) {
         gh_principal_clear(who);
-        failure_record(client_of(h));
-        gh_log(h->c->conf ? h->c->conf->name : NULL, client_of(h), "auth-failed",
-               "%s credentials refused", authz ? "HTTP" : "cookie");
+        if (authz) {
+            failure_record(client_of(h));
+            gh_log(h->c->conf ? h->c->conf->name : NULL, client_of(h), "auth-failed",
+                   "HTTP credentials refused");
+        }
         unauthorized(h);
         return AUTH_DONE;
     }
@@ -560,6 +564,7 @@ struct stream {
     json_t *types; /* type names asked for; NULL for "*" (owned) */
     json_t *told;  /* type -> state this client was last told (owned) */
     bool close_after_state;
+    bool ended;      /* closeafter=state was met: nothing more is sent */
     unsigned ping_s; /* 0: no pings */
     struct gh_timer ping;
     struct gh_principal who;
@@ -615,8 +620,13 @@ static void stream_send(struct stream *s, json_t *changed)
     json_decref(ev);
     if (!data)
         return;
-    if (s->ping_s && s->h->loop)
+    if (close_after) {
+        s->ended = true;
+        if (s->h->loop)
+            gh_timer_cancel(s->h->loop, &s->ping);
+    } else if (s->ping_s && s->h->loop) {
         gh_timer_set(s->h->loop, &s->ping, (uint64_t)s->ping_s * 1000);
+    }
     if (!c->closed)
         gh_conn_set_idle(c, STREAM_IDLE_MS);
     gh_conn_printf(c, "event: state\nid: %s\ndata: %s\n\n", id, data);
@@ -628,6 +638,8 @@ static void stream_send(struct stream *s, json_t *changed)
 /* Tells the stream what changed in states since it was last told. */
 static void stream_update(struct stream *s, json_t *states)
 {
+    if (s->ended)
+        return;
     json_t *changed = json_object(), *st;
     const char *type;
     json_object_foreach(states, type, st)

@@ -559,6 +559,9 @@ static void test_event_source(void **state)
     gh_jmap_state_changed("x:Certificate", "C2");
     assert_true(gh_buf_len(&c->out) > 0);
     assert_true(closing(c));
+    gh_buf_consume(&c->out, gh_buf_len(&c->out));
+    gh_jmap_state_changed("x:Certificate", "C3"); /* ended: nothing more is written */
+    assert_int_equal(gh_buf_len(&c->out), 0);
     conn_free(c);
 
     /* permissions: a credential without sysNetworkListenerGet never learns its state */
