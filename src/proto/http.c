@@ -801,11 +801,6 @@ static enum next open_stream(struct http *h, const char *query)
     nstreams++;
 
     struct gh_conn *c = h->c;
-    gh_conn_printf(c, "HTTP/1.1 200 OK\r\n"
-                      "Content-Type: text/event-stream\r\n"
-                      "Cache-Control: no-cache, no-store\r\n"
-                      "X-Accel-Buffering: no\r\n"
-                      "Connection: close\r\n\r\n");
     gh_conn_set_idle(c, STREAM_IDLE_MS);
     s->ping.fn = on_ping;
     if (s->ping_s && h->loop)
@@ -813,11 +808,17 @@ static enum next open_stream(struct http *h, const char *query)
     const char *last = hdr(h, H_LAST_EVENT_ID);
     char id[20];
     stream_event_id(s->told, id);
-    if (last && strcmp(last, id) && json_object_size(s->told)) {
-        json_t *all = json_deep_copy(s->told);
-        stream_send(s, all);
-        json_decref(all);
-    }
+    json_t *missed =
+        last && strcmp(last, id) && json_object_size(s->told) ? json_deep_copy(s->told) : NULL;
+    /* Writes come last: outside a protocol callback a failed write frees h and s. */
+    gh_conn_printf(c, "HTTP/1.1 200 OK\r\n"
+                      "Content-Type: text/event-stream\r\n"
+                      "Cache-Control: no-cache, no-store\r\n"
+                      "X-Accel-Buffering: no\r\n"
+                      "Connection: close\r\n\r\n");
+    if (missed && !c->closed)
+        stream_send(s, missed); /* the client missed changes while away */
+    json_decref(missed);
     return STOP;
 }
 
@@ -1241,7 +1242,12 @@ static void refuse_request(struct http *h, int status)
 
 static enum next handle_request(struct http *h)
 {
+    struct gh_conn *c = h->c;
     enum next n = route(h);
+    /* Outside a protocol callback (a held-back answer) a failed write closes the connection
+     * at once, and h with it; c itself lives until the loop's deferred work runs. */
+    if (c->closed)
+        return GONE;
     if (n == STOP)
         return STOP;
     h->waiting = false;
