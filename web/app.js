@@ -352,13 +352,15 @@ function row(o) {
   const binds = el('ul', { class: 'binds' }, ...(o.bind || []).map((b) => el('li', {}, el('code', { text: b }))));
   const del = el('button', { type: 'button', class: 'button small danger', 'data-key': `delete:${o.id}`, 'aria-label': `Delete ${o.name}`, text: 'Delete' });
   del.addEventListener('click', () => confirmDelete(o.id));
-  return el('tr', { 'data-id': o.id, 'data-name': o.name },
-    el('th', { scope: 'row' }, el('a', { href, 'data-key': `open:${o.id}`, text: o.name })),
-    el('td', { 'data-label': 'Protocol', text: protocolLabel(o.protocol) }),
-    el('td', { 'data-label': 'Bind addresses' }, binds),
-    el('td', { 'data-label': 'TLS mode' }, el('span', { class: `badge tls-${mode.toLowerCase()}`, text: mode })),
-    el('td', { 'data-label': 'Live connections', class: 'num live-count', text: '—' }),
-    el('td', { class: 'row-actions' },
+  // Explicit roles keep the table a table for screen readers when the phone layout
+  // turns its rows into cards (display: block drops the semantics in some browsers).
+  return el('tr', { role: 'row', 'data-id': o.id, 'data-name': o.name },
+    el('th', { role: 'rowheader', scope: 'row' }, el('a', { href, 'data-key': `open:${o.id}`, text: o.name })),
+    el('td', { role: 'cell', 'data-label': 'Protocol', text: protocolLabel(o.protocol) }),
+    el('td', { role: 'cell', 'data-label': 'Bind addresses' }, binds),
+    el('td', { role: 'cell', 'data-label': 'TLS mode' }, el('span', { class: `badge tls-${mode.toLowerCase()}`, text: mode })),
+    el('td', { role: 'cell', 'data-label': 'Live connections', class: 'num live-count', text: '—' }),
+    el('td', { role: 'cell', class: 'row-actions' },
       el('a', { href, class: 'button small quiet', 'data-key': `edit:${o.id}`, 'aria-label': `Edit ${o.name}`, text: 'Edit' }),
       del));
 }

@@ -386,6 +386,8 @@ test('screenshots: the listeners page with a few listeners, wide and on a phone'
   await shot('phone-listeners');
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 0, `no sideways scrolling on a phone (${overflow}px too wide)`);
+  const rows = page.getByRole('table', { name: 'Network listeners' }).getByRole('row');
+  assert.equal(await rows.count(), made.length + 2, 'the cards are still table rows to a screen reader');
   await page.getByRole('link', { name: 'Edit imaps' }).click();
   await page.getByRole('heading', { name: 'Edit listener imaps' }).waitFor();
   await shot('phone-form');
