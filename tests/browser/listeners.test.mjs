@@ -91,6 +91,18 @@ function tcpConnects(port) {
 const shot = (name, opts = {}) => page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true, ...opts });
 const row = (name) => page.locator(`#listeners tbody tr[data-name="${name}"]`);
 
+/** Clicks `button` and returns the arguments of the x:NetworkListener/set the page sends. */
+async function setArgsOf(button) {
+  const [req] = await Promise.all([
+    page.waitForRequest((r) => r.method() === 'POST' && new URL(r.url()).pathname === '/api' && (r.postData() || '').includes(`${TYPE}/set`)),
+    button.click(),
+  ]);
+  const body = JSON.parse(req.postData());
+  assert.equal(req.headers()['x-gatehouse-csrf'], '1', 'the page sends the CSRF header');
+  assert.deepEqual(body.using, USING);
+  return body.methodCalls.find((c) => c[0] === `${TYPE}/set`)[1];
+}
+
 async function openList() {
   await page.goto(`${BASE}/#/listeners`);
   await page.locator('#list-title').waitFor();
@@ -199,7 +211,9 @@ test('create a listener; its port accepts TCP connections', T, async () => {
   await page.locator('#f-name').fill('web-smtp');
   await page.locator('#f-protocol').selectOption('smtp');
   await page.locator('#f-bind').fill(`127.0.0.1:${smtpPort}`);
-  await page.getByRole('button', { name: 'Create listener' }).click();
+  const args = await setArgsOf(page.getByRole('button', { name: 'Create listener' }));
+  assert.deepEqual(Object.values(args.create)[0], { name: 'web-smtp', bind: [`127.0.0.1:${smtpPort}`] },
+    'a new listener sends only what differs from the defaults');
   await row('web-smtp').waitFor();
   await page.getByRole('status').getByText('Created listener web-smtp').first().waitFor();
   assert.match(await row('web-smtp').innerText(), new RegExp(`127\\.0\\.0\\.1:${smtpPort}`));
@@ -219,7 +233,8 @@ test('edit fields: the change reaches the server and the table', T, async () => 
   assert.match(await page.locator('#tls-mode-hint').innerText(), /STARTTLS/);
   await page.locator('#f-tlsImplicit').check();
   assert.match(await page.locator('#tls-mode-hint').innerText(), /implicit/, 'the TLS mode follows the boxes');
-  await page.getByRole('button', { name: 'Save changes' }).click();
+  const args = await setArgsOf(page.getByRole('button', { name: 'Save changes' }));
+  assert.deepEqual(Object.values(args.update)[0], { maxConnections: 100, tlsImplicit: true }, 'an edit sends a patch of the changes');
   await page.getByRole('status').getByText('Saved listener web-smtp').first().waitFor();
   await row('web-smtp').locator('td[data-label="TLS mode"]', { hasText: 'implicit' }).waitFor();
   const l = await listenerByName('web-smtp');
