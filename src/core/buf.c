@@ -38,6 +38,8 @@ bool gh_buf_reserve(struct gh_buf *b, size_t n)
 
 bool gh_buf_append(struct gh_buf *b, const void *data, size_t n)
 {
+    if (n == 0)
+        return true; /* an empty buffer's data may be NULL, which memcpy may not take */
     if (!gh_buf_reserve(b, n))
         return false;
     memcpy(b->data + b->end, data, n);

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "net/handoff.h"
 #include "net/proxy_protocol.h"
 #include "net/worker.h"
 #include "proto/proto.h"
@@ -37,6 +38,7 @@ struct conn_priv {
     bool first_input_seen; /* the untrusted-peer PROXY check has been done */
     bool edge;             /* registered edge-triggered (while peeking) */
     bool batching;         /* inside a protocol callback: send once it returns */
+    bool input_paused;     /* not reading the client: its destination has a backlog */
     struct gh_timer resume; /* hands held-back input to the protocol once output drained */
 };
 
@@ -92,12 +94,20 @@ static void set_events(struct gh_conn *c)
 {
     if (!c->worker || c->closed)
         return;
-    uint32_t ev = EPOLLIN | EPOLLRDHUP;
+    uint32_t ev = priv(c)->input_paused ? 0 : EPOLLIN | EPOLLRDHUP;
     if (c->want_write)
         ev |= EPOLLOUT;
     if (priv(c)->edge)
         ev |= EPOLLET;
     gh_io_mod(c->worker->loop, &c->io, ev);
+}
+
+void gh_conn_pause_input(struct gh_conn *c, bool paused)
+{
+    if (priv(c)->input_paused == paused)
+        return;
+    priv(c)->input_paused = paused;
+    set_events(c);
 }
 
 static void free_later(struct gh_deferred *d)
@@ -119,6 +129,7 @@ void gh_conn_close(struct gh_conn *c)
     gh_timer_cancel(w->loop, &priv(c)->resume);
     gh_io_del(w->loop, &c->io);
     close(c->io.fd);
+    gh_relay_free(c);
     if (c->proto && c->proto->release)
         c->proto->release(c);
     if (c->counted)
@@ -249,6 +260,8 @@ static void flush(struct gh_conn *c)
     if (pending)
         return;
     gh_buf_release_if_empty(&c->out);
+    if (c->phase == GH_PHASE_RELAY)
+        gh_relay_client_drained(c);
     if (was_high && c->phase == GH_PHASE_PROTOCOL && gh_buf_len(&c->in)) {
         /* commands held back while the client lagged: from the loop, not recursively */
         gh_timer_set(c->worker->loop, &priv(c)->resume, 0);
@@ -345,6 +358,19 @@ void gh_conn_accepted(struct gh_worker *w, struct gh_wsock *ws, int fd,
     start_protocol(c);
 }
 
+/* A listener whose opening has no upgrade to offer (plain, or implicit TLS) hands the
+ * session over at once, so the backend's own greeting reaches the client. */
+static void open_session(struct gh_conn *c)
+{
+    c->phase = GH_PHASE_PROTOCOL;
+    bool starttls_listener =
+        c->conf->use_tls && !c->conf->tls_implicit && c->conf->protocol != GH_PROTO_HTTP;
+    if (!starttls_listener && gh_conn_has_destination(c))
+        gh_conn_handoff(c, false, NULL, NULL);
+    else
+        call_proto(c, c->proto->open);
+}
+
 /* After PROXY: count the client against maxConnections, then TLS or the protocol. */
 static void start_protocol(struct gh_conn *c)
 {
@@ -380,8 +406,7 @@ static void start_protocol(struct gh_conn *c)
     priv(c)->edge = false;
     set_events(c);
     gh_timer_cancel(c->worker->loop, &c->deadline);
-    c->phase = GH_PHASE_PROTOCOL;
-    call_proto(c, c->proto->open);
+    open_session(c);
 }
 
 /* ---- PROXY header ---- */
@@ -490,7 +515,12 @@ static void continue_handshake(struct gh_conn *c)
         set_events(c);
         gh_timer_cancel(c->worker->loop, &c->deadline);
         c->phase = GH_PHASE_PROTOCOL;
-        call_proto(c, upgrade ? c->proto->tls_ready : c->proto->open);
+        if (!upgrade)
+            open_session(c);
+        else if (gh_conn_has_destination(c)) /* the front door's part ends with STARTTLS */
+            gh_conn_handoff(c, !c->proto->greets_after_tls, NULL, NULL);
+        else
+            call_proto(c, c->proto->tls_ready);
         return;
     }
     int e = SSL_get_error(c->ssl, r);
@@ -602,6 +632,13 @@ static void on_io(struct gh_io *io, uint32_t events)
             continue_handshake(c);
         }
         return;
+    case GH_PHASE_RELAY:
+        if (events & EPOLLOUT)
+            flush(c);
+        if (!c->closed && (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) &&
+            read_input(c))
+            gh_relay_client_input(c);
+        return;
     case GH_PHASE_PROTOCOL:
     case GH_PHASE_CLOSING:
         if (events & EPOLLOUT)
@@ -639,6 +676,7 @@ static void on_deadline(struct gh_timer *t)
         else
             gh_conn_close(c);
         return;
+    case GH_PHASE_RELAY: /* the relay keeps its own deadlines */
     case GH_PHASE_CLOSING:
         gh_conn_close(c);
         return;
@@ -651,7 +689,7 @@ void gh_conn_shutdown(struct gh_conn *c)
         call_proto(c, c->proto->shutdown);
         if (!c->closed)
             gh_timer_set(c->worker->loop, &c->deadline, 2000);
-    } else if (c->phase != GH_PHASE_CLOSING) {
-        gh_conn_close(c);
+    } else if (c->phase != GH_PHASE_CLOSING && c->phase != GH_PHASE_RELAY) {
+        gh_conn_close(c); /* a relayed session is the backend's to end, within the grace */
     }
 }

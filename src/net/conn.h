@@ -16,12 +16,14 @@
 struct gh_proto;
 struct gh_worker;
 struct gh_listener_rt;
+struct gh_relay;
 typedef struct ssl_st SSL;
 
 enum gh_conn_phase {
     GH_PHASE_PROXY,     /* waiting for the PROXY header from a trusted peer */
     GH_PHASE_HANDSHAKE, /* TLS handshake running (implicit, or after STARTTLS) */
     GH_PHASE_PROTOCOL,  /* the protocol owns the input */
+    GH_PHASE_RELAY,     /* handed off: bytes flow to and from a destination */
     GH_PHASE_CLOSING,   /* flushing output, then close */
 };
 
@@ -46,6 +48,7 @@ struct gh_conn {
     char peer_text[GH_ADDR_TEXT];       /* peer address without port, for logs and replies */
     char *proxy_unique_id;              /* PROXY v2 unique id TLV, for logs; NULL when none */
 
+    struct gh_relay *relay;             /* the hand-off to a destination, once there is one */
     SSL *ssl;
     bool tls_active;                    /* TLS terminated here, or announced by the PROXY SSL TLV */
     bool tls_done_once;                 /* a STARTTLS upgrade already happened */

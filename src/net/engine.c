@@ -25,6 +25,12 @@
 #define BACKOFF_MAX_MS 1000
 
 struct gh_engine *gh_engine_global;
+static _Thread_local struct gh_worker *current_worker;
+
+struct gh_worker *gh_worker_current(void)
+{
+    return current_worker;
+}
 
 /* One address of a listener: the engine's descriptors (one per worker with
  * SO_REUSEPORT, else one), each also given to a worker as a dup. */
@@ -706,6 +712,7 @@ static void *worker_main(void *arg)
 {
     struct gh_worker *w = arg;
     gh_err err = {0};
+    current_worker = w;
     if (!gh_loop_run(w->loop, &err))
         gh_log(NULL, NULL, "worker-error", "worker %u: %s", w->index, err.msg);
     pthread_mutex_lock(&w->engine->done_mu);
@@ -824,6 +831,7 @@ void gh_engine_free(struct gh_engine *e)
             gh_conn_close(w->conns);
         gh_loop_free(w->loop);
         free(w->settings);
+        gh_dest_set_unref(w->dests);
     }
     while (e->listeners) {
         struct lstate *st = e->listeners;

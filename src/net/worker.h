@@ -10,6 +10,7 @@
 
 #include "core/loop.h"
 #include "net/addr.h"
+#include "net/handoff.h"
 #include "net/listener-t.h"
 
 typedef struct ssl_ctx_st SSL_CTX;
@@ -44,6 +45,14 @@ struct gh_wsettings {
     struct gh_ipmask trusted[]; /* x:SystemSettings.proxyTrustedNetworks */
 };
 
+/* The destinations, immutable once built and shared by the workers.
+ * Owner: reference-counted (each worker holds one reference). */
+struct gh_dest_set {
+    atomic_uint refs;
+    unsigned n;
+    struct gh_destination *d;
+};
+
 struct gh_worker {
     struct gh_engine *engine;
     unsigned index;
@@ -53,6 +62,8 @@ struct gh_worker {
     struct gh_conn *conns; /* live connections, for graceful stop */
     unsigned nconns;
     struct gh_wsettings *settings;
+    struct gh_dest_set *dests;
+    unsigned dest_next; /* round-robin position: load sharing without shared state */
     bool stopping;
     struct gh_timer grace; /* graceful stop deadline */
 };
@@ -71,8 +82,19 @@ void gh_listener_rt_release(struct gh_listener_rt *rt);
 /* conn.c: a freshly accepted socket becomes a connection of worker w. */
 void gh_conn_accepted(struct gh_worker *w, struct gh_wsock *ws, int fd,
                       const struct gh_sockaddr *peer);
+/* conn.c: stops (or resumes) reading the client, for a relay whose backend lags. */
+void gh_conn_pause_input(struct gh_conn *c, bool paused);
 /* conn.c: graceful stop of one connection (protocol goodbye, or close). */
 void gh_conn_shutdown(struct gh_conn *c);
+
+/* handoff.c: relay hooks the connection calls in the RELAY phase. */
+void gh_relay_client_input(struct gh_conn *c);   /* new bytes from the client are in c->in */
+void gh_relay_client_drained(struct gh_conn *c); /* c->out went below its high mark */
+void gh_relay_free(struct gh_conn *c);
+void gh_dest_set_unref(struct gh_dest_set *s);
+
+/* engine.c: the worker running on the calling thread, or NULL. */
+struct gh_worker *gh_worker_current(void);
 
 /* engine.c: the worker has no connections left during a graceful stop. */
 void gh_worker_maybe_finish(struct gh_worker *w);

@@ -4,7 +4,11 @@
  * Stored and validated here; the hand-off itself reads them elsewhere.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "core/log.h"
+#include "net/handoff.h"
 
 #include "net/addr.h"
 #include "objects/model.h"
@@ -120,6 +124,63 @@ static void validate(struct gh_objtype *t, json_t *obj, const json_t *old, struc
     gh_name_unique(t, obj, old, json_string_value(json_object_get(obj, "protocol")), ve);
 }
 
+/* One destination as the engine sees it; false when a stored value no longer parses. */
+static bool to_engine(const json_t *o, struct gh_destination *d)
+{
+    memset(d, 0, sizeof *d);
+    snprintf(d->name, sizeof d->name, "%s", json_string_value(json_object_get(o, "name")));
+    const char *proto = json_string_value(json_object_get(o, "protocol"));
+    for (int p = 0; p < GH_PROTO_COUNT; p++)
+        if (proto && !strcmp(proto, gh_protocol_names[p]))
+            d->protocol = (enum gh_protocol)p;
+    const char *fwd = json_string_value(json_object_get(o, "forwarding"));
+    d->forwarding = !fwd || !strcmp(fwd, "proxyV2") ? GH_FWD_PROXY_V2
+                    : !strcmp(fwd, "proxyV1")       ? GH_FWD_PROXY_V1
+                                                    : GH_FWD_NONE;
+    uint64_t ms = 10000;
+    gh_duration_parse(json_object_get(o, "connectTimeout"), &ms, NULL);
+    d->connect_timeout_ms = (uint32_t)ms;
+    const char *addr = json_string_value(json_object_get(o, "address"));
+    if (addr && !strncmp(addr, "unix:", 5)) {
+        d->is_unix = true;
+        snprintf(d->unix_path, sizeof d->unix_path, "%s", addr + 5);
+    } else if (!addr || !gh_sockaddr_parse(addr, &d->addr, NULL)) {
+        return false;
+    }
+    json_t *names = json_object_get(o, "listeners");
+    size_t n = json_array_size(names);
+    if (n && (d->listeners = calloc(n, sizeof *d->listeners))) {
+        for (size_t i = 0; i < n; i++)
+            snprintf(d->listeners[i], sizeof d->listeners[i], "%s",
+                     json_string_value(json_array_get(names, i)));
+        d->nlisteners = (unsigned)n;
+    }
+    return true;
+}
+
+void gh_destinations_apply(void)
+{
+    if (!gh_model.engine)
+        return;
+    size_t n = json_array_size(gh_type_destination.objs), k = 0;
+    struct gh_destination *d = calloc(n ? n : 1, sizeof *d);
+    if (!d)
+        return;
+    for (size_t i = 0; i < n; i++)
+        if (to_engine(json_array_get(gh_type_destination.objs, i), &d[k]))
+            k++;
+    if (!gh_engine_set_destinations(gh_model.engine, d, (unsigned)k))
+        gh_log(NULL, NULL, "destinations-error", "out of memory applying destinations");
+    for (size_t i = 0; i < k; i++)
+        free(d[i].listeners);
+    free(d);
+}
+
+static void committed(struct gh_objtype *t)
+{
+    gh_destinations_apply();
+}
+
 static const char *const groups[] = {G_DEST, NULL};
 static const char *const columns[] = {"name", "protocol", "address", "forwarding", NULL};
 
@@ -134,5 +195,5 @@ struct gh_objtype gh_type_destination = {
     .list_columns = columns,
     .props = props,
     .nprops = sizeof props / sizeof props[0],
-    .hooks = {.validate = validate},
+    .hooks = {.validate = validate, .committed = committed},
 };

@@ -74,10 +74,19 @@ bool gh_admin_secret_init(const char *configured, gh_err *err);
 bool gh_settings_ensure(gh_err *err);
 /* Applies every certificate to the TLS layer; logs a failure. */
 void gh_certs_apply(void);
+/* Hands every destination to the engine, for new hand-offs. */
+void gh_destinations_apply(void);
 /* Applies the settings singleton to the engine. */
 void gh_settings_apply(void);
 /* Rebuilds the listener snapshot behind gh_objects_listener_status. */
 void gh_status_rebuild(void);
+/* Clears a listener's "could not apply on this node" note after a successful apply. */
+void gh_listener_applied(const char *id);
+
+/* Shared store: applies every change other nodes made since the last one seen (under the
+ * management mutex), and notes the latest change this node wrote itself. */
+void gh_objects_sync(void);
+void gh_sync_note(uint64_t seq);
 
 /* JMAP methods, one function per method kind for every type (the type comes from the
  * method name). */

@@ -7,6 +7,7 @@
 #include "objects/objects.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -188,7 +189,8 @@ bool gh_type_load(struct gh_objtype *t, gh_err *err)
 
 static struct {
     pthread_mutex_t mu;
-    json_t *ids; /* listener ids; owned */
+    json_t *ids;    /* listener ids; owned */
+    json_t *errors; /* id → why this node could not apply it; owned */
 } status = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 void gh_status_rebuild(void)
@@ -205,6 +207,66 @@ void gh_status_rebuild(void)
     json_decref(old);
 }
 
+/* Remembers whether this node could apply a listener (err NULL: it could). */
+static void note_listener(const char *id, const gh_err *err)
+{
+    pthread_mutex_lock(&status.mu);
+    if (!status.errors)
+        status.errors = json_object();
+    if (err)
+        json_object_set_new(status.errors, id, json_string(err->msg));
+    else
+        json_object_del(status.errors, id);
+    pthread_mutex_unlock(&status.mu);
+}
+
+/* Applies one stored listener to this node's engine; a failure is noted (and logged
+ * unless quiet: retries stay silent until they succeed). */
+static void apply_listener(const json_t *o, bool quiet)
+{
+    const char *id = json_string_value(json_object_get(o, "id"));
+    const char *name = json_string_value(json_object_get(o, "name"));
+    gh_err err = {0};
+    struct gh_listener_conf *c = gh_listener_conf_from(o, &err);
+    if (c && !gh_model.engine) {
+        gh_listener_conf_unref(c);
+        return;
+    }
+    if (!c || !gh_engine_apply(gh_model.engine, c, &err)) {
+        if (!quiet)
+            gh_log(name, NULL, "listener-error", "not started: %s", err.msg);
+        note_listener(id, &err);
+    } else {
+        if (quiet)
+            gh_log(name, NULL, "listener-started", "bound after an earlier failure");
+        note_listener(id, NULL);
+    }
+}
+
+/* Shared store: a listener another node holds on this host binds here once it is free. */
+static void retry_failed_listeners(void)
+{
+    pthread_mutex_lock(&status.mu);
+    json_t *failed = json_deep_copy(status.errors);
+    pthread_mutex_unlock(&status.mu);
+    const char *id;
+    json_t *v;
+    json_object_foreach(failed, id, v)
+    {
+        json_t *o = gh_obj_find(&gh_type_listener, id, NULL);
+        if (o)
+            apply_listener(o, true);
+        else
+            note_listener(id, NULL);
+    }
+    json_decref(failed);
+}
+
+void gh_listener_applied(const char *id)
+{
+    note_listener(id, NULL);
+}
+
 json_t *gh_objects_listener_status(void)
 {
     json_t *list = json_object();
@@ -213,13 +275,107 @@ json_t *gh_objects_listener_status(void)
     json_t *id;
     json_array_foreach(status.ids, i, id)
     {
-        uint32_t live =
-            gh_model.engine ? gh_engine_live(gh_model.engine, json_string_value(id)) : 0;
-        json_object_set_new(list, json_string_value(id),
-                            json_pack("{sI}", "live", (json_int_t)live));
+        const char *lid = json_string_value(id);
+        uint32_t live = gh_model.engine ? gh_engine_live(gh_model.engine, lid) : 0;
+        json_t *entry = json_pack("{sI}", "live", (json_int_t)live);
+        json_t *why = json_object_get(status.errors, lid);
+        if (why)
+            json_object_set(entry, "error", why);
+        json_object_set_new(list, lid, entry);
     }
     pthread_mutex_unlock(&status.mu);
     return json_pack("{so}", "listeners", list);
+}
+
+/* ---- other nodes' changes (shared store) ---- */
+
+static uint64_t synced_seq; /* every change up to here is applied; under mgmt_mu */
+static pthread_t sync_thread;
+static bool sync_running;
+static atomic_bool sync_stop;
+
+void gh_sync_note(uint64_t seq)
+{
+    if (seq > synced_seq)
+        synced_seq = seq;
+}
+
+static bool collect_id(uint64_t seq, const char *id, char op, void *arg)
+{
+    json_object_set_new(arg, id, json_true());
+    return true;
+}
+
+/* Reloads one type whose objects another node changed, and applies the changes here. */
+static void sync_type(struct gh_objtype *t)
+{
+    gh_err err = {0};
+    json_t *changed = json_object();
+    if (!gh_store_changes(gh_model.store, t->type, synced_seq, collect_id, changed, &err) ||
+        !json_object_size(changed)) {
+        json_decref(changed);
+        return;
+    }
+    json_t *before = json_incref(t->objs);
+    t->objs = NULL;
+    if (!gh_type_load(t, &err)) {
+        gh_log(NULL, NULL, "store-error", "%s: %s", t->type, err.msg);
+        json_decref(t->objs);
+        t->objs = before;
+        json_decref(changed);
+        return;
+    }
+    if (t == &gh_type_listener) {
+        const char *id;
+        json_t *v;
+        json_object_foreach(changed, id, v)
+        {
+            json_t *now = gh_obj_find(t, id, NULL);
+            struct gh_objtype old_view = {.objs = before};
+            if (now)
+                apply_listener(now, false);
+            else if (gh_obj_find(&old_view, id, NULL) && gh_model.engine)
+                gh_engine_remove(gh_model.engine, id);
+        }
+    }
+    if (t->hooks.committed)
+        t->hooks.committed(t);
+    char state[64];
+    gh_type_state(t, state);
+    gh_jmap_state_changed(t->type, state);
+    gh_log(NULL, NULL, "sync", "%s: %zu changed by another node", t->type,
+           json_object_size(changed));
+    json_decref(before);
+    json_decref(changed);
+}
+
+void gh_objects_sync(void)
+{
+    uint64_t latest = 0;
+    gh_err err = {0};
+    if (!gh_store_last_seq(gh_model.store, NULL, &latest, &err)) {
+        gh_log(NULL, NULL, "store-error", "%s", err.msg);
+        return;
+    }
+    if (latest <= synced_seq)
+        return;
+    for (unsigned i = 0; i < GH_NTYPES; i++)
+        sync_type(gh_types[i]);
+    synced_seq = latest;
+}
+
+static void *sync_main(void *arg)
+{
+    while (!atomic_load(&sync_stop)) {
+        gh_store_wait_change(gh_model.store, 1000);
+        pthread_mutex_lock(&mgmt_mu);
+        if (!atomic_load(&sync_stop)) {
+            gh_objects_sync();
+            retry_failed_listeners();
+        }
+        pthread_mutex_unlock(&mgmt_mu);
+    }
+    return NULL;
 }
 
 /* ---- start-up ---- */
@@ -309,16 +465,7 @@ static void apply_stored_listeners(void)
 {
     size_t i;
     json_t *o;
-    json_array_foreach(gh_type_listener.objs, i, o)
-    {
-        const char *name = json_string_value(json_object_get(o, "name"));
-        gh_err err = {0};
-        struct gh_listener_conf *c = gh_listener_conf_from(o, &err);
-        if (!c || (gh_model.engine && !gh_engine_apply(gh_model.engine, c, &err)))
-            gh_log(name, NULL, "listener-error", "not started: %s", err.msg);
-        else if (!gh_model.engine)
-            gh_listener_conf_unref(c);
-    }
+    json_array_foreach(gh_type_listener.objs, i, o) apply_listener(o, false);
 }
 
 static bool bootstrap_listener(const char *http_bind, gh_err *err)
@@ -348,6 +495,9 @@ bool gh_objects_init(const struct gh_objects_options *opt, gh_err *err)
     for (unsigned i = 0; i < GH_NTYPES; i++)
         if (!gh_type_load(gh_types[i], err))
             goto out;
+    synced_seq = 0;
+    if (!gh_store_last_seq(gh_model.store, NULL, &synced_seq, err))
+        goto out;
     register_methods();
     if (!gh_admin_secret_init(opt->admin_secret, err) || !gh_settings_ensure(err))
         goto out;
@@ -355,6 +505,7 @@ bool gh_objects_init(const struct gh_objects_options *opt, gh_err *err)
     if (first && json_array_size(gh_type_certificate.objs) == 0)
         make_selfsigned();
     gh_certs_apply();
+    gh_destinations_apply();
     apply_stored_listeners();
     if (first && json_array_size(gh_type_listener.objs) == 0 &&
         !bootstrap_listener(opt->http_bind, err))
@@ -367,6 +518,10 @@ bool gh_objects_init(const struct gh_objects_options *opt, gh_err *err)
     }
     gh_auth_rebuild();
     gh_status_rebuild();
+    if (gh_store_shared(gh_model.store) && !sync_running) {
+        atomic_store(&sync_stop, false);
+        sync_running = pthread_create(&sync_thread, NULL, sync_main, NULL) == 0;
+    }
     ok = true;
 out:
     free(initialized);
@@ -376,6 +531,11 @@ out:
 
 void gh_objects_shutdown(void)
 {
+    if (sync_running) {
+        atomic_store(&sync_stop, true);
+        pthread_join(sync_thread, NULL);
+        sync_running = false;
+    }
     pthread_mutex_lock(&mgmt_mu);
     for (unsigned i = 0; i < GH_NTYPES; i++) {
         json_decref(gh_types[i]->objs);
@@ -385,6 +545,8 @@ void gh_objects_shutdown(void)
     pthread_mutex_lock(&status.mu);
     json_decref(status.ids);
     status.ids = NULL;
+    json_decref(status.errors);
+    status.errors = NULL;
     pthread_mutex_unlock(&status.mu);
     pthread_mutex_unlock(&mgmt_mu);
 }

@@ -303,4 +303,5 @@ const struct gh_proto gh_proto_imap = {
     .shutdown = imap_shutdown,
     .release = imap_release,
     .over_limit = "* BYE Too many connections\r\n",
+    .unavailable = "* BYE [UNAVAILABLE] Service not available\r\n",
 };

@@ -190,4 +190,5 @@ const struct gh_proto gh_proto_pop3 = {
     .shutdown = pop3_shutdown,
     .release = pop3_release,
     .over_limit = "-ERR [SYS/TEMP] Too many connections\r\n",
+    .unavailable = "-ERR [SYS/TEMP] Service not available\r\n",
 };

@@ -26,6 +26,11 @@ struct gh_proto {
     /* Written, then the connection is closed, when the listener is at maxConnections.
      * NULL: close silently. */
     const char *over_limit;
+    /* Written, then the connection is closed, when no destination can take the session. */
+    const char *unavailable;
+    /* After STARTTLS the client expects the greeting again (ManageSieve's capabilities), so a
+     * hand-off then relays the backend's greeting instead of dropping it. */
+    bool greets_after_tls;
 };
 
 const struct gh_proto *gh_proto_for(enum gh_protocol p);

@@ -327,4 +327,6 @@ const struct gh_proto gh_proto_managesieve = {
     .shutdown = sieve_shutdown,
     .release = sieve_release,
     .over_limit = "BYE \"Too many connections\"\r\n",
+    .unavailable = "BYE (TRYLATER) \"Service not available\"\r\n",
+    .greets_after_tls = true,
 };

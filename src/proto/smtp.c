@@ -3,8 +3,10 @@
  * (RFC 2033), which differs only in its greeting command, LHLO. Without a destination to
  * hand the session to, everything past the opening is answered with a temporary failure.
  */
+#include "net/handoff.h"
 #include "proto/proto.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +22,7 @@ struct smtp {
     bool skipping; /* the line reader is discarding the rest of an over-long line */
     bool stopped;  /* QUIT, STARTTLS or a goodbye: input that follows is not ours */
     bool greeted;  /* EHLO/HELO/LHLO seen since the start or the last TLS upgrade */
+    char helo[256]; /* the name the client gave, to say hello for it to a destination */
     unsigned errors;
 };
 
@@ -66,6 +69,7 @@ static void hello(struct gh_conn *c, struct smtp *s, const char *args, bool exte
         return;
     }
     s->greeted = true;
+    snprintf(s->helo, sizeof s->helo, "%.*s", (int)name_len, args);
     const char *host = gh_conn_hostname(c);
     if (!extended) {
         gh_conn_printf(c, "250 %s Hello %.*s [%s]\r\n", host, (int)name_len, args, c->peer_text);
@@ -95,6 +99,16 @@ static void starttls(struct gh_conn *c, struct smtp *s, const char *args)
         s->stopped = true;
         gh_conn_starttls(c);
     }
+}
+
+/* Opportunistic SMTP: the client stayed in clear and began a transaction, so the opening is
+ * over. The destination hears the client's hello from us, then this command. */
+static void hand_off(struct gh_conn *c, struct smtp *s, const char *line)
+{
+    char hello_line[300];
+    snprintf(hello_line, sizeof hello_line, "%s %s", s->lmtp ? "LHLO" : "EHLO", s->helo);
+    s->stopped = true;
+    gh_conn_handoff(c, true, hello_line, line);
 }
 
 static bool is_transaction(const char *verb, size_t len)
@@ -134,6 +148,8 @@ static void command(struct gh_conn *c, struct smtp *s, const char *line, size_t 
     } else if (is_transaction(line, vlen)) {
         if (!s->greeted)
             error_reply(c, s, s->lmtp ? "503 5.5.1 Send LHLO first" : "503 5.5.1 Send EHLO first");
+        else if (gh_conn_has_destination(c))
+            hand_off(c, s, line);
         else
             error_reply(c, s, "451 4.3.0 Service temporarily unavailable, try again later");
     } else {
@@ -238,6 +254,7 @@ const struct gh_proto gh_proto_smtp = {
     .shutdown = smtp_shutdown,
     .release = smtp_release,
     .over_limit = "421 4.3.2 Too many connections\r\n",
+    .unavailable = "421 4.3.0 Service not available, try again later\r\n",
 };
 
 const struct gh_proto gh_proto_lmtp = {
@@ -249,4 +266,5 @@ const struct gh_proto gh_proto_lmtp = {
     .shutdown = smtp_shutdown,
     .release = smtp_release,
     .over_limit = "421 4.3.2 Too many connections\r\n",
+    .unavailable = "421 4.3.0 Service not available, try again later\r\n",
 };

@@ -1,0 +1,234 @@
+"""Handing sessions to destinations (x:Destination): at once for plain and implicit-TLS
+listeners, after STARTTLS or the first transaction command on STARTTLS listeners; the client
+address told by PROXY v2, v1 or not at all; load shared and failing over."""
+import socket
+import ssl
+import struct
+import threading
+import time
+
+import pytest
+
+SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+class Backend:
+    """A scripted mail server: optional PROXY header, a greeting, then one reply per line."""
+
+    def __init__(self, greeting=b"220 backend ESMTP\r\n", proxy=None, replies=None):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.greeting, self.proxy = greeting, proxy
+        self.replies = replies or (lambda line: b"250 backend got " + line + b"\r\n")
+        self.headers, self.lines = [], []
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def read_header(self, conn):
+        if self.proxy == "v1":
+            head = b""
+            while not head.endswith(b"\r\n"):
+                head += conn.recv(1)
+            self.headers.append(head)
+        elif self.proxy == "v2":
+            head = conn.recv(16, socket.MSG_WAITALL)
+            head += conn.recv(struct.unpack("!H", head[14:16])[0], socket.MSG_WAITALL)
+            self.headers.append(head)
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.session, args=(conn,), daemon=True).start()
+
+    def session(self, conn):
+        with conn:
+            self.read_header(conn)
+            conn.sendall(self.greeting)
+            buf = b""
+            while True:
+                data = conn.recv(4096)
+                if not data:
+                    return
+                buf += data
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    line = line.rstrip(b"\r")
+                    self.lines.append(line)
+                    conn.sendall(self.replies(line))
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def backend():
+    made = []
+
+    def make(**kw):
+        b = Backend(**kw)
+        made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        b.close()
+
+
+def destination(gatehouse, port, **extra):
+    props = dict(protocol="smtp", address=f"127.0.0.1:{port}")
+    props.update(extra)
+    name, res, _ = gatehouse.call("x:Destination/set", {"create": {"d": props}})
+    assert "d" in (res.get("created") or {}), res
+    return res["created"]["d"]["id"]
+
+
+def read_reply(s):
+    data = b""
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            return data
+        data += chunk
+        lines = data.split(b"\r\n")
+        if len(lines) >= 2 and len(lines[-2]) >= 4 and lines[-2][3:4] == b" ":
+            return data
+
+
+def v2_source(header):
+    fam = header[13]
+    assert fam == 0x11, header
+    src = socket.inet_ntop(socket.AF_INET, header[16:20])
+    sport = struct.unpack("!H", header[24:26])[0]
+    return src, sport
+
+
+def tlv_types(header):
+    assert header[:12] == SIG
+    tlvs, types = header[16 + 12:], {}
+    while len(tlvs) >= 3:
+        kind, length = tlvs[0], struct.unpack("!H", tlvs[1:3])[0]
+        types[kind] = tlvs[3:3 + length]
+        tlvs = tlvs[3 + length:]
+    return types
+
+
+def test_plain_listener_hands_off_at_once_with_proxy_v2(gatehouse, free_port, backend):
+    b = backend(proxy="v2")
+    destination(gatehouse, b.port)
+    port = free_port()
+    gatehouse.create_listener(protocol="smtp", bind=[f"127.0.0.1:{port}"], useTls=False)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        assert read_reply(s) == b"220 backend ESMTP\r\n"  # the backend's own greeting
+        s.sendall(b"EHLO client.example\r\n")
+        assert read_reply(s) == b"250 backend got EHLO client.example\r\n"
+        src, sport = v2_source(b.headers[0])
+        assert (src, sport) == s.getsockname()
+        assert 0x20 not in tlv_types(b.headers[0])  # plain: no SSL TLV
+
+
+def test_proxy_v1_and_none(gatehouse, free_port, backend):
+    b1, b0 = backend(proxy="v1"), backend(proxy=None)
+    p1, p0 = free_port(), free_port()
+    gatehouse.create_listener(name="one", protocol="smtp", bind=[f"127.0.0.1:{p1}"], useTls=False)
+    gatehouse.create_listener(name="zero", protocol="smtp", bind=[f"127.0.0.1:{p0}"], useTls=False)
+    destination(gatehouse, b1.port, forwarding="proxyV1", listeners=["one"])
+    destination(gatehouse, b0.port, forwarding="none", listeners=["zero"])
+    with socket.create_connection(("127.0.0.1", p1), timeout=5) as s:
+        assert read_reply(s).startswith(b"220 backend")
+        assert b1.headers[0] == f"PROXY TCP4 127.0.0.1 127.0.0.1 {s.getsockname()[1]} {p1}\r\n".encode()
+    with socket.create_connection(("127.0.0.1", p0), timeout=5) as s:
+        assert read_reply(s).startswith(b"220 backend")
+        s.sendall(b"NOOP\r\n")
+        assert read_reply(s) == b"250 backend got NOOP\r\n"  # no header came first
+
+
+def tls_client():
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def test_starttls_listener_hands_off_after_the_upgrade(gatehouse, free_port, backend):
+    b = backend(proxy="v2")
+    destination(gatehouse, b.port)
+    port = free_port()
+    gatehouse.create_listener(protocol="smtp", bind=[f"127.0.0.1:{port}"])
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    greeting = read_reply(raw)
+    assert greeting.startswith(b"220 ") and b"backend" not in greeting  # the front door's
+    raw.sendall(b"EHLO c.example\r\n")
+    assert b"STARTTLS" in read_reply(raw)
+    raw.sendall(b"STARTTLS\r\n")
+    assert read_reply(raw).startswith(b"220 2.0.0")
+    with tls_client().wrap_socket(raw) as s:
+        s.sendall(b"EHLO c.example\r\n")
+        # the backend's greeting was dropped: the first thing seen is its EHLO reply
+        assert read_reply(s) == b"250 backend got EHLO c.example\r\n"
+    assert 0x20 in tlv_types(b.headers[0])  # the SSL TLV: the client's leg is encrypted
+
+
+def test_opportunistic_smtp_hands_off_at_the_first_transaction_command(gatehouse, free_port,
+                                                                       backend):
+    b = backend(proxy="v2")
+    destination(gatehouse, b.port)
+    port = free_port()
+    gatehouse.create_listener(protocol="smtp", bind=[f"127.0.0.1:{port}"])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        read_reply(s)
+        s.sendall(b"EHLO plain.example\r\n")
+        read_reply(s)
+        s.sendall(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\n")
+        got = read_reply(s)
+        while got.count(b"\r\n") < 2:
+            got += read_reply(s)
+        assert got == (b"250 backend got MAIL FROM:<a@example.org>\r\n"
+                       b"250 backend got RCPT TO:<b@example.org>\r\n")
+    assert b.lines[:3] == [b"EHLO plain.example", b"MAIL FROM:<a@example.org>",
+                           b"RCPT TO:<b@example.org>"]
+
+
+def test_implicit_tls_imap_relays_the_backend_greeting(gatehouse, free_port, backend):
+    b = backend(greeting=b"* OK backend IMAP ready\r\n",
+                replies=lambda line: line.split(b" ")[0] + b" OK done\r\n")
+    destination(gatehouse, b.port, protocol="imap", forwarding="none")
+    port = free_port()
+    gatehouse.create_listener(protocol="imap", bind=[f"127.0.0.1:{port}"], tlsImplicit=True)
+    with tls_client().wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5)) as s:
+        assert s.recv(4096) == b"* OK backend IMAP ready\r\n"
+        s.sendall(b"a1 NOOP\r\n")
+        assert s.recv(4096) == b"a1 OK done\r\n"
+
+
+def test_fails_over_to_the_next_destination(gatehouse, free_port, backend):
+    dead = free_port()  # nothing listens there
+    b = backend(proxy="v2")
+    destination(gatehouse, dead)
+    destination(gatehouse, b.port)
+    port = free_port()
+    gatehouse.create_listener(protocol="smtp", bind=[f"127.0.0.1:{port}"], useTls=False)
+    for _ in range(4):  # whichever the round-robin tries first, the live one answers
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            assert read_reply(s) == b"220 backend ESMTP\r\n"
+
+
+def test_no_reachable_destination_is_a_temporary_failure(gatehouse, free_port):
+    destination(gatehouse, free_port())
+    port = free_port()
+    gatehouse.create_listener(protocol="smtp", bind=[f"127.0.0.1:{port}"], useTls=False)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        assert read_reply(s).startswith(b"421 4.3.0 ")
+
+
+def test_destination_for_other_listeners_does_not_apply(gatehouse, free_port, backend):
+    b = backend()
+    destination(gatehouse, b.port, listeners=["elsewhere"])
+    port = free_port()
+    gatehouse.create_listener(protocol="smtp", bind=[f"127.0.0.1:{port}"], useTls=False)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        reply = read_reply(s)
+        assert reply.startswith(b"220 ") and b"backend" not in reply
