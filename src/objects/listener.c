@@ -395,6 +395,7 @@ static bool apply(const json_t *obj, const json_t *old, struct gh_verr *ve)
         gh_verr_add(ve, "bind", "%s", err.msg);
         return false;
     }
+    gh_listener_applied(json_string_value(json_object_get(obj, "id")));
     return true;
 }
 

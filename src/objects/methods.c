@@ -202,6 +202,7 @@ struct set_ctx {
     size_t nundo, capundo;
     gh_err err; /* the store failure, when there was one */
     bool failed;
+    uint64_t last_seq; /* of the latest change-log entry written */
 };
 
 static bool push_undo(struct set_ctx *c, json_t *obj, json_t *old)
@@ -226,6 +227,8 @@ static bool store_write(struct set_ctx *c, const char *id, const json_t *stored,
     bool ok = stored ? text && gh_store_put(gh_model.store, c->t->type, id, text, &c->err)
                      : gh_store_delete(gh_model.store, c->t->type, id, &c->err);
     ok = ok && gh_store_log_change(gh_model.store, c->t->type, id, op, &seq, &c->err);
+    if (ok)
+        c->last_seq = seq;
     free(text);
     if (!ok)
         c->failed = true;
@@ -473,16 +476,21 @@ static json_t *set_run(struct gh_objtype *t, json_t *args, const struct gh_princ
                                GH_JMAP_MAX_OBJECTS_IN_SET);
         return NULL;
     }
-    char old_state[64], new_state[64];
-    gh_type_state(t, old_state);
-    if (if_state && strcmp(json_string_value(if_state), old_state)) {
-        *error = gh_jmap_error("stateMismatch", "ifInState is \"%s\"; the state is \"%s\"",
-                               json_string_value(if_state), old_state);
-        return NULL;
-    }
+    /* The transaction comes first: on a shared store it holds other nodes' writers off,
+     * so catching up with their changes and then checking the state is exact. */
     struct set_ctx c = {.t = t, .who = who, .req = req};
     if (n && !gh_store_begin(gh_model.store, &c.err)) {
         *error = gh_jmap_error("serverFail", "%s", c.err.msg);
+        return NULL;
+    }
+    gh_objects_sync();
+    char old_state[64], new_state[64];
+    gh_type_state(t, old_state);
+    if (if_state && strcmp(json_string_value(if_state), old_state)) {
+        if (n)
+            gh_store_rollback(gh_model.store);
+        *error = gh_jmap_error("stateMismatch", "ifInState is \"%s\"; the state is \"%s\"",
+                               json_string_value(if_state), old_state);
         return NULL;
     }
     json_t *created = json_object(), *not_created = json_object();
@@ -532,6 +540,7 @@ static json_t *set_run(struct gh_objtype *t, json_t *args, const struct gh_princ
         c.failed = true;
         goto abort;
     }
+    gh_sync_note(c.last_seq);
     gh_type_state(t, new_state);
     if (strcmp(new_state, old_state)) {
         if (t->hooks.committed)

@@ -134,16 +134,18 @@ bool gh_settings_ensure(gh_err *err)
     json_t *obj = json_pack("{ss so s[]}", "id", "singleton", "defaultHostname", system_hostname(),
                             "proxyTrustedNetworks");
     char *text = json_dumps(obj, JSON_COMPACT);
-    uint64_t seq;
+    uint64_t seq = 0;
     bool ok =
         text && gh_store_begin(gh_model.store, err) &&
         gh_store_put(gh_model.store, gh_type_settings.type, "singleton", text, err) &&
         gh_store_log_change(gh_model.store, gh_type_settings.type, "singleton", 'c', &seq, err) &&
         gh_store_commit(gh_model.store, err);
-    if (!ok)
+    if (!ok) {
         gh_store_rollback(gh_model.store);
-    else
+    } else {
         json_array_append(gh_type_settings.objs, obj);
+        gh_sync_note(seq);
+    }
     free(text);
     json_decref(obj);
     return ok;

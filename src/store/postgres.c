@@ -48,6 +48,8 @@ static bool pg_fail(PGconn *c, gh_err *err, const char *what)
 static PGresult *query(PGconn *c, const char *sql, const char *const *args, int nargs,
                        ExecStatusType want, gh_err *err)
 {
+    if (PQstatus(c) != CONNECTION_OK)
+        PQreset(c); /* the server restarted: one attempt to reconnect */
     PGresult *r = PQexecParams(c, sql, nargs, NULL, args, NULL, NULL, 0);
     if (PQresultStatus(r) != want) {
         pg_fail(c, err, sql);
@@ -92,8 +94,10 @@ struct gh_store *gh_postgres_open(const char *url, gh_err *err)
         return NULL;
     }
     /* Nodes starting together must not race on creating the tables. */
-    bool ok = command(ps->conn, "SELECT pg_advisory_lock(7415)", NULL, 0, err) ||
-              (gh_fail(err, "store (PostgreSQL): cannot take the schema lock"), false);
+    PGresult *lock =
+        query(ps->conn, "SELECT pg_advisory_lock(7415)", NULL, 0, PGRES_TUPLES_OK, err);
+    bool ok = lock != NULL;
+    PQclear(lock);
     if (ok) {
         PGresult *r = PQexec(ps->conn, schema_sql);
         ok = PQresultStatus(r) == PGRES_COMMAND_OK || pg_fail(ps->conn, err, "create tables");
@@ -251,10 +255,21 @@ static bool pg_kv_put(struct gh_store *s, const char *key, const char *value, gh
 static void pg_wait_change(struct gh_store *s, int timeout_ms)
 {
     PGconn *c = ((struct pg_store *)s)->listen;
+    if (PQstatus(c) != CONNECTION_OK) {
+        /* the server went away: wait, then try to reconnect and listen again */
+        poll(NULL, 0, timeout_ms);
+        PQreset(c);
+        if (PQstatus(c) == CONNECTION_OK)
+            PQclear(PQexec(c, "LISTEN " CHANNEL));
+        return;
+    }
     struct pollfd p = {.fd = PQsocket(c), .events = POLLIN};
-    if (p.fd >= 0)
-        poll(&p, 1, timeout_ms);
-    PQconsumeInput(c);
+    if (p.fd < 0 || poll(&p, 1, timeout_ms) <= 0)
+        return;
+    if (!PQconsumeInput(c)) {
+        poll(NULL, 0, timeout_ms); /* a broken connection: do not spin */
+        return;
+    }
     PGnotify *n;
     while ((n = PQnotifies(c)))
         PQfreemem(n);
