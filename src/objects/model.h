@@ -74,6 +74,8 @@ bool gh_admin_secret_init(const char *configured, gh_err *err);
 bool gh_settings_ensure(gh_err *err);
 /* Applies every certificate to the TLS layer; logs a failure. */
 void gh_certs_apply(void);
+/* Hands every destination to the engine, for new hand-offs. */
+void gh_destinations_apply(void);
 /* Applies the settings singleton to the engine. */
 void gh_settings_apply(void);
 /* Rebuilds the listener snapshot behind gh_objects_listener_status. */

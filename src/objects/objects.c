@@ -505,6 +505,7 @@ bool gh_objects_init(const struct gh_objects_options *opt, gh_err *err)
     if (first && json_array_size(gh_type_certificate.objs) == 0)
         make_selfsigned();
     gh_certs_apply();
+    gh_destinations_apply();
     apply_stored_listeners();
     if (first && json_array_size(gh_type_listener.objs) == 0 &&
         !bootstrap_listener(opt->http_bind, err))
