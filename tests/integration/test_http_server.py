@@ -178,15 +178,24 @@ def test_over_limit_gets_503_with_retry_after(gatehouse, free_port):
     second.close()
 
 
-def test_graceful_stop_closes_idle_keep_alive_connections(gatehouse):
+def test_graceful_stop_closes_idle_keep_alive_connections_and_streams(gatehouse):
     s = connect(gatehouse.http_port)
     r = Reader(s)
     s.sendall(post_echo())
     assert r.response()[0] == 200
+    es = connect(gatehouse.http_port)
+    es.sendall(b"GET /jmap/eventsource/?types=*&closeafter=no&ping=0 HTTP/1.1\r\nHost: x\r\n" +
+               AUTH.encode() + b"\r\n")
+    er = Reader(es)
+    while b"\r\n\r\n" not in er.buf:
+        er._fill()
+    assert er.buf.startswith(b"HTTP/1.1 200")
     gatehouse.proc.send_signal(signal.SIGTERM)
     assert r.at_eof(timeout=10)
+    assert er.at_eof(timeout=10)
     assert gatehouse.proc.wait(15) == 0
     s.close()
+    es.close()
 
 
 def test_repeated_failures_are_slowed(gatehouse):
