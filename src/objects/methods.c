@@ -365,6 +365,10 @@ static json_t *do_update(struct set_ctx *c, const char *id, json_t *patch, json_
         goto out;
     }
     if (t->hooks.apply && !t->hooks.apply(obj, cur, &ve)) {
+        /* The engine promises to change nothing on failure; re-applying the old settings
+         * costs little and makes sure of it. */
+        if (t->hooks.undo)
+            t->hooks.undo(obj, cur);
         fail = gh_verr_json(&ve);
         goto out;
     }

@@ -432,6 +432,8 @@ json_t *gh_schema_create(const struct gh_objtype *t, json_t *in, struct gh_verr 
             gh_verr_add(ve, key, "set by the server; leave it out of a create");
             continue;
         }
+        if (json_is_null(v) && !has_default(p) && !p->required)
+            continue; /* null asks for the default: a value the type derives (a name) */
         gh_err err = {0};
         json_t *val = gh_prop_value(p, v, &err);
         if (!val) {

@@ -124,9 +124,16 @@ def test_failed_update_leaves_the_listener_as_it_was(gatehouse, free_port):
         _, res, _ = gatehouse.call(NL + "/set", {"update": {lid: {
             "bind": [f"127.0.0.1:{p1}", f"127.0.0.1:{busy}"]}}})
         assert res["notUpdated"][lid]["properties"] == ["bind"]
+        assert listening(p1)
+        # the same with a socket option that makes the engine rebuild the kept socket
+        _, res, _ = gatehouse.call(NL + "/set", {"update": {lid: {
+            "bind": [f"127.0.0.1:{p1}", f"127.0.0.1:{busy}"], "socketReusePort": False}}})
+        assert res["notUpdated"][lid]["properties"] == ["bind"]
     assert listening(p1)
-    _, res, _ = gatehouse.call(NL + "/get", {"ids": [lid], "properties": ["bind"]})
+    _, res, _ = gatehouse.call(NL + "/get", {"ids": [lid], "properties": ["bind",
+                                                                          "socketReusePort"]})
     assert res["list"][0]["bind"] == [f"127.0.0.1:{p1}"]
+    assert res["list"][0]["socketReusePort"] is True
 
 
 def test_creation_id_references_and_set_patches(gatehouse, free_port):

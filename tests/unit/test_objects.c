@@ -49,7 +49,7 @@ static int teardown(void **state)
 /* Calls a method; returns its response arguments or {"error": the method error}. */
 static json_t *jcall_as(const struct gh_principal *who, const char *method, const char *fmt, ...)
 {
-    char args_text[8192];
+    static char args_text[65536];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(args_text, sizeof args_text, fmt, ap);
@@ -204,6 +204,10 @@ static void name_derived_and_unique(void **state)
     assert_string_equal(json_string_value(json_object_get(why, "existingId")), first);
     assert_true(lists_prop(why, "name"));
     json_decref(why);
+    const char *id4 = create_l("{\"name\": null, \"bind\": [\"127.0.0.1:2007\"]}", NULL);
+    o = get_one(NL, id4);
+    assert_string_equal(json_string_value(json_object_get(o, "name")), "smtp-3");
+    json_decref(o);
     refused("{\"name\": \"bad name\", \"bind\": [\"127.0.0.1:2006\"]}", "name");
     refused("{\"name\": \"\", \"bind\": [\"127.0.0.1:2006\"]}", "name");
     refused("{\"name\": 5, \"bind\": [\"127.0.0.1:2006\"]}", "name");
@@ -460,6 +464,20 @@ static void get_rules(void **state)
     json_decref(r);
     r = jcall(NL "/get", "{\"ids\": [5]}");
     assert_string_equal(err_type(r), "invalidArguments");
+    json_decref(r);
+    /* ids: null over maxObjectsInGet */
+    static char big[GH_JMAP_MAX_OBJECTS_IN_SET * 64 + 64];
+    for (int round = 0; round < 2; round++) {
+        size_t k = (size_t)snprintf(big, sizeof big, "{\"create\": {");
+        for (int i = 0; i < GH_JMAP_MAX_OBJECTS_IN_GET / 2 + 1; i++)
+            k += (size_t)snprintf(big + k, sizeof big - k,
+                                  "%s\"d%d\": {\"address\": \"127.0.0.1:%d\"}", i ? "," : "", i,
+                                  1000 + i);
+        snprintf(big + k, sizeof big - k, "}}");
+        json_decref(jcall("x:Destination/set", "%s", big));
+    }
+    r = jcall("x:Destination/get", "{\"ids\": null, \"properties\": [\"name\"]}");
+    assert_string_equal(err_type(r), "requestTooLarge");
     json_decref(r);
     char many[GH_JMAP_MAX_OBJECTS_IN_GET * 8 + 64];
     size_t n = (size_t)snprintf(many, sizeof many, "{\"ids\": [");
