@@ -16,15 +16,14 @@ static void init(void)
 {
     if (existing)
         return;
-    existing = json_pack("{ss ss s[s] ss sI sb s[] s[] s[] sb sb ss sI sI sn sn sn sn sb sb sb}",
-                         "id", "lexisting", "name", "smtp", "bind", "127.0.0.1:25", "protocol",
-                         "smtp", "maxConnections", (json_int_t)8192, "useTls", 1,
-                         "overrideProxyTrustedNetworks", "tlsDisableProtocols",
-                         "tlsDisableCipherSuites", "tlsImplicit", 0, "tlsIgnoreClientOrder", 1,
-                         "tlsTimeout", "1m", "socketBacklog", (json_int_t)1024, "socketTtl",
-                         (json_int_t)64, "socketReceiveBufferSize", "socketSendBufferSize",
-                         "socketTosV4", "unused", "socketNoDelay", 1, "socketReuseAddress", 1,
-                         "socketReusePort", 1);
+    existing = json_pack(
+        "{ss ss s[s] ss sI sb s[] s[] s[] sb sb ss sI sI sn sn sn sn sb sb sb}", "id", "lexisting",
+        "name", "smtp", "bind", "127.0.0.1:25", "protocol", "smtp", "maxConnections",
+        (json_int_t)8192, "useTls", 1, "overrideProxyTrustedNetworks", "tlsDisableProtocols",
+        "tlsDisableCipherSuites", "tlsImplicit", 0, "tlsIgnoreClientOrder", 1, "tlsTimeout", "1m",
+        "socketBacklog", (json_int_t)1024, "socketTtl", (json_int_t)64, "socketReceiveBufferSize",
+        "socketSendBufferSize", "socketTosV4", "unused", "socketNoDelay", 1, "socketReuseAddress",
+        1, "socketReusePort", 1);
     json_object_del(existing, "unused");
     gh_type_listener.objs = json_array();
     json_array_append(gh_type_listener.objs, existing);
