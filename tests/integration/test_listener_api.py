@@ -273,3 +273,24 @@ def test_sighup_keeps_everything(gatehouse, free_port):
     _, res, _ = gatehouse.call(NL + "/get", {"ids": [lid]})
     assert res["list"][0]["id"] == lid
     assert "reload" in gatehouse.read_log()
+
+
+def test_concurrent_sets_with_the_same_if_in_state(gatehouse, free_port):
+    """Exactly one of several /set calls carrying the same ifInState succeeds."""
+    import threading
+    st = get_state(gatehouse)
+    results = []
+
+    def attempt():
+        _, res, _ = gatehouse.call(NL + "/set", {"ifInState": st, "create": {
+            "a": {"bind": [f"127.0.0.1:{free_port()}"]}}})
+        results.append(res)
+
+    threads = [threading.Thread(target=attempt) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ok = [r for r in results if r.get("created")]
+    assert len(ok) == 1, results
+    assert all(r.get("type") == "stateMismatch" for r in results if not r.get("created"))
