@@ -6,6 +6,7 @@
  */
 #include "objects/objects.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 #include "core/log.h"
 #include "net/engine.h"
@@ -293,6 +295,7 @@ static uint64_t synced_seq; /* every change up to here is applied; under mgmt_mu
 static pthread_t sync_thread;
 static bool sync_running;
 static atomic_bool sync_stop;
+static int sync_wake[2] = {-1, -1}; /* a pipe: written to stop the thread at once */
 
 void gh_sync_note(uint64_t seq)
 {
@@ -367,10 +370,11 @@ void gh_objects_sync(void)
 static void *sync_main(void *arg)
 {
     while (!atomic_load(&sync_stop)) {
-        gh_store_wait_change(gh_model.store, 1000);
+        gh_store_wait_change(gh_model.store, sync_wake[0], 1000);
         pthread_mutex_lock(&mgmt_mu);
         if (!atomic_load(&sync_stop)) {
-            gh_objects_sync();
+            if (gh_store_shared(gh_model.store))
+                gh_objects_sync();
             retry_failed_listeners();
         }
         pthread_mutex_unlock(&mgmt_mu);
@@ -518,7 +522,10 @@ bool gh_objects_init(const struct gh_objects_options *opt, gh_err *err)
     }
     gh_auth_rebuild();
     gh_status_rebuild();
-    if (gh_store_shared(gh_model.store) && !sync_running) {
+    /* Catches up with other nodes' changes (shared store) and retries listeners that
+     * could not bind; unit tests run without an engine and without it. */
+    if ((gh_store_shared(gh_model.store) || gh_model.engine) && !sync_running &&
+        pipe2(sync_wake, O_CLOEXEC) == 0) {
         atomic_store(&sync_stop, false);
         sync_running = pthread_create(&sync_thread, NULL, sync_main, NULL) == 0;
     }
@@ -533,8 +540,15 @@ void gh_objects_shutdown(void)
 {
     if (sync_running) {
         atomic_store(&sync_stop, true);
+        if (write(sync_wake[1], "x", 1) < 0)
+            gh_log(NULL, NULL, "shutdown", "could not wake the sync thread; it stops within 1s");
         pthread_join(sync_thread, NULL);
         sync_running = false;
+    }
+    for (int i = 0; i < 2; i++) {
+        if (sync_wake[i] >= 0)
+            close(sync_wake[i]);
+        sync_wake[i] = -1;
     }
     pthread_mutex_lock(&mgmt_mu);
     for (unsigned i = 0; i < GH_NTYPES; i++) {

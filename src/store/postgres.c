@@ -252,22 +252,24 @@ static bool pg_kv_put(struct gh_store *s, const char *key, const char *value, gh
                    args, 2, err);
 }
 
-static void pg_wait_change(struct gh_store *s, int timeout_ms)
+static void pg_wait_change(struct gh_store *s, int wake_fd, int timeout_ms)
 {
     PGconn *c = ((struct pg_store *)s)->listen;
+    struct pollfd p[2] = {{.fd = wake_fd, .events = POLLIN}, {.fd = -1, .events = POLLIN}};
     if (PQstatus(c) != CONNECTION_OK) {
         /* the server went away: wait, then try to reconnect and listen again */
-        poll(NULL, 0, timeout_ms);
-        PQreset(c);
-        if (PQstatus(c) == CONNECTION_OK)
-            PQclear(PQexec(c, "LISTEN " CHANNEL));
+        if (poll(p, 1, timeout_ms) == 0) {
+            PQreset(c);
+            if (PQstatus(c) == CONNECTION_OK)
+                PQclear(PQexec(c, "LISTEN " CHANNEL));
+        }
         return;
     }
-    struct pollfd p = {.fd = PQsocket(c), .events = POLLIN};
-    if (p.fd < 0 || poll(&p, 1, timeout_ms) <= 0)
+    p[1].fd = PQsocket(c);
+    if (poll(p, 2, timeout_ms) <= 0 || !(p[1].revents & (POLLIN | POLLHUP | POLLERR)))
         return;
     if (!PQconsumeInput(c)) {
-        poll(NULL, 0, timeout_ms); /* a broken connection: do not spin */
+        poll(p, 1, timeout_ms); /* a broken connection: do not spin */
         return;
     }
     PGnotify *n;

@@ -23,8 +23,9 @@ struct gh_store_ops {
                     gh_err *err);
     bool (*kv_get)(struct gh_store *s, const char *key, char **value, gh_err *err);
     bool (*kv_put)(struct gh_store *s, const char *key, const char *value, gh_err *err);
-    /* shared stores only: waits up to timeout_ms for another node's change */
-    void (*wait_change)(struct gh_store *s, int timeout_ms);
+    /* shared stores only: waits up to timeout_ms for another node's change, or until
+     * wake_fd is readable */
+    void (*wait_change)(struct gh_store *s, int wake_fd, int timeout_ms);
     void (*close)(struct gh_store *s);
 };
 

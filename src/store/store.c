@@ -2,6 +2,7 @@
  * store: picks the backend from the store URL and forwards each call to it, adding what
  * all backends share: the fault-injection hook tests use to make writes fail.
  */
+#include <poll.h>
 #include <string.h>
 
 #include "store/store-t.h"
@@ -106,8 +107,12 @@ bool gh_store_shared(const struct gh_store *s)
     return s->shared;
 }
 
-void gh_store_wait_change(struct gh_store *s, int timeout_ms)
+void gh_store_wait_change(struct gh_store *s, int wake_fd, int timeout_ms)
 {
-    if (s->ops->wait_change)
-        s->ops->wait_change(s, timeout_ms);
+    if (s->ops->wait_change) {
+        s->ops->wait_change(s, wake_fd, timeout_ms);
+        return;
+    }
+    struct pollfd p = {.fd = wake_fd, .events = POLLIN};
+    poll(&p, 1, timeout_ms);
 }

@@ -53,7 +53,8 @@ void gh_store_fail_writes(struct gh_store *s, int n);
 
 /* True when other nodes write to the same store (PostgreSQL): changes must be picked up. */
 bool gh_store_shared(const struct gh_store *s);
-/* Waits up to timeout_ms for a change by another node (returns early on one). */
-void gh_store_wait_change(struct gh_store *s, int timeout_ms);
+/* Waits up to timeout_ms for a change by another node, or until wake_fd is readable
+ * (returns early on either). A store of one node only waits. */
+void gh_store_wait_change(struct gh_store *s, int wake_fd, int timeout_ms);
 
 #endif

@@ -93,3 +93,26 @@ def test_epoch_differs_between_stores(make_daemon):
     _, res, _ = a.call(NL + "/changes", {"sinceState": rb["state"]})
     assert res["type"] == "cannotCalculateChanges"
     time.sleep(0)
+
+
+def test_listener_that_cannot_bind_at_start_comes_up_later(make_daemon, free_port):
+    import json
+    d = make_daemon()
+    port = free_port()
+    lid = d.create_listener(name="late", bind=[f"127.0.0.1:{port}"], useTls=False)
+    d.stop()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        d.start()
+        _, _, body = d.http("GET", "/api/status")
+        entry = json.loads(body)["listeners"][lid]
+        assert "in use" in entry["error"].lower()
+        assert "listener=late" in d.read_log() and "not started" in d.read_log()
+    end = time.time() + 5
+    while time.time() < end and not listening(port):
+        time.sleep(0.1)
+    assert listening(port), d.read_log()
+    _, _, body = d.http("GET", "/api/status")
+    assert "error" not in json.loads(body)["listeners"][lid]
+    assert "listener-started" in d.read_log()
