@@ -442,3 +442,14 @@ def test_bad_input_does_not_disturb_the_daemon(gatehouse):
         assert 400 <= s < 500
     r = responses(d, [["Core/echo", {"still": "here"}, "e"]])
     assert r[0][1] == {"still": "here"}
+
+
+def test_api_key_by_bearer_and_by_basic_with_its_name(gatehouse):
+    d = gatehouse
+    _, res, _ = d.call("x:ApiKey/set", {"create": {"k": {"name": "monitoring", "permissions": ["sysNetworkListenerGet"]}}})
+    secret = res["created"]["k"]["secret"]
+    for auth in ("Bearer " + secret, d.basic("monitoring", secret)):
+        s = session(d, {"Authorization": auth})
+        assert s["username"] == "monitoring"
+    status, _, _ = d.http("GET", "/jmap/session", headers={"Authorization": d.basic("someone-else", secret)})
+    assert status == 401
