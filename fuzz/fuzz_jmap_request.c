@@ -35,8 +35,8 @@ static json_t *fake_set(struct gh_jmap_call *call, json_t **error)
     size_t i;
     json_array_foreach(json_object_get(call->args, "destroy"), i, v)
     {
-        const char *id = json_is_string(v) ? gh_jmap_resolve_id(call->req, json_string_value(v))
-                                           : NULL;
+        const char *id =
+            json_is_string(v) ? gh_jmap_resolve_id(call->req, json_string_value(v)) : NULL;
         if (id)
             json_array_append_new(destroyed, json_string(id));
     }
