@@ -285,3 +285,23 @@ def test_web_page_and_unknown_paths(gatehouse):
     status, h, raw = gatehouse.http("GET", "/no/such/thing", auth=False)
     assert status == 404 and h["content-type"].startswith("application/problem+json")
     assert json.loads(raw)["status"] == 404
+
+
+def test_https_listener_serves_the_api_with_https_urls(gatehouse, free_port):
+    import ssl
+    port = free_port()
+    gatehouse.create_listener(protocol="http", bind=[f"127.0.0.1:{port}"], tlsImplicit=True)
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            s.sendall(f"GET /jmap/session HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{AUTH}\r\n".encode())
+            r = Reader(s)
+            status, _, body = r.response()
+            assert status == 200
+            sess = json.loads(body)
+            assert sess["apiUrl"] == f"https://127.0.0.1:{port}/api"
+            assert sess["eventSourceUrl"].startswith(f"https://127.0.0.1:{port}/")
+            s.sendall(post_echo())
+            assert r.response()[0] == 200
