@@ -453,33 +453,111 @@ static json_t *or_null(json_t *v)
     return json_null();
 }
 
-static json_t *set_run(struct gh_objtype *t, json_t *args, const struct gh_principal *who,
-                       struct gh_jmap_request *req, json_t **error)
+/* The response maps of one /set. Owner: the call; set_out_free releases what is left. */
+struct set_out {
+    json_t *created, *not_created, *updated, *not_updated, *destroyed, *not_destroyed;
+};
+
+static void set_out_free(struct set_out *o)
+{
+    json_decref(o->created);
+    json_decref(o->not_created);
+    json_decref(o->updated);
+    json_decref(o->not_updated);
+    json_decref(o->destroyed);
+    json_decref(o->not_destroyed);
+}
+
+/* Creates, then updates, then destroys (RFC 8620 §5.3). False on a store failure. */
+static bool run_ops(struct set_ctx *c, json_t *create, json_t *update, json_t *destroy,
+                    struct set_out *o)
+{
+    json_t *doomed = json_object(); /* ids about to be destroyed: their updates are moot */
+    size_t i;
+    json_t *v;
+    const char *key;
+    json_array_foreach(destroy, i, v)
+    {
+        const char *id =
+            c->req ? gh_jmap_resolve_id(c->req, json_string_value(v)) : json_string_value(v);
+        if (id)
+            json_object_set_new(doomed, id, json_true());
+    }
+    json_object_foreach(create, key, v)
+    {
+        json_t *e = do_create(c, key, v, o->created);
+        if (e)
+            json_object_set_new(o->not_created, key, e);
+        if (c->failed)
+            goto out;
+    }
+    json_object_foreach(update, key, v)
+    {
+        const char *id = c->req ? gh_jmap_resolve_id(c->req, key) : key;
+        json_t *e = !id ? set_error("notFound", "\"%s\" is not a creation id of this request", key)
+                    : json_object_get(doomed, id)
+                        ? set_error("willDestroy", "%s is destroyed by the same call", id)
+                        : do_update(c, id, v, o->updated);
+        if (e)
+            json_object_set_new(o->not_updated, id ? id : key, e);
+        if (c->failed)
+            goto out;
+    }
+    json_array_foreach(destroy, i, v)
+    {
+        const char *given = json_string_value(v);
+        const char *id = c->req ? gh_jmap_resolve_id(c->req, given) : given;
+        json_t *e =
+            !id ? set_error("notFound", "\"%s\" is not a creation id of this request", given)
+                : do_destroy(c, id, o->destroyed);
+        if (e)
+            json_object_set_new(o->not_destroyed, id ? id : given, e);
+        if (c->failed)
+            goto out;
+    }
+out:
+    json_decref(doomed);
+    return !c->failed;
+}
+
+/* Checks the /set arguments; *n gets the number of operations. */
+static bool set_args(json_t *args, json_t **if_state, json_t **create, json_t **update,
+                     json_t **destroy, size_t *n, json_t **error)
 {
     static const char *const allowed[] = {"ifInState", "create", "update", "destroy", NULL};
     bool bad = false;
-    json_t *if_state = opt_arg(args, "ifInState", JSON_STRING, &bad);
-    json_t *create = opt_arg(args, "create", JSON_OBJECT, &bad);
-    json_t *update = opt_arg(args, "update", JSON_OBJECT, &bad);
-    json_t *destroy = opt_arg(args, "destroy", JSON_ARRAY, &bad);
+    *if_state = opt_arg(args, "ifInState", JSON_STRING, &bad);
+    *create = opt_arg(args, "create", JSON_OBJECT, &bad);
+    *update = opt_arg(args, "update", JSON_OBJECT, &bad);
+    *destroy = opt_arg(args, "destroy", JSON_ARRAY, &bad);
     if (!known_args(args, allowed, error))
-        return NULL;
+        return false;
     size_t i;
     json_t *v;
-    json_array_foreach(destroy, i, v) bad |= !json_is_string(v);
+    json_array_foreach(*destroy, i, v) bad |= !json_is_string(v);
     if (bad) {
         *error = gh_jmap_error("invalidArguments",
                                "ifInState must be a string, create and update objects, destroy "
                                "an array of ids");
-        return NULL;
+        return false;
     }
-    size_t n = json_object_size(create) + json_object_size(update) + json_array_size(destroy);
-    if (n > GH_JMAP_MAX_OBJECTS_IN_SET) {
+    *n = json_object_size(*create) + json_object_size(*update) + json_array_size(*destroy);
+    if (*n > GH_JMAP_MAX_OBJECTS_IN_SET) {
         *error = gh_jmap_error("requestTooLarge",
-                               "%zu operations; at most %d per call (maxObjectsInSet)", n,
+                               "%zu operations; at most %d per call (maxObjectsInSet)", *n,
                                GH_JMAP_MAX_OBJECTS_IN_SET);
-        return NULL;
+        return false;
     }
+    return true;
+}
+
+static json_t *set_run(struct gh_objtype *t, json_t *args, const struct gh_principal *who,
+                       struct gh_jmap_request *req, json_t **error)
+{
+    json_t *if_state, *create, *update, *destroy;
+    size_t n;
+    if (!set_args(args, &if_state, &create, &update, &destroy, &n, error))
+        return NULL;
     /* The transaction comes first: on a shared store it holds other nodes' writers off,
      * so catching up with their changes and then checking the state is exact. */
     struct set_ctx c = {.t = t, .who = who, .req = req};
@@ -497,52 +575,15 @@ static json_t *set_run(struct gh_objtype *t, json_t *args, const struct gh_princ
                                json_string_value(if_state), old_state);
         return NULL;
     }
-    json_t *created = json_object(), *not_created = json_object();
-    json_t *updated = json_object(), *not_updated = json_object();
-    json_t *destroyed = json_array(), *not_destroyed = json_object();
-    json_t *doomed = json_object(); /* ids about to be destroyed */
-    json_array_foreach(destroy, i, v)
-    {
-        const char *id = req ? gh_jmap_resolve_id(req, json_string_value(v)) : json_string_value(v);
-        if (id)
-            json_object_set_new(doomed, id, json_true());
-    }
-    const char *key;
-    json_object_foreach(create, key, v)
-    {
-        json_t *e = do_create(&c, key, v, created);
-        if (e)
-            json_object_set_new(not_created, key, e);
-        if (c.failed)
-            goto abort;
-    }
-    json_object_foreach(update, key, v)
-    {
-        const char *id = req ? gh_jmap_resolve_id(req, key) : key;
-        json_t *e = !id ? set_error("notFound", "\"%s\" is not a creation id of this request", key)
-                    : json_object_get(doomed, id)
-                        ? set_error("willDestroy", "%s is destroyed by the same call", id)
-                        : do_update(&c, id, v, updated);
-        if (e)
-            json_object_set_new(not_updated, id ? id : key, e);
-        if (c.failed)
-            goto abort;
-    }
-    json_array_foreach(destroy, i, v)
-    {
-        const char *given = json_string_value(v);
-        const char *id = req ? gh_jmap_resolve_id(req, given) : given;
-        json_t *e =
-            !id ? set_error("notFound", "\"%s\" is not a creation id of this request", given)
-                : do_destroy(&c, id, destroyed);
-        if (e)
-            json_object_set_new(not_destroyed, id ? id : given, e);
-        if (c.failed)
-            goto abort;
-    }
-    if (n && !gh_store_commit(gh_model.store, &c.err)) {
-        c.failed = true;
-        goto abort;
+    struct set_out o = {json_object(), json_object(), json_object(),
+                        json_object(), json_array(),  json_object()};
+    if (!run_ops(&c, create, update, destroy, &o) ||
+        (n && !gh_store_commit(gh_model.store, &c.err))) {
+        set_abort(&c);
+        *error = gh_jmap_error("serverFail", "the change could not be stored: %s", c.err.msg);
+        set_out_free(&o);
+        set_ctx_free(&c);
+        return NULL;
     }
     gh_sync_note(c.last_seq);
     gh_type_state(t, new_state);
@@ -553,27 +594,14 @@ static json_t *set_run(struct gh_objtype *t, json_t *args, const struct gh_princ
     }
     json_t *res = json_pack("{ss ss ss}", "accountId", GH_JMAP_ACCOUNT_ID, "oldState", old_state,
                             "newState", new_state);
-    json_object_set_new(res, "created", or_null(created));
-    json_object_set_new(res, "updated", or_null(updated));
-    json_object_set_new(res, "destroyed", or_null(destroyed));
-    json_object_set_new(res, "notCreated", or_null(not_created));
-    json_object_set_new(res, "notUpdated", or_null(not_updated));
-    json_object_set_new(res, "notDestroyed", or_null(not_destroyed));
-    json_decref(doomed);
+    json_object_set_new(res, "created", or_null(o.created));
+    json_object_set_new(res, "updated", or_null(o.updated));
+    json_object_set_new(res, "destroyed", or_null(o.destroyed));
+    json_object_set_new(res, "notCreated", or_null(o.not_created));
+    json_object_set_new(res, "notUpdated", or_null(o.not_updated));
+    json_object_set_new(res, "notDestroyed", or_null(o.not_destroyed));
     set_ctx_free(&c);
     return res;
-abort:
-    set_abort(&c);
-    *error = gh_jmap_error("serverFail", "the change could not be stored: %s", c.err.msg);
-    json_decref(created);
-    json_decref(not_created);
-    json_decref(updated);
-    json_decref(not_updated);
-    json_decref(destroyed);
-    json_decref(not_destroyed);
-    json_decref(doomed);
-    set_ctx_free(&c);
-    return NULL;
 }
 
 json_t *gh_objects_set_internal(struct gh_objtype *t, json_t *args, json_t **error)
