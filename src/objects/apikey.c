@@ -257,6 +257,11 @@ void gh_auth_clear(void)
 
 static void validate(struct gh_objtype *t, json_t *obj, const json_t *old, struct gh_verr *ve)
 {
+    const char *name = json_string_value(json_object_get(obj, "name"));
+    if (name && !strcasecmp(name, "admin")) {
+        gh_verr_add(ve, "name", "\"%s\" is the administrator's user name; choose another", name);
+        return;
+    }
     gh_name_unique(t, obj, old, "key", ve);
     if (old || !gh_verr_ok(ve))
         return;

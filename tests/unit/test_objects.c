@@ -886,6 +886,9 @@ static void api_keys(void **state)
     assert_true(lists_prop(json_object_get(json_object_get(r, "notCreated"), "k"), "permissions"));
     assert_true(lists_prop(json_object_get(json_object_get(r, "notCreated"), "s"), "secret"));
     json_decref(r);
+    r = jcall("x:ApiKey/set", "{\"create\": {\"a\": {\"name\": \"Admin\"}}}");
+    assert_true(lists_prop(json_object_get(json_object_get(r, "notCreated"), "a"), "name"));
+    json_decref(r);
     /* destroying a key revokes it */
     json_decref(jcall("x:ApiKey/set", "{\"destroy\": [\"%s\"]}", id));
     assert_false(gh_objects_authenticate(NULL, sec, &who));
