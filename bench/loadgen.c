@@ -40,7 +40,7 @@
 
 /* ---- options ---- */
 
-enum mode { MODE_NONE, MODE_SMTP, MODE_TLS, MODE_STARTTLS, MODE_HTTP };
+enum mode { MODE_NONE, MODE_SMTP, MODE_TLS, MODE_STARTTLS, MODE_HTTP, MODE_STREAM, MODE_SINK };
 
 struct opts {
     enum mode mode;
@@ -238,7 +238,7 @@ static void tls_init(void)
 /* ---- connections ---- */
 
 /* What a session does, as a list of steps run in order. */
-enum step_kind { S_HANDSHAKE, S_EXPECT, S_SEND, S_DONE, S_HOLD, S_HTTP };
+enum step_kind { S_HANDSHAKE, S_EXPECT, S_SEND, S_DONE, S_HOLD, S_HTTP, S_STREAM };
 struct step {
     enum step_kind kind;
     const char *arg; /* reply code to expect, or text to send */
@@ -262,6 +262,9 @@ static const struct step script_idle[] = {{S_EXPECT, "220"}, {S_HOLD, NULL}};
 static const struct step script_idle_tls[] = {
     {S_HANDSHAKE, NULL}, {S_EXPECT, "220"}, {S_HOLD, NULL}};
 static const struct step script_http[] = {{S_HTTP, NULL}};
+/* Relay throughput: the greeting comes from the backend behind the server. */
+static const struct step script_stream[] = {
+    {S_HANDSHAKE, NULL}, {S_EXPECT, "220"}, {S_STREAM, NULL}};
 
 enum err_kind { E_REFUSED, E_NOADDR, E_CONNECT, E_TIMEOUT, E_EOF, E_PROTO, E_TLS, E_IO, E_COUNT };
 static const char *const err_names[E_COUNT] = {"refused", "noaddr", "connect", "timeout",
@@ -282,7 +285,7 @@ struct lconn {
 };
 
 struct stats {
-    uint64_t ops, reused, errs[E_COUNT];
+    uint64_t ops, reused, bytes, errs[E_COUNT];
     struct hist lat, first;
 };
 
@@ -578,6 +581,31 @@ static void advance(struct lconn *c)
                 return;
             continue;
         }
+        case S_STREAM: {
+            static char chunk[16384];
+            for (int i = 0; i < 64; i++) { /* bounded, so one client cannot starve the rest */
+                if (!launching) {
+                    finish(c, -1);
+                    return;
+                }
+                ERR_clear_error();
+                int r = SSL_write(c->ssl, chunk, sizeof chunk);
+                if (r <= 0) {
+                    int e = SSL_get_error(c->ssl, r);
+                    if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
+                        set_events(c, EPOLLOUT);
+                        return;
+                    }
+                    finish(c, E_IO);
+                    return;
+                }
+                if (counting)
+                    W.bytes += (uint64_t)r;
+                c->deadline = now_s() + O.timeout_ms / 1000.0; /* progress, not a stall */
+            }
+            set_events(c, EPOLLOUT);
+            return;
+        }
         case S_DONE:
             finish(c, -1);
             return;
@@ -612,7 +640,12 @@ static void on_event(struct lconn *c, uint32_t ev)
         advance(c);
         return;
     }
-    if (c->step->kind != S_HANDSHAKE && (ev & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
+    if (c->step->kind == S_STREAM && (ev & (EPOLLHUP | EPOLLERR))) {
+        finish(c, E_EOF);
+        return;
+    }
+    if (c->step->kind != S_HANDSHAKE && c->step->kind != S_STREAM &&
+        (ev & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
         if (conn_read(c) < 0) {
             /* A complete reply may have come with the close: the script decides. */
             if (c->step->kind == S_EXPECT && smtp_reply(c->in, c->len))
@@ -679,6 +712,8 @@ static const struct step *work_script(void)
         return script_starttls;
     case MODE_HTTP:
         return script_http;
+    case MODE_STREAM:
+        return script_stream;
     default:
         return NULL;
     }
@@ -974,7 +1009,9 @@ static unsigned parse_list(const char *s, unsigned *out, unsigned max, const cha
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: loadgen --mode smtp|tls|starttls|http|none [options]\n"
+            "usage: loadgen --mode smtp|tls|starttls|http|stream|sink|none [options]\n"
+            "  stream: implicit TLS, then write 16 KB chunks for the whole run (relay\n"
+            "          throughput); sink: be the backend on --ports: greet, read, discard\n"
             "  --label TEXT        name echoed in the result lines\n"
             "  --host A            server address in 127.0.0.0/8 (default 127.0.0.1)\n"
             "  --ports LIST        workload ports, e.g. 2525 or 2525,2526 or 3000-3003\n"
@@ -1032,6 +1069,8 @@ static void parse_opts(int argc, char **argv)
                      : !strcmp(optarg, "tls")      ? MODE_TLS
                      : !strcmp(optarg, "starttls") ? MODE_STARTTLS
                      : !strcmp(optarg, "http")     ? MODE_HTTP
+                     : !strcmp(optarg, "stream")   ? MODE_STREAM
+                     : !strcmp(optarg, "sink")     ? MODE_SINK
                      : !strcmp(optarg, "none")     ? MODE_NONE
                                                    : (die("unknown mode %s", optarg), MODE_NONE);
             break;
@@ -1161,6 +1200,53 @@ static void warm_up_ticket(void)
         die("the server on port %u issued no session ticket", O.ports[0]);
 }
 
+/* The backend for relay throughput: greets each connection, then reads and discards
+ * everything until the run ends. Reports the bytes received. */
+static void run_sink(void)
+{
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = {
+        .sin_family = AF_INET, .sin_port = htons((uint16_t)O.ports[0]), .sin_addr = O.host};
+    if (bind(lfd, (struct sockaddr *)&a, sizeof a) < 0 || listen(lfd, 1024) < 0)
+        die("sink: bind/listen on port %u: %s", O.ports[0], strerror(errno));
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = lfd};
+    epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev);
+    static char buf[1 << 16];
+    static const char greeting[] = "220 backend.localhost ESMTP\r\n";
+    uint64_t bytes = 0, conns = 0;
+    for (double end = now_s() + O.duration; now_s() < end;) {
+        struct epoll_event evs[256];
+        int n = epoll_wait(ep, evs, 256, 50);
+        for (int i = 0; i < n; i++) {
+            int fd = evs[i].data.fd;
+            if (fd == lfd) {
+                int cfd;
+                while ((cfd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
+                    conns++;
+                    send(cfd, greeting, sizeof greeting - 1, MSG_NOSIGNAL);
+                    struct epoll_event ce = {.events = EPOLLIN, .data.fd = cfd};
+                    epoll_ctl(ep, EPOLL_CTL_ADD, cfd, &ce);
+                }
+                continue;
+            }
+            for (int k = 0; k < 16; k++) {
+                ssize_t r = recv(fd, buf, sizeof buf, 0);
+                if (r > 0) {
+                    bytes += (uint64_t)r;
+                    continue;
+                }
+                if (r == 0 || (errno != EAGAIN && errno != EINTR))
+                    close(fd); /* also leaves the epoll set */
+                break;
+            }
+        }
+    }
+    printf("SINK label=%s conns=%llu bytes=%llu\n", O.label, (unsigned long long)conns,
+           (unsigned long long)bytes);
+}
+
 static void print_hist(const char *prefix, const struct hist *h)
 {
     printf(" %s_p50_us=%llu %s_p99_us=%llu %s_max_us=%llu", prefix,
@@ -1189,6 +1275,11 @@ int main(int argc, char **argv)
                             "POST /jmap HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\n"
                             "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
                             O.token ? O.token : "", bl, O.http_body);
+    }
+
+    if (O.mode == MODE_SINK) {
+        run_sink();
+        return 0;
     }
 
     /* 1. the idle set, with the server's memory before and after */
@@ -1258,14 +1349,20 @@ int main(int argc, char **argv)
         for (int i = 0; i < E_COUNT; i++)
             errs += W.errs[i];
         double scpu = cpu1 - cpu0;
-        printf("RESULT label=%s mode=%s conc=%u secs=%.2f ops=%llu rate=%.1f errors=%llu", O.label,
-               (const char *[]){"none", "smtp", "tls", "starttls", "http"}[O.mode], O.conc, elapsed,
-               (unsigned long long)W.ops, (double)W.ops / elapsed, (unsigned long long)errs);
+        printf(
+            "RESULT label=%s mode=%s conc=%u secs=%.2f ops=%llu rate=%.1f errors=%llu", O.label,
+            (const char *[]){"none", "smtp", "tls", "starttls", "http", "stream", "sink"}[O.mode],
+            O.conc, elapsed, (unsigned long long)W.ops, (double)W.ops / elapsed,
+            (unsigned long long)errs);
         for (int i = 0; i < E_COUNT; i++)
             if (W.errs[i])
                 printf(" err_%s=%llu", err_names[i], (unsigned long long)W.errs[i]);
         if (O.mode == MODE_TLS || O.mode == MODE_STARTTLS)
             printf(" reused=%llu", (unsigned long long)W.reused);
+        if (O.mode == MODE_STREAM)
+            printf(" bytes=%llu mbytes_per_s=%.1f mbytes_per_server_cpu_s=%.1f",
+                   (unsigned long long)W.bytes, (double)W.bytes / 1e6 / elapsed,
+                   scpu > 0 ? (double)W.bytes / 1e6 / scpu : 0);
         print_hist("lat", &W.lat);
         if (O.mode != MODE_HTTP)
             print_hist("first", &W.first);

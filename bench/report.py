@@ -100,6 +100,30 @@ def main():
                                 gc / bestc if bestc else 0))
     w("")
 
+    # -- relay throughput --
+    relay = {k: r for k, r in res.items() if k[1] == "relay"}
+    if relay:
+        w("Relay: each client completes a TLS 1.3 handshake on the server, reads the greeting of the")
+        w("backend behind it (a sink that reads and discards), then writes 16 KB records for the")
+        w("whole run. Megabytes per second written through the relay, and per server CPU-second.")
+        w("")
+        w("| relay | clients | Gatehouse MB/s | nginx stream MB/s | HAProxy MB/s | ratio "
+          "| Gatehouse MB per CPU-s | nginx MB per CPU-s | HAProxy MB per CPU-s | ratio per CPU "
+          "| errors G/n/H |")
+        w("|---|---|---|---|---|---|---|---|---|---|---|")
+        for conc in sorted({k[2] for k in relay}, key=int):
+            g, n, h = (relay.get((s, "relay", conc)) for s in ("gatehouse", "nginx-stream",
+                                                               "haproxy"))
+            mb = [num(x.get("mbytes_per_s")) if x else None for x in (g, n, h)]
+            cpu = [num(x.get("mbytes_per_server_cpu_s")) if x else None for x in (g, n, h)]
+            errs = "/".join(str(int(num(x.get("errors")))) if x else "-" for x in (g, n, h))
+            bm = max([v for v in mb[1:] if v] or [0])
+            bc = max([v for v in cpu[1:] if v] or [0])
+            w(f"| TLS → backend | {conc} | {fmt(mb[0])} | {fmt(mb[1])} | {fmt(mb[2])} "
+              f"| {ratio(mb[0], bm)} | {fmt(cpu[0])} | {fmt(cpu[1])} | {fmt(cpu[2])} "
+              f"| {ratio(cpu[0], bc)} | {errs} |")
+        w("")
+
     # -- crypto bound --
     sign, x = num(speed.get("sign_per_s")), num(speed.get("x25519_per_s"))
     if sign and x:

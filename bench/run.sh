@@ -90,8 +90,11 @@ pick_base() {
 BASE=$(pick_base)
 G_API=$BASE G_PLAIN=$((BASE + 1)) G_TLS=$((BASE + 2)) G_STARTTLS=$((BASE + 3))
 G_PROBE=$((BASE + 4)) G_CHURN=$((BASE + 5)) # and BASE+6
+G_RELAY=$((BASE + 7))
 N_PLAIN=$((BASE + 20)) N_TLS=$((BASE + 21)) N_STARTTLS=$((BASE + 22)) N_STREAM=$((BASE + 23))
-H_PLAIN=$((BASE + 40)) H_TLS=$((BASE + 41))
+N_RELAY=$((BASE + 24))
+H_PLAIN=$((BASE + 40)) H_TLS=$((BASE + 41)) H_RELAY=$((BASE + 42))
+SINK=$((BASE + 60)) # the backend of the relay workload
 SCALE_BASE=$((BASE + 100)) # 1,000 listeners: a second block, checked when used
 
 wait_port() { # port [seconds]
@@ -140,7 +143,10 @@ EOF
  "plain":{"name":"plain",$l,"useTls":false,"bind":["127.0.0.1:$G_PLAIN"]},
  "tls":{"name":"tls",$l,"tlsImplicit":true,"bind":["127.0.0.1:$G_TLS"]},
  "starttls":{"name":"starttls",$l,"bind":["127.0.0.1:$G_STARTTLS"]},
- "probe":{"name":"probe",$l,"useTls":false,"bind":["127.0.0.1:$G_PROBE"]}}},"0"]]}
+ "probe":{"name":"probe",$l,"useTls":false,"bind":["127.0.0.1:$G_PROBE"]},
+ "relay":{"name":"relay",$l,"tlsImplicit":true,"bind":["127.0.0.1:$G_RELAY"]}}},"0"],
+ ["x:Destination/set",{"create":{"sink":{"name":"sink","protocol":"smtp",
+ "address":"127.0.0.1:$SINK","forwarding":"none","listeners":["relay"]}}},"1"]]}
 EOF
     grep -q '"notCreated":null' "$TMP/listeners.json" ||
         { echo "creating listeners failed: $(cat "$TMP/listeners.json")" >&2; exit 1; }
@@ -152,12 +158,14 @@ gh_stop() { stop_pid "$GH_PID"; GH_PID=""; }
 # ---- nginx and HAProxy ----
 fill() { # template → stdout
     sed -e "s#@WORKERS@#$WORKERS#g; s#@NOFILE@#$NOFILE#g; s#@MAXCONN@#$MAX_IDLE#g" \
+        -e "s#@P_SINK@#$SINK#g; s#@P_RELAY@#$6#g" \
         -e "s#@TMP@#$TMP#g; s#@BENCH@#$ROOT/bench#g" \
-        -e "s#@P_PLAIN@#$2#g; s#@P_TLS@#$3#g; s#@P_STARTTLS@#${4:-0}#g; s#@P_STREAM@#${5:-0}#g" "$1"
+        -e "s#@P_PLAIN@#$2#g; s#@P_TLS@#$3#g; s#@P_STARTTLS@#$4#g; s#@P_STREAM@#$5#g" "$1"
 }
 NGX_PID="" HAP_PID=""
 ngx_start() {
-    fill bench/nginx.conf.in "$N_PLAIN" "$N_TLS" "$N_STARTTLS" "$N_STREAM" >"$TMP/nginx.conf"
+    fill bench/nginx.conf.in "$N_PLAIN" "$N_TLS" "$N_STARTTLS" "$N_STREAM" "$N_RELAY" \
+        >"$TMP/nginx.conf"
     nginx -c "$TMP/nginx.conf" -p "$TMP" >>"$TMP/nginx.out" 2>&1 &
     NGX_PID=$!
     STARTED="$STARTED $NGX_PID"
@@ -166,7 +174,7 @@ ngx_start() {
 ngx_pids() { echo "$NGX_PID $(pgrep -P "$NGX_PID" | tr '\n' ' ')" | tr -s ' ' ',' | sed 's/,$//'; }
 ngx_stop() { stop_pid "$NGX_PID"; NGX_PID=""; }
 hap_start() {
-    fill bench/haproxy.cfg.in "$H_PLAIN" "$H_TLS" >"$TMP/haproxy.cfg"
+    fill bench/haproxy.cfg.in "$H_PLAIN" "$H_TLS" 0 0 "$H_RELAY" >"$TMP/haproxy.cfg"
     haproxy -f "$TMP/haproxy.cfg" -db >>"$TMP/haproxy.out" 2>&1 &
     HAP_PID=$!
     STARTED="$STARTED $HAP_PID"
@@ -207,6 +215,7 @@ run_matrix() { # work loadgen-mode extra-args... ; servers and ports from the ca
         smtp) servers="gatehouse:$G_PLAIN nginx:$N_PLAIN haproxy:$H_PLAIN" ;;
         tls-*) servers="gatehouse:$G_TLS nginx:$N_TLS nginx-stream:$N_STREAM haproxy:$H_TLS" ;;
         starttls) servers="gatehouse:$G_STARTTLS nginx:$N_STARTTLS" ;;
+        relay) servers="gatehouse:$G_RELAY nginx-stream:$N_RELAY haproxy:$H_RELAY" ;;
         esac
         for s in $servers; do
             port=${s#*:}
@@ -220,6 +229,14 @@ run_matrix smtp smtp
 run_matrix tls-full tls
 run_matrix tls-resumed tls --resume
 run_matrix starttls starttls
+
+# ---- 7: bytes per second through a TLS session relayed to a backend (the sink) ----
+"$LG" --mode sink --ports "$SINK" --duration "$LIMIT" --label sink >"$TMP/sink.out" 2>&1 &
+SINK_PID=$!
+STARTED="$STARTED $SINK_PID"
+wait_port "$SINK" 5
+run_matrix relay stream
+stop_pid "$SINK_PID"
 
 # ---- 5: JMAP requests ----
 for conc in $JMAP_CONC; do
