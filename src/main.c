@@ -30,14 +30,15 @@ struct serve_args {
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: gatehouse serve [--data DIR] [--store URL] [--workers N] [--http ADDR]\n"
-                 "                       [--log-format text|json]\n"
-                 "  --data DIR      data directory (default ./data)\n"
-                 "  --store URL     sqlite:PATH (default sqlite:DIR/gatehouse.db) or postgres://...\n"
-                 "  --workers N     worker threads (default: one per core)\n"
-                 "  --http ADDR     address of the management listener created on first start\n"
-                 "                  (default 127.0.0.1:8080, or GATEHOUSE_HTTP)\n"
-                 "environment: GATEHOUSE_ADMIN_SECRET sets the administrator secret\n");
+    fprintf(out,
+            "usage: gatehouse serve [--data DIR] [--store URL] [--workers N] [--http ADDR]\n"
+            "                       [--log-format text|json]\n"
+            "  --data DIR      data directory (default ./data)\n"
+            "  --store URL     sqlite:PATH (default sqlite:DIR/gatehouse.db) or postgres://...\n"
+            "  --workers N     worker threads (default: one per core)\n"
+            "  --http ADDR     address of the management listener created on first start\n"
+            "                  (default 127.0.0.1:8080, or GATEHOUSE_HTTP)\n"
+            "environment: GATEHOUSE_ADMIN_SECRET sets the administrator secret\n");
 }
 
 static bool parse_args(int argc, char **argv, struct serve_args *a, gh_err *err)
@@ -105,6 +106,7 @@ static int wait_for_signals(struct gh_engine *engine)
             continue;
         }
         gh_log(NULL, NULL, "shutdown", "signal %d: stopping gracefully", sig);
+        gh_objects_stop_background();
         gh_engine_stop(engine, GRACE_MS);
         return 0;
     }

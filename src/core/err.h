@@ -16,8 +16,7 @@ typedef struct gh_err {
 /* Sets the message and returns false, so a failing path reads `return gh_fail(...)`. */
 bool gh_fail(gh_err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* As gh_fail, with ": strerror(errnum)" appended and errnum kept in e->sys. */
-bool gh_fail_sys(gh_err *e, int errnum, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+bool gh_fail_sys(gh_err *e, int errnum, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Prefixes the message with "context: ". */
 void gh_err_context(gh_err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -32,8 +32,7 @@ bool gh_sockaddr_parse(const char *text, struct gh_sockaddr *out, gh_err *err)
     memset(out, 0, sizeof *out);
     size_t tlen = strlen(text);
     if (tlen == 0 || tlen >= GH_ADDR_TEXT)
-        return gh_fail(err, "\"%.80s\" is not an address: expected IPv4:port or [IPv6]:port",
-                       text);
+        return gh_fail(err, "\"%.80s\" is not an address: expected IPv4:port or [IPv6]:port", text);
     if (text[0] == '[') {
         const char *close = strchr(text, ']');
         if (!close || close[1] != ':' || (size_t)(close - text - 1) >= sizeof host)
@@ -48,8 +47,8 @@ bool gh_sockaddr_parse(const char *text, struct gh_sockaddr *out, gh_err *err)
     } else {
         const char *colon = strrchr(text, ':');
         if (!colon || strchr(text, ':') != colon || (size_t)(colon - text) >= sizeof host)
-            return gh_fail(err,
-                           "\"%s\" is not an address: expected IPv4:port or [IPv6]:port", text);
+            return gh_fail(err, "\"%s\" is not an address: expected IPv4:port or [IPv6]:port",
+                           text);
         memcpy(host, text, (size_t)(colon - text));
         host[colon - text] = 0;
         port_text = colon + 1;

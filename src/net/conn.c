@@ -26,19 +26,19 @@
 #include "proto/proto.h"
 
 #define PROXY_DEADLINE_MS 10000
-#define READ_CHUNK 4096
-#define INPUT_CAP (16u << 20) /* protocols bound their own input well below this */
+#define READ_CHUNK        4096
+#define INPUT_CAP         (16u << 20) /* protocols bound their own input well below this */
 
 /* Connection fields private to this file live in a wrapper, so conn.h stays the
  * protocol-facing API. */
 struct conn_priv {
     struct gh_conn c;
-    SSL_CTX *ctx;          /* a reference, for implicit TLS and STARTTLS */
-    bool starttls_pending; /* handshake starts once queued output is flushed */
-    bool first_input_seen; /* the untrusted-peer PROXY check has been done */
-    bool edge;             /* registered edge-triggered (while peeking) */
-    bool batching;         /* inside a protocol callback: send once it returns */
-    bool input_paused;     /* not reading the client: its destination has a backlog */
+    SSL_CTX *ctx;           /* a reference, for implicit TLS and STARTTLS */
+    bool starttls_pending;  /* handshake starts once queued output is flushed */
+    bool first_input_seen;  /* the untrusted-peer PROXY check has been done */
+    bool edge;              /* registered edge-triggered (while peeking) */
+    bool batching;          /* inside a protocol callback: send once it returns */
+    bool input_paused;      /* not reading the client: its destination has a backlog */
     struct gh_timer resume; /* hands held-back input to the protocol once output drained */
 };
 
@@ -75,8 +75,7 @@ static const char *listener_name(const struct gh_conn *c)
 /* An event of this connection: its listener, its client address and, when the load
  * balancer gave one, the PROXY unique id that ties the line to the balancer's own logs. */
 __attribute__((format(printf, 3, 4))) static void conn_log(const struct gh_conn *c,
-                                                           const char *event, const char *fmt,
-                                                           ...)
+                                                           const char *event, const char *fmt, ...)
 {
     char text[768];
     va_list ap;
@@ -84,8 +83,7 @@ __attribute__((format(printf, 3, 4))) static void conn_log(const struct gh_conn 
     vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
     if (c->proxy_unique_id)
-        gh_log(listener_name(c), c->peer_text, event, "%s proxy-id=%s", text,
-               c->proxy_unique_id);
+        gh_log(listener_name(c), c->peer_text, event, "%s proxy-id=%s", text, c->proxy_unique_id);
     else
         gh_log(listener_name(c), c->peer_text, event, "%s", text);
 }
@@ -375,8 +373,7 @@ static void open_session(struct gh_conn *c)
 static void start_protocol(struct gh_conn *c)
 {
     if (!gh_listener_rt_admit(c->listener, c->conf->max_connections)) {
-        conn_log(c, "limit-connections", "maxConnections %u reached",
-               c->conf->max_connections);
+        conn_log(c, "limit-connections", "maxConnections %u reached", c->conf->max_connections);
         bool implicit = c->conf->use_tls && c->conf->tls_implicit;
         if (implicit || !c->proto->over_limit) {
             gh_conn_close(c);
@@ -427,8 +424,7 @@ static enum first_bytes screen_first_bytes(struct gh_conn *c, const uint8_t *b, 
     }
     if (!(p1 && n >= 6) && !(p2 && n >= 12))
         return FIRST_WAIT;
-    conn_log(c, "proxy-untrusted",
-           "PROXY header from a peer outside the trusted networks");
+    conn_log(c, "proxy-untrusted", "PROXY header from a peer outside the trusted networks");
     gh_conn_close(c);
     return FIRST_REFUSED;
 }
@@ -458,7 +454,7 @@ static void read_proxy_header(struct gh_conn *c)
         return; /* edge-triggered: woken again when more arrives */
     if (r != GH_PROXY_DONE) {
         conn_log(c, "proxy-error", "%s",
-               r == GH_PROXY_NEED_MORE ? "PROXY header too large" : err.msg);
+                 r == GH_PROXY_NEED_MORE ? "PROXY header too large" : err.msg);
         gh_conn_close(c);
         return;
     }
@@ -635,8 +631,7 @@ static void on_io(struct gh_io *io, uint32_t events)
     case GH_PHASE_RELAY:
         if (events & EPOLLOUT)
             flush(c);
-        if (!c->closed && (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) &&
-            read_input(c))
+        if (!c->closed && (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && read_input(c))
             gh_relay_client_input(c);
         return;
     case GH_PHASE_PROTOCOL:
@@ -661,13 +656,11 @@ static void on_deadline(struct gh_timer *t)
     struct gh_conn *c = gh_container_of(t, struct gh_conn, deadline);
     switch (c->phase) {
     case GH_PHASE_PROXY:
-        conn_log(c, "proxy-timeout", "no PROXY header within %u ms",
-               PROXY_DEADLINE_MS);
+        conn_log(c, "proxy-timeout", "no PROXY header within %u ms", PROXY_DEADLINE_MS);
         gh_conn_close(c);
         return;
     case GH_PHASE_HANDSHAKE:
-        conn_log(c, "tls-timeout", "handshake not done within %u ms",
-               c->conf->tls_timeout_ms);
+        conn_log(c, "tls-timeout", "handshake not done within %u ms", c->conf->tls_timeout_ms);
         gh_conn_close(c);
         return;
     case GH_PHASE_PROTOCOL:

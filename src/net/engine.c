@@ -38,8 +38,8 @@ struct bound {
     struct gh_sockaddr addr;
     bool reuseport, reuseaddr;
     unsigned nfds;
-    int *wfds;  /* the dup each worker was given, to name it in the removal message */
-    int fds[];  /* then wfds[nworkers] */
+    int *wfds; /* the dup each worker was given, to name it in the removal message */
+    int fds[]; /* then wfds[nworkers] */
 };
 
 /* The control side's view of a listener. Owner: the engine (under e->mu). */
@@ -79,8 +79,8 @@ bool gh_listener_rt_admit(struct gh_listener_rt *rt, uint32_t max)
     do {
         if (cur >= max)
             return false;
-    } while (!atomic_compare_exchange_weak_explicit(&rt->live, &cur, cur + 1,
-                                                    memory_order_acq_rel, memory_order_relaxed));
+    } while (!atomic_compare_exchange_weak_explicit(&rt->live, &cur, cur + 1, memory_order_acq_rel,
+                                                    memory_order_relaxed));
     return true;
 }
 
@@ -186,8 +186,8 @@ static void do_add(struct gh_loop *loop, void *arg)
     ws->conf = gh_listener_conf_ref(m->conf);
     ws->ctx = m->ctx && SSL_CTX_up_ref(m->ctx) ? m->ctx : NULL;
     gh_err err = {0};
-    if (w->stopping || !gh_io_add(loop, &ws->io, EPOLLIN | (m->exclusive ? EPOLLEXCLUSIVE : 0),
-                                  &err)) {
+    if (w->stopping ||
+        !gh_io_add(loop, &ws->io, EPOLLIN | (m->exclusive ? EPOLLEXCLUSIVE : 0), &err)) {
         ws->paused = true;
         wsock_free(ws);
         goto out;
@@ -316,8 +316,7 @@ static void bound_close(struct bound *b)
 /* SO_REUSEPORT lets any socket of the same user join the group, so a second daemon (or
  * any other program) already listening there would silently share the address. A probe
  * bound without SO_REUSEPORT finds such an owner first. */
-static bool address_free(const struct gh_listener_conf *c, const struct gh_sockaddr *a,
-                         gh_err *err)
+static bool address_free(const struct gh_listener_conf *c, const struct gh_sockaddr *a, gh_err *err)
 {
     int fd = socket(a->u.sa.sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -468,35 +467,61 @@ static bool needs_recreate(const struct bound *old, const struct gh_listener_con
 
 /* Opens every address of conf that st does not already have with compatible flags.
  * fresh[i] is the new socket set for address i, or NULL when the old one stays. */
+/* An address whose bind-time options changed gets fresh sockets; the old ones must go
+ * first (a socket without SO_REUSEPORT cannot share the address). If the new bind fails,
+ * the old settings are bound again so the listener is left as it was. */
+static bool recreate(struct gh_engine *e, struct lstate *st, struct bound *old,
+                     const struct gh_listener_conf *conf, struct bound **fresh, gh_err *err)
+{
+    unsigned slot = 0;
+    while (st->bound[slot] != old)
+        slot++;
+    struct gh_sockaddr addr = old->addr;
+    withdraw(e, st, old);
+    st->bound[slot] = NULL;
+    if ((*fresh = bound_open(e, conf, &addr, err)))
+        return true;
+    gh_err ignored = {0};
+    if ((st->bound[slot] = bound_open(e, st->conf, &addr, &ignored)))
+        bound_publish(e, st->bound[slot], st);
+    return false;
+}
+
+/*
+ * Opens every address of conf that st does not already have with compatible flags, in an
+ * order that keeps a failure harmless: brand-new addresses first, then re-created ones, and
+ * only then are kept sockets re-tuned. fresh[i] is the new socket set for address i, or
+ * NULL when the old one stays.
+ */
 static bool open_new_addresses(struct gh_engine *e, struct lstate *st,
                                const struct gh_listener_conf *conf, struct bound **fresh,
                                gh_err *err)
 {
     for (unsigned i = 0; i < conf->nbind; i++) {
-        const struct gh_sockaddr *a = &conf->bind[i];
-        struct bound *old = find_bound(st, a);
         fresh[i] = NULL;
-        if (conflicts_elsewhere(e, conf->id, a, err))
+        if (conflicts_elsewhere(e, conf->id, &conf->bind[i], err))
+            return false;
+    }
+    for (unsigned i = 0; i < conf->nbind; i++)
+        if (!find_bound(st, &conf->bind[i]) &&
+            !(fresh[i] = bound_open(e, conf, &conf->bind[i], err)))
             goto fail;
-        if (old && !needs_recreate(old, st->conf, conf)) {
-            for (unsigned k = 0; k < old->nfds; k++) {
-                if (!tune_socket(old->fds[k], conf, a, err) ||
-                    listen(old->fds[k], (int)conf->backlog) < 0) {
-                    if (!err->msg[0])
-                        gh_fail_sys(err, errno, "listen");
-                    goto fail;
-                }
+    for (unsigned i = 0; i < conf->nbind; i++) {
+        struct bound *old = find_bound(st, &conf->bind[i]);
+        if (old && needs_recreate(old, st->conf, conf) &&
+            !recreate(e, st, old, conf, &fresh[i], err))
+            goto fail;
+    }
+    for (unsigned i = 0; i < conf->nbind; i++) {
+        struct bound *old = fresh[i] ? NULL : find_bound(st, &conf->bind[i]);
+        for (unsigned k = 0; old && k < old->nfds; k++) {
+            if (!tune_socket(old->fds[k], conf, &conf->bind[i], err))
+                goto fail;
+            if (listen(old->fds[k], (int)conf->backlog) < 0) {
+                gh_fail_sys(err, errno, "listen");
+                goto fail;
             }
-            continue;
         }
-        if (old) { /* flags only bind can set changed: the address must be re-created */
-            for (unsigned k = 0; k < st->nbound; k++)
-                if (st->bound[k] == old)
-                    st->bound[k] = NULL;
-            withdraw(e, st, old);
-        }
-        if (!(fresh[i] = bound_open(e, conf, a, err)))
-            goto fail;
     }
     return true;
 fail:

@@ -23,10 +23,10 @@
 #include "net/worker.h"
 #include "proto/proto.h"
 
-#define RELAY_HIGH (256 * 1024) /* backlog at which the other side stops being read */
-#define GREETING_MAX 16384
+#define RELAY_HIGH           (256 * 1024) /* backlog at which the other side stops being read */
+#define GREETING_MAX         16384
 #define GREETING_DEADLINE_MS 30000
-#define RELAY_IDLE_MS (60 * 60 * 1000)
+#define RELAY_IDLE_MS        (60 * 60 * 1000)
 
 enum relay_stage { RELAY_CONNECTING, RELAY_GREETING, RELAY_HELLO, RELAY_FLOWING };
 
@@ -192,8 +192,8 @@ static void give_up(struct gh_relay *r, const char *why)
 
 static void next_destination(struct gh_relay *r, const char *why)
 {
-    gh_log(r->c->conf->name, r->c->peer_text, "handoff-retry", "destination %s: %s",
-           r->dest.name, why);
+    gh_log(r->c->conf->name, r->c->peer_text, "handoff-retry", "destination %s: %s", r->dest.name,
+           why);
     close_backend(r);
     gh_buf_clear(&r->to_backend);
     gh_buf_clear(&r->reply);
@@ -249,8 +249,7 @@ static bool try_connect(struct gh_relay *r)
     return true;
 }
 
-void gh_conn_handoff(struct gh_conn *c, bool swallow_greeting, const char *hello,
-                     const char *first)
+void gh_conn_handoff(struct gh_conn *c, bool swallow_greeting, const char *hello, const char *first)
 {
     struct gh_relay *r = calloc(1, sizeof *r);
     if (!r) {
@@ -278,8 +277,8 @@ void gh_conn_handoff(struct gh_conn *c, bool swallow_greeting, const char *hello
 static bool send_to_backend(struct gh_relay *r)
 {
     while (gh_buf_len(&r->to_backend)) {
-        ssize_t n = send(r->io.fd, gh_buf_head(&r->to_backend), gh_buf_len(&r->to_backend),
-                         MSG_NOSIGNAL);
+        ssize_t n =
+            send(r->io.fd, gh_buf_head(&r->to_backend), gh_buf_len(&r->to_backend), MSG_NOSIGNAL);
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
             break;
         if (n <= 0)
@@ -450,8 +449,7 @@ static void relay_deadline(struct gh_timer *t)
         gh_conn_close(r->c); /* an hour without a byte from the backend */
         return;
     }
-    next_destination(r, r->stage == RELAY_CONNECTING ? "connect timed out"
-                                                     : "no greeting in time");
+    next_destination(r, r->stage == RELAY_CONNECTING ? "connect timed out" : "no greeting in time");
 }
 
 void gh_relay_client_input(struct gh_conn *c)

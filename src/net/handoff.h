@@ -28,7 +28,7 @@ struct gh_destination {
     char unix_path[GH_DEST_UNIX_MAX]; /* when is_unix */
     enum gh_forwarding forwarding;
     uint32_t connect_timeout_ms;
-    unsigned nlisteners;              /* 0: every listener of the protocol */
+    unsigned nlisteners; /* 0: every listener of the protocol */
     char (*listeners)[GH_DEST_NAME_MAX];
 };
 

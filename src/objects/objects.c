@@ -536,7 +536,7 @@ out:
     return ok;
 }
 
-void gh_objects_shutdown(void)
+void gh_objects_stop_background(void)
 {
     if (sync_running) {
         atomic_store(&sync_stop, true);
@@ -550,6 +550,11 @@ void gh_objects_shutdown(void)
             close(sync_wake[i]);
         sync_wake[i] = -1;
     }
+}
+
+void gh_objects_shutdown(void)
+{
+    gh_objects_stop_background();
     pthread_mutex_lock(&mgmt_mu);
     for (unsigned i = 0; i < GH_NTYPES; i++) {
         json_decref(gh_types[i]->objs);

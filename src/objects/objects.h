@@ -28,6 +28,9 @@ struct gh_objects_options {
  * certificate.
  */
 bool gh_objects_init(const struct gh_objects_options *opt, gh_err *err);
+/* Stops the background work (shared-store catch-up, bind retries) so nothing applies
+ * listeners while the engine stops; the objects stay readable for requests in flight. */
+void gh_objects_stop_background(void);
 void gh_objects_shutdown(void);
 
 /* Re-applies certificates and settings from the store (SIGHUP). */
