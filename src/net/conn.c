@@ -125,8 +125,7 @@ void gh_conn_close(struct gh_conn *c)
         return; /* a hand-built connection in a unit test */
     gh_timer_cancel(w->loop, &c->deadline);
     gh_timer_cancel(w->loop, &priv(c)->resume);
-    gh_io_del(w->loop, &c->io);
-    close(c->io.fd);
+    close(c->io.fd); /* also takes it out of epoll: no other descriptor shares its file */
     gh_relay_free(c);
     if (c->proto && c->proto->release)
         c->proto->release(c);
@@ -205,6 +204,15 @@ void gh_conn_starttls(struct gh_conn *c)
     flush(c);
 }
 
+void gh_conn_fill_local(struct gh_conn *c)
+{
+    if (c->local.len || !c->worker)
+        return;
+    c->local.len = sizeof c->local.u;
+    if (getsockname(c->io.fd, &c->local.u.sa, &c->local.len) < 0)
+        c->local.len = 0;
+}
+
 void gh_conn_set_idle(struct gh_conn *c, uint32_t ms)
 {
     if (c->worker && !c->closed)
@@ -266,7 +274,6 @@ static void flush(struct gh_conn *c)
         return;
     }
     if (c->phase == GH_PHASE_CLOSING) {
-        shutdown(c->io.fd, SHUT_WR);
         gh_conn_close(c);
     } else if (priv(c)->starttls_pending) {
         priv(c)->starttls_pending = false;
@@ -276,17 +283,6 @@ static void flush(struct gh_conn *c)
 
 /* ---- accept and admission ---- */
 
-static void apply_accepted_options(int fd, const struct gh_listener_conf *conf, int family)
-{
-    int one = 1;
-    if (conf->nodelay)
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (conf->ttl) {
-        setsockopt(fd, IPPROTO_IP, IP_TTL, &conf->ttl, sizeof conf->ttl);
-        if (family == AF_INET6)
-            setsockopt(fd, IPPROTO_IPV6, IPV6_UNICAST_HOPS, &conf->ttl, sizeof conf->ttl);
-    }
-}
 
 static const struct gh_ipmask *trusted_networks(const struct gh_conn *c, unsigned *n)
 {
@@ -326,9 +322,8 @@ void gh_conn_accepted(struct gh_worker *w, struct gh_wsock *ws, int fd,
         p->ctx = ws->ctx;
     c->tcp_peer = *peer;
     set_peer(c, peer);
-    c->local.len = sizeof c->local.u;
-    getsockname(fd, &c->local.u.sa, &c->local.len);
-    apply_accepted_options(fd, c->conf, peer->u.sa.sa_family);
+    if (c->conf->protocol == GH_PROTO_HTTP)
+        gh_conn_fill_local(c); /* session URLs may be built from it */
 
     c->next = w->conns;
     if (w->conns)
@@ -400,8 +395,10 @@ static void start_protocol(struct gh_conn *c)
             start_handshake(c);
         return; /* untrusted peer: its first bytes are checked for a PROXY header first */
     }
-    priv(c)->edge = false;
-    set_events(c);
+    if (priv(c)->edge) { /* a peeking stage ran edge-triggered; the protocol reads level */
+        priv(c)->edge = false;
+        set_events(c);
+    }
     gh_timer_cancel(c->worker->loop, &c->deadline);
     open_session(c);
 }

@@ -44,7 +44,7 @@ struct gh_conn {
     enum gh_conn_phase phase;
     struct gh_sockaddr peer;            /* the client: the PROXY source when there was one */
     struct gh_sockaddr tcp_peer;        /* the TCP peer (a load balancer, with PROXY) */
-    struct gh_sockaddr local;
+    struct gh_sockaddr local;           /* len 0 until gh_conn_fill_local */
     char peer_text[GH_ADDR_TEXT];       /* peer address without port, for logs and replies */
     char *proxy_unique_id;              /* PROXY v2 unique id TLV, for logs; NULL when none */
 
@@ -79,6 +79,10 @@ bool gh_conn_can_starttls(const struct gh_conn *c);
  * received (STARTTLS command injection), then runs the handshake under tlsTimeout.
  * On success proto->tls_ready is called; on failure or time-out the connection closes. */
 void gh_conn_starttls(struct gh_conn *c);
+
+/* Fills c->local (the address the client connected to); a system call, so only done
+ * where it is needed (HTTP session URLs, PROXY headers to a destination). */
+void gh_conn_fill_local(struct gh_conn *c);
 
 /* (Re)arms the idle deadline; when it fires, proto->idle is called (or the conn closes). */
 void gh_conn_set_idle(struct gh_conn *c, uint32_t ms);

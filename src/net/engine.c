@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/ip.h>
+#include <netinet/tcp.h>
 #include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -149,7 +150,10 @@ static void on_accept(struct gh_io *io, uint32_t events)
 {
     struct gh_wsock *ws = gh_container_of(io, struct gh_wsock, io);
     struct gh_worker *w = ws->worker;
-    for (int i = 0; i < 64 && !w->stopping; i++) {
+    /* One accept per readiness event, as nginx does by default: the socket is watched
+     * level-triggered, so a longer queue brings us back at once, and a short one does not
+     * pay for an accept that only says EAGAIN. */
+    for (int i = 0; i < 1 && !w->stopping; i++) {
         struct gh_sockaddr peer = {.len = sizeof peer.u};
         int fd = accept4(io->fd, &peer.u.sa, &peer.len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
@@ -264,18 +268,26 @@ static bool set_int(int fd, int level, int opt, int value, const char *what,
     return gh_fail_sys(err, errno, "%s on %s", what, text);
 }
 
-/* Options that may change on a socket that stays: buffers, TOS and the backlog. */
+/*
+ * Options that may change on a socket that stays: buffers, TOS, backlog, and the options
+ * of accepted sockets. Linux copies TCP_NODELAY, IP_TTL/IPV6_UNICAST_HOPS and IP_TOS from
+ * the listening socket to every socket it accepts, so setting them here once gives each
+ * accepted socket its options without a system call per connection.
+ */
 static bool tune_socket(int fd, const struct gh_listener_conf *c, const struct gh_sockaddr *a,
                         gh_err *err)
 {
+    int ttl = c->ttl ? c->ttl : -1; /* -1 puts the system default back */
     if (c->rcvbuf && !set_int(fd, SOL_SOCKET, SO_RCVBUF, c->rcvbuf, "SO_RCVBUF", a, err))
         return false;
     if (c->sndbuf && !set_int(fd, SOL_SOCKET, SO_SNDBUF, c->sndbuf, "SO_SNDBUF", a, err))
         return false;
-    if (c->tos && a->u.sa.sa_family == AF_INET &&
-        !set_int(fd, IPPROTO_IP, IP_TOS, c->tos, "IP_TOS", a, err))
+    if (!set_int(fd, IPPROTO_TCP, TCP_NODELAY, c->nodelay, "TCP_NODELAY", a, err) ||
+        !set_int(fd, IPPROTO_IP, IP_TTL, ttl, "IP_TTL", a, err))
         return false;
-    return true;
+    if (a->u.sa.sa_family == AF_INET)
+        return set_int(fd, IPPROTO_IP, IP_TOS, c->tos, "IP_TOS", a, err);
+    return set_int(fd, IPPROTO_IPV6, IPV6_UNICAST_HOPS, ttl, "IPV6_UNICAST_HOPS", a, err);
 }
 
 static int open_socket(const struct gh_listener_conf *c, const struct gh_sockaddr *a, gh_err *err)
@@ -455,14 +467,13 @@ static void post_update(struct gh_engine *e, struct lstate *st)
     }
 }
 
-/* Options that only take effect at bind time, or that setsockopt cannot take back to
- * the system default, need fresh sockets. */
+/* Options that only take effect at bind time, or buffer sizes that setsockopt cannot take
+ * back to the system default, need fresh sockets. */
 static bool needs_recreate(const struct bound *old, const struct gh_listener_conf *was,
                            const struct gh_listener_conf *now)
 {
     return old->reuseport != now->reuseport || old->reuseaddr != now->reuseaddr ||
-           (was->rcvbuf && !now->rcvbuf) || (was->sndbuf && !now->sndbuf) ||
-           (was->tos && !now->tos);
+           (was->rcvbuf && !now->rcvbuf) || (was->sndbuf && !now->sndbuf);
 }
 
 /* Opens every address of conf that st does not already have with compatible flags.

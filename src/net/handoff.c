@@ -208,6 +208,7 @@ static void next_destination(struct gh_relay *r, const char *why)
 static void queue_proxy_header(struct gh_relay *r)
 {
     struct gh_conn *c = r->c;
+    gh_conn_fill_local(c);
     if (r->dest.forwarding == GH_FWD_PROXY_V2) {
         uint8_t hdr[GH_PROXY_V2_WRITE_MAX];
         size_t n = gh_proxy_write_v2(&c->peer, &c->local, c->tls_active, hdr, sizeof hdr);

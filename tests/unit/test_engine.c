@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/ip.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -128,6 +129,32 @@ static void reuse_port_never_joins_a_foreign_listener(void **state)
     close(other);
 }
 
+/* The engine sets TCP_NODELAY and IP_TTL once on the listening socket and relies on Linux
+ * copying them to every accepted socket; this pins that behaviour of the kernel. */
+static void accepted_sockets_inherit_listener_options(void **state)
+{
+    int port = free_port(), one = 1, ttl = 9;
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    setsockopt(l, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(l, IPPROTO_IP, IP_TTL, &ttl, sizeof ttl);
+    assert_int_equal(bind(l, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(l, 1), 0);
+    int c = socket(AF_INET, SOCK_STREAM, 0);
+    assert_int_equal(connect(c, (struct sockaddr *)&a, sizeof a), 0);
+    int s = accept(l, NULL, NULL), v = 0;
+    socklen_t len = sizeof v;
+    getsockopt(s, IPPROTO_TCP, TCP_NODELAY, &v, &len);
+    assert_int_equal(v, 1);
+    getsockopt(s, IPPROTO_IP, IP_TTL, &v, &len);
+    assert_int_equal(v, 9);
+    close(s);
+    close(c);
+    close(l);
+}
+
 static void update_keeps_and_moves_addresses(void **state)
 {
     int p1 = free_port(), p2 = free_port();
@@ -177,6 +204,7 @@ int main(void)
         cmocka_unit_test(apply_binds_before_returning),
         cmocka_unit_test(failed_bind_changes_nothing),
         cmocka_unit_test(reuse_port_never_joins_a_foreign_listener),
+        cmocka_unit_test(accepted_sockets_inherit_listener_options),
         cmocka_unit_test(update_keeps_and_moves_addresses),
         cmocka_unit_test(other_listener_address_is_refused),
         cmocka_unit_test(wildcard_v6_conflicts_with_v4),
