@@ -13,12 +13,13 @@
 
 #define GH_ADDR_TEXT 64 /* "[ffff:...:ffff]:65535" and a NUL fit */
 
+/* An IP socket address only (no storage for other families): it sits in every connection,
+ * three times, so it is kept to the size of an IPv6 address. */
 struct gh_sockaddr {
     union {
         struct sockaddr sa;
         struct sockaddr_in v4;
         struct sockaddr_in6 v6;
-        struct sockaddr_storage ss;
     } u;
     socklen_t len;
 };
