@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jmap/http_api.h"
 #include "jmap/jmap.h"
 #include "net/conn.h"
 #include "proto/http.h"
@@ -24,7 +25,9 @@ static bool fake_auth(const char *user, const char *secret, struct gh_principal 
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    gh_http_set_authenticator(fake_auth);
+    gh_api_init(&(struct gh_api_hooks){
+        .authenticate = fake_auth, .schema = json_object, .status = json_object});
+    gh_http_set_handler(&gh_api_http);
     if (size < 1)
         return 0;
     size_t cut = data[0] ? data[0] : 1; /* bytes per read */

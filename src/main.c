@@ -13,9 +13,11 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "jmap/http_api.h"
 #include "net/engine.h"
 #include "net/tls.h"
 #include "objects/objects.h"
+#include "proto/http.h"
 #include "store/store.h"
 
 #define GRACE_MS 10000
@@ -141,6 +143,14 @@ static int serve(int argc, char **argv)
         snprintf(default_url, sizeof default_url, "sqlite:%s/gatehouse.db", args.data_dir);
         args.store_url = default_url;
     }
+
+    /* `http` listeners serve the management API, which reads the objects through hooks */
+    gh_api_init(&(struct gh_api_hooks){
+        .authenticate = gh_objects_authenticate,
+        .schema = gh_objects_schema,
+        .status = gh_objects_listener_status,
+    });
+    gh_http_set_handler(&gh_api_http);
 
     struct gh_store *store = NULL;
     struct gh_engine *engine = NULL;

@@ -13,8 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jmap/auth.h"
+#include "jmap/http_api.h"
 #include "jmap/jmap.h"
 #include "net/conn.h"
+#include "objects/objects.h"
 #include "proto/http.h"
 #include "proto/proto.h"
 
@@ -147,7 +150,12 @@ static char *post_api(const char *auth_header, const char *content_type, const c
 
 static int setup(void **state)
 {
-    gh_http_set_authenticator(fake_auth);
+    gh_api_init(&(struct gh_api_hooks){
+        .authenticate = fake_auth,
+        .schema = gh_objects_schema,
+        .status = gh_objects_listener_status,
+    });
+    gh_http_set_handler(&gh_api_http);
     return 0;
 }
 
@@ -476,7 +484,7 @@ static void test_cookie_sign_in_and_csrf(void **state)
 
 static void test_penalty_grows(void **state)
 {
-    assert_int_equal(gh_http_auth_penalty_ms("10.9.9.9"), 0);
+    assert_int_equal(gh_auth_penalty_ms("10.9.9.9"), 0);
     for (int i = 0; i < 3; i++) {
         struct gh_conn *c = conn_new("10.9.9.9");
         feeds(c, post_api("Authorization: Bearer wrong", NULL, ECHO));
@@ -486,16 +494,16 @@ static void test_penalty_grows(void **state)
         resp_free(&r);
         conn_free(c);
     }
-    unsigned first = gh_http_auth_penalty_ms("10.9.9.9");
+    unsigned first = gh_auth_penalty_ms("10.9.9.9");
     assert_true(first > 0);
     struct gh_conn *c = conn_new("10.9.9.9");
     feeds(c, post_api("Authorization: Bearer wrong", NULL, ECHO));
     conn_free(c);
-    unsigned second = gh_http_auth_penalty_ms("10.9.9.9");
+    unsigned second = gh_auth_penalty_ms("10.9.9.9");
     assert_true(second > first);
     assert_true(second <= 5000);
     /* other addresses are not slowed; missing credentials are not counted */
-    assert_int_equal(gh_http_auth_penalty_ms("10.9.9.8"), 0);
+    assert_int_equal(gh_auth_penalty_ms("10.9.9.8"), 0);
 }
 
 static json_t *event_data(const char *text, const char *event)
