@@ -351,7 +351,8 @@ static bool serve_asset(struct gh_http_req *r, const char *path)
         gh_http_respond(r, 200, a->mime,
                         "Cache-Control: no-cache\r\n"
                         "X-Frame-Options: DENY\r\n"
-                        "Referrer-Policy: no-referrer\r\n",
+                        "Referrer-Policy: no-referrer\r\n"
+                        "Content-Security-Policy: default-src 'self'; frame-ancestors 'none'\r\n",
                         (const char *)a->data, a->len);
         return true;
     }

@@ -182,6 +182,14 @@ static void test_methods_and_unknown(void **state)
     exchange("GET / HTTP/1.1\r\nHost: x\r\n\r\n", &r);
     assert_int_equal(r.status, 200);
     assert_non_null(strstr(header(&r, "Content-Type", v, sizeof v), "text/html"));
+    /* the page has no inline code: only what the daemon serves may run, never in a frame */
+    assert_string_equal(header(&r, "Content-Security-Policy", v, sizeof v),
+                        "default-src 'self'; frame-ancestors 'none'");
+    resp_free(&r);
+    exchange("GET /app.js HTTP/1.1\r\nHost: x\r\n\r\n", &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(header(&r, "Content-Security-Policy", v, sizeof v),
+                        "default-src 'self'; frame-ancestors 'none'");
     resp_free(&r);
 }
 
