@@ -510,4 +510,5 @@ const struct gh_proto gh_proto_http = {
                   "Retry-After: 5\r\n"
                   "Connection: close\r\n"
                   "Content-Length: 97\r\n\r\n" OVER_LIMIT_BODY,
+    .unavailable = "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
 };

@@ -631,6 +631,14 @@ static void test_over_limit_response(void **state)
     json_decref(j);
 }
 
+/* No destination could take a handed-off session: a complete answer, then close. */
+static void test_unavailable_response(void **state)
+{
+    assert_string_equal(
+        gh_proto_http.unavailable,
+        "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -646,6 +654,7 @@ int main(void)
         cmocka_unit_test(test_penalty_grows),
         cmocka_unit_test(test_event_source),
         cmocka_unit_test(test_over_limit_response),
+        cmocka_unit_test(test_unavailable_response),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
