@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/log.h"
 #include "net/handoff.h"
@@ -119,9 +120,45 @@ static const struct gh_prop props[] = {
      .rule = "more than 0, at most 1h"},
 };
 
+static bool names_listener(const json_t *names, const char *name)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(names, i, v)
+    {
+        if (!strcasecmp(json_string_value(v), name))
+            return true;
+    }
+    return false;
+}
+
+/* An HTTP destination takes over the listeners it serves, management API included; one
+ * that would take them all leaves the operator no way back in, so it must name its own. */
+static void keep_a_management_listener(json_t *obj, struct gh_verr *ve)
+{
+    const char *proto = json_string_value(json_object_get(obj, "protocol"));
+    if (!proto || strcmp(proto, "http"))
+        return;
+    json_t *names = json_object_get(obj, "listeners");
+    size_t i;
+    json_t *l;
+    json_array_foreach(gh_type_listener.objs, i, l)
+    {
+        const char *lp = json_string_value(json_object_get(l, "protocol"));
+        const char *ln = json_string_value(json_object_get(l, "name"));
+        if (lp && ln && !strcmp(lp, "http") && json_array_size(names) &&
+            !names_listener(names, ln))
+            return; /* this HTTP listener stays with the management API */
+    }
+    gh_verr_add(ve, "listeners",
+                "an HTTP destination must leave at least one HTTP listener to the management "
+                "API: name the listeners it serves in listeners");
+}
+
 static void validate(struct gh_objtype *t, json_t *obj, const json_t *old, struct gh_verr *ve)
 {
     gh_name_unique(t, obj, old, json_string_value(json_object_get(obj, "protocol")), ve);
+    keep_a_management_listener(obj, ve);
 }
 
 /* One destination as the engine sees it; false when a stored value no longer parses. */

@@ -232,3 +232,26 @@ def test_destination_for_other_listeners_does_not_apply(gatehouse, free_port, ba
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         reply = read_reply(s)
         assert reply.startswith(b"220 ") and b"backend" not in reply
+
+
+def test_http_listener_with_an_unreachable_destination_answers_502(gatehouse, free_port):
+    port = free_port()
+    gatehouse.create_listener(name="web", protocol="http", bind=[f"127.0.0.1:{port}"])
+    destination(gatehouse, free_port(), protocol="http", listeners=["web"])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.1 502 Bad Gateway\r\n")
+    status, _ = gatehouse.request([["Core/echo", {}, "c"]])
+    assert status == 200  # the management listener is untouched
+
+
+def test_an_http_destination_must_leave_the_management_api_a_listener(gatehouse, free_port):
+    _, res, _ = gatehouse.call("x:Destination/set", {"create": {"d": {
+        "protocol": "http", "address": f"127.0.0.1:{free_port()}"}}})
+    err = res["notCreated"]["d"]
+    assert err["type"] == "invalidProperties" and err["properties"] == ["listeners"]
+    _, res, _ = gatehouse.call("x:Destination/set", {"create": {"d": {
+        "protocol": "http", "address": f"127.0.0.1:{free_port()}", "listeners": ["http"]}}})
+    assert res["notCreated"]["d"]["properties"] == ["listeners"]
+    status, _ = gatehouse.request([["Core/echo", {}, "c"]])
+    assert status == 200
