@@ -1,6 +1,6 @@
 /*
  * push: the latest state of each object type, and the hand-off of every change to the push
- * transport (the HTTP layer's EventSource streams), which lives above this layer.
+ * transport (the EventSource streams of jmap/eventsource.c).
  */
 #include "jmap/jmap.h"
 
