@@ -99,6 +99,18 @@ def main():
                 targets.append(("rate", work, conc, gv / best if best else 0,
                                 gc / bestc if bestc else 0))
     w("")
+    shares = []
+    for server in ("gatehouse", "nginx", "nginx-stream", "haproxy"):
+        parts = []
+        for k, r in sorted(res.items(), key=lambda kv: int(kv[0][2] or 0)):
+            if k[0] == server and k[1] == "tls-resumed" and num(r.get("ops")):
+                share = min(1.0, num(r.get("reused")) / num(r.get("ops")))
+                parts.append(f"{share:.0%} at {k[2]}")
+        if parts:
+            shares.append(f"{server} {', '.join(parts)}")
+    if shares:
+        w("Share of the tls-resumed handshakes that really resumed: " + "; ".join(shares) + ".")
+        w("")
 
     # -- relay throughput --
     relay = {k: r for k, r in res.items() if k[1] == "relay"}
