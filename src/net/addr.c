@@ -67,15 +67,30 @@ bool gh_sockaddr_parse(const char *text, struct gh_sockaddr *out, gh_err *err)
     return true;
 }
 
+/* Dotted quad by hand: every accepted connection formats its peer, and inet_ntop costs
+ * as much as the rest of a short SMTP session's own work together. */
+static void format_v4(const uint8_t *b, char *out)
+{
+    for (int i = 0; i < 4; i++) {
+        unsigned v = b[i];
+        if (v >= 100)
+            *out++ = (char)('0' + v / 100);
+        if (v >= 10)
+            *out++ = (char)('0' + v / 10 % 10);
+        *out++ = (char)('0' + v % 10);
+        *out++ = i < 3 ? '.' : '\0';
+    }
+}
+
 void gh_ip_format(const struct sockaddr *sa, char out[GH_ADDR_TEXT])
 {
     out[0] = 0;
     if (sa->sa_family == AF_INET) {
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, GH_ADDR_TEXT);
+        format_v4((const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr, out);
     } else if (sa->sa_family == AF_INET6) {
         const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
         if (IN6_IS_ADDR_V4MAPPED(a))
-            inet_ntop(AF_INET, &a->s6_addr[12], out, GH_ADDR_TEXT);
+            format_v4(&a->s6_addr[12], out);
         else
             inet_ntop(AF_INET6, a, out, GH_ADDR_TEXT);
     } else if (sa->sa_family == AF_UNIX) {

@@ -345,9 +345,33 @@ static void ipmask_match_other(void **state)
     assert_true(gh_ipmask_match_any(list, 3, &a.u.sa));
 }
 
+/* The hand-written dotted quad agrees with inet_ntop on every byte value and position. */
+static void ip_format_matches_inet_ntop(void **state)
+{
+    static const uint8_t values[] = {0, 1, 9, 10, 42, 99, 100, 109, 110, 199, 200, 250, 255};
+    for (size_t k = 0; k < sizeof values; k++) {
+        for (int pos = 0; pos < 4; pos++) {
+            struct sockaddr_in v4 = {.sin_family = AF_INET};
+            uint8_t *b = (uint8_t *)&v4.sin_addr;
+            b[0] = 192, b[1] = 0, b[2] = 2, b[3] = 1;
+            b[pos] = values[k];
+            char ours[GH_ADDR_TEXT], libc[INET_ADDRSTRLEN];
+            gh_ip_format((struct sockaddr *)&v4, ours);
+            inet_ntop(AF_INET, &v4.sin_addr, libc, sizeof libc);
+            assert_string_equal(ours, libc);
+            struct sockaddr_in6 m = {.sin6_family = AF_INET6};
+            m.sin6_addr.s6_addr[10] = m.sin6_addr.s6_addr[11] = 0xff;
+            memcpy(&m.sin6_addr.s6_addr[12], b, 4);
+            gh_ip_format((struct sockaddr *)&m, ours);
+            assert_string_equal(ours, libc);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(ip_format_matches_inet_ntop),
         cmocka_unit_test(sockaddr_parse_valid),
         cmocka_unit_test(sockaddr_parse_invalid),
         cmocka_unit_test(sockaddr_format_canonical),
