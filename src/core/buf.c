@@ -1,6 +1,7 @@
 /*
  * buf: growth doubles from 1 KiB; consumed bytes are reclaimed by sliding the unread
- * part to the front before growing.
+ * part to the front before growing. Each thread keeps a few freed 1 KiB and 4 KiB blocks
+ * (the sizes every short session takes and gives back) to hand out again without malloc.
  */
 #include "core/buf.h"
 
@@ -8,6 +9,43 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define CACHE_BLOCKS 32
+
+struct block_cache {
+    unsigned n;
+    void *blocks[CACHE_BLOCKS];
+};
+
+static _Thread_local struct block_cache cache_1k, cache_4k;
+
+static struct block_cache *cache_for(size_t cap)
+{
+    return cap == 1024 ? &cache_1k : cap == 4096 ? &cache_4k : NULL;
+}
+
+static void *block_take(size_t cap)
+{
+    struct block_cache *c = cache_for(cap);
+    return c && c->n ? c->blocks[--c->n] : malloc(cap);
+}
+
+static void block_give(void *data, size_t cap)
+{
+    struct block_cache *c = cache_for(cap);
+    if (data && c && c->n < CACHE_BLOCKS)
+        c->blocks[c->n++] = data;
+    else
+        free(data);
+}
+
+void gh_buf_cache_drain(void)
+{
+    while (cache_1k.n)
+        free(cache_1k.blocks[--cache_1k.n]);
+    while (cache_4k.n)
+        free(cache_4k.blocks[--cache_4k.n]);
+}
 
 bool gh_buf_reserve(struct gh_buf *b, size_t n)
 {
@@ -23,12 +61,12 @@ bool gh_buf_reserve(struct gh_buf *b, size_t n)
     size_t cap = b->cap ? b->cap : 1024;
     while (cap - len < n)
         cap *= 2;
-    char *d = malloc(cap);
+    char *d = block_take(cap);
     if (!d)
         return false;
     if (len)
         memcpy(d, b->data + b->start, len);
-    free(b->data);
+    block_give(b->data, b->cap);
     b->data = d;
     b->cap = cap;
     b->start = 0;
@@ -77,13 +115,13 @@ void gh_buf_clear(struct gh_buf *b)
 void gh_buf_release_if_empty(struct gh_buf *b)
 {
     if (b->start == b->end && b->data) {
-        free(b->data);
+        block_give(b->data, b->cap);
         *b = (struct gh_buf){0};
     }
 }
 
 void gh_buf_free(struct gh_buf *b)
 {
-    free(b->data);
+    block_give(b->data, b->cap);
     *b = (struct gh_buf){0};
 }

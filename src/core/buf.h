@@ -32,5 +32,7 @@ void gh_buf_clear(struct gh_buf *b);
 /* Gives the memory back when the buffer is empty. */
 void gh_buf_release_if_empty(struct gh_buf *b);
 void gh_buf_free(struct gh_buf *b);
+/* Frees the calling thread's cached blocks; call before a thread that used buffers ends. */
+void gh_buf_cache_drain(void);
 
 #endif
