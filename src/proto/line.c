@@ -1,7 +1,8 @@
 /*
  * line: cuts the input of the text protocols into lines, keeps an over-long line from
  * growing the buffer (it is reported once and its rest thrown away), and recognises the
- * literals of IMAP and ManageSieve so their bytes are skipped instead of parsed.
+ * literals of IMAP and ManageSieve so their bytes are skipped instead of parsed. It also
+ * runs the input loop, error count and goodbyes that SMTP, IMAP, POP3 and ManageSieve share.
  */
 #include "proto/line.h"
 
@@ -113,4 +114,147 @@ uint32_t gh_line_idle_ms(uint32_t dflt)
 {
     pthread_once(&idle_once, read_idle_env);
     return idle_override ? idle_override : dflt;
+}
+
+void *gh_line_open(struct gh_conn *c, size_t size, const struct gh_line_proto *proto)
+{
+    struct gh_line_reader *r = calloc(1, size);
+    if (!r) {
+        gh_conn_close(c);
+        return NULL;
+    }
+    r->proto = proto;
+    c->proto_state = r;
+    gh_conn_set_idle(c, gh_line_idle_ms(proto->idle_ms));
+    return r;
+}
+
+/* IMAP and ManageSieve: true when the line announces a literal that follows at once, so its
+ * command goes on after it; its bytes will be skipped, never read as commands. A literal over
+ * max_literal cannot be told apart from commands: the session ends (false, r stopped). */
+static bool literal_follows(struct gh_conn *c, struct gh_line_reader *r, const char *line,
+                            size_t len)
+{
+    const struct gh_line_proto *p = r->proto;
+    uint64_t n;
+    bool nonsync;
+    if (!gh_line_literal(line, len, &n, &nonsync) || !(nonsync || p->sync_literal_follows))
+        return false;
+    if (n > p->max_literal) {
+        gh_conn_printf(c, "%s", p->literal_too_large);
+        gh_line_stop(c);
+        return false;
+    }
+    r->literal = n;
+    return true;
+}
+
+/* The first line of a command goes to the protocol; with literals, the command is answered
+ * at the first line that announces none to follow. */
+static void take(struct gh_conn *c, struct gh_line_reader *r, const char *line, size_t len)
+{
+    const struct gh_line_proto *p = r->proto;
+    if (!r->continued)
+        p->line(c, line, len);
+    if (!p->finish || r->stopped)
+        return;
+    r->continued = literal_follows(c, r, line, len);
+    if (!r->continued && !r->stopped)
+        p->finish(c);
+}
+
+void gh_line_input(struct gh_conn *c)
+{
+    struct gh_line_reader *r = c->proto_state;
+    if (!r)
+        return;
+    const struct gh_line_proto *p = r->proto;
+    bool active = false;
+    while (!r->stopped && gh_buf_len(&c->out) < GH_LINE_OUT_MAX) {
+        if (r->literal && !gh_line_skip(&c->in, &r->literal))
+            break;
+        char *line;
+        size_t len;
+        enum gh_line_result got = gh_line_take(&c->in, p->max_line, &r->skipping, &line, &len);
+        if (got == GH_LINE_MORE)
+            break;
+        active = true;
+        if (got == GH_LINE_TOO_LONG) {
+            if (p->too_long)
+                p->too_long(c);
+            else
+                gh_line_error(c, p->too_long_reply);
+            r->continued = false;
+        } else {
+            take(c, r, line, len);
+        }
+    }
+    /* Only complete commands count as activity, so a trickle of bytes cannot hold a slot. */
+    if (active && !r->stopped)
+        gh_conn_set_idle(c, gh_line_idle_ms(p->idle_ms));
+}
+
+void gh_line_stop(struct gh_conn *c)
+{
+    struct gh_line_reader *r = c->proto_state;
+    r->stopped = true;
+    gh_conn_close_after_flush(c);
+}
+
+void gh_line_error(struct gh_conn *c, const char *reply)
+{
+    struct gh_line_reader *r = c->proto_state;
+    gh_conn_printf(c, "%s\r\n", reply);
+    if (++r->errors >= GH_LINE_MAX_ERRORS) {
+        gh_conn_printf(c, r->proto->too_many_errors, gh_conn_hostname(c));
+        gh_line_stop(c);
+    }
+}
+
+void gh_line_starttls(struct gh_conn *c)
+{
+    struct gh_line_reader *r = c->proto_state;
+    r->stopped = true;
+    gh_conn_starttls(c);
+}
+
+void gh_line_restart(struct gh_conn *c)
+{
+    struct gh_line_reader *r = c->proto_state;
+    if (!r)
+        return;
+    r->stopped = false;
+    r->skipping = false;
+    r->literal = 0;
+    r->continued = false;
+    gh_conn_set_idle(c, gh_line_idle_ms(r->proto->idle_ms));
+    gh_line_input(c);
+}
+
+/* Without a state the connection was closed at open, so there is nothing to say. */
+static void goodbye(struct gh_conn *c, bool idle)
+{
+    struct gh_line_reader *r = c->proto_state;
+    if (r && !r->stopped) {
+        const struct gh_line_proto *p = r->proto;
+        gh_conn_printf(c, idle ? p->idle_goodbye : p->shutdown_goodbye, gh_conn_hostname(c));
+        r->stopped = true;
+    }
+    gh_conn_close_after_flush(c);
+}
+
+void gh_line_idle(struct gh_conn *c)
+{
+    goodbye(c, true);
+}
+
+void gh_line_shutdown(struct gh_conn *c)
+{
+    goodbye(c, false);
+}
+
+void gh_line_release(struct gh_conn *c)
+{
+    free(c->proto_state);
+    c->proto_state = NULL;
 }
