@@ -6,7 +6,7 @@
  */
 #include "proto/proto.h"
 
-#include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "proto/line.h"
@@ -14,7 +14,6 @@
 #define IMAP_MAX_LINE    8192             /* a command line, literals apart */
 #define IMAP_MAX_LITERAL 4096             /* LITERAL- (RFC 7888), part of IMAP4rev2 */
 #define IMAP_IDLE_MS     (30 * 60 * 1000) /* RFC 9051 §5.4: at least 30 minutes */
-#define IMAP_MAX_ERRORS  20               /* BAD replies before the session is dropped */
 #define IMAP_TAG_MAX     64
 
 /* What a command asks for; decided on its first line, done once its last line is in. */
@@ -31,16 +30,13 @@ enum action {
     A_BAD_TAG,
 };
 
-/* Owner: the connection (c->proto_state), freed by imap_release. */
+/* Owner: the connection (c->proto_state), allocated by gh_line_open, freed by gh_line_release. */
 struct imap {
-    bool skipping;    /* the line reader is discarding the rest of an over-long line */
-    bool stopped;     /* LOGOUT, STARTTLS or a goodbye: input that follows is not ours */
-    bool continued;   /* the next line continues the current command, after a literal */
-    uint64_t literal; /* bytes of a non-synchronizing literal still to discard */
+    struct gh_line_reader lines; /* first, where gh_line_* find it; literals: non-synchronizing */
     enum action pending;
     char tag[IMAP_TAG_MAX + 1];
-    unsigned errors;
 };
+_Static_assert(offsetof(struct imap, lines) == 0, "gh_line_* find the reader at proto_state");
 
 /* Real IMAP commands (RFC 9051 and common extensions) that need a mail store. */
 static const char *const store_cmds[] = {
@@ -52,12 +48,6 @@ static const char *const store_cmds[] = {
     "MYRIGHTS", "LISTRIGHTS", "GETMETADATA",  "SETMETADATA", "COMPRESS", "UNAUTHENTICATE",
 };
 
-static void stop(struct gh_conn *c, struct imap *s)
-{
-    s->stopped = true;
-    gh_conn_close_after_flush(c);
-}
-
 static void capability_list(struct gh_conn *c)
 {
     /* Before the upgrade no credentials may travel: LOGINDISABLED (RFC 9051 §6.2.3) and
@@ -68,13 +58,11 @@ static void capability_list(struct gh_conn *c)
         gh_conn_printf(c, "IMAP4rev1 IMAP4rev2 AUTH=PLAIN SASL-IR");
 }
 
-static void error_reply(struct gh_conn *c, struct imap *s, const char *tag, const char *text)
+/* A BAD reply, which counts as an error. */
+static void error_reply(struct gh_conn *c, const char *tag, const char *text)
 {
-    gh_conn_printf(c, "%s %s\r\n", tag, text);
-    if (++s->errors >= IMAP_MAX_ERRORS) {
-        gh_conn_printf(c, "* BYE Too many invalid commands\r\n");
-        stop(c, s);
-    }
+    gh_conn_printf(c, "%s ", tag);
+    gh_line_error(c, text);
 }
 
 static bool valid_tag(const char *t, size_t len)
@@ -96,8 +84,9 @@ static bool is_store_cmd(const char *verb, size_t len)
 }
 
 /* The first line of a command: note its tag and what it asks for. */
-static void begin(struct imap *s, const char *line, size_t len)
+static void begin(struct gh_conn *c, const char *line, size_t len)
 {
+    struct imap *s = c->proto_state;
     size_t tag_len, verb_len;
     const char *verb = gh_line_word(line, &tag_len);
     s->tag[0] = '\0';
@@ -130,20 +119,20 @@ static void begin(struct imap *s, const char *line, size_t len)
 static void starttls(struct gh_conn *c, struct imap *s)
 {
     if (c->tls_active || c->tls_done_once) {
-        error_reply(c, s, s->tag, "BAD TLS already active");
+        error_reply(c, s->tag, "BAD TLS already active");
     } else if (!gh_conn_can_starttls(c)) {
         gh_conn_printf(c, "%s NO TLS not available\r\n", s->tag);
     } else {
         gh_conn_printf(c, "%s OK Begin TLS negotiation now\r\n", s->tag);
-        /* Commands pipelined behind STARTTLS were sent in plaintext: never act on them. */
-        s->stopped = true;
-        gh_conn_starttls(c);
+        gh_line_starttls(c);
     }
 }
 
-/* The command is complete: answer it. */
-static void finish(struct gh_conn *c, struct imap *s)
+/* The command is complete: answer it. A synchronizing literal waits for "+": answering now
+ * tells the client not to send it (RFC 9051 §7.5). */
+static void finish(struct gh_conn *c)
 {
+    struct imap *s = c->proto_state;
     const char *tag = s->tag;
     switch (s->pending) {
     case A_CAPABILITY:
@@ -157,7 +146,7 @@ static void finish(struct gh_conn *c, struct imap *s)
     case A_LOGOUT:
         gh_conn_printf(c, "* BYE %s logging out\r\n%s OK LOGOUT completed\r\n", gh_conn_hostname(c),
                        tag);
-        stop(c, s);
+        gh_line_stop(c);
         break;
     case A_STARTTLS:
         starttls(c, s);
@@ -176,81 +165,47 @@ static void finish(struct gh_conn *c, struct imap *s)
             c, "%s NO [UNAVAILABLE] Service temporarily unavailable, try again later\r\n", tag);
         break;
     case A_UNKNOWN:
-        error_reply(c, s, tag, "BAD Unknown command");
+        error_reply(c, tag, "BAD Unknown command");
         break;
     case A_ARGS:
-        error_reply(c, s, tag, "BAD Invalid arguments");
+        error_reply(c, tag, "BAD Invalid arguments");
         break;
     case A_NO_CMD:
-        error_reply(c, s, tag, "BAD Missing command");
+        error_reply(c, tag, "BAD Missing command");
         break;
     case A_BAD_TAG:
-        error_reply(c, s, "*", "BAD Missing or invalid tag");
+        error_reply(c, "*", "BAD Missing or invalid tag");
         break;
     }
 }
 
-static void line_in(struct gh_conn *c, struct imap *s, const char *line, size_t len)
-{
-    if (!s->continued)
-        begin(s, line, len);
-    s->continued = false;
-    uint64_t n;
-    bool nonsync;
-    if (gh_line_literal(line, len, &n, &nonsync) && nonsync) {
-        if (n > IMAP_MAX_LITERAL) {
-            /* Its bytes are on their way and cannot be told apart from commands: end here. */
-            gh_conn_printf(c, "* BYE [TOOBIG] Literal too large\r\n");
-            stop(c, s);
-            return;
-        }
-        s->literal = n;
-        s->continued = true;
-        return;
-    }
-    /* A synchronizing literal waits for "+": answering now tells the client not to send
-     * it (RFC 9051 §7.5). */
-    finish(c, s);
-}
-
-static void imap_input(struct gh_conn *c)
+static void too_long(struct gh_conn *c)
 {
     struct imap *s = c->proto_state;
-    bool active = false;
-    while (s && !s->stopped && gh_buf_len(&c->out) < GH_LINE_OUT_MAX) {
-        if (s->literal && !gh_line_skip(&c->in, &s->literal))
-            break;
-        char *line;
-        size_t len;
-        enum gh_line_result r = gh_line_take(&c->in, IMAP_MAX_LINE, &s->skipping, &line, &len);
-        if (r == GH_LINE_MORE)
-            break;
-        active = true;
-        if (r == GH_LINE_TOO_LONG) {
-            bool tagged = s->continued && s->tag[0];
-            s->continued = false;
-            error_reply(c, s, tagged ? s->tag : "*", "BAD [TOOBIG] Line too long");
-        } else {
-            line_in(c, s, line, len);
-        }
-    }
-    /* Only complete commands count as activity, so a trickle of bytes cannot hold a slot. */
-    if (s && active && !s->stopped)
-        gh_conn_set_idle(c, gh_line_idle_ms(IMAP_IDLE_MS));
+    bool tagged = s->lines.continued && s->tag[0];
+    error_reply(c, tagged ? s->tag : "*", "BAD [TOOBIG] Line too long");
 }
+
+static const struct gh_line_proto imap_lines = {
+    .max_line = IMAP_MAX_LINE,
+    .idle_ms = IMAP_IDLE_MS,
+    .too_many_errors = "* BYE Too many invalid commands\r\n",
+    .idle_goodbye = "* BYE %s autologout; idle for too long\r\n",
+    .shutdown_goodbye = "* BYE %s shutting down\r\n",
+    .max_literal = IMAP_MAX_LITERAL,
+    .literal_too_large = "* BYE [TOOBIG] Literal too large\r\n",
+    .line = begin,
+    .finish = finish,
+    .too_long = too_long,
+};
 
 static void imap_open(struct gh_conn *c)
 {
-    struct imap *s = calloc(1, sizeof *s);
-    if (!s) {
-        gh_conn_close(c);
+    if (!gh_line_open(c, sizeof(struct imap), &imap_lines))
         return;
-    }
-    c->proto_state = s;
     gh_conn_printf(c, "* OK [CAPABILITY ");
     capability_list(c);
     gh_conn_printf(c, "] %s ready\r\n", gh_conn_hostname(c));
-    gh_conn_set_idle(c, gh_line_idle_ms(IMAP_IDLE_MS));
 }
 
 static void imap_tls_ready(struct gh_conn *c)
@@ -259,49 +214,18 @@ static void imap_tls_ready(struct gh_conn *c)
     if (!s)
         return;
     /* RFC 9051 §6.2.1: the client asks for the capabilities again; nothing is sent. */
-    *s = (struct imap){.errors = s->errors};
-    gh_conn_set_idle(c, gh_line_idle_ms(IMAP_IDLE_MS));
-    imap_input(c);
-}
-
-static void goodbye(struct gh_conn *c, const char *fmt)
-{
-    struct imap *s = c->proto_state;
-    if (s && s->stopped) {
-        /* Already saying goodbye, or inside a TLS handshake where plaintext cannot go. */
-        gh_conn_close_after_flush(c);
-        return;
-    }
-    gh_conn_printf(c, fmt, gh_conn_hostname(c));
-    if (s)
-        s->stopped = true;
-    gh_conn_close_after_flush(c);
-}
-
-static void imap_idle(struct gh_conn *c)
-{
-    goodbye(c, "* BYE %s autologout; idle for too long\r\n");
-}
-
-static void imap_shutdown(struct gh_conn *c)
-{
-    goodbye(c, "* BYE %s shutting down\r\n");
-}
-
-static void imap_release(struct gh_conn *c)
-{
-    free(c->proto_state);
-    c->proto_state = NULL;
+    *s = (struct imap){.lines = s->lines};
+    gh_line_restart(c);
 }
 
 const struct gh_proto gh_proto_imap = {
     .name = "imap",
     .open = imap_open,
-    .input = imap_input,
+    .input = gh_line_input,
     .tls_ready = imap_tls_ready,
-    .idle = imap_idle,
-    .shutdown = imap_shutdown,
-    .release = imap_release,
+    .idle = gh_line_idle,
+    .shutdown = gh_line_shutdown,
+    .release = gh_line_release,
     .over_limit = "* BYE Too many connections\r\n",
     .unavailable = "* BYE [UNAVAILABLE] Service not available\r\n",
 };

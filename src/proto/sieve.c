@@ -6,8 +6,8 @@
  */
 #include "proto/proto.h"
 
+#include <stddef.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "proto/line.h"
@@ -15,7 +15,6 @@
 #define SIEVE_MAX_LINE    4096             /* a command line, literals apart */
 #define SIEVE_MAX_LITERAL (64 * 1024)      /* before login only SASL data is expected */
 #define SIEVE_IDLE_MS     (10 * 60 * 1000) /* RFC 5804 names none; as POP3's minimum */
-#define SIEVE_MAX_ERRORS  20               /* error replies before the session is dropped */
 #define SIEVE_TAG_MAX     128
 
 #define SIEVE_EXTENSIONS                                                                           \
@@ -37,37 +36,19 @@ enum action {
     A_ARGS,
 };
 
-/* Owner: the connection (c->proto_state), freed by sieve_release. */
+/* Owner: the connection (c->proto_state), allocated by gh_line_open, freed by gh_line_release. */
 struct sieve {
-    bool skipping;    /* the line reader is discarding the rest of an over-long line */
-    bool stopped;     /* LOGOUT, STARTTLS or a goodbye: input that follows is not ours */
-    bool continued;   /* the next line continues the current command, after a literal */
-    uint64_t literal; /* bytes of a literal still to discard */
+    struct gh_line_reader lines; /* first, where gh_line_* find it */
     enum action pending;
     bool has_tag; /* NOOP's tag, echoed in its reply (RFC 5804 §2.13) */
     char tag[SIEVE_TAG_MAX + 1];
-    unsigned errors;
 };
+_Static_assert(offsetof(struct sieve, lines) == 0, "gh_line_* find the reader at proto_state");
 
 static const char *const script_cmds[] = {
     "HAVESPACE",    "PUTSCRIPT",    "LISTSCRIPTS", "SETACTIVE",      "GETSCRIPT",
     "DELETESCRIPT", "RENAMESCRIPT", "CHECKSCRIPT", "UNAUTHENTICATE",
 };
-
-static void stop(struct gh_conn *c, struct sieve *s)
-{
-    s->stopped = true;
-    gh_conn_close_after_flush(c);
-}
-
-static void error_reply(struct gh_conn *c, struct sieve *s, const char *reply)
-{
-    gh_conn_printf(c, "%s\r\n", reply);
-    if (++s->errors >= SIEVE_MAX_ERRORS) {
-        gh_conn_printf(c, "BYE \"Too many invalid commands\"\r\n");
-        stop(c, s);
-    }
-}
 
 /* Writes s as a quoted string, escaping what the grammar requires. */
 static void put_quoted(struct gh_conn *c, const char *s)
@@ -126,8 +107,9 @@ static bool is_script_cmd(const char *verb, size_t len)
 }
 
 /* The first line of a command: note what it asks for. */
-static void begin(struct sieve *s, const char *line, size_t len)
+static void begin(struct gh_conn *c, const char *line, size_t len)
 {
+    struct sieve *s = c->proto_state;
     size_t vlen;
     const char *args = gh_line_word(line, &vlen);
     bool bare = *args == '\0';
@@ -157,20 +139,19 @@ static void begin(struct sieve *s, const char *line, size_t len)
 static void starttls(struct gh_conn *c, struct sieve *s)
 {
     if (c->tls_active || c->tls_done_once) {
-        error_reply(c, s, "NO \"TLS already active\"");
+        gh_line_error(c, "NO \"TLS already active\"");
     } else if (!gh_conn_can_starttls(c)) {
-        error_reply(c, s, "NO \"TLS not available\"");
+        gh_line_error(c, "NO \"TLS not available\"");
     } else {
         gh_conn_printf(c, "OK \"Begin TLS negotiation now\"\r\n");
-        /* Commands pipelined behind STARTTLS were sent in plaintext: never act on them. */
-        s->stopped = true;
-        gh_conn_starttls(c);
+        gh_line_starttls(c);
     }
 }
 
 /* The command is complete: answer it. */
-static void finish(struct gh_conn *c, struct sieve *s)
+static void finish(struct gh_conn *c)
 {
+    struct sieve *s = c->proto_state;
     switch (s->pending) {
     case A_CAPABILITY:
         capabilities(c);
@@ -187,7 +168,7 @@ static void finish(struct gh_conn *c, struct sieve *s)
         break;
     case A_LOGOUT:
         gh_conn_printf(c, "OK \"Logout completed\"\r\n");
-        stop(c, s);
+        gh_line_stop(c);
         break;
     case A_STARTTLS:
         starttls(c, s);
@@ -202,75 +183,38 @@ static void finish(struct gh_conn *c, struct sieve *s)
         gh_conn_printf(c, TRYLATER "\r\n");
         break;
     case A_UNKNOWN:
-        error_reply(c, s, "NO \"Unknown command\"");
+        gh_line_error(c, "NO \"Unknown command\"");
         break;
     case A_ARGS:
-        error_reply(c, s, "NO \"Invalid arguments\"");
+        gh_line_error(c, "NO \"Invalid arguments\"");
         break;
     }
 }
 
-static void line_in(struct gh_conn *c, struct sieve *s, const char *line, size_t len)
-{
-    if (!s->continued)
-        begin(s, line, len);
-    s->continued = false;
-    uint64_t n;
-    bool nonsync;
-    /* ManageSieve has no continuation request: the bytes of {N} and {N+} both follow. */
-    if (gh_line_literal(line, len, &n, &nonsync)) {
-        if (n > SIEVE_MAX_LITERAL) {
-            gh_conn_printf(c, "BYE \"Literal too large\"\r\n");
-            stop(c, s);
-            return;
-        }
-        s->literal = n;
-        s->continued = true;
-        return;
-    }
-    finish(c, s);
-}
-
-static void sieve_input(struct gh_conn *c)
-{
-    struct sieve *s = c->proto_state;
-    bool active = false;
-    while (s && !s->stopped && gh_buf_len(&c->out) < GH_LINE_OUT_MAX) {
-        if (s->literal && !gh_line_skip(&c->in, &s->literal))
-            break;
-        char *line;
-        size_t len;
-        enum gh_line_result r = gh_line_take(&c->in, SIEVE_MAX_LINE, &s->skipping, &line, &len);
-        if (r == GH_LINE_MORE)
-            break;
-        active = true;
-        if (r == GH_LINE_TOO_LONG) {
-            s->continued = false;
-            error_reply(c, s, "NO \"Line too long\"");
-        } else {
-            line_in(c, s, line, len);
-        }
-    }
-    /* Only complete commands count as activity, so a trickle of bytes cannot hold a slot. */
-    if (s && active && !s->stopped)
-        gh_conn_set_idle(c, gh_line_idle_ms(SIEVE_IDLE_MS));
-}
+static const struct gh_line_proto sieve_lines = {
+    .max_line = SIEVE_MAX_LINE,
+    .idle_ms = SIEVE_IDLE_MS,
+    .too_many_errors = "BYE \"Too many invalid commands\"\r\n",
+    .idle_goodbye = "BYE \"Idle timeout, closing connection\"\r\n",
+    .shutdown_goodbye = "BYE \"shutting down\"\r\n",
+    .max_literal = SIEVE_MAX_LITERAL,
+    .literal_too_large = "BYE \"Literal too large\"\r\n",
+    .sync_literal_follows = true, /* no continuation request: {N} and {N+} both follow */
+    .line = begin,
+    .finish = finish,
+    .too_long_reply = "NO \"Line too long\"",
+};
 
 static void sieve_open(struct gh_conn *c)
 {
-    struct sieve *s = calloc(1, sizeof *s);
-    if (!s) {
-        gh_conn_close(c);
+    if (!gh_line_open(c, sizeof(struct sieve), &sieve_lines))
         return;
-    }
-    c->proto_state = s;
     capabilities(c);
     char text[320];
     snprintf(text, sizeof text, "%s ready", gh_conn_hostname(c));
     gh_conn_printf(c, "OK ");
     put_quoted(c, text);
     gh_conn_printf(c, "\r\n");
-    gh_conn_set_idle(c, gh_line_idle_ms(SIEVE_IDLE_MS));
 }
 
 static void sieve_tls_ready(struct gh_conn *c)
@@ -278,54 +222,21 @@ static void sieve_tls_ready(struct gh_conn *c)
     struct sieve *s = c->proto_state;
     if (!s)
         return;
-    *s = (struct sieve){.errors = s->errors};
+    *s = (struct sieve){.lines = s->lines};
     /* RFC 5804 §2.2: after the handshake the server sends its capabilities again. */
     capabilities(c);
     gh_conn_printf(c, "OK \"TLS negotiation successful\"\r\n");
-    gh_conn_set_idle(c, gh_line_idle_ms(SIEVE_IDLE_MS));
-    sieve_input(c);
-}
-
-/* Marks the session as ending; false when it already was (a goodbye was said, or a TLS
- * handshake is running where plaintext cannot go), and then it only closes. */
-static bool say_goodbye(struct gh_conn *c)
-{
-    struct sieve *s = c->proto_state;
-    if (s && s->stopped)
-        return false;
-    if (s)
-        s->stopped = true;
-    return true;
-}
-
-static void sieve_idle(struct gh_conn *c)
-{
-    if (say_goodbye(c))
-        gh_conn_printf(c, "BYE \"Idle timeout, closing connection\"\r\n");
-    gh_conn_close_after_flush(c);
-}
-
-static void sieve_shutdown(struct gh_conn *c)
-{
-    if (say_goodbye(c))
-        gh_conn_printf(c, "BYE \"shutting down\"\r\n");
-    gh_conn_close_after_flush(c);
-}
-
-static void sieve_release(struct gh_conn *c)
-{
-    free(c->proto_state);
-    c->proto_state = NULL;
+    gh_line_restart(c);
 }
 
 const struct gh_proto gh_proto_managesieve = {
     .name = "manageSieve",
     .open = sieve_open,
-    .input = sieve_input,
+    .input = gh_line_input,
     .tls_ready = sieve_tls_ready,
-    .idle = sieve_idle,
-    .shutdown = sieve_shutdown,
-    .release = sieve_release,
+    .idle = gh_line_idle,
+    .shutdown = gh_line_shutdown,
+    .release = gh_line_release,
     .over_limit = "BYE \"Too many connections\"\r\n",
     .unavailable = "BYE (TRYLATER) \"Service not available\"\r\n",
     .greets_after_tls = true,

@@ -6,45 +6,29 @@
 #include "net/handoff.h"
 #include "proto/proto.h"
 
+#include <stddef.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "proto/line.h"
 
-#define SMTP_MAX_LINE   4096            /* RFC 5321 allows 512; extensions make lines longer */
-#define SMTP_IDLE_MS    (5 * 60 * 1000) /* RFC 5321 §4.5.3.2.7: the server waits 5 minutes */
-#define SMTP_MAX_ERRORS 20              /* error replies before the session is dropped */
+#define SMTP_MAX_LINE 4096            /* RFC 5321 allows 512; extensions make lines longer */
+#define SMTP_IDLE_MS  (5 * 60 * 1000) /* RFC 5321 §4.5.3.2.7: the server waits 5 minutes */
 
-/* Owner: the connection (c->proto_state), freed by smtp_release. */
+/* Owner: the connection (c->proto_state), allocated by gh_line_open, freed by gh_line_release. */
 struct smtp {
+    struct gh_line_reader lines; /* first, where gh_line_* find it */
     bool lmtp;
-    bool skipping; /* the line reader is discarding the rest of an over-long line */
-    bool stopped;  /* QUIT, STARTTLS or a goodbye: input that follows is not ours */
-    bool greeted;  /* EHLO/HELO/LHLO seen since the start or the last TLS upgrade */
+    bool greeted;   /* EHLO/HELO/LHLO seen since the start or the last TLS upgrade */
     char helo[256]; /* the name the client gave, to say hello for it to a destination */
-    unsigned errors;
 };
+_Static_assert(offsetof(struct smtp, lines) == 0, "gh_line_* find the reader at proto_state");
 
 /* Commands of a mail transaction or of its extensions: real, but served by a destination. */
 static const char *const transaction_cmds[] = {
     "MAIL", "RCPT", "DATA", "BDAT", "AUTH", "VRFY", "EXPN",    "ETRN",
     "ATRN", "BURL", "TURN", "SEND", "SOML", "SAML", "XCLIENT", "XFORWARD",
 };
-
-static void stop(struct gh_conn *c, struct smtp *s, const char *fmt_host_reply)
-{
-    gh_conn_printf(c, fmt_host_reply, gh_conn_hostname(c));
-    s->stopped = true;
-    gh_conn_close_after_flush(c);
-}
-
-static void error_reply(struct gh_conn *c, struct smtp *s, const char *reply)
-{
-    gh_conn_printf(c, "%s\r\n", reply);
-    if (++s->errors >= SMTP_MAX_ERRORS)
-        stop(c, s, "421 4.7.0 %s Too many errors, closing connection\r\n");
-}
 
 /* A domain or address literal as the client named itself: printable, no spaces. */
 static bool valid_name(const char *name, size_t len)
@@ -62,10 +46,9 @@ static void hello(struct gh_conn *c, struct smtp *s, const char *args, bool exte
     size_t name_len;
     gh_line_word(args, &name_len);
     if (!valid_name(args, name_len)) {
-        error_reply(c, s,
-                    s->lmtp    ? "501 5.5.4 Syntax: LHLO hostname"
-                    : extended ? "501 5.5.4 Syntax: EHLO hostname"
-                               : "501 5.5.4 Syntax: HELO hostname");
+        gh_line_error(c, s->lmtp    ? "501 5.5.4 Syntax: LHLO hostname"
+                         : extended ? "501 5.5.4 Syntax: EHLO hostname"
+                                    : "501 5.5.4 Syntax: HELO hostname");
         return;
     }
     s->greeted = true;
@@ -86,18 +69,17 @@ static void hello(struct gh_conn *c, struct smtp *s, const char *args, bool exte
 static void starttls(struct gh_conn *c, struct smtp *s, const char *args)
 {
     if (*args) {
-        error_reply(c, s, "501 5.5.4 Syntax error (no parameters allowed)");
+        gh_line_error(c, "501 5.5.4 Syntax error (no parameters allowed)");
     } else if (c->tls_active || c->tls_done_once) {
-        error_reply(c, s, "503 5.5.1 TLS already active");
+        gh_line_error(c, "503 5.5.1 TLS already active");
     } else if (!gh_conn_can_starttls(c)) {
-        error_reply(c, s, "502 5.7.0 TLS not available");
+        gh_line_error(c, "502 5.7.0 TLS not available");
     } else {
         gh_conn_printf(c, "220 2.0.0 Ready to start TLS\r\n");
         /* RFC 3207 §4.2: the session starts over; nothing the client said before counts,
          * and nothing it pipelined behind STARTTLS is read (gh_conn_starttls drops it). */
         s->greeted = false;
-        s->stopped = true;
-        gh_conn_starttls(c);
+        gh_line_starttls(c);
     }
 }
 
@@ -107,7 +89,7 @@ static void hand_off(struct gh_conn *c, struct smtp *s, const char *line)
 {
     char hello_line[300];
     snprintf(hello_line, sizeof hello_line, "%s %s", s->lmtp ? "LHLO" : "EHLO", s->helo);
-    s->stopped = true;
+    s->lines.stopped = true;
     gh_conn_handoff(c, true, hello_line, line);
 }
 
@@ -119,76 +101,63 @@ static bool is_transaction(const char *verb, size_t len)
     return false;
 }
 
-static void command(struct gh_conn *c, struct smtp *s, const char *line, size_t len)
+static void command(struct gh_conn *c, const char *line, size_t len)
 {
+    struct smtp *s = c->proto_state;
     size_t vlen;
     const char *args = gh_line_word(line, &vlen);
 
     if (strlen(line) != len) {
-        error_reply(c, s, "500 5.5.2 Syntax error");
+        gh_line_error(c, "500 5.5.2 Syntax error");
     } else if (gh_line_is(line, vlen, "EHLO") || gh_line_is(line, vlen, "HELO")) {
         if (s->lmtp)
-            error_reply(c, s, "500 5.5.1 Command not recognized: this is LMTP, use LHLO");
+            gh_line_error(c, "500 5.5.1 Command not recognized: this is LMTP, use LHLO");
         else
             hello(c, s, args, gh_line_is(line, vlen, "EHLO"));
     } else if (gh_line_is(line, vlen, "LHLO")) {
         if (s->lmtp)
             hello(c, s, args, true);
         else
-            error_reply(c, s, "500 5.5.1 Command not recognized: this is SMTP, use EHLO");
+            gh_line_error(c, "500 5.5.1 Command not recognized: this is SMTP, use EHLO");
     } else if (gh_line_is(line, vlen, "NOOP") || gh_line_is(line, vlen, "RSET")) {
         gh_conn_printf(c, "250 2.0.0 OK\r\n");
     } else if (gh_line_is(line, vlen, "HELP")) {
         gh_conn_printf(c, "214 2.0.0 Commands: %s NOOP RSET HELP QUIT%s\r\n",
                        s->lmtp ? "LHLO" : "EHLO HELO", gh_conn_can_starttls(c) ? " STARTTLS" : "");
     } else if (gh_line_is(line, vlen, "QUIT")) {
-        stop(c, s, "221 2.0.0 %s closing connection\r\n");
+        gh_conn_printf(c, "221 2.0.0 %s closing connection\r\n", gh_conn_hostname(c));
+        gh_line_stop(c);
     } else if (gh_line_is(line, vlen, "STARTTLS")) {
         starttls(c, s, args);
     } else if (is_transaction(line, vlen)) {
         if (!s->greeted)
-            error_reply(c, s, s->lmtp ? "503 5.5.1 Send LHLO first" : "503 5.5.1 Send EHLO first");
+            gh_line_error(c, s->lmtp ? "503 5.5.1 Send LHLO first" : "503 5.5.1 Send EHLO first");
         else if (gh_conn_has_destination(c))
             hand_off(c, s, line);
         else
-            error_reply(c, s, "451 4.3.0 Service temporarily unavailable, try again later");
+            gh_line_error(c, "451 4.3.0 Service temporarily unavailable, try again later");
     } else {
-        error_reply(c, s, "500 5.5.1 Command not recognized");
+        gh_line_error(c, "500 5.5.1 Command not recognized");
     }
 }
 
-static void smtp_input(struct gh_conn *c)
-{
-    struct smtp *s = c->proto_state;
-    bool active = false;
-    while (s && !s->stopped && gh_buf_len(&c->out) < GH_LINE_OUT_MAX) {
-        char *line;
-        size_t len;
-        enum gh_line_result r = gh_line_take(&c->in, SMTP_MAX_LINE, &s->skipping, &line, &len);
-        if (r == GH_LINE_MORE)
-            break;
-        active = true;
-        if (r == GH_LINE_TOO_LONG)
-            error_reply(c, s, "500 5.5.2 Line too long");
-        else
-            command(c, s, line, len);
-    }
-    /* Only complete commands count as activity, so a trickle of bytes cannot hold a slot. */
-    if (s && active && !s->stopped)
-        gh_conn_set_idle(c, gh_line_idle_ms(SMTP_IDLE_MS));
-}
+static const struct gh_line_proto smtp_lines = {
+    .max_line = SMTP_MAX_LINE,
+    .idle_ms = SMTP_IDLE_MS,
+    .too_many_errors = "421 4.7.0 %s Too many errors, closing connection\r\n",
+    .idle_goodbye = "421 4.4.2 %s Error: timeout exceeded\r\n",
+    .shutdown_goodbye = "421 4.3.0 %s shutting down\r\n",
+    .line = command,
+    .too_long_reply = "500 5.5.2 Line too long",
+};
 
 static void open_as(struct gh_conn *c, bool lmtp)
 {
-    struct smtp *s = calloc(1, sizeof *s);
-    if (!s) {
-        gh_conn_close(c);
+    struct smtp *s = gh_line_open(c, sizeof *s, &smtp_lines);
+    if (!s)
         return;
-    }
     s->lmtp = lmtp;
-    c->proto_state = s;
     gh_conn_printf(c, "220 %s ESMTP\r\n", gh_conn_hostname(c));
-    gh_conn_set_idle(c, gh_line_idle_ms(SMTP_IDLE_MS));
 }
 
 static void smtp_open(struct gh_conn *c)
@@ -206,53 +175,19 @@ static void smtp_tls_ready(struct gh_conn *c)
     struct smtp *s = c->proto_state;
     if (!s)
         return;
-    s->stopped = false;
     s->greeted = false;
-    s->skipping = false;
-    gh_conn_set_idle(c, gh_line_idle_ms(SMTP_IDLE_MS));
     /* Bytes that arrived encrypted right behind the handshake are the client's next command. */
-    smtp_input(c);
-}
-
-static void smtp_idle(struct gh_conn *c)
-{
-    struct smtp *s = c->proto_state;
-    if (s && s->stopped)
-        return;
-    gh_conn_printf(c, "421 4.4.2 %s Error: timeout exceeded\r\n", gh_conn_hostname(c));
-    if (s)
-        s->stopped = true;
-    gh_conn_close_after_flush(c);
-}
-
-static void smtp_shutdown(struct gh_conn *c)
-{
-    struct smtp *s = c->proto_state;
-    if (s && s->stopped) {
-        /* Already saying goodbye, or inside a TLS handshake where plaintext cannot go. */
-        gh_conn_close_after_flush(c);
-        return;
-    }
-    gh_conn_printf(c, "421 4.3.0 %s shutting down\r\n", gh_conn_hostname(c));
-    if (s)
-        s->stopped = true;
-    gh_conn_close_after_flush(c);
-}
-
-static void smtp_release(struct gh_conn *c)
-{
-    free(c->proto_state);
-    c->proto_state = NULL;
+    gh_line_restart(c);
 }
 
 const struct gh_proto gh_proto_smtp = {
     .name = "smtp",
     .open = smtp_open,
-    .input = smtp_input,
+    .input = gh_line_input,
     .tls_ready = smtp_tls_ready,
-    .idle = smtp_idle,
-    .shutdown = smtp_shutdown,
-    .release = smtp_release,
+    .idle = gh_line_idle,
+    .shutdown = gh_line_shutdown,
+    .release = gh_line_release,
     .over_limit = "421 4.3.2 Too many connections\r\n",
     .unavailable = "421 4.3.0 Service not available, try again later\r\n",
 };
@@ -260,11 +195,11 @@ const struct gh_proto gh_proto_smtp = {
 const struct gh_proto gh_proto_lmtp = {
     .name = "lmtp",
     .open = lmtp_open,
-    .input = smtp_input,
+    .input = gh_line_input,
     .tls_ready = smtp_tls_ready,
-    .idle = smtp_idle,
-    .shutdown = smtp_shutdown,
-    .release = smtp_release,
+    .idle = gh_line_idle,
+    .shutdown = gh_line_shutdown,
+    .release = gh_line_release,
     .over_limit = "421 4.3.2 Too many connections\r\n",
     .unavailable = "421 4.3.0 Service not available, try again later\r\n",
 };
