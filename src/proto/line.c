@@ -170,7 +170,8 @@ void gh_line_input(struct gh_conn *c)
         return;
     const struct gh_line_proto *p = r->proto;
     bool active = false;
-    while (!r->stopped && gh_buf_len(&c->out) < GH_LINE_OUT_MAX) {
+    /* A connection closed at once (a hand-off that ran out of memory) has freed r already. */
+    while (!c->closed && !r->stopped && gh_buf_len(&c->out) < GH_LINE_OUT_MAX) {
         if (r->literal && !gh_line_skip(&c->in, &r->literal))
             break;
         char *line;
@@ -190,7 +191,7 @@ void gh_line_input(struct gh_conn *c)
         }
     }
     /* Only complete commands count as activity, so a trickle of bytes cannot hold a slot. */
-    if (active && !r->stopped)
+    if (active && !c->closed && !r->stopped)
         gh_conn_set_idle(c, gh_line_idle_ms(p->idle_ms));
 }
 

@@ -148,8 +148,8 @@ struct echo {
     char seen[512];
 };
 
-/* "[line]" for each line, "!" for each over-long one. "STOP" stops, "BIG" writes replies up
- * to the output cap, "ERR" counts an error. */
+/* "[line]" for each line, "!" for each over-long one. "STOP" stops, "CLOSE" closes the
+ * connection at once, "BIG" writes replies up to the output cap, "ERR" counts an error. */
 static void echo_line(struct gh_conn *c, const char *line, size_t len)
 {
     struct echo *e = c->proto_state;
@@ -157,6 +157,8 @@ static void echo_line(struct gh_conn *c, const char *line, size_t len)
     snprintf(e->seen + used, sizeof e->seen - used, "[%s]", line);
     if (strcmp(line, "STOP") == 0)
         gh_line_stop(c);
+    else if (strcmp(line, "CLOSE") == 0)
+        gh_conn_close(c);
     else if (strcmp(line, "BIG") == 0)
         while (gh_buf_len(&c->out) < GH_LINE_OUT_MAX)
             gh_conn_printf(c, "%s\r\n", "0123456789abcdef0123456789abcdef");
@@ -305,6 +307,16 @@ static void input_stops(void **state)
     echo_close(c);
 }
 
+static void input_ends_at_close(void **state)
+{
+    /* With a worker, closing frees the state: the loop must not read on. */
+    struct gh_conn *c = echo_open();
+    struct echo *e = echo_say(c, "A\r\nCLOSE\r\nB\r\n");
+    assert_string_equal(e->seen, "[A][CLOSE]");
+    assert_true(c->closed);
+    echo_close(c);
+}
+
 static void input_waits_for_output(void **state)
 {
     struct gh_conn *c = echo_open();
@@ -405,6 +417,7 @@ int main(void)
         cmocka_unit_test(input_lines_and_too_long),
         cmocka_unit_test(input_skips_literals),
         cmocka_unit_test(input_stops),
+        cmocka_unit_test(input_ends_at_close),
         cmocka_unit_test(input_waits_for_output),
         cmocka_unit_test(errors_then_goodbye),
         cmocka_unit_test(starttls_then_restart),
