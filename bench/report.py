@@ -24,6 +24,30 @@ def parse(path):
     return rows
 
 
+def pool(rows):
+    """Several passes of one cell as one: counts and seconds added, rates recomputed, the
+    worst latency quantiles kept."""
+    if len(rows) == 1:
+        return rows[0]
+    out = dict(rows[0])
+    for key in ("ops", "errors", "reused", "bytes", "secs", "server_cpu_s", "client_cpu_s"):
+        if key in out:
+            out[key] = str(sum(num(r.get(key)) for r in rows))
+    for key in list(out):
+        if key.startswith("err_"):
+            out[key] = str(int(sum(num(r.get(key)) for r in rows)))
+        if key.endswith("_us"):
+            out[key] = str(max(num(r.get(key)) for r in rows))
+    secs, cpu, ops = num(out.get("secs")), num(out.get("server_cpu_s")), num(out.get("ops"))
+    out["rate"] = str(ops / secs if secs else 0)
+    out["ops_per_server_cpu_s"] = str(ops / cpu if cpu else 0)
+    if "bytes" in out:
+        out["mbytes_per_s"] = str(num(out["bytes"]) / 1e6 / secs if secs else 0)
+        out["mbytes_per_server_cpu_s"] = str(num(out["bytes"]) / 1e6 / cpu if cpu else 0)
+    out["_passes"] = len(rows)
+    return out
+
+
 def num(v, default=0.0):
     try:
         return float(v)
@@ -47,7 +71,12 @@ def main():
     path, meta = sys.argv[1], sys.argv[2]
     note = sys.argv[4] if len(sys.argv) > 4 and sys.argv[3] == "--note" else ""
     rows = parse(path)
-    res = {(r["_server"], r["_work"], r["_conc"]): r for r in rows if r["_type"] == "RESULT"}
+    grouped = {}
+    for r in rows:
+        if r["_type"] == "RESULT":
+            grouped.setdefault((r["_server"], r["_work"], r["_conc"]), []).append(r)
+    res = {k: pool(v) for k, v in grouped.items()}
+    passes = max((len(v) for v in grouped.values()), default=1)
     idle = {(r["_server"], r["_work"]): r for r in rows if r["_type"] == "IDLE"}
     churn = {r["_work"]: r for r in rows if r["_type"] == "CHURN"}
     scale = [r for r in rows if r["_type"] == "SCALE"]
@@ -64,6 +93,9 @@ def main():
     w("Rates are completed sessions (or handshakes) per second of wall time; **per CPU-s** is the")
     w("same count divided by the CPU seconds the server's processes used (user + system, from")
     w("/proc), which does not depend on how much CPU the load client and other programs took.")
+    if passes > 1:
+        w(f"Each cell pools {passes} passes, the servers taken in the opposite order each time;")
+        w("p99 is the worse of the passes.")
     w("")
     w("| workload | clients | Gatehouse /s | nginx /s | HAProxy /s | ratio | Gatehouse per CPU-s "
       "| nginx per CPU-s | HAProxy per CPU-s | ratio per CPU | Gatehouse p99 ms | errors G/n/H |")

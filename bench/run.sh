@@ -28,9 +28,9 @@ while [ $# -gt 0 ]; do
 done
 
 if [ "$QUICK" = 1 ]; then
-    DUR=1; LIMIT=100; IDLE_SIZES="1000"; JMAP_CONC="1 16"; CONCS="1 64"
+    DUR=1; PASSES=1; LIMIT=100; IDLE_SIZES="1000"; JMAP_CONC="1 16"; CONCS="1 64"
 else
-    DUR=3; LIMIT=660; IDLE_SIZES="10000 50000"; JMAP_CONC="1 64"; CONCS="1 64 1024"
+    DUR=2; PASSES=2; LIMIT=660; IDLE_SIZES="10000 50000"; JMAP_CONC="1 64"; CONCS="1 64 1024"
 fi
 START=$(date +%s)
 SECRET="bench-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
@@ -225,10 +225,17 @@ run_matrix() { # work loadgen-mode extra-args... ; servers and ports from the ca
         starttls) servers="gatehouse:$G_STARTTLS nginx:$N_STARTTLS" ;;
         relay) servers="gatehouse:$G_RELAY nginx-stream:$N_RELAY haproxy:$H_RELAY" ;;
         esac
-        for s in $servers; do
-            port=${s#*:}
-            cell "${s%%:*}" "$work" "$conc" --mode "$mode" --ports "$port" --duration "$DUR" \
-                --pid "$(pids_of "${s%%:*}")" "$@"
+        # Each pass takes the servers in the other order, so that none always runs first or
+        # last; report.py pools the passes (sessions over seconds, over CPU-seconds).
+        local pass order
+        for pass in $(seq 1 "$PASSES"); do
+            order=$servers
+            [ $((pass % 2)) = 0 ] && order=$(echo "$servers" | tr ' ' '\n' | tac | tr '\n' ' ')
+            for s in $order; do
+                port=${s#*:}
+                cell "${s%%:*}" "$work" "$conc" --mode "$mode" --ports "$port" --duration "$DUR" \
+                    --pid "$(pids_of "${s%%:*}")" "$@"
+            done
         done
         log "$work at $conc clients done"
     done
