@@ -46,6 +46,7 @@ static const char *const store_cmds[] = {
     "EXPUNGE",  "SEARCH",     "FETCH",        "STORE",       "COPY",     "MOVE",
     "UID",      "GETQUOTA",   "GETQUOTAROOT", "SETQUOTA",    "GETACL",   "SETACL",
     "MYRIGHTS", "LISTRIGHTS", "GETMETADATA",  "SETMETADATA", "COMPRESS", "UNAUTHENTICATE",
+    NULL,
 };
 
 static void capability_list(struct gh_conn *c)
@@ -75,14 +76,6 @@ static bool valid_tag(const char *t, size_t len)
     return true;
 }
 
-static bool is_store_cmd(const char *verb, size_t len)
-{
-    for (size_t i = 0; i < sizeof store_cmds / sizeof *store_cmds; i++)
-        if (gh_line_is(verb, len, store_cmds[i]))
-            return true;
-    return false;
-}
-
 /* The first line of a command: note its tag and what it asks for. */
 static void begin(struct gh_conn *c, const char *line, size_t len)
 {
@@ -110,7 +103,7 @@ static void begin(struct gh_conn *c, const char *line, size_t len)
         s->pending = bare ? A_STARTTLS : A_ARGS;
     else if (gh_line_is(verb, verb_len, "LOGIN") || gh_line_is(verb, verb_len, "AUTHENTICATE"))
         s->pending = A_LOGIN;
-    else if (is_store_cmd(verb, verb_len))
+    else if (gh_line_is_any(verb, verb_len, store_cmds))
         s->pending = A_UNAVAILABLE;
     else
         s->pending = A_UNKNOWN;

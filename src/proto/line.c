@@ -99,6 +99,14 @@ bool gh_line_is(const char *word, size_t word_len, const char *name)
     return strlen(name) == word_len && strncasecmp(word, name, word_len) == 0;
 }
 
+bool gh_line_is_any(const char *word, size_t word_len, const char *const *names)
+{
+    for (; *names; names++)
+        if (gh_line_is(word, word_len, *names))
+            return true;
+    return false;
+}
+
 static uint32_t idle_override;
 static pthread_once_t idle_once = PTHREAD_ONCE_INIT;
 

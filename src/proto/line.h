@@ -80,6 +80,8 @@ uint32_t gh_line_idle_ms(uint32_t dflt);
 const char *gh_line_word(const char *line, size_t *word_len);
 /* The word is name, ignoring ASCII case. */
 bool gh_line_is(const char *word, size_t word_len, const char *name);
+/* The word is one of names (a list that ends with NULL), ignoring ASCII case. */
+bool gh_line_is_any(const char *word, size_t word_len, const char *const *names);
 
 /* IMAP and ManageSieve: when the line ends with a literal announcement "{N}", "{N+}" or
  * "{N-}", stores N and whether the client sends it without waiting (+/-) and returns true. */

@@ -13,17 +13,9 @@
 #define POP3_IDLE_MS  (10 * 60 * 1000) /* RFC 1939 §3: at least 10 minutes */
 
 /* Logging in, and the mailbox commands that follow it. */
-static const char *const login_cmds[] = {"USER", "PASS", "APOP", "AUTH"};
+static const char *const login_cmds[] = {"USER", "PASS", "APOP", "AUTH", NULL};
 static const char *const mailbox_cmds[] = {"STAT", "LIST", "RETR", "DELE", "RSET",
-                                           "TOP",  "UIDL", "UTF8", "LANG"};
-
-static bool is_one_of(const char *verb, size_t len, const char *const *list, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (gh_line_is(verb, len, list[i]))
-            return true;
-    return false;
-}
+                                           "TOP",  "UIDL", "UTF8", "LANG", NULL};
 
 static void capa(struct gh_conn *c)
 {
@@ -66,11 +58,9 @@ static void command(struct gh_conn *c, const char *line, size_t len)
         gh_line_stop(c);
     } else if (gh_line_is(line, vlen, "STLS"))
         stls(c, args);
-    else if (is_one_of(line, vlen, login_cmds, sizeof login_cmds / sizeof *login_cmds) &&
-             gh_conn_can_starttls(c))
+    else if (gh_line_is_any(line, vlen, login_cmds) && gh_conn_can_starttls(c))
         gh_conn_printf(c, "-ERR Use STLS first\r\n");
-    else if (is_one_of(line, vlen, login_cmds, sizeof login_cmds / sizeof *login_cmds) ||
-             is_one_of(line, vlen, mailbox_cmds, sizeof mailbox_cmds / sizeof *mailbox_cmds))
+    else if (gh_line_is_any(line, vlen, login_cmds) || gh_line_is_any(line, vlen, mailbox_cmds))
         gh_conn_printf(c, "-ERR [SYS/TEMP] Service temporarily unavailable, try again later\r\n");
     else
         gh_line_error(c, "-ERR Unknown command");

@@ -47,7 +47,7 @@ _Static_assert(offsetof(struct sieve, lines) == 0, "gh_line_* find the reader at
 
 static const char *const script_cmds[] = {
     "HAVESPACE",    "PUTSCRIPT",    "LISTSCRIPTS", "SETACTIVE",      "GETSCRIPT",
-    "DELETESCRIPT", "RENAMESCRIPT", "CHECKSCRIPT", "UNAUTHENTICATE",
+    "DELETESCRIPT", "RENAMESCRIPT", "CHECKSCRIPT", "UNAUTHENTICATE", NULL,
 };
 
 /* Writes s as a quoted string, escaping what the grammar requires. */
@@ -98,14 +98,6 @@ static bool parse_tag(const char *args, char *tag)
     return *args == '\0';
 }
 
-static bool is_script_cmd(const char *verb, size_t len)
-{
-    for (size_t i = 0; i < sizeof script_cmds / sizeof *script_cmds; i++)
-        if (gh_line_is(verb, len, script_cmds[i]))
-            return true;
-    return false;
-}
-
 /* The first line of a command: note what it asks for. */
 static void begin(struct gh_conn *c, const char *line, size_t len)
 {
@@ -130,7 +122,7 @@ static void begin(struct gh_conn *c, const char *line, size_t len)
             s->pending = (s->has_tag = parse_tag(args, s->tag)) ? A_NOOP : A_ARGS;
     } else if (gh_line_is(line, vlen, "AUTHENTICATE"))
         s->pending = A_AUTHENTICATE;
-    else if (is_script_cmd(line, vlen))
+    else if (gh_line_is_any(line, vlen, script_cmds))
         s->pending = A_UNAVAILABLE;
     else
         s->pending = A_UNKNOWN;

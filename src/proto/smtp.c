@@ -26,8 +26,8 @@ _Static_assert(offsetof(struct smtp, lines) == 0, "gh_line_* find the reader at 
 
 /* Commands of a mail transaction or of its extensions: real, but served by a destination. */
 static const char *const transaction_cmds[] = {
-    "MAIL", "RCPT", "DATA", "BDAT", "AUTH", "VRFY", "EXPN",    "ETRN",
-    "ATRN", "BURL", "TURN", "SEND", "SOML", "SAML", "XCLIENT", "XFORWARD",
+    "MAIL", "RCPT", "DATA", "BDAT", "AUTH", "VRFY",    "EXPN",     "ETRN", "ATRN",
+    "BURL", "TURN", "SEND", "SOML", "SAML", "XCLIENT", "XFORWARD", NULL,
 };
 
 /* A domain or address literal as the client named itself: printable, no spaces. */
@@ -93,14 +93,6 @@ static void hand_off(struct gh_conn *c, struct smtp *s, const char *line)
     gh_conn_handoff(c, true, hello_line, line);
 }
 
-static bool is_transaction(const char *verb, size_t len)
-{
-    for (size_t i = 0; i < sizeof transaction_cmds / sizeof *transaction_cmds; i++)
-        if (gh_line_is(verb, len, transaction_cmds[i]))
-            return true;
-    return false;
-}
-
 static void command(struct gh_conn *c, const char *line, size_t len)
 {
     struct smtp *s = c->proto_state;
@@ -129,7 +121,7 @@ static void command(struct gh_conn *c, const char *line, size_t len)
         gh_line_stop(c);
     } else if (gh_line_is(line, vlen, "STARTTLS")) {
         starttls(c, s, args);
-    } else if (is_transaction(line, vlen)) {
+    } else if (gh_line_is_any(line, vlen, transaction_cmds)) {
         if (!s->greeted)
             gh_line_error(c, s->lmtp ? "503 5.5.1 Send LHLO first" : "503 5.5.1 Send EHLO first");
         else if (gh_conn_has_destination(c))

@@ -138,6 +138,11 @@ static void words(void **state)
     assert_true(gh_line_is("ehlo", 4, "EHLO"));
     assert_false(gh_line_is("EHL", 3, "EHLO"));
     assert_false(gh_line_is("EHLOX", 5, "EHLO"));
+    static const char *const names[] = {"NOOP", "RSET", NULL};
+    assert_true(gh_line_is_any("rset", 4, names));
+    assert_true(gh_line_is_any("NOOP", 4, names));
+    assert_false(gh_line_is_any("RSETX", 5, names));
+    assert_false(gh_line_is_any("", 0, names));
 }
 
 /* ---- the input loop, through a protocol that echoes its lines ---- */
