@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "proto/line.h"
@@ -20,7 +21,7 @@ struct smtp {
     struct gh_line_reader lines; /* first, where gh_line_* find it */
     bool lmtp;
     bool greeted;   /* EHLO/HELO/LHLO seen since the start or the last TLS upgrade */
-    char helo[256]; /* the name the client gave, to say hello for it to a destination */
+    char *helo;     /* the name the client gave, to say hello for it to a destination; owned */
 };
 _Static_assert(offsetof(struct smtp, lines) == 0, "gh_line_* find the reader at proto_state");
 
@@ -52,7 +53,8 @@ static void hello(struct gh_conn *c, struct smtp *s, const char *args, bool exte
         return;
     }
     s->greeted = true;
-    snprintf(s->helo, sizeof s->helo, "%.*s", (int)name_len, args);
+    free(s->helo); /* kept apart from the state: most sessions never say hello */
+    s->helo = strndup(args, name_len);
     const char *host = gh_conn_hostname(c);
     if (!extended) {
         gh_conn_printf(c, "250 %s Hello %.*s [%s]\r\n", host, (int)name_len, args, c->peer_text);
@@ -88,7 +90,8 @@ static void starttls(struct gh_conn *c, struct smtp *s, const char *args)
 static void hand_off(struct gh_conn *c, struct smtp *s, const char *line)
 {
     char hello_line[300];
-    snprintf(hello_line, sizeof hello_line, "%s %s", s->lmtp ? "LHLO" : "EHLO", s->helo);
+    snprintf(hello_line, sizeof hello_line, "%s %s", s->lmtp ? "LHLO" : "EHLO",
+             s->helo ? s->helo : "");
     s->lines.stopped = true;
     gh_conn_handoff(c, true, hello_line, line);
 }
@@ -172,6 +175,14 @@ static void smtp_tls_ready(struct gh_conn *c)
     gh_line_restart(c);
 }
 
+static void smtp_release(struct gh_conn *c)
+{
+    struct smtp *s = c->proto_state;
+    if (s)
+        free(s->helo);
+    gh_line_release(c);
+}
+
 const struct gh_proto gh_proto_smtp = {
     .name = "smtp",
     .open = smtp_open,
@@ -179,7 +190,7 @@ const struct gh_proto gh_proto_smtp = {
     .tls_ready = smtp_tls_ready,
     .idle = gh_line_idle,
     .shutdown = gh_line_shutdown,
-    .release = gh_line_release,
+    .release = smtp_release,
     .over_limit = "421 4.3.2 Too many connections\r\n",
     .unavailable = "421 4.3.0 Service not available, try again later\r\n",
 };
@@ -191,7 +202,7 @@ const struct gh_proto gh_proto_lmtp = {
     .tls_ready = smtp_tls_ready,
     .idle = gh_line_idle,
     .shutdown = gh_line_shutdown,
-    .release = gh_line_release,
+    .release = smtp_release,
     .over_limit = "421 4.3.2 Too many connections\r\n",
     .unavailable = "421 4.3.0 Service not available, try again later\r\n",
 };
