@@ -51,21 +51,20 @@ static void on_io(struct gh_io *io, uint32_t events);
 static void on_resume(struct gh_timer *t);
 static void on_deadline(struct gh_timer *t);
 static void start_protocol(struct gh_conn *c);
+static void start_handshake(struct gh_conn *c);
 static void flush(struct gh_conn *c);
 
 /* Runs a protocol callback with output held back, then sends it in one go: a reply of
  * several lines leaves in one packet. */
 static void call_proto(struct gh_conn *c, void (*fn)(struct gh_conn *))
 {
-    if (!fn) {
+    if (!fn)
         return;
-    }
     priv(c)->batching = true;
     fn(c);
     priv(c)->batching = false;
     flush(c);
 }
-static void start_handshake(struct gh_conn *c);
 
 static const char *listener_name(const struct gh_conn *c)
 {
@@ -312,7 +311,6 @@ static void flush(struct gh_conn *c)
 }
 
 /* ---- accept and admission ---- */
-
 
 static const struct gh_ipmask *trusted_networks(const struct gh_conn *c, unsigned *n)
 {

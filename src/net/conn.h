@@ -35,29 +35,29 @@ struct gh_conn {
     struct gh_io io;
     struct gh_deferred free_later;
     struct gh_worker *worker;
-    struct gh_listener_rt *listener;    /* counts live connections; shared */
-    struct gh_listener_conf *conf;      /* settings this connection was accepted under (a ref) */
+    struct gh_listener_rt *listener; /* counts live connections; shared */
+    struct gh_listener_conf *conf;   /* settings this connection was accepted under (a ref) */
     const struct gh_proto *proto;
-    void *proto_state;                  /* the protocol's own, freed by proto->release */
-    struct gh_conn *prev, *next;        /* the worker's list of live connections */
+    void *proto_state;           /* the protocol's own, freed by proto->release */
+    struct gh_conn *prev, *next; /* the worker's list of live connections */
 
     enum gh_conn_phase phase;
-    struct gh_sockaddr peer;            /* the client: the PROXY source when there was one */
-    struct gh_sockaddr tcp_peer;        /* the TCP peer (a load balancer, with PROXY) */
-    struct gh_sockaddr local;           /* len 0 until gh_conn_fill_local */
-    char peer_text[GH_ADDR_TEXT];       /* peer address without port, for logs and replies */
-    char *proxy_unique_id;              /* PROXY v2 unique id TLV, for logs; NULL when none */
+    struct gh_sockaddr peer;      /* the client: the PROXY source when there was one */
+    struct gh_sockaddr tcp_peer;  /* the TCP peer (a load balancer, with PROXY) */
+    struct gh_sockaddr local;     /* len 0 until gh_conn_fill_local */
+    char peer_text[GH_ADDR_TEXT]; /* peer address without port, for logs and replies */
+    char *proxy_unique_id;        /* PROXY v2 unique id TLV, for logs; NULL when none */
 
-    struct gh_relay *relay;             /* the hand-off to a destination, once there is one */
+    struct gh_relay *relay; /* the hand-off to a destination, once there is one */
     SSL *ssl;
-    bool tls_active;                    /* TLS terminated here, or announced by the PROXY SSL TLV */
-    bool tls_done_once;                 /* a STARTTLS upgrade already happened */
-    bool counted;                       /* holds a slot of the listener's maxConnections */
+    bool tls_active;    /* TLS terminated here, or announced by the PROXY SSL TLV */
+    bool tls_done_once; /* a STARTTLS upgrade already happened */
+    bool counted;       /* holds a slot of the listener's maxConnections */
     bool want_write;
     bool closed;
 
     struct gh_buf in, out;
-    struct gh_timer deadline;           /* PROXY / handshake / idle deadline */
+    struct gh_timer deadline; /* PROXY / handshake / idle deadline */
 };
 
 /* Protocols take no more commands while this much output waits for a client that is not

@@ -61,8 +61,8 @@ struct gh_listener_conf {
     uint32_t max_connections;
 };
 
-extern const char *const gh_protocol_names[GH_PROTO_COUNT];     /* "smtp", ..., "manageSieve" */
-extern const char *const gh_tls_suite_names[GH_SUITE_COUNT];    /* "tls13-aes-256-gcm-sha384" */
+extern const char *const gh_protocol_names[GH_PROTO_COUNT];  /* "smtp", ..., "manageSieve" */
+extern const char *const gh_tls_suite_names[GH_SUITE_COUNT]; /* "tls13-aes-256-gcm-sha384" */
 extern const char *const gh_tls_version_names[GH_TLS_VERSION_COUNT]; /* "tls12", "tls13" */
 
 /* Allocates a conf with room for nbind addresses and ntrusted masks; refs = 1,
