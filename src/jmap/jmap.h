@@ -108,8 +108,8 @@ bool gh_jmap_read_only(const struct gh_principal *who);
 /* The latest state of every type reported through gh_jmap_state_changed: {type: state}.
  * A new reference. Any thread. Object layers report every type's state once at start. */
 json_t *gh_jmap_states(void);
-/* The push transport (the EventSource streams of jmap/eventsource.c) is told of every change: fn receives
- * a snapshot as gh_jmap_states() would return it and takes ownership of the reference. */
+/* The push transport (the EventSource streams of jmap/eventsource.c) is told of every change: fn
+ * receives a snapshot as gh_jmap_states() would return it and takes ownership of the reference. */
 typedef void (*gh_jmap_push_fn)(json_t *states);
 void gh_jmap_set_push(gh_jmap_push_fn fn);
 

@@ -146,8 +146,7 @@ static void keep_a_management_listener(json_t *obj, struct gh_verr *ve)
     {
         const char *lp = json_string_value(json_object_get(l, "protocol"));
         const char *ln = json_string_value(json_object_get(l, "name"));
-        if (lp && ln && !strcmp(lp, "http") && json_array_size(names) &&
-            !names_listener(names, ln))
+        if (lp && ln && !strcmp(lp, "http") && json_array_size(names) && !names_listener(names, ln))
             return; /* this HTTP listener stays with the management API */
     }
     gh_verr_add(ve, "listeners",

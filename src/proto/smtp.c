@@ -20,8 +20,8 @@
 struct smtp {
     struct gh_line_reader lines; /* first, where gh_line_* find it */
     bool lmtp;
-    bool greeted;   /* EHLO/HELO/LHLO seen since the start or the last TLS upgrade */
-    char *helo;     /* the name the client gave, to say hello for it to a destination; owned */
+    bool greeted; /* EHLO/HELO/LHLO seen since the start or the last TLS upgrade */
+    char *helo;   /* the name the client gave, to say hello for it to a destination; owned */
 };
 _Static_assert(offsetof(struct smtp, lines) == 0, "gh_line_* find the reader at proto_state");
 
