@@ -9,6 +9,9 @@ scripts/deps.sh test browser
 JOBS=$(nproc 2>/dev/null || echo 2)
 PYTEST="/usr/bin/python3 -m pytest -q -p no:cacheprovider"
 
+echo "== format (clang-format, .clang-format)"
+clang-format --dry-run --Werror $(git ls-files 'src/*.c' 'src/*.h')
+
 echo "== build"
 make -s -j"$JOBS" all
 make -s -j"$JOBS" $(ls tests/unit/test_*.c 2>/dev/null | sed 's#tests/unit/\(.*\)\.c#build/tests/\1#')
