@@ -88,6 +88,10 @@ def main():
     if note:
         w(f"Note: {note}")
         w("")
+    for r in rows:
+        if r["_type"] == "NOTE":
+            w(f"**Note: {r.get('text', '').replace('_', ' ')}.**")
+            w("")
 
     # -- sessions and handshakes --
     w("Rates are completed sessions (or handshakes) per second of wall time; **per CPU-s** is the")
@@ -247,6 +251,8 @@ def main():
         for k, r in res.items():
             if k[1].startswith("changes-under"):
                 first99 = num(r.get("first_p99_us")) / 1000
+                if not num(r.get("ops")) or num(r.get("err_refused")):
+                    first99 = float("inf")  # no session, or a refused one: not met
                 w(f"While {r.get('idle_held', '?')} idle sessions stayed open on another listener "
                   f"(dropped: {r.get('idle_dropped', '?')}), {r['conc']} clients connected to the "
                   f"listener being updated: {num(r['rate']):,.0f} sessions/s, connect + greeting "

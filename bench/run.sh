@@ -198,6 +198,24 @@ cell() {
     out=$("$LG" --label "$server:$work:$conc" --conc "$conc" "$@" 2>>"$TMP/loadgen.err" || true)
     printf '%s\n' "$out" | grep -E '^(RESULT|IDLE|CHURN) ' >>"$RES" || true
 }
+# A server that died is reported (with the end of its log) and started again, so that one
+# crash does not void the stages after it.
+check_alive() { # stage
+    if [ -n "$GH_PID" ] && ! kill -0 "$GH_PID" 2>/dev/null; then
+        log "Gatehouse exited during $1; its log ends:"
+        tail -n 20 "$TMP/gatehouse.log" >&2
+        echo "NOTE text=Gatehouse_exited_during_$1_(restarted)" >>"$RES"
+        gh_start
+    fi
+    if [ -n "$NGX_PID" ] && ! kill -0 "$NGX_PID" 2>/dev/null; then
+        echo "NOTE text=nginx_exited_during_$1_(restarted)" >>"$RES"
+        ngx_start
+    fi
+    if [ -n "$HAP_PID" ] && ! kill -0 "$HAP_PID" 2>/dev/null; then
+        echo "NOTE text=HAProxy_exited_during_$1_(restarted)" >>"$RES"
+        hap_start
+    fi
+}
 pids_of() {
     case $1 in
     gatehouse) echo "$GH_PID" ;;
@@ -237,6 +255,7 @@ run_matrix() { # work loadgen-mode extra-args... ; servers and ports from the ca
                     --pid "$(pids_of "${s%%:*}")" "$@"
             done
         done
+        check_alive "$work at $conc clients"
         log "$work at $conc clients done"
     done
 }
@@ -261,6 +280,7 @@ for conc in $JMAP_CONC; do
     cell gatehouse jmap-get "$conc" --mode http --api "$G_API" --token "$SECRET" \
         --duration "$DUR" --pid "$GH_PID"
 done
+check_alive "JMAP"
 log "JMAP done"
 
 # ---- 6: listener changes: /set → accepting, then under 10,000 live sessions ----
