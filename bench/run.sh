@@ -6,6 +6,7 @@
 #
 #   bench/run.sh [--quick] [--workers N] [--no-append]
 #
+# BENCH_KEEP=1 keeps the temporary directory (logs, configurations, raw results).
 # --quick: about a minute (1 s runs at 1 and 64 clients, 1,000 idle connections, no scale
 # check); the full run takes about ten minutes.
 set -euo pipefail
@@ -74,7 +75,11 @@ stop_pid() { # graceful, then forced, bounded to 12 s
 cleanup() {
     local p
     for p in $STARTED; do stop_pid "$p"; done
-    rm -rf "$TMP"
+    if [ -n "${BENCH_KEEP:-}" ]; then
+        echo "logs and configurations kept in $TMP" >&2
+    else
+        rm -rf "$TMP"
+    fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
