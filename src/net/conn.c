@@ -110,6 +110,7 @@ void gh_conn_pause_input(struct gh_conn *c, bool paused)
 static void free_later(struct gh_deferred *d)
 {
     struct gh_conn *c = gh_container_of(d, struct gh_conn, free_later);
+    gh_relay_free(c); /* its backend socket may have an event in the batch just handled */
     free(priv(c));
 }
 
@@ -125,7 +126,7 @@ void gh_conn_close(struct gh_conn *c)
     gh_timer_cancel(w->loop, &c->deadline);
     gh_timer_cancel(w->loop, &priv(c)->resume);
     close(c->io.fd); /* also takes it out of epoll: no other descriptor shares its file */
-    gh_relay_free(c);
+    gh_relay_close(c);
     if (c->proto && c->proto->release)
         c->proto->release(c);
     if (c->counted)

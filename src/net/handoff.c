@@ -162,7 +162,7 @@ static void close_backend(struct gh_relay *r)
     r->registered = false;
 }
 
-void gh_relay_free(struct gh_conn *c)
+void gh_relay_close(struct gh_conn *c)
 {
     struct gh_relay *r = c->relay;
     if (!r)
@@ -171,6 +171,13 @@ void gh_relay_free(struct gh_conn *c)
     close_backend(r);
     gh_buf_free(&r->to_backend);
     gh_buf_free(&r->reply);
+}
+
+void gh_relay_free(struct gh_conn *c)
+{
+    struct gh_relay *r = c->relay;
+    if (!r)
+        return;
     free(r->hello);
     free(r->first);
     free(r);
@@ -427,6 +434,8 @@ static void connected(struct gh_relay *r)
 static void relay_io(struct gh_io *io, uint32_t events)
 {
     struct gh_relay *r = gh_container_of(io, struct gh_relay, io);
+    if (r->c->closed || !r->registered)
+        return; /* an event of the same batch, after the session or this attempt ended */
     if (r->stage == RELAY_CONNECTING) {
         connected(r);
         return;

@@ -255,3 +255,62 @@ def test_an_http_destination_must_leave_the_management_api_a_listener(gatehouse,
     assert res["notCreated"]["d"]["properties"] == ["listeners"]
     status, _ = gatehouse.request([["Core/echo", {}, "c"]])
     assert status == 200
+
+
+def test_backends_dying_under_load_leave_the_daemon_serving(gatehouse, free_port):
+    """Many relays busy when their backend resets them all at once: every session ends,
+    and the daemon (under the sanitizers in CI) stays up and serves."""
+    sink = socket.socket()
+    sink.bind(("127.0.0.1", 0))
+    sink.listen(256)
+    sink.settimeout(0.2)
+    stop, conns = threading.Event(), []
+
+    def drain(c):
+        try:
+            while c.recv(65536):
+                pass
+        except OSError:
+            pass
+
+    def serve():
+        while not stop.is_set():
+            try:
+                c, _ = sink.accept()
+                c.sendall(b"220 sink ESMTP\r\n")
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            conns.append(c)
+            threading.Thread(target=drain, args=(c,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    destination(gatehouse, sink.getsockname()[1], forwarding="none")
+    port = free_port()
+    gatehouse.create_listener(protocol="smtp", bind=[f"127.0.0.1:{port}"], tlsImplicit=True)
+
+    def client():
+        try:
+            s = tls_client().wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5))
+            s.recv(100)
+            end = time.time() + 3
+            while time.time() < end:
+                s.sendall(b"x" * 16384)
+            s.close()
+        except (OSError, ssl.SSLError):
+            pass  # the relay ends when its backend does
+
+    clients = [threading.Thread(target=client) for _ in range(60)]
+    for c in clients:
+        c.start()
+    time.sleep(1.5)
+    stop.set()
+    for c in list(conns):  # reset every backend connection at once
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()
+    sink.close()
+    for c in clients:
+        c.join()
+    status, _ = gatehouse.request([["Core/echo", {}, "c"]])
+    assert status == 200 and gatehouse.proc.poll() is None
