@@ -380,7 +380,7 @@ echo "SPEED sign_per_s=${SIGN:-0} x25519_per_s=${X25519:-0}" >>"$RES"
 # ---- the table ----
 meta="$(date -u '+%Y-%m-%d %H:%M UTC') · \`$CMDLINE\` · Gatehouse $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 meta="$meta · $WORKERS workers · $(nproc) cores · load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-meta="$meta · $(nginx -v 2>&1 | sed 's#.*/##') · HAProxy $(haproxy -v | awk 'NR==1 {print $3}')"
+meta="$meta · nginx $(nginx -v 2>&1 | sed 's#.*/##') · HAProxy $(haproxy -v | awk 'NR==1 {print $3}')"
 meta="$meta · $(openssl version | cut -d' ' -f1-2) · descriptor limit $NOFILE · certificate: $GH_CERT"
 python3 bench/report.py "$RES" "$meta" ${SCALE_NOTE:+--note "$SCALE_NOTE"} >"$TMP/table.md"
 cat "$TMP/table.md"
