@@ -161,12 +161,12 @@ static int ticket_mac_init(EVP_MAC_CTX *hctx, unsigned char *key)
     return EVP_MAC_CTX_set_params(hctx, params);
 }
 
-/* OpenSSL's ticket callback: 1 = done, 2 = decrypted with an old key (issue a new ticket),
- * 0 = unknown key (full handshake), -1 = error. */
+/* OpenSSL's ticket callback: 1 = done, 2 = decrypted, and issue a new ticket (an old key,
+ * or any TLS 1.3 resumption: clients use a 1.3 ticket once, so without a fresh one every
+ * other connection would be a full handshake), 0 = unknown key (full handshake), -1 = error. */
 static int ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CIPHER_CTX *cctx,
                      EVP_MAC_CTX *hctx, int enc)
 {
-    (void)ssl;
     struct ticket_keys *k = keys_acquire();
     int rc = -1;
     if (!k)
@@ -185,7 +185,7 @@ static int ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CI
             rc = 0;
         else if (ticket_mac_init(hctx, key->hmac) &&
                  EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, key->aes, iv))
-            rc = key == &k->cur ? 1 : 2;
+            rc = key == &k->cur && SSL_version(ssl) != TLS1_3_VERSION ? 1 : 2;
     }
     keys_unref(k);
     return rc;

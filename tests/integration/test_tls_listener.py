@@ -228,6 +228,14 @@ def test_session_resumption(gatehouse, free_port, version):
     assert s.session_reused and greeting.startswith(b"* OK")
     close_cleanly(s)
 
+    # A TLS 1.3 client spends a ticket per connection: a resumed session gets a fresh one.
+    if version == ssl.TLSVersion.TLSv1_3:
+        s, _ = tls_connect(port, ctx, session=session)
+        assert s.session_reused
+        renewed = s.session
+        close_cleanly(s)
+        assert renewed.has_ticket and renewed.id != session.id
+
     # A changed listener gets a new context; its tickets still resume.
     set_listener(gatehouse, lid, {"tlsTimeout": "30s"})
     s, _ = tls_connect(port, ctx, session=session)
