@@ -4,6 +4,7 @@
  * (resolving result references first) and builds the Response object or a request problem.
  */
 #include "jmap/jmap.h"
+#include "proto/http.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -155,34 +156,7 @@ static const char *problem_title(int status, const char *type)
         return "Unknown capability";
     if (!strcmp(type, GH_JMAP_PROBLEM_LIMIT))
         return "Request limit exceeded";
-    switch (status) {
-    case 400:
-        return "Bad Request";
-    case 401:
-        return "Unauthorized";
-    case 403:
-        return "Forbidden";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 408:
-        return "Request Timeout";
-    case 411:
-        return "Length Required";
-    case 413:
-        return "Content Too Large";
-    case 415:
-        return "Unsupported Media Type";
-    case 429:
-        return "Too Many Requests";
-    case 431:
-        return "Request Header Fields Too Large";
-    case 503:
-        return "Service Unavailable";
-    default:
-        return status >= 500 ? "Server Error" : "Error";
-    }
+    return gh_http_reason(status);
 }
 
 char *gh_jmap_problem(int status, const char *type, const char *limit, const char *detail)

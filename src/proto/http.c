@@ -88,7 +88,7 @@ const char *gh_http_header(const struct gh_http_req *r, const char *name)
 
 /* ---- responses ---- */
 
-static const char *reason(int status)
+const char *gh_http_reason(int status)
 {
     switch (status) {
     case 100:
@@ -148,7 +148,7 @@ void gh_http_respond(struct gh_http_req *r, int status, const char *type, const 
                    "%s"
                    "X-Content-Type-Options: nosniff\r\n"
                    "Connection: %s\r\n\r\n",
-                   status, reason(status), type ? "Content-Type: " : "", type ? type : "",
+                   status, gh_http_reason(status), type ? "Content-Type: " : "", type ? type : "",
                    type ? "\r\n" : "", len, extra,
                    !r->close && keep_alive(h) ? "keep-alive" : "close");
     if (len && !head)

@@ -78,4 +78,7 @@ bool gh_http_hold(struct gh_http_req *r, unsigned ms);
  * ends. */
 void gh_http_stream(struct gh_http_req *r, void *stream, const char *type, const char *extra);
 
+/* The standard reason phrase of an HTTP status ("Not Found"), or "Unknown". */
+const char *gh_http_reason(int status);
+
 #endif
