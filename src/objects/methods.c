@@ -122,18 +122,26 @@ static bool check_properties(const struct gh_objtype *t, const json_t *props, js
     return true;
 }
 
+/* The start every method shares: the caller's permission for this kind of call, then
+ * no argument the method does not know (RFC 8620 §3.6.2). */
+static bool method_allowed(struct gh_jmap_call *call, struct gh_objtype *t, const char *kind,
+                           const char *const *allowed, json_t **error)
+{
+    if (!can(call->who, t, kind)) {
+        *error = forbidden(t, kind);
+        return false;
+    }
+    return known_args(call->args, allowed, error);
+}
+
 static json_t *get_impl(struct gh_objtype *t, struct gh_jmap_call *call, json_t **error)
 {
     static const char *const allowed[] = {"ids", "properties", NULL};
-    if (!can(call->who, t, "Get")) {
-        *error = forbidden(t, "Get");
+    if (!method_allowed(call, t, "Get", allowed, error))
         return NULL;
-    }
     bool bad = false;
     json_t *ids = opt_arg(call->args, "ids", JSON_ARRAY, &bad);
     json_t *props = opt_arg(call->args, "properties", JSON_ARRAY, &bad);
-    if (!known_args(call->args, allowed, error))
-        return NULL;
     if (bad) {
         *error = gh_jmap_error("invalidArguments", "ids and properties must be arrays or null");
         return NULL;
@@ -795,11 +803,7 @@ static json_t *query_impl(struct gh_objtype *t, struct gh_jmap_call *call, json_
 {
     static const char *const allowed[] = {"filter",       "sort",  "position",       "anchor",
                                           "anchorOffset", "limit", "calculateTotal", NULL};
-    if (!can(call->who, t, "Query")) {
-        *error = forbidden(t, "Query");
-        return NULL;
-    }
-    if (!known_args(call->args, allowed, error))
+    if (!method_allowed(call, t, "Query", allowed, error))
         return NULL;
     bool bad = false;
     json_t *filter = json_object_get(call->args, "filter");
@@ -903,13 +907,9 @@ static bool since_state(const json_t *args, const char *name, uint64_t *since, j
 static json_t *changes_impl(struct gh_objtype *t, struct gh_jmap_call *call, json_t **error)
 {
     static const char *const allowed[] = {"sinceState", "maxChanges", NULL};
-    if (!can(call->who, t, "Get")) {
-        *error = forbidden(t, "Get");
-        return NULL;
-    }
     json_int_t max;
     uint64_t since, current;
-    if (!known_args(call->args, allowed, error) ||
+    if (!method_allowed(call, t, "Get", allowed, error) ||
         !int_arg(call->args, "maxChanges", true, 0, &max, error))
         return NULL;
     if (json_is_integer(json_object_get(call->args, "maxChanges")) && max == 0) {
@@ -972,11 +972,7 @@ static json_t *query_changes_impl(struct gh_objtype *t, struct gh_jmap_call *cal
 {
     static const char *const allowed[] = {
         "filter", "sort", "sinceQueryState", "maxChanges", "upToId", "calculateTotal", NULL};
-    if (!can(call->who, t, "Query")) {
-        *error = forbidden(t, "Query");
-        return NULL;
-    }
-    if (!known_args(call->args, allowed, error))
+    if (!method_allowed(call, t, "Query", allowed, error))
         return NULL;
     bool bad = false;
     json_t *filter = json_object_get(call->args, "filter");
