@@ -39,7 +39,7 @@ struct gh_relay {
     bool swallow_greeting, backend_paused, want_write, registered;
     char *hello, *first;
     struct gh_destination dest; /* the one being tried (a copy without listener names) */
-    unsigned tried;
+    unsigned start, walked; /* where this session's walk over the destinations began, and how far */
     struct gh_buf to_backend, reply;
 };
 
@@ -66,16 +66,21 @@ bool gh_conn_has_destination(const struct gh_conn *c)
     return false;
 }
 
-/* The next destination for this connection, round-robin, skipping the one that failed. */
+/* The next destination for this connection. Each session starts at the worker's
+ * round-robin position (load sharing) and then walks the set from there, so fail-over
+ * tries every destination once even while other sessions move the position on. */
 static bool pick(struct gh_relay *r)
 {
     struct gh_worker *w = r->c->worker;
     struct gh_dest_set *s = w->dests;
-    for (unsigned k = 0; s && k < s->n && r->tried < s->n; k++) {
-        const struct gh_destination *d = &s->d[w->dest_next++ % s->n];
-        if (!serves(d, r->c->conf) || (r->tried && !strcmp(d->name, r->dest.name)))
+    if (!s || !s->n)
+        return false;
+    if (!r->walked)
+        r->start = w->dest_next++;
+    while (r->walked < s->n) {
+        const struct gh_destination *d = &s->d[(r->start + r->walked++) % s->n];
+        if (!serves(d, r->c->conf))
             continue;
-        r->tried++;
         r->dest = *d;
         r->dest.listeners = NULL; /* the copy needs only the address and how to forward */
         r->dest.nlisteners = 0;

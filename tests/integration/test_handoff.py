@@ -314,3 +314,16 @@ def test_backends_dying_under_load_leave_the_daemon_serving(gatehouse, free_port
         c.join()
     status, _ = gatehouse.request([["Core/echo", {}, "c"]])
     assert status == 200 and gatehouse.proc.poll() is None
+
+
+def test_destinations_share_the_load_and_each_is_tried_once(gatehouse, free_port, backend):
+    b1, b2 = backend(greeting=b"220 one ESMTP\r\n"), backend(greeting=b"220 two ESMTP\r\n")
+    for port in (free_port(), b1.port, free_port(), b2.port):  # two dead, two live
+        destination(gatehouse, port, forwarding="none")
+    port = free_port()
+    gatehouse.create_listener(protocol="smtp", bind=[f"127.0.0.1:{port}"], useTls=False)
+    seen = []
+    for _ in range(8):  # two workers: at least one of them takes several sessions
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            seen.append(read_reply(s))
+    assert set(seen) == {b"220 one ESMTP\r\n", b"220 two ESMTP\r\n"}
