@@ -14,7 +14,8 @@ CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 LDFLAGS += -fsanitize=address,undefined
 endif
 
-LIB_SRC := $(wildcard src/core/*.c src/net/*.c src/proto/*.c src/jmap/*.c src/objects/*.c src/store/*.c)
+# Every layer's folder under src/ is part of the daemon, except the client's.
+LIB_SRC := $(filter-out src/cli/%,$(wildcard src/*/*.c))
 CLI_SRC := $(wildcard src/cli/*.c)
 WEB     := $(sort $(wildcard web/*))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o) $(BUILD)/web_assets.o
