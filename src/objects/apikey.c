@@ -275,6 +275,37 @@ static void validate(struct gh_objtype *t, json_t *obj, const json_t *old, struc
     json_object_set_new(obj, "_secretHash", json_string(hash));
 }
 
+/*
+ * A key may hand out only what its creator holds: a create, and an update (which keeps or
+ * widens what the key can do), is refused unless every permission the key ends up with is
+ * one the caller holds too. Narrowing a key to what the caller holds is allowed.
+ */
+static json_t *authorize(const struct gh_principal *who, const json_t *obj, const json_t *old)
+{
+    char lacking[1024] = "";
+    size_t len = 0, n = 0, i;
+    json_t *p;
+    json_array_foreach(json_object_get(obj, "permissions"), i, p)
+    {
+        const char *perm = json_string_value(p);
+        if (!perm || gh_principal_can(who, perm))
+            continue;
+        int w = snprintf(lacking + len, sizeof lacking - len, "%s%s", n ? ", " : "", perm);
+        if (w > 0 && (size_t)w < sizeof lacking - len)
+            len += (size_t)w;
+        n++;
+    }
+    if (!n)
+        return NULL;
+    char desc[1200];
+    snprintf(desc, sizeof desc,
+             "this credential lacks permissions the key would %s, and grants only what it "
+             "holds: %s",
+             old ? "keep" : "get", lacking);
+    return json_pack("{ss ss s[s]}", "type", "forbidden", "description", desc, "properties",
+                     "permissions");
+}
+
 static void committed(struct gh_objtype *t)
 {
     gh_auth_rebuild();
@@ -294,5 +325,5 @@ struct gh_objtype gh_type_apikey = {
     .list_columns = columns,
     .props = props,
     .nprops = sizeof props / sizeof props[0],
-    .hooks = {.validate = validate, .committed = committed},
+    .hooks = {.validate = validate, .authorize = authorize, .committed = committed},
 };

@@ -277,6 +277,15 @@ static json_t *set_error(const char *type, const char *fmt, ...)
     return json_pack("{ss ss s[]}", "type", type, "description", desc, "properties");
 }
 
+/* The type's own rule on what this caller may write (an API key's permissions). */
+static json_t *refused_to(const struct gh_principal *who, const struct gh_objtype *t,
+                          const json_t *obj, const json_t *old)
+{
+    if (!who || who->admin || !t->hooks.authorize)
+        return NULL;
+    return t->hooks.authorize(who, obj, old);
+}
+
 static json_t *do_create(struct set_ctx *c, const char *cid, json_t *in, json_t *created)
 {
     struct gh_objtype *t = c->t;
@@ -299,9 +308,11 @@ static json_t *do_create(struct set_ctx *c, const char *cid, json_t *in, json_t 
         if (t->hooks.validate)
             t->hooks.validate(t, obj, NULL, &ve);
     }
+    json_t *fail = obj && gh_verr_ok(&ve) ? refused_to(c->who, t, obj, NULL) : NULL;
+    if (fail)
+        goto out;
     if (obj && gh_verr_ok(&ve) && t->hooks.apply)
         t->hooks.apply(obj, NULL, &ve); /* a refusal is recorded in ve */
-    json_t *fail = NULL;
     if (!obj || !gh_verr_ok(&ve)) {
         fail = gh_verr_json(&ve);
         goto out;
@@ -368,6 +379,8 @@ static json_t *do_update(struct set_ctx *c, const char *id, json_t *patch, json_
         fail = gh_verr_json(&ve);
         goto out;
     }
+    if ((fail = refused_to(c->who, t, obj, cur)))
+        goto out;
     if (json_equal(obj, cur)) {
         json_object_set_new(updated, id, update_diff(t, patch, cur, obj));
         goto out;

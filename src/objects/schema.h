@@ -77,12 +77,16 @@ void gh_verr_add(struct gh_verr *ve, const char *prop, const char *fmt, ...)
 json_t *gh_verr_json(const struct gh_verr *ve);
 
 struct gh_objtype;
+struct gh_principal;
 
 /* Hooks a type adds to the table. obj is the complete new object (NULL on destroy), old
  * the stored one (NULL on create). */
 struct gh_type_hooks {
     /* rules across properties and objects; may fill derived values into obj */
     void (*validate)(struct gh_objtype *t, json_t *obj, const json_t *old, struct gh_verr *ve);
+    /* what who may write beyond the per-operation permission (who is never NULL or the
+     * administrator here): NULL, or the SetError refusing the create or update */
+    json_t *(*authorize)(const struct gh_principal *who, const json_t *obj, const json_t *old);
     /* side effects before the store write (bind a listener); a failure refuses the change */
     bool (*apply)(const json_t *obj, const json_t *old, struct gh_verr *ve);
     /* undoes apply after a store failure */
