@@ -1,10 +1,13 @@
 /*
- * auth: credential checks for the management API, the slow-down of clients that keep failing
- * (per address, counted here, served by the HTTP server as a held request) and the web
+ * auth: credential checks for the management API, the rate limit on clients that keep failing
+ * (per address and per login name, counted here; a wait is served by the HTTP server as a
+ * held request) and the web
  * page's cookie sessions. Touched only when credentials are checked, never on the read path.
  */
 #include "jmap/auth.h"
 
+#include <arpa/inet.h>
+#include <ctype.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <pthread.h>
@@ -17,11 +20,13 @@
 
 #include "net/addr.h"
 
-#define FAIL_FREE          3     /* failures per window before checks are slowed */
-#define FAIL_WINDOW_MS     60000 /* failures older than this are forgotten */
-#define FAIL_BASE_DELAY_MS 500
-#define FAIL_MAX_DELAY_MS  4000
-#define FAIL_SLOTS         512
+#define FAIL_FREE          3     /* failures before checks take turns */
+#define FAIL_WINDOW_MS     60000 /* an entry is forgotten this long after its last use */
+#define FAIL_BASE_DELAY_MS 500   /* the first turn: this long after the last free failure */
+#define FAIL_MAX_GAP_MS    4000  /* turns are 1 s, 2 s, then this far apart */
+#define FAIL_QUEUE_MS      10000 /* a check whose turn is further away is refused (429) */
+#define LIMIT_SETS         256   /* the table: LIMIT_SETS x LIMIT_WAYS entries, fixed */
+#define LIMIT_WAYS         8
 #define SESSION_SLOTS      1024
 
 static gh_auth_fn check; /* set once, before the first connection */
@@ -43,65 +48,141 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-/* Failed checks per client address. Touched only when credentials fail or are checked
- * from an address with failures, never on the accept or read path. */
-struct failure {
-    char client[GH_ADDR_TEXT];
-    uint64_t first_ms;
-    unsigned count;
+/*
+ * Failed checks per client address and per login name, in a fixed set-associative table:
+ * a key hashes to one set of LIMIT_WAYS entries, and a new key takes the set's least
+ * recently used entry, so a flood of addresses costs no memory and evicts the oldest. After
+ * FAIL_FREE failures, checks take turns (next_ms), however many connections ask at once.
+ * Touched only when credentials are checked, never on the accept or read path.
+ */
+struct limit {
+    char key[GH_ADDR_TEXT + 2]; /* "a" + address, or "u" + lower-case login name */
+    uint64_t last_ms;           /* latest failure or turn; unused after FAIL_WINDOW_MS */
+    uint64_t next_ms;           /* the earliest the next turn may start */
+    unsigned failures;
+    unsigned turns; /* turns handed out since the entry was made */
 };
-static struct failure failures[FAIL_SLOTS];
-static pthread_mutex_t failures_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct limit limits[LIMIT_SETS][LIMIT_WAYS];
+static pthread_mutex_t limits_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static struct failure *failure_find(const char *client, uint64_t now)
+/* The table key of an address (an IPv6 address counts as its /64, which one client
+ * usually holds whole) or of a login name (case-insensitive, as API key names are). */
+static void limit_key(char kind, const char *what, char key[GH_ADDR_TEXT + 2])
 {
-    for (size_t i = 0; i < FAIL_SLOTS; i++) {
-        struct failure *f = &failures[i];
-        if (f->count && !strcmp(f->client, client)) {
-            if (now - f->first_ms > FAIL_WINDOW_MS)
-                f->count = 0;
-            return f->count ? f : NULL;
-        }
+    struct in6_addr a6;
+    char text[INET6_ADDRSTRLEN];
+    if (kind == 'a' && inet_pton(AF_INET6, what, &a6) == 1 && !IN6_IS_ADDR_V4MAPPED(&a6)) {
+        memset(a6.s6_addr + 8, 0, 8);
+        if (inet_ntop(AF_INET6, &a6, text, sizeof text))
+            what = text;
     }
-    return NULL;
+    size_t n = strlen(what);
+    if (n > GH_ADDR_TEXT)
+        n = GH_ADDR_TEXT; /* longer names share an entry: only guessers use them */
+    key[0] = kind;
+    for (size_t i = 0; i < n; i++)
+        key[i + 1] = kind == 'u' ? (char)tolower((unsigned char)what[i]) : what[i];
+    key[n + 1] = '\0';
 }
 
-unsigned gh_auth_penalty_ms(const char *client)
+static struct limit *limit_set(const char *key)
 {
-    pthread_mutex_lock(&failures_lock);
-    struct failure *f = failure_find(client, now_ms());
-    unsigned over = f && f->count >= FAIL_FREE ? f->count - FAIL_FREE : 0;
-    bool slowed = f && f->count >= FAIL_FREE;
-    pthread_mutex_unlock(&failures_lock);
-    if (!slowed)
-        return 0;
-    unsigned ms = FAIL_BASE_DELAY_MS << (over > 4 ? 4 : over);
-    return ms > FAIL_MAX_DELAY_MS ? FAIL_MAX_DELAY_MS : ms;
+    uint64_t x = 0xcbf29ce484222325ULL;
+    for (const char *p = key; *p; p++)
+        x = (x ^ (unsigned char)*p) * 0x100000001b3ULL;
+    return limits[x % LIMIT_SETS];
 }
 
-void gh_auth_failed(const char *client)
+/* The live entry for key, or NULL; with make, a new one in place of the oldest. */
+static struct limit *limit_find(const char *key, uint64_t now, bool make)
 {
+    struct limit *set = limit_set(key), *oldest = &set[0];
+    for (size_t i = 0; i < LIMIT_WAYS; i++) {
+        struct limit *e = &set[i];
+        bool live = e->key[0] && now - e->last_ms <= FAIL_WINDOW_MS;
+        if (live && !strcmp(e->key, key))
+            return e;
+        if (!live)
+            e->key[0] = '\0';
+        if (!e->key[0] || (oldest->key[0] && e->last_ms < oldest->last_ms))
+            oldest = e;
+    }
+    if (!make)
+        return NULL;
+    memset(oldest, 0, sizeof *oldest);
+    snprintf(oldest->key, sizeof oldest->key, "%s", key);
+    oldest->last_ms = now;
+    return oldest;
+}
+
+static bool takes_turns(const struct limit *e)
+{
+    return e && (e->failures >= FAIL_FREE || e->turns);
+}
+
+static uint64_t turn_gap(unsigned turns)
+{
+    uint64_t gap = (uint64_t)FAIL_BASE_DELAY_MS << (turns > 3 ? 3 : turns);
+    return gap > FAIL_MAX_GAP_MS ? FAIL_MAX_GAP_MS : gap;
+}
+
+static void take_turn(struct limit *e, uint64_t slot, uint64_t now)
+{
+    if (!takes_turns(e))
+        return;
+    e->turns++;
+    e->next_ms = slot + turn_gap(e->turns);
+    e->last_ms = now;
+}
+
+enum gh_auth_turn gh_auth_turn(const char *client, const char *user, unsigned *ms)
+{
+    char akey[GH_ADDR_TEXT + 2], ukey[GH_ADDR_TEXT + 2];
+    limit_key('a', client, akey);
+    if (user)
+        limit_key('u', user, ukey);
     uint64_t now = now_ms();
-    pthread_mutex_lock(&failures_lock);
-    struct failure *f = failure_find(client, now);
-    if (!f) {
-        /* A free or expired slot, else the one whose window started first. */
-        f = &failures[0];
-        for (size_t i = 0; i < FAIL_SLOTS; i++) {
-            struct failure *g = &failures[i];
-            if (!g->count || now - g->first_ms > FAIL_WINDOW_MS) {
-                f = g;
-                break;
-            }
-            if (g->first_ms < f->first_ms)
-                f = g;
-        }
-        snprintf(f->client, sizeof f->client, "%s", client);
-        f->first_ms = now;
-        f->count = 0;
+    pthread_mutex_lock(&limits_lock);
+    struct limit *a = limit_find(akey, now, false), *u = user ? limit_find(ukey, now, false) : NULL;
+    uint64_t slot = now;
+    if (takes_turns(a) && a->next_ms > slot)
+        slot = a->next_ms;
+    if (takes_turns(u) && u->next_ms > slot)
+        slot = u->next_ms;
+    enum gh_auth_turn turn = slot == now ? GH_AUTH_NOW : GH_AUTH_WAIT;
+    if (slot - now > FAIL_QUEUE_MS) {
+        turn = GH_AUTH_REFUSE;
+    } else {
+        take_turn(a, slot, now);
+        if (u != a)
+            take_turn(u, slot, now);
     }
-    f->count++;
-    pthread_mutex_unlock(&failures_lock);
+    pthread_mutex_unlock(&limits_lock);
+    *ms = (unsigned)(slot - now);
+    return turn;
+}
+
+static void limit_failed(const char *key, uint64_t now)
+{
+    struct limit *e = limit_find(key, now, true);
+    e->failures++;
+    e->last_ms = now;
+    if (e->failures == FAIL_FREE && e->next_ms < now + FAIL_BASE_DELAY_MS)
+        e->next_ms = now + FAIL_BASE_DELAY_MS;
+}
+
+void gh_auth_failed(const char *client, const char *user)
+{
+    char key[GH_ADDR_TEXT + 2];
+    uint64_t now = now_ms();
+    pthread_mutex_lock(&limits_lock);
+    limit_key('a', client, key);
+    limit_failed(key, now);
+    if (user) {
+        limit_key('u', user, key);
+        limit_failed(key, now);
+    }
+    pthread_mutex_unlock(&limits_lock);
 }
 
 /* Cookie sessions: token -> the secret it signed in with. */
@@ -188,6 +269,44 @@ static bool base64_decode(const char *in, char *out, size_t cap)
     return strlen(out) == (size_t)len;
 }
 
+/* The decoded "name:secret" of Basic credentials (caller frees with basic_free); NULL when
+ * value is not Basic or does not decode. */
+static char *basic_plain(const char *value, size_t *cap)
+{
+    while (*value == ' ')
+        value++;
+    if (strncasecmp(value, "Basic ", 6))
+        return NULL;
+    const char *b64 = value + 6;
+    while (*b64 == ' ')
+        b64++;
+    *cap = strlen(b64) + 4;
+    char *plain = calloc(1, *cap);
+    if (plain && !base64_decode(b64, plain, *cap)) {
+        free(plain);
+        plain = NULL;
+    }
+    return plain;
+}
+
+static void basic_free(char *plain, size_t cap)
+{
+    if (plain)
+        memset(plain, 0, cap); /* the secret does not outlive the check */
+    free(plain);
+}
+
+bool gh_auth_header_user(const char *value, char *out, size_t cap)
+{
+    size_t pcap = 0;
+    char *plain = basic_plain(value, &pcap);
+    char *colon = plain ? strchr(plain, ':') : NULL;
+    if (colon)
+        snprintf(out, cap, "%.*s", (int)(colon - plain), plain);
+    basic_free(plain, pcap);
+    return colon != NULL;
+}
+
 bool gh_auth_header(const char *value, struct gh_principal *who)
 {
     while (*value == ' ')
@@ -198,24 +317,14 @@ bool gh_auth_header(const char *value, struct gh_principal *who)
             tok++;
         return *tok && gh_auth_check(NULL, tok, who);
     }
-    if (!strncasecmp(value, "Basic ", 6)) {
-        const char *b64 = value + 6;
-        while (*b64 == ' ')
-            b64++;
-        size_t cap = strlen(b64) + 4;
-        char *plain = calloc(1, cap);
-        bool ok = false;
-        if (plain && base64_decode(b64, plain, cap)) {
-            char *colon = strchr(plain, ':');
-            if (colon) {
-                *colon = '\0';
-                ok = colon[1] && gh_auth_check(plain, colon + 1, who);
-            }
-        }
-        if (plain)
-            memset(plain, 0, cap); /* the secret does not outlive the check */
-        free(plain);
-        return ok;
+    size_t cap = 0;
+    char *plain = basic_plain(value, &cap);
+    char *colon = plain ? strchr(plain, ':') : NULL;
+    bool ok = false;
+    if (colon) {
+        *colon = '\0';
+        ok = colon[1] && gh_auth_check(plain, colon + 1, who);
     }
-    return false;
+    basic_free(plain, cap);
+    return ok;
 }

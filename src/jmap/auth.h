@@ -6,6 +6,7 @@
 #ifndef GH_AUTH_H
 #define GH_AUTH_H
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "jmap/jmap.h"
 
@@ -21,11 +22,20 @@ bool gh_auth_check(const char *username, const char *secret, struct gh_principal
 /* Checks an Authorization header value: "Bearer <secret>" or "Basic <base64 name:secret>". */
 bool gh_auth_header(const char *authorization, struct gh_principal *who);
 
-/* Milliseconds the next credential check from this client address is held back: 0 for the
- * first few failures within a minute, then growing to a few seconds. */
-unsigned gh_auth_penalty_ms(const char *client);
-/* Counts a failed credential check from client. */
-void gh_auth_failed(const char *client);
+/*
+ * The turn of a credential check from client (and, for HTTP Basic, the login name user;
+ * NULL for none). Clients with no recent failures check at once; after 3 failures from an
+ * address or against a name, checks take turns 0.5 s, 1 s, 2 s and then 4 s apart however
+ * many connections ask (*ms: the wait), and a check whose turn is over 10 s away is refused
+ * (*ms: how long until one could be had). A given turn is used up: call once per check.
+ */
+enum gh_auth_turn { GH_AUTH_NOW, GH_AUTH_WAIT, GH_AUTH_REFUSE };
+enum gh_auth_turn gh_auth_turn(const char *client, const char *user, unsigned *ms);
+/* Records a failed credential check from client (with the login name tried, or NULL): the
+ * one place every refused secret is counted. */
+void gh_auth_failed(const char *client, const char *user);
+/* The user name of "Basic ..." credentials, copied into out; false for other schemes. */
+bool gh_auth_header_user(const char *authorization, char *out, size_t cap);
 
 /* Cookie sessions of the web page: a new token for secret (false when none could be made),
  * a copy of the secret a token signed in with (caller frees; NULL when unknown), and the end

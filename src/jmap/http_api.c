@@ -160,10 +160,40 @@ static bool cookie_token(const char *header, char out[GH_AUTH_TOKEN_LEN + 1])
 
 enum auth { AUTH_OK, AUTH_DONE, AUTH_WAIT }; /* AUTH_DONE: an error response was sent */
 
-/* Holds the check back when this address has failed too often; false when it need not. */
-static bool hold_back(struct gh_http_req *r)
+static bool basic_user(const char *authz, char user[65])
 {
-    return !r->held && gh_http_hold(r, gh_auth_penalty_ms(client_of(r)));
+    return authz && gh_auth_header_user(authz, user, 65);
+}
+
+/* Waits for this credential check's turn (auth.c), or refuses it when the turn is too far
+ * away; a held request comes back with its turn taken. */
+static enum auth take_turn(struct gh_http_req *r, const char *authz)
+{
+    char user[65];
+    unsigned ms = 0;
+    if (r->held)
+        return AUTH_OK;
+    switch (gh_auth_turn(client_of(r), basic_user(authz, user) ? user : NULL, &ms)) {
+    case GH_AUTH_NOW:
+        return AUTH_OK;
+    case GH_AUTH_WAIT:
+        return gh_http_hold(r, ms) ? AUTH_WAIT : AUTH_OK;
+    case GH_AUTH_REFUSE:
+        break;
+    }
+    char extra[80];
+    snprintf(extra, sizeof extra, "Retry-After: %u\r\nCache-Control: no-store\r\n",
+             (ms + 999) / 1000);
+    problem(r, 429, NULL, extra,
+            "too many failed sign-ins from this address or for this name: try again later");
+    return AUTH_DONE;
+}
+
+static void failed_sign_in(struct gh_http_req *r, const char *authz, const char *what)
+{
+    char user[65];
+    gh_auth_failed(client_of(r), basic_user(authz, user) ? user : NULL);
+    gh_log(r->c->conf ? r->c->conf->name : NULL, client_of(r), "auth-failed", "%s", what);
 }
 
 /*
@@ -184,8 +214,9 @@ static enum auth authenticate(struct gh_http_req *r, struct gh_principal *who, b
     }
     /* Session tokens are 256 random bits, nothing to guess: only Authorization checks are
      * slowed and counted. */
-    if (authz && hold_back(r))
-        return AUTH_WAIT;
+    enum auth turn = authz ? take_turn(r, authz) : AUTH_OK;
+    if (turn != AUTH_OK)
+        return turn;
     bool ok;
     if (authz) {
         ok = gh_auth_header(authz, who);
@@ -196,11 +227,8 @@ static enum auth authenticate(struct gh_http_req *r, struct gh_principal *who, b
     }
     if (!ok) {
         gh_principal_clear(who);
-        if (authz) {
-            gh_auth_failed(client_of(r));
-            gh_log(r->c->conf ? r->c->conf->name : NULL, client_of(r), "auth-failed",
-                   "HTTP credentials refused");
-        }
+        if (authz)
+            failed_sign_in(r, authz, "HTTP credentials refused");
         unauthorized(r);
         return AUTH_DONE;
     }
@@ -298,18 +326,17 @@ static enum gh_http_next sign_in(struct gh_http_req *r)
         problem(r, 400, NULL, "", "the body must be {\"secret\": \"...\"}");
         return GH_HTTP_ANSWERED;
     }
-    if (hold_back(r)) {
+    enum auth turn = take_turn(r, NULL);
+    if (turn != AUTH_OK) {
         json_decref(req);
-        return GH_HTTP_HELD;
+        return turn == AUTH_WAIT ? GH_HTTP_HELD : GH_HTTP_ANSWERED;
     }
     struct gh_principal who = {0};
     char token[GH_AUTH_TOKEN_LEN + 1];
     if (!gh_auth_check(NULL, secret, &who)) {
         json_decref(req);
         gh_principal_clear(&who);
-        gh_auth_failed(client_of(r));
-        gh_log(r->c->conf ? r->c->conf->name : NULL, client_of(r), "auth-failed",
-               "web sign-in refused");
+        failed_sign_in(r, NULL, "web sign-in refused");
         unauthorized(r);
         return GH_HTTP_ANSWERED;
     }

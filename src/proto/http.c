@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "core/loop.h"
 #include "proto/proto.h"
@@ -163,10 +164,15 @@ bool gh_http_hold(struct gh_http_req *r, unsigned ms)
     struct gh_loop *loop = gh_loop_current();
     if (!ms || !loop)
         return false;
+    /* the loop's clock stopped when this batch of events began: count from now */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    uint64_t behind = now > gh_loop_now(loop) ? now - gh_loop_now(loop) : 0;
     h->loop = loop;
     h->delay.fn = on_delay;
     h->waiting = true;
-    gh_timer_set(loop, &h->delay, ms);
+    gh_timer_set(loop, &h->delay, ms + behind);
     return true;
 }
 

@@ -490,9 +490,11 @@ static void test_cookie_sign_in_and_csrf(void **state)
     resp_free(&r);
 }
 
-static void test_penalty_grows(void **state)
+static void test_failures_take_turns(void **state)
 {
-    assert_int_equal(gh_auth_penalty_ms("10.9.9.9"), 0);
+    unsigned ms = 1;
+    assert_int_equal(gh_auth_turn("10.9.9.9", NULL, &ms), GH_AUTH_NOW);
+    assert_int_equal(ms, 0);
     for (int i = 0; i < 3; i++) {
         struct gh_conn *c = conn_new("10.9.9.9");
         feeds(c, post_api("Authorization: Bearer wrong", NULL, ECHO));
@@ -502,16 +504,64 @@ static void test_penalty_grows(void **state)
         resp_free(&r);
         conn_free(c);
     }
-    unsigned first = gh_auth_penalty_ms("10.9.9.9");
-    assert_true(first > 0);
-    struct gh_conn *c = conn_new("10.9.9.9");
-    feeds(c, post_api("Authorization: Bearer wrong", NULL, ECHO));
-    conn_free(c);
-    unsigned second = gh_auth_penalty_ms("10.9.9.9");
-    assert_true(second > first);
-    assert_true(second <= 5000);
-    /* other addresses are not slowed; missing credentials are not counted */
-    assert_int_equal(gh_auth_penalty_ms("10.9.9.8"), 0);
+    /* each check waits for its own turn: 0.5 s, then 1, 2 and 4 s further apart, however
+     * many ask at once; one further than 10 s is refused */
+    unsigned expect[] = {500, 1500, 3500, 7500};
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(gh_auth_turn("10.9.9.9", NULL, &ms), GH_AUTH_WAIT);
+        assert_true(ms <= expect[i] && ms + 200 > expect[i]);
+    }
+    assert_int_equal(gh_auth_turn("10.9.9.9", NULL, &ms), GH_AUTH_REFUSE);
+    assert_true(ms > 10000 && ms <= 11500);
+    assert_int_equal(gh_auth_turn("10.9.9.9", NULL, &ms), GH_AUTH_REFUSE); /* not queued */
+    assert_true(ms <= 11500);
+    /* other addresses are not slowed */
+    assert_int_equal(gh_auth_turn("10.9.9.8", NULL, &ms), GH_AUTH_NOW);
+}
+
+static void test_failures_per_login_name(void **state)
+{
+    unsigned ms;
+    char client[32];
+    for (int i = 0; i < 3; i++) {
+        snprintf(client, sizeof client, "10.7.0.%d", i + 1);
+        gh_auth_failed(client, "Victim");
+    }
+    /* a fresh address trying the same name (in any case) waits; other names do not */
+    assert_int_equal(gh_auth_turn("10.7.1.1", "vICTIM", &ms), GH_AUTH_WAIT);
+    assert_true(ms > 0 && ms <= 500);
+    assert_int_equal(gh_auth_turn("10.7.1.1", "someone", &ms), GH_AUTH_NOW);
+    assert_int_equal(gh_auth_turn("10.7.1.1", NULL, &ms), GH_AUTH_NOW);
+}
+
+static void test_failures_ipv6_per_64(void **state)
+{
+    unsigned ms;
+    gh_auth_failed("2001:db8:5::1", NULL);
+    gh_auth_failed("2001:db8:5::2", NULL);
+    gh_auth_failed("2001:db8:5:0:ffff::9", NULL);
+    assert_int_equal(gh_auth_turn("2001:db8:5::abcd", NULL, &ms), GH_AUTH_WAIT);
+    assert_int_equal(gh_auth_turn("2001:db8:5:1::1", NULL, &ms), GH_AUTH_NOW);
+    /* IPv4 addresses are counted one by one */
+    gh_auth_failed("10.8.0.1", NULL);
+    gh_auth_failed("10.8.0.1", NULL);
+    gh_auth_failed("10.8.0.1", NULL);
+    assert_int_equal(gh_auth_turn("10.8.0.2", NULL, &ms), GH_AUTH_NOW);
+}
+
+static void test_failure_table_is_bounded(void **state)
+{
+    /* a flood of addresses evicts the oldest entries and never grows the table */
+    char client[32];
+    unsigned ms;
+    for (int i = 0; i < 3; i++)
+        gh_auth_failed("10.6.6.6", NULL);
+    assert_int_equal(gh_auth_turn("10.6.6.6", NULL, &ms), GH_AUTH_WAIT);
+    for (int i = 0; i < 20000; i++) {
+        snprintf(client, sizeof client, "172.16.%d.%d", i / 250, i % 250);
+        gh_auth_failed(client, NULL);
+    }
+    assert_int_equal(gh_auth_turn("10.6.6.6", NULL, &ms), GH_AUTH_NOW);
 }
 
 static json_t *event_data(const char *text, const char *event)
@@ -651,7 +701,10 @@ int main(void)
         cmocka_unit_test(test_expect_continue),
         cmocka_unit_test(test_session_urls),
         cmocka_unit_test(test_cookie_sign_in_and_csrf),
-        cmocka_unit_test(test_penalty_grows),
+        cmocka_unit_test(test_failures_take_turns),
+        cmocka_unit_test(test_failures_per_login_name),
+        cmocka_unit_test(test_failures_ipv6_per_64),
+        cmocka_unit_test(test_failure_table_is_bounded),
         cmocka_unit_test(test_event_source),
         cmocka_unit_test(test_over_limit_response),
         cmocka_unit_test(test_unavailable_response),
