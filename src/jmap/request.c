@@ -189,6 +189,14 @@ static int fail(char **response, bool *problem, int status, const char *type, co
     return status;
 }
 
+/* The text of a JSON string without U+0000 (the only strings compared as C strings here),
+ * else NULL: a U+0000 would silently cut the string at that point. */
+static const char *plain(const json_t *v)
+{
+    const char *s = json_string_value(v);
+    return s && strlen(s) == json_string_length(v) ? s : NULL;
+}
+
 bool gh_jmap_valid_id(const char *s)
 {
     size_t n = strlen(s);
@@ -268,8 +276,7 @@ static bool check_shape(json_t *root, char *why, size_t cap)
         const char *k;
         json_object_foreach(created, k, v)
         {
-            if (!gh_jmap_valid_id(k) || !json_is_string(v) ||
-                !gh_jmap_valid_id(json_string_value(v)))
+            if (!gh_jmap_valid_id(k) || !plain(v) || !gh_jmap_valid_id(plain(v)))
                 return snprintf(why, cap, "\"createdIds\" must map Ids to Ids"), false;
         }
     }
@@ -281,11 +288,13 @@ static bool check_shape(json_t *root, char *why, size_t cap)
 /* The first earlier response with the reference's call id, checked against its name. */
 static json_t *eval_reference(struct gh_jmap_request *r, json_t *ref, char *why, size_t cap)
 {
-    const char *of = json_string_value(json_object_get(ref, "resultOf"));
-    const char *name = json_string_value(json_object_get(ref, "name"));
-    const char *path = json_string_value(json_object_get(ref, "path"));
+    const char *of = plain(json_object_get(ref, "resultOf"));
+    const char *name = plain(json_object_get(ref, "name"));
+    const char *path = plain(json_object_get(ref, "path"));
     if (!json_is_object(ref) || !of || !name || !path) {
-        snprintf(why, cap, "a ResultReference needs \"resultOf\", \"name\" and \"path\" strings");
+        snprintf(why, cap,
+                 "a ResultReference needs \"resultOf\", \"name\" and \"path\" strings "
+                 "without U+0000");
         return NULL;
     }
     if (++r->references > MAX_REFERENCES) {
@@ -296,7 +305,8 @@ static json_t *eval_reference(struct gh_jmap_request *r, json_t *ref, char *why,
     json_t *resp;
     json_array_foreach(r->responses, i, resp)
     {
-        if (strcmp(json_string_value(json_array_get(resp, 2)), of))
+        const char *id = plain(json_array_get(resp, 2));
+        if (!id || strcmp(id, of))
             continue;
         const char *got = json_string_value(json_array_get(resp, 0));
         if (strcmp(got, name)) {
@@ -465,7 +475,12 @@ static void run_calls(struct gh_jmap_request *r, json_t *calls)
         json_t *args = json_array_get(inv, 1);
         json_t *id = json_array_get(inv, 2);
         json_t *error = NULL;
-        json_t *result = run_call(r, name, args, json_string_value(id), &error);
+        json_t *result = NULL;
+        if (!plain(json_array_get(inv, 0)) || !plain(id))
+            error = gh_jmap_error("invalidArguments",
+                                  "the method name and call id must not contain U+0000");
+        else
+            result = run_call(r, name, args, json_string_value(id), &error);
         if (result) {
             json_array_append_new(r->responses, json_pack("[s o O]", name, result, id));
         } else {
@@ -501,10 +516,11 @@ int gh_jmap_handle(const char *body, size_t len, const struct gh_principal *who,
     size_t i;
     json_array_foreach(using, i, v)
     {
-        const char *cap = json_string_value(v);
-        if (strcmp(cap, GH_JMAP_CAP_CORE) && strcmp(cap, GH_JMAP_CAP_STALWART)) {
+        const char *cap = plain(v);
+        if (!cap || (strcmp(cap, GH_JMAP_CAP_CORE) && strcmp(cap, GH_JMAP_CAP_STALWART))) {
             int status = fail(response, problem, 400, GH_JMAP_PROBLEM_UNKNOWN_CAPABILITY, NULL,
-                              "the capability \"%.200s\" is not supported", cap);
+                              "the capability \"%.200s\"%s is not supported", json_string_value(v),
+                              cap ? "" : " (with U+0000)");
             json_decref(root);
             return status;
         }

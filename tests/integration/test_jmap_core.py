@@ -321,6 +321,33 @@ def test_nul_in_arguments_is_refused_not_truncated(gatehouse):
     assert r[1][1] == {"s": "a\u0000b"}
 
 
+def test_nul_in_method_name_call_id_and_references_is_refused(gatehouse, free_port):
+    lid = gatehouse.create_listener(bind=[f"127.0.0.1:{free_port()}"])
+    r = responses(gatehouse, [
+        [NL + "/get\u0000garbage", {"ids": [lid]}, "a"],
+        [NL + "/get", {"ids": [lid]}, "b\u0000c"],
+        [NL + "/get", {"ids": [lid]}, "d"],
+        [NL + "/get", {"#ids": {"resultOf": "d\u0000", "name": NL + "/get", "path": "/list/*/id"}},
+         "e"],
+        [NL + "/set", {"destroy": [lid + "\u0000"]}, "f"]])
+    assert [x[0] for x in r] == ["error", "error", NL + "/get", "error", "error"], r
+    assert r[0][1]["type"] == "invalidArguments" and r[0][2] == "a"
+    assert r[1][1]["type"] == "invalidArguments" and r[1][2] == "b\u0000c"
+    assert r[3][1]["type"] == "invalidResultReference"
+    assert r[4][1]["type"] == "invalidArguments"
+    _, res, _ = gatehouse.call(NL + "/get", {"ids": [lid]})
+    assert res["list"][0]["id"] == lid  # not destroyed
+
+
+def test_nul_in_using_is_an_unknown_capability(gatehouse):
+    status, hdrs, raw = post(gatehouse, {"using": [CORE + "\u0000x"],
+                                         "methodCalls": [["Core/echo", {}, "a"]]})
+    problem_of(status, hdrs, raw, 400, "unknownCapability")
+    status, hdrs, raw = post(gatehouse, {"using": [CORE, "urn:stalwart:jmap\u0000"],
+                                         "methodCalls": [[NL + "/get", {}, "a"]]})
+    problem_of(status, hdrs, raw, 400, "unknownCapability")
+
+
 def test_read_only_credential_gets_account_read_only(gatehouse):
     d = gatehouse
     _, res, _ = d.call("x:ApiKey/set", {"create": {"k": {"name": "ro", "permissions": ["sysNetworkListenerGet"]}}})

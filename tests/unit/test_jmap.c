@@ -90,7 +90,7 @@ static json_t *run(const char *body, int *status, bool *problem)
     char *out = NULL;
     *status = gh_jmap_handle(body, strlen(body), &admin, &out, problem);
     assert_non_null(out);
-    json_t *j = json_loads(out, 0, NULL);
+    json_t *j = json_loads(out, JSON_ALLOW_NUL, NULL);
     assert_non_null(j);
     free(out);
     return j;
@@ -571,6 +571,68 @@ static void test_max_concurrent_requests(void **state)
     free(out);
 }
 
+/* A U+0000 must not cut a string the core compares: the call must not run. */
+static void test_nul_in_names_ids_and_using(void **state)
+{
+    json_t *r = responses("{\"using\":[\"urn:ietf:params:jmap:core\",\"urn:stalwart:jmap\"],"
+                          "\"methodCalls\":[[\"Fake/get\\u0000garbage\",{},\"a\"],"
+                          "[\"Core/echo\\u0000\",{},\"b\"],"
+                          "[\"Core/echo\",{},\"c\\u0000d\"],"
+                          "[\"Fake/get\",{},\"e\"]]}");
+    assert_int_equal(json_array_size(r), 4);
+    for (size_t i = 0; i < 3; i++) {
+        assert_string_equal(resp_name(r, i), "error");
+        json_t *err = json_array_get(json_array_get(r, i), 1);
+        assert_string_equal(json_string_value(json_object_get(err, "type")), "invalidArguments");
+    }
+    /* the call id comes back whole */
+    json_t *id = json_array_get(json_array_get(r, 2), 2);
+    assert_int_equal(json_string_length(id), 3);
+    assert_string_equal(resp_name(r, 3), "Fake/get");
+    json_decref(r);
+    expect_problem("{\"using\":[\"urn:ietf:params:jmap:core\\u0000x\"],\"methodCalls\":[]}", 400,
+                   GH_JMAP_PROBLEM_UNKNOWN_CAPABILITY, NULL);
+    expect_problem("{\"using\":[\"urn:ietf:params:jmap:core\",\"urn:stalwart:jmap\\u0000\"],"
+                   "\"methodCalls\":[]}",
+                   400, GH_JMAP_PROBLEM_UNKNOWN_CAPABILITY, NULL);
+}
+
+static void test_nul_in_references_and_created_ids(void **state)
+{
+    json_t *r = responses(
+        "{\"using\":[\"urn:ietf:params:jmap:core\",\"urn:stalwart:jmap\"],"
+        "\"methodCalls\":[[\"Core/echo\",{\"x\":[1]},\"c1\"],"
+        "[\"Core/echo\",{\"#y\":{\"resultOf\":\"c1\\u0000z\",\"name\":\"Core/echo\",\"path\":\"/"
+        "x\"}},"
+        "\"c2\"],"
+        "[\"Core/echo\",{\"#y\":{\"resultOf\":\"c1\",\"name\":\"Core/echo\\u0000\",\"path\":\"/"
+        "x\"}},"
+        "\"c3\"],"
+        "[\"Core/echo\",{\"#y\":{\"resultOf\":\"c1\",\"name\":\"Core/echo\",\"path\":\"/"
+        "x\\u0000\"}},"
+        "\"c4\"],"
+        "[\"Core/echo\",{\"#y\":{\"resultOf\":\"c1\",\"name\":\"Core/echo\",\"path\":\"/x\"}},"
+        "\"c5\"]]}");
+    for (size_t i = 1; i < 4; i++) {
+        assert_string_equal(resp_name(r, i), "error");
+        json_t *err = json_array_get(json_array_get(r, i), 1);
+        assert_string_equal(json_string_value(json_object_get(err, "type")),
+                            "invalidResultReference");
+    }
+    assert_string_equal(resp_name(r, 4), "Core/echo");
+    json_decref(r);
+    /* a reference to a call whose id holds U+0000 never matches the id cut short */
+    r = responses("{\"using\":[\"urn:ietf:params:jmap:core\",\"urn:stalwart:jmap\"],"
+                  "\"methodCalls\":[[\"Core/echo\",{\"x\":[1]},\"c1\\u0000z\"],"
+                  "[\"Core/echo\",{\"#y\":{\"resultOf\":\"c1\",\"name\":\"Core/echo\","
+                  "\"path\":\"/x\"}},\"c2\"]]}");
+    assert_string_equal(resp_name(r, 1), "error");
+    json_decref(r);
+    expect_problem("{\"using\":[\"urn:ietf:params:jmap:core\"],\"methodCalls\":[],"
+                   "\"createdIds\":{\"k\":\"abc\\u0000def\"}}",
+                   400, GH_JMAP_PROBLEM_NOT_REQUEST, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -592,6 +654,8 @@ int main(void)
         cmocka_unit_test(test_push_states),
         cmocka_unit_test(test_problem_body),
         cmocka_unit_test(test_max_concurrent_requests),
+        cmocka_unit_test(test_nul_in_names_ids_and_using),
+        cmocka_unit_test(test_nul_in_references_and_created_ids),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
