@@ -39,6 +39,7 @@ struct conn_priv {
     bool edge;              /* registered edge-triggered (while peeking) */
     bool batching;          /* inside a protocol callback: send once it returns */
     bool input_paused;      /* not reading the client: its destination has a backlog */
+    bool lingering;         /* closing: after the flush, FIN and drain input until EOF */
     struct gh_timer resume; /* hands held-back input to the protocol once output drained */
 };
 
@@ -218,6 +219,17 @@ void gh_conn_close_after_flush(struct gh_conn *c)
     flush(c);
 }
 
+void gh_conn_close_lingering(struct gh_conn *c, uint32_t ms)
+{
+    if (c->closed)
+        return;
+    if (c->worker) /* a hand-built connection in a unit test has no private part */
+        priv(c)->lingering = true;
+    c->phase = GH_PHASE_CLOSING;
+    gh_conn_set_idle(c, ms);
+    flush(c);
+}
+
 bool gh_conn_can_starttls(const struct gh_conn *c)
 {
     return c->conf && c->conf->use_tls && !c->conf->tls_implicit && !c->tls_active &&
@@ -303,7 +315,9 @@ static void flush(struct gh_conn *c)
         gh_timer_set(c->worker->loop, &priv(c)->resume, 0);
         return;
     }
-    if (c->phase == GH_PHASE_CLOSING) {
+    if (c->phase == GH_PHASE_CLOSING && priv(c)->lingering) {
+        shutdown(c->io.fd, SHUT_WR); /* the client sees the answer end; its input drains */
+    } else if (c->phase == GH_PHASE_CLOSING) {
         gh_conn_close(c);
     } else if (priv(c)->starttls_pending) {
         priv(c)->starttls_pending = false;
@@ -619,8 +633,9 @@ static bool read_input(struct gh_conn *c)
 static void on_readable(struct gh_conn *c)
 {
     if (c->phase == GH_PHASE_CLOSING) {
-        char sink[1024]; /* draining what a closing client still sends */
-        if (recv(c->io.fd, sink, sizeof sink, 0) == 0)
+        char sink[4096]; /* draining what a closing client still sends */
+        ssize_t n = recv(c->io.fd, sink, sizeof sink, 0);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
             gh_conn_close(c);
         return;
     }

@@ -69,6 +69,10 @@ void gh_conn_write(struct gh_conn *c, const void *data, size_t len);
 void gh_conn_printf(struct gh_conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Sends what is queued, then closes. Input is ignored from now on. */
 void gh_conn_close_after_flush(struct gh_conn *c);
+/* Sends what is queued, then ends the output (FIN) while input is read and dropped until
+ * the client closes or ms pass: a client still sending (a refused body) gets to read the
+ * answer instead of a reset. */
+void gh_conn_close_lingering(struct gh_conn *c, uint32_t ms);
 /* Closes at once; what is queued is dropped. */
 void gh_conn_close(struct gh_conn *c);
 

@@ -19,9 +19,10 @@
 #include "core/loop.h"
 #include "proto/proto.h"
 
-#define H_EXPECT  0 /* the one header the server reads itself; the application's follow */
-#define H_COUNT   (GH_HTTP_MAX_HEADERS + 1)
-#define NAME_SIZE 24
+#define H_EXPECT          0 /* the one header the server reads itself; the application's follow */
+#define H_COUNT           (GH_HTTP_MAX_HEADERS + 1)
+#define NAME_SIZE         24
+#define REFUSED_LINGER_MS 5000 /* a refused request's input is dropped this long at most */
 
 /*
  * One connection's HTTP state (c->proto_state). Owner: the connection; http_release frees it
@@ -40,7 +41,8 @@ struct http {
     int cur;             /* index in hdr of the header being read, -1 for others */
     struct gh_buf value; /* value of the header being read, when kept */
     char *hdr[H_COUNT];  /* owned, NUL-terminated */
-    size_t header_bytes; /* request line and headers, against GH_HTTP_HEADER_LIMIT */
+    size_t header_bytes; /* raw bytes of the request head so far, up to GH_HTTP_HEADER_LIMIT */
+    bool head_done;      /* the request head ended (on_headers_complete) */
     struct gh_buf body;  /* bounded by app->max_body before it is read */
     int refuse;          /* a status decided while reading headers (400, 411, 413, 431) */
     bool message_done;   /* the parser paused at the end of a message */
@@ -49,7 +51,6 @@ struct http {
     struct gh_timer delay;
     struct gh_loop *loop; /* where delay is armed */
     bool shutting;        /* the daemon stops: close after the answer in flight */
-    uint64_t drain;       /* body bytes still to drop after a 413, then close */
     void *stream;         /* the application's, after gh_http_stream */
 };
 
@@ -198,17 +199,12 @@ static int refuse(struct http *h, int status)
     return -1;
 }
 
-static int count_header_bytes(struct http *h, size_t n)
-{
-    h->header_bytes += n;
-    return h->header_bytes > GH_HTTP_HEADER_LIMIT ? refuse(h, 431) : 0;
-}
-
 static int on_url(http_parser *p, const char *at, size_t n)
 {
     struct http *h = p->data;
-    if (count_header_bytes(h, n))
-        return -1;
+    /* a request line without a version (HTTP/0.9) ends the URL with http_minor 9 */
+    if (p->http_major == 0 && p->http_minor == 9)
+        return refuse(h, 400);
     return !n || gh_buf_append(&h->url, at, n) ? 0 : refuse(h, 503);
 }
 
@@ -243,11 +239,13 @@ static int end_header(struct http *h)
 static int on_header_field(http_parser *p, const char *at, size_t n)
 {
     struct http *h = p->data;
-    if (count_header_bytes(h, n))
-        return -1;
     if (h->in_value && end_header(h))
         return -1;
     for (size_t i = 0; i < n; i++, h->name_len++) {
+        /* libhttp-parser takes "Content-Length : 5" as another header: refuse whitespace in
+         * a name (RFC 9112 §5.1), or the body would be read as the next request */
+        if (at[i] == ' ' || at[i] == '\t')
+            return refuse(h, 400);
         if (h->name_len < sizeof h->name - 1)
             h->name[h->name_len] = (char)tolower((unsigned char)at[i]);
     }
@@ -258,8 +256,6 @@ static int on_header_field(http_parser *p, const char *at, size_t n)
 static int on_header_value(http_parser *p, const char *at, size_t n)
 {
     struct http *h = p->data;
-    if (count_header_bytes(h, n))
-        return -1;
     if (!h->in_value) {
         h->in_value = true;
         h->cur = -1;
@@ -273,8 +269,11 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
 static int on_headers_complete(http_parser *p)
 {
     struct http *h = p->data;
+    h->head_done = true;
     if (h->in_value && end_header(h))
         return -1;
+    if (p->http_major != 1)
+        return refuse(h, 400); /* HTTP/1.x only: no HTTP/0.9 form, no other versions */
     if (!gh_buf_append(&h->url, "", 1) ||
         memchr(gh_buf_head(&h->url), '\0', gh_buf_len(&h->url) - 1))
         return refuse(h, 400);
@@ -330,6 +329,7 @@ static void reset_request(struct http *h)
     h->name_len = 0;
     h->in_value = false;
     h->header_bytes = 0;
+    h->head_done = false;
     h->req = (struct gh_http_req){.c = h->c};
 }
 
@@ -355,13 +355,10 @@ static void refuse_request(struct http *h, int status)
         app->refused(&h->req, status);
     else
         gh_http_respond(&h->req, status, NULL, "", NULL, 0);
-    /* A client that sends its body before reading the answer would see its writes fail
-     * and miss the 413: read and drop a body of reasonable size first, then close. */
-    if (status == 413 && h->parser.content_length <= 4 * max_body()) {
-        h->drain = h->parser.content_length;
-        return;
-    }
-    gh_conn_close_after_flush(h->c);
+    /* The answer goes out at once and the client sees the connection end; what it still
+     * sends (a refused body) is read and dropped for a while, so that it reads the answer
+     * rather than a reset. */
+    gh_conn_close_lingering(h->c, REFUSED_LINGER_MS);
 }
 
 static enum next handle_request(struct http *h)
@@ -393,24 +390,25 @@ static enum next handle_request(struct http *h)
 static void process(struct http *h)
 {
     struct gh_conn *c = h->c;
-    if (h->drain) {
-        size_t n = gh_buf_len(&c->in) < h->drain ? gh_buf_len(&c->in) : (size_t)h->drain;
-        gh_conn_consume(c, n);
-        h->drain -= n;
-        if (!h->drain)
-            gh_conn_close_after_flush(c);
-        return;
-    }
-    while (!c->closed && !h->waiting) {
+    while (!c->closed && !h->waiting && c->phase == GH_PHASE_PROTOCOL) {
         if (h->stream) {
             gh_conn_consume(c, gh_buf_len(&c->in)); /* a stream takes no more requests */
             return;
         }
         if (!gh_buf_len(&c->in))
             return;
-        size_t used = http_parser_execute(&h->parser, &parser_settings, gh_buf_head(&c->in),
-                                          gh_buf_len(&c->in));
+        /* the head is fed no further than its limit, so its size is counted exactly */
+        size_t len = gh_buf_len(&c->in);
+        if (!h->head_done && len > GH_HTTP_HEADER_LIMIT - h->header_bytes)
+            len = GH_HTTP_HEADER_LIMIT - h->header_bytes;
+        size_t used =
+            len ? http_parser_execute(&h->parser, &parser_settings, gh_buf_head(&c->in), len) : 0;
         gh_conn_consume(c, used);
+        if (!h->head_done) {
+            h->header_bytes += used;
+            if (h->header_bytes >= GH_HTTP_HEADER_LIMIT && !h->refuse)
+                h->refuse = 431;
+        }
         if (h->message_done) {
             h->message_done = false;
             http_parser_pause(&h->parser, 0);

@@ -310,20 +310,29 @@ static void test_limits(void **state)
     char v[32];
     assert_string_equal(header(&r, "Connection", v, sizeof v), "close");
     resp_free(&r);
-    /* the body is read and dropped (so a client writing it first still sees the 413), then
-     * the connection closes; nothing in it is taken as a request */
-    size_t chunk = 1 << 20, left = 10000001;
-    char *junk = malloc(chunk);
-    memset(junk, 'G', chunk);
-    while (left) {
-        size_t n = left < chunk ? left : chunk;
-        assert_false(closing(c));
-        feed(c, junk, n);
-        left -= n;
-    }
-    free(junk);
+    /* the connection ends at once (the body is dropped by the connection, not parsed) */
     assert_true(closing(c));
     assert_int_equal(gh_buf_len(&c->out), 0);
+    conn_free(c);
+    /* with Expect: 100-continue, no 100 Continue: the 413 alone, at once */
+    c = conn_new(NULL);
+    feeds(c, "POST /api HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+             "Content-Length: 10000001\r\n\r\n");
+    assert_true(take(c, &r));
+    assert_int_equal(r.status, 413);
+    assert_null(strstr(r.head, "100 Continue"));
+    assert_true(closing(c));
+    resp_free(&r);
+    assert_int_equal(gh_buf_len(&c->out), 0);
+    conn_free(c);
+    /* a chunked body with 100-continue: 411 and no 100 Continue either */
+    c = conn_new(NULL);
+    feeds(c, "POST /api HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+             "Transfer-Encoding: chunked\r\n\r\n");
+    assert_true(take(c, &r));
+    assert_int_equal(r.status, 411);
+    assert_true(closing(c));
+    resp_free(&r);
     conn_free(c);
     /* far over the limit: closed at once */
     c = conn_new(NULL);
@@ -366,6 +375,88 @@ static void test_limits(void **state)
     exchange("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", &r);
     assert_int_equal(r.status, 400);
     resp_free(&r);
+}
+
+/* A GET / whose head is exactly size bytes, made of many small headers. */
+static char *head_of_size(size_t size)
+{
+    char *req = malloc(size + 1);
+    size_t n = (size_t)snprintf(req, size + 1, "GET /nope HTTP/1.1\r\nHost: x\r\n");
+    while (size - n - 2 > 40) {
+        n += (size_t)snprintf(req + n, size + 1 - n, "X-Filler: %026zu\r\n", n); /* 38 bytes */
+    }
+    size_t pad = size - n - 2 - 5; /* "X: " + value + "\r\n" */
+    memcpy(req + n, "X: ", 3);
+    memset(req + n + 3, 'v', pad);
+    n += 3 + pad;
+    memcpy(req + n, "\r\n\r\n", 4);
+    n += 4;
+    req[n] = '\0';
+    assert_int_equal(n, size);
+    return req;
+}
+
+static int status_of(const char *request, size_t step, bool *closed)
+{
+    struct gh_conn *c = conn_new(NULL);
+    size_t len = strlen(request);
+    for (size_t i = 0; i < len; i += step)
+        feed(c, request + i, len - i < step ? len - i : step);
+    struct resp r;
+    int status = take(c, &r) ? r.status : 0;
+    if (status)
+        resp_free(&r);
+    *closed = closing(c);
+    conn_free(c);
+    return status;
+}
+
+static void test_head_limit_is_64k(void **state)
+{
+    bool closed;
+    size_t steps[] = {1 << 20, 4096, 7};
+    for (int s = 0; s < 3; s++) {
+        char *req = head_of_size(GH_HTTP_HEADER_LIMIT);
+        assert_int_equal(status_of(req, steps[s], &closed), 404);
+        assert_false(closed);
+        free(req);
+        req = head_of_size(GH_HTTP_HEADER_LIMIT + 1);
+        assert_int_equal(status_of(req, steps[s], &closed), 431);
+        assert_true(closed);
+        free(req);
+    }
+    /* 72 KB and 96 KB of small headers: 431, not taken nor a parser error */
+    char *req = head_of_size(72 * 1000);
+    assert_int_equal(status_of(req, 1 << 20, &closed), 431);
+    free(req);
+    req = head_of_size(96 * 1024);
+    assert_int_equal(status_of(req, 1 << 20, &closed), 431);
+    free(req);
+}
+
+static void test_header_name_whitespace_and_versions(void **state)
+{
+    bool closed;
+    /* "Content-Length : 56" would leave the body to be read as the next request */
+    char req[512];
+    snprintf(req, sizeof req,
+             "POST /api HTTP/1.1\r\nHost: x\r\nContent-Length : 33\r\n\r\n"
+             "GET /jmap/session HTTP/1.1\r\n\r\n");
+    assert_int_equal(status_of(req, 1 << 20, &closed), 400);
+    assert_true(closed);
+    assert_int_equal(status_of("GET / HTTP/1.1\r\nHost\t: x\r\n\r\n", 1 << 20, &closed), 400);
+    assert_int_equal(status_of("GET / HTTP/1.1\r\nHo st: x\r\n\r\n", 3, &closed), 400);
+    /* HTTP/0.9 (no version) and versions other than 1.x are refused */
+    assert_int_equal(status_of("GET /\r\n\r\n", 1 << 20, &closed), 400);
+    assert_true(closed);
+    assert_int_equal(status_of("GET /\r\n", 1 << 20, &closed), 400); /* at once */
+    assert_int_equal(status_of("GET /\n", 1, &closed), 400);
+    assert_int_equal(status_of("GET / HTTP/2.0\r\nHost: x\r\n\r\n", 1 << 20, &closed), 400);
+    assert_int_equal(status_of("GET / HTTP/0.9\r\nHost: x\r\n\r\n", 1 << 20, &closed), 400);
+    /* still fine: HTTP/1.0 and 1.1 */
+    assert_int_equal(status_of("GET /nope HTTP/1.0\r\n\r\n", 1 << 20, &closed), 404);
+    assert_int_equal(status_of("GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", 1, &closed), 404);
+    assert_false(closed);
 }
 
 static void test_expect_continue(void **state)
@@ -699,6 +790,8 @@ int main(void)
         cmocka_unit_test(test_keep_alive_rules),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_expect_continue),
+        cmocka_unit_test(test_head_limit_is_64k),
+        cmocka_unit_test(test_header_name_whitespace_and_versions),
         cmocka_unit_test(test_session_urls),
         cmocka_unit_test(test_cookie_sign_in_and_csrf),
         cmocka_unit_test(test_failures_take_turns),
