@@ -5,6 +5,7 @@
  * log, and /queryChanges. Permissions are checked per method and per /set operation.
  */
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -981,6 +982,58 @@ out:
 
 /* ---- /queryChanges ---- */
 
+static bool immutable_prop(const struct gh_objtype *t, const char *name)
+{
+    const struct gh_prop *p = gh_prop_find(t, name);
+    return p && (p->mut == GH_CREATE_ONLY || !strcmp(name, "id"));
+}
+
+/* Whether every property the filter tests never changes once an object exists. */
+static bool immutable_filter(const struct gh_objtype *t, const json_t *f)
+{
+    json_t *conds = json_object_get(f, "conditions"), *v;
+    const char *key;
+    size_t i;
+    if (json_object_get(f, "operator")) {
+        json_array_foreach(conds, i, v) if (!immutable_filter(t, v)) return false;
+        return true;
+    }
+    json_object_foreach((json_t *)f, key, v) if (!immutable_prop(t, key)) return false;
+    return true;
+}
+
+/*
+ * upToId (RFC 8620 §5.6): when the filter and sort read only properties that never change,
+ * a record keeps its place relative to the others, so changes after the client's last
+ * cached id cannot concern it. The index of upToId in the current results, or SIZE_MAX
+ * when nothing may be left out (other properties, no upToId, or upToId no longer there).
+ */
+static size_t up_to_index(const struct gh_objtype *t, const json_t *filter,
+                          const struct sort_spec *spec, const json_t *up_to, const json_t *ids)
+{
+    if (!json_is_string(up_to) || (filter && !immutable_filter(t, filter)))
+        return SIZE_MAX;
+    for (unsigned k = 0; k < spec->n; k++)
+        if (!immutable_prop(t, spec->keys[k].prop))
+            return SIZE_MAX;
+    size_t i;
+    json_t *v;
+    json_array_foreach(ids, i, v) if (json_equal(v, up_to)) return i;
+    return SIZE_MAX;
+}
+
+/* The removed ids without those still in the results after index cut. New reference. */
+static json_t *removed_up_to(const json_t *order, const json_t *ids, size_t cut)
+{
+    json_t *after = json_object(), *kept = json_array(), *v;
+    size_t i;
+    json_array_foreach(ids, i, v) if (i > cut) json_object_set(after, json_string_value(v), v);
+    json_array_foreach(order, i, v) if (!json_object_get(after, json_string_value(v)))
+        json_array_append(kept, v);
+    json_decref(after);
+    return kept;
+}
+
 static json_t *query_changes_impl(struct gh_objtype *t, struct gh_jmap_call *call, json_t **error)
 {
     static const char *const allowed[] = {
@@ -991,7 +1044,7 @@ static json_t *query_changes_impl(struct gh_objtype *t, struct gh_jmap_call *cal
     json_t *filter = json_object_get(call->args, "filter");
     json_t *sort = opt_arg(call->args, "sort", JSON_ARRAY, &bad);
     json_t *total = opt_arg(call->args, "calculateTotal", JSON_TRUE, &bad);
-    opt_arg(call->args, "upToId", JSON_STRING, &bad);
+    json_t *up_to = opt_arg(call->args, "upToId", JSON_STRING, &bad);
     json_int_t max;
     if (bad) {
         *error = gh_jmap_error("invalidArguments", "sort must be an array, upToId a string, "
@@ -1025,15 +1078,15 @@ static json_t *query_changes_impl(struct gh_objtype *t, struct gh_jmap_call *cal
     /* Every changed record is removed and, when it still matches, added at its new index:
      * exact for filters and sorts on mutable properties (RFC 8620 §5.6). */
     json_t *ids = query_ids(t, filter, &spec), *added = json_array();
-    size_t i;
-    json_t *v;
+    size_t cut = up_to_index(t, filter, &spec, up_to, ids), i;
+    json_t *v, *removed = removed_up_to(w.order, ids, cut);
     json_array_foreach(ids, i, v)
     {
-        if (json_object_get(w.first, json_string_value(v)))
+        if (i <= cut && json_object_get(w.first, json_string_value(v)))
             json_array_append_new(added, json_pack("{sO sI}", "id", v, "index", (json_int_t)i));
     }
     json_t *res = NULL;
-    size_t nchanges = json_array_size(w.order) + json_array_size(added);
+    size_t nchanges = json_array_size(removed) + json_array_size(added);
     if (max > 0 && nchanges > (size_t)max) {
         *error = gh_jmap_error("tooManyChanges", "%zu changes; maxChanges is %lld", nchanges,
                                (long long)max);
@@ -1041,12 +1094,13 @@ static json_t *query_changes_impl(struct gh_objtype *t, struct gh_jmap_call *cal
     } else {
         res = response("newQueryState", t);
         json_object_set(res, "oldQueryState", json_object_get(call->args, "sinceQueryState"));
-        json_object_set(res, "removed", w.order);
+        json_object_set(res, "removed", removed);
         json_object_set_new(res, "added", added);
         if (json_is_true(total))
             json_object_set_new(res, "total", json_integer((json_int_t)json_array_size(ids)));
     }
     json_decref(ids);
+    json_decref(removed);
     json_decref(w.first);
     json_decref(w.last);
     json_decref(w.order);
