@@ -6,6 +6,7 @@
 #include "jmap/eventsource.h"
 
 #include <ctype.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 
 #define STREAM_IDLE_MS     (24u * 3600 * 1000) /* an EventSource stream may stay quiet a day */
 #define STREAMS_PER_WORKER 4096                /* EventSource streams one worker serves at most */
+#define STREAM_CREDENTIALS 256                 /* credentials with streams open at once */
 #define PING_MIN_S         1
 #define PING_MAX_S         3600
 
@@ -37,6 +39,50 @@ struct stream {
 
 static _Thread_local struct stream *streams; /* the streams served by this thread */
 static _Thread_local unsigned nstreams;
+
+/* Open streams per credential, across every worker: touched only when a stream opens or
+ * ends. A slot with n == 0 is free. */
+static struct {
+    char username[sizeof(((struct gh_principal *)0)->username)];
+    unsigned n;
+} per_credential[STREAM_CREDENTIALS];
+static pthread_mutex_t per_credential_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Counts a stream for username; false when it has GH_EVENTSOURCE_PER_CREDENTIAL already
+ * (or, unlikely, STREAM_CREDENTIALS other credentials hold streams). */
+static bool credential_take(const char *username)
+{
+    pthread_mutex_lock(&per_credential_lock);
+    int slot = -1, free_slot = -1;
+    for (int i = 0; i < STREAM_CREDENTIALS && slot < 0; i++) {
+        if (per_credential[i].n && !strcmp(per_credential[i].username, username))
+            slot = i;
+        else if (!per_credential[i].n && free_slot < 0)
+            free_slot = i;
+    }
+    if (slot < 0 && free_slot >= 0) {
+        slot = free_slot;
+        snprintf(per_credential[slot].username, sizeof per_credential[slot].username, "%s",
+                 username);
+    }
+    bool ok = slot >= 0 && per_credential[slot].n < GH_EVENTSOURCE_PER_CREDENTIAL;
+    if (ok)
+        per_credential[slot].n++;
+    pthread_mutex_unlock(&per_credential_lock);
+    return ok;
+}
+
+static void credential_give(const char *username)
+{
+    pthread_mutex_lock(&per_credential_lock);
+    for (int i = 0; i < STREAM_CREDENTIALS; i++) {
+        if (per_credential[i].n && !strcmp(per_credential[i].username, username)) {
+            per_credential[i].n--;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&per_credential_lock);
+}
 
 /* x:NetworkListener is readable with sysNetworkListenerGet. */
 static bool stream_may_see(struct stream *s, const char *type)
@@ -167,6 +213,7 @@ void gh_eventsource_end(void *stream)
     if (s->next)
         s->next->prev = s->prev;
     nstreams--;
+    credential_give(s->who.username);
     if (s->loop)
         gh_timer_cancel(s->loop, &s->ping);
     json_decref(s->types);
@@ -229,12 +276,18 @@ bool gh_eventsource_parse(const char *query, struct gh_eventsource_params *p)
     return true;
 }
 
-bool gh_eventsource_open(struct gh_http_req *r, struct gh_principal *who,
-                         struct gh_eventsource_params *p, const char *last)
+enum gh_eventsource_opened gh_eventsource_open(struct gh_http_req *r, struct gh_principal *who,
+                                               struct gh_eventsource_params *p, const char *last)
 {
-    struct stream *s = nstreams < STREAMS_PER_WORKER ? calloc(1, sizeof *s) : NULL;
-    if (!s)
-        return false;
+    if (nstreams >= STREAMS_PER_WORKER)
+        return GH_EVENTSOURCE_FULL;
+    if (!credential_take(who->username))
+        return GH_EVENTSOURCE_CREDENTIAL_FULL;
+    struct stream *s = calloc(1, sizeof *s);
+    if (!s) {
+        credential_give(who->username);
+        return GH_EVENTSOURCE_FULL;
+    }
     struct gh_conn *c = r->c;
     s->c = c;
     s->loop = gh_loop_current();
@@ -279,5 +332,5 @@ bool gh_eventsource_open(struct gh_http_req *r, struct gh_principal *who,
     if (missed && !c->closed)
         stream_send(s, missed); /* the client missed changes while away */
     json_decref(missed);
-    return true;
+    return GH_EVENTSOURCE_OPEN;
 }

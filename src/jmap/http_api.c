@@ -16,6 +16,8 @@
 #include "jmap/eventsource.h"
 #include "net/conn.h"
 
+#define GH_STR_(x)     #x
+#define GH_STR(x)      GH_STR_(x)
 #define AUTH_CHALLENGE "Bearer realm=\"gatehouse\", Basic realm=\"gatehouse\""
 
 static struct gh_api_hooks hooks; /* set once, before the first connection */
@@ -410,13 +412,20 @@ static enum gh_http_next route_stream(struct gh_http_req *r, const char *query)
     enum auth a = authenticate(r, &who, false);
     if (a != AUTH_OK)
         return a == AUTH_WAIT ? GH_HTTP_HELD : GH_HTTP_ANSWERED;
-    if (!gh_eventsource_open(r, &who, &p, gh_http_header(r, "last-event-id"))) {
-        gh_principal_clear(&who);
-        r->close = true;
+    enum gh_eventsource_opened o =
+        gh_eventsource_open(r, &who, &p, gh_http_header(r, "last-event-id"));
+    if (o == GH_EVENTSOURCE_OPEN)
+        return GH_HTTP_STREAM;
+    gh_principal_clear(&who);
+    r->close = true;
+    if (o == GH_EVENTSOURCE_CREDENTIAL_FULL)
+        problem(r, 429, NULL, "Retry-After: 5\r\n",
+                "this credential has " GH_STR(
+                    GH_EVENTSOURCE_PER_CREDENTIAL) " event streams open, the most it may have: "
+                                                   "close one first");
+    else
         problem(r, 503, NULL, "Retry-After: 5\r\n", "too many event streams");
-        return GH_HTTP_ANSWERED;
-    }
-    return GH_HTTP_STREAM;
+    return GH_HTTP_ANSWERED;
 }
 
 static enum gh_http_next route(struct gh_http_req *r)
