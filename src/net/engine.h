@@ -31,6 +31,15 @@ void gh_engine_free(struct gh_engine *e);
  * On failure nothing changed, and err says which address failed and why.
  */
 bool gh_engine_apply(struct gh_engine *e, struct gh_listener_conf *conf, gh_err *err);
+/*
+ * Applies the settings of several running listeners as one change (each conf as in
+ * gh_engine_apply; takes ownership of every conf). An address one of them lets go and
+ * another takes keeps its sockets, which change hands without being closed, so addresses
+ * can be swapped between listeners; connections waiting in such a socket's backlog go to
+ * its new listener. All or nothing: on failure nothing changed and err says why.
+ */
+bool gh_engine_apply_set(struct gh_engine *e, struct gh_listener_conf **confs, unsigned n,
+                         gh_err *err);
 /* Stops accepting on every address of the listener before returning; live sessions go on. */
 void gh_engine_remove(struct gh_engine *e, const char *id);
 /* Live connections of a listener (0 when unknown). */

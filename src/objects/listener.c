@@ -297,6 +297,33 @@ bad:
 
 /* ---- rules across properties and listeners ---- */
 
+/*
+ * Listeners of the /set in progress between which addresses move (a swap): each is checked
+ * against the others' new addresses, and the first of them to be applied applies them all
+ * to the engine as one change (gh_engine_apply_set), so a moving address keeps its sockets.
+ * Only on the management thread, inside one /set.
+ */
+static struct {
+    json_t *planned; /* id -> the listener after its update (owned); NULL: nothing moves */
+    json_t *before;  /* id -> the listener before it (owned) */
+    bool applied, undone;
+} move;
+
+static void move_clear(void)
+{
+    json_decref(move.planned);
+    json_decref(move.before);
+    memset(&move, 0, sizeof move);
+}
+
+/* The addresses a listener has once this /set is done. */
+static json_t *binds_after(const json_t *listener)
+{
+    const char *id = json_string_value(json_object_get(listener, "id"));
+    json_t *planned = move.planned && id ? json_object_get(move.planned, id) : NULL;
+    return json_object_get(planned ? planned : listener, "bind");
+}
+
 static void check_binds(const json_t *obj, struct gh_verr *ve)
 {
     json_t *bind = json_object_get(obj, "bind");
@@ -324,7 +351,7 @@ static void check_binds(const json_t *obj, struct gh_verr *ve)
                 continue;
             size_t k;
             json_t *ob;
-            json_array_foreach(json_object_get(other, "bind"), k, ob)
+            json_array_foreach(binds_after(other), k, ob)
             {
                 if (gh_sockaddr_parse(json_string_value(ob), &b, NULL) &&
                     gh_sockaddr_conflict(&a, &b)) {
@@ -379,6 +406,136 @@ static void validate(struct gh_objtype *t, json_t *obj, const json_t *old, struc
         gh_name_unique(t, obj, old, json_string_value(json_object_get(obj, "protocol")), ve);
 }
 
+static bool has_bind(const json_t *listener, const char *addr)
+{
+    size_t i;
+    json_t *b;
+    json_array_foreach(json_object_get(listener, "bind"), i,
+                       b) if (!strcmp(json_string_value(b), addr)) return true;
+    return false;
+}
+
+/* Marks in members every listener of planned that takes an address another one of
+ * planned gives up; true when there is any. */
+static bool find_moves(const json_t *planned, json_t *members)
+{
+    const char *id, *oid;
+    json_t *obj, *other;
+    json_object_foreach((json_t *)planned, id, obj)
+    {
+        size_t i;
+        json_t *b;
+        json_array_foreach(json_object_get(obj, "bind"), i, b)
+        {
+            const char *addr = json_string_value(b);
+            json_object_foreach((json_t *)planned, oid, other)
+            {
+                json_t *now = gh_obj_find(&gh_type_listener, oid, NULL);
+                if (strcmp(id, oid) && has_bind(now, addr) && !has_bind(other, addr)) {
+                    json_object_set_new(members, id, json_true());
+                    json_object_set_new(members, oid, json_true());
+                }
+            }
+        }
+    }
+    return json_object_size(members) > 0;
+}
+
+static void set_begin(const json_t *updates)
+{
+    move_clear();
+    json_t *planned = json_object(), *members = json_object(), *patch;
+    const char *id;
+    json_object_foreach((json_t *)updates, id, patch)
+    {
+        json_t *cur = gh_obj_find(&gh_type_listener, id, NULL);
+        struct gh_verr ve;
+        gh_verr_init(&ve);
+        json_t *obj = cur && json_is_object(patch)
+                          ? gh_schema_patch(&gh_type_listener, cur, patch, &ve)
+                          : NULL;
+        if (obj && gh_verr_ok(&ve))
+            json_object_set(planned, id, obj);
+        json_decref(obj);
+        gh_verr_clear(&ve);
+    }
+    if (find_moves(planned, members)) {
+        move.planned = json_object();
+        move.before = json_object();
+        json_object_foreach(members, id, patch)
+        {
+            json_object_set(move.planned, id, json_object_get(planned, id));
+            json_object_set(move.before, id, gh_obj_find(&gh_type_listener, id, NULL));
+        }
+        /* the move is made only when every listener in it is valid with the others moved */
+        json_t *obj;
+        json_object_foreach(move.planned, id, obj)
+        {
+            struct gh_verr ve;
+            gh_verr_init(&ve);
+            validate(&gh_type_listener, obj, json_object_get(move.before, id), &ve);
+            bool ok = gh_verr_ok(&ve);
+            gh_verr_clear(&ve);
+            if (!ok) {
+                move_clear();
+                break;
+            }
+        }
+    }
+    json_decref(planned);
+    json_decref(members);
+}
+
+static void set_end(void)
+{
+    move_clear();
+}
+
+/* Applies every listener of the move (from) to the engine as one change. */
+static bool apply_move(json_t *from, gh_err *err)
+{
+    size_t n = json_object_size(from), k = 0;
+    struct gh_listener_conf **confs = calloc(n ? n : 1, sizeof *confs);
+    if (!confs)
+        return gh_fail(err, "out of memory");
+    const char *id;
+    json_t *obj;
+    bool ok = true;
+    json_object_foreach(from, id, obj) if (ok && !(confs[k++] = gh_listener_conf_from(obj, err)))
+        ok = false;
+    if (!ok) {
+        for (size_t i = 0; i < k; i++)
+            gh_listener_conf_unref(confs[i]);
+    } else {
+        ok = gh_engine_apply_set(gh_model.engine, confs, (unsigned)n, err);
+    }
+    free(confs);
+    if (ok)
+        json_object_foreach(from, id, obj) gh_listener_applied(id);
+    return ok;
+}
+
+/* The update of a listener in the move: the first applies them all; false when not one. */
+static bool apply_moving(const json_t *obj, const json_t *old, struct gh_verr *ve, bool *ok)
+{
+    const char *id = json_string_value(json_object_get(obj, "id"));
+    json_t *planned = move.planned && old && id ? json_object_get(move.planned, id) : NULL;
+    if (!planned || !json_equal(planned, obj))
+        return false;
+    *ok = true;
+    if (move.applied)
+        return true;
+    gh_err err = {0};
+    if (!apply_move(move.planned, &err)) {
+        gh_verr_add(ve, "bind", "%s", err.msg);
+        move_clear(); /* the others are then checked, and refused, one by one */
+        *ok = false;
+        return true;
+    }
+    move.applied = true;
+    return true;
+}
+
 /* ---- side effects ---- */
 
 static bool apply(const json_t *obj, const json_t *old, struct gh_verr *ve)
@@ -389,6 +546,9 @@ static bool apply(const json_t *obj, const json_t *old, struct gh_verr *ve)
         gh_engine_remove(gh_model.engine, json_string_value(json_object_get(old, "id")));
         return true;
     }
+    bool moved;
+    if (apply_moving(obj, old, ve, &moved))
+        return moved;
     gh_err err = {0};
     struct gh_listener_conf *c = gh_listener_conf_from(obj, &err);
     if (!c || !gh_engine_apply(gh_model.engine, c, &err)) {
@@ -405,6 +565,14 @@ static void undo(const json_t *obj, const json_t *old)
         return;
     if (!old) {
         gh_engine_remove(gh_model.engine, json_string_value(json_object_get(obj, "id")));
+        return;
+    }
+    const char *id = json_string_value(json_object_get(old, "id"));
+    if (move.applied && id && json_object_get(move.before, id)) {
+        gh_err err = {0};
+        if (!move.undone && !apply_move(move.before, &err))
+            gh_log(NULL, NULL, "listener-restore-error", "%s", err.msg);
+        move.undone = true; /* all of them went back at once */
         return;
     }
     gh_err err = {0};
@@ -433,5 +601,10 @@ struct gh_objtype gh_type_listener = {
     .list_columns = columns,
     .props = props,
     .nprops = sizeof props / sizeof props[0],
-    .hooks = {.validate = validate, .apply = apply, .undo = undo, .committed = committed},
+    .hooks = {.validate = validate,
+              .apply = apply,
+              .undo = undo,
+              .set_begin = set_begin,
+              .set_end = set_end,
+              .committed = committed},
 };

@@ -491,6 +491,21 @@ static void set_out_free(struct set_out *o)
 }
 
 /* Creates, then updates, then destroys (RFC 8620 §5.3). False on a store failure. */
+/* Tells the type which updates this /set will make, by resolved id. */
+static void set_begin(struct set_ctx *c, json_t *update, json_t *doomed)
+{
+    json_t *updates = json_object(), *v;
+    const char *key;
+    json_object_foreach(update, key, v)
+    {
+        const char *id = c->req ? gh_jmap_resolve_id(c->req, key) : key;
+        if (id && !json_object_get(doomed, id))
+            json_object_set(updates, id, v);
+    }
+    c->t->hooks.set_begin(updates);
+    json_decref(updates);
+}
+
 static bool run_ops(struct set_ctx *c, json_t *create, json_t *update, json_t *destroy,
                     struct set_out *o)
 {
@@ -513,6 +528,8 @@ static bool run_ops(struct set_ctx *c, json_t *create, json_t *update, json_t *d
         if (c->failed)
             goto out;
     }
+    if (c->t->hooks.set_begin)
+        set_begin(c, update, doomed);
     json_object_foreach(update, key, v)
     {
         const char *id = c->req ? gh_jmap_resolve_id(c->req, key) : key;
@@ -602,11 +619,15 @@ static json_t *set_run(struct gh_objtype *t, json_t *args, const struct gh_princ
     if (!run_ops(&c, create, update, destroy, &o) ||
         (n && !gh_store_commit(gh_model.store, &c.err))) {
         set_abort(&c);
+        if (t->hooks.set_end)
+            t->hooks.set_end();
         *error = gh_jmap_error("serverFail", "the change could not be stored: %s", c.err.msg);
         set_out_free(&o);
         set_ctx_free(&c);
         return NULL;
     }
+    if (t->hooks.set_end)
+        t->hooks.set_end();
     gh_sync_note(c.last_seq);
     gh_type_state(t, new_state);
     if (strcmp(new_state, old_state)) {

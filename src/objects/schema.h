@@ -91,6 +91,11 @@ struct gh_type_hooks {
     bool (*apply)(const json_t *obj, const json_t *old, struct gh_verr *ve);
     /* undoes apply after a store failure */
     void (*undo)(const json_t *obj, const json_t *old);
+    /* before the updates of one /set (id -> patch, ids resolved, none about to be
+     * destroyed), and after that /set committed or was undone: for changes that only work
+     * together, such as listeners swapping addresses */
+    void (*set_begin)(const json_t *updates);
+    void (*set_end)(void);
     /* after a successful commit that changed objects of this type */
     void (*committed)(struct gh_objtype *t);
 };

@@ -1,0 +1,132 @@
+"""Addresses swapped (or rotated) between listeners in one /set: applied as one change, the
+moving sockets change hands without being closed, so no connection attempt is refused;
+when the move cannot be made nothing changes."""
+import socket
+import threading
+import time
+
+NL = "x:NetworkListener"
+
+
+def greeting(port, timeout=5):
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        return s.recv(512).decode(errors="replace")
+
+
+def listener(g, protocol, port, **extra):
+    return g.create_listener(protocol=protocol, bind=[f"127.0.0.1:{port}"], useTls=False, **extra)
+
+
+def speaks(port):
+    g = greeting(port)
+    return "smtp" if g.startswith("220 ") else "pop3" if g.startswith("+OK") else (
+        "imap" if g.startswith("* OK") else g)
+
+
+def binds(g, lid):
+    _, res, _ = g.call(NL + "/get", {"ids": [lid], "properties": ["bind"]})
+    return res["list"][0]["bind"]
+
+
+def test_swap_two_listeners(gatehouse, free_port):
+    x, y = free_port(), free_port()
+    a, b = listener(gatehouse, "smtp", x), listener(gatehouse, "pop3", y)
+    live = socket.create_connection(("127.0.0.1", x), timeout=5)  # an SMTP session on x
+    assert live.recv(512).startswith(b"220")
+    _, res, _ = gatehouse.call(NL + "/set", {"update": {
+        a: {"bind": [f"127.0.0.1:{y}"]}, b: {"bind": [f"127.0.0.1:{x}"]}}})
+    assert set(res["updated"]) == {a, b}, res
+    assert speaks(x) == "pop3" and speaks(y) == "smtp"
+    assert binds(gatehouse, a) == [f"127.0.0.1:{y}"] and binds(gatehouse, b) == [f"127.0.0.1:{x}"]
+    # the session accepted before goes on under the listener that accepted it
+    live.sendall(b"NOOP\r\n")
+    assert live.recv(512).startswith(b"250")
+    live.close()
+    # and back again
+    _, res, _ = gatehouse.call(NL + "/set", {"update": {
+        a: {"bind": [f"127.0.0.1:{x}"]}, b: {"bind": [f"127.0.0.1:{y}"]}}})
+    assert set(res["updated"]) == {a, b}, res
+    assert speaks(x) == "smtp" and speaks(y) == "pop3"
+
+
+def test_rotate_three_with_a_kept_and_a_new_address(gatehouse, free_port):
+    x, y, z, w = free_port(), free_port(), free_port(), free_port()
+    a, b = listener(gatehouse, "smtp", x), listener(gatehouse, "pop3", y)
+    c = listener(gatehouse, "imap", z)
+    _, res, _ = gatehouse.call(NL + "/set", {"update": {
+        a: {"bind": [f"127.0.0.1:{y}", f"127.0.0.1:{w}"]},
+        b: {"bind": [f"127.0.0.1:{z}"]},
+        c: {"bind": [f"127.0.0.1:{x}"]}}})
+    assert set(res["updated"]) == {a, b, c}, res
+    assert (speaks(x), speaks(y), speaks(z), speaks(w)) == ("imap", "smtp", "pop3", "smtp")
+
+
+def test_no_connection_refused_while_swapping(gatehouse, free_port):
+    x, y = free_port(), free_port()
+    a, b = listener(gatehouse, "smtp", x), listener(gatehouse, "pop3", y)
+    refused, served, stop = [], [], threading.Event()
+
+    def hammer(port):
+        deadline = time.time() + 20
+        while not stop.is_set() and time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                    if s.recv(64):
+                        served.append(port)
+            except ConnectionRefusedError:
+                refused.append(port)
+            except OSError:
+                pass
+
+    threads = [threading.Thread(target=hammer, args=(p,)) for p in (x, y)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    for i in range(10):
+        pa, pb = (y, x) if i % 2 == 0 else (x, y)
+        _, res, _ = gatehouse.call(NL + "/set", {"update": {
+            a: {"bind": [f"127.0.0.1:{pa}"]}, b: {"bind": [f"127.0.0.1:{pb}"]}}})
+        assert set(res["updated"]) == {a, b}, res
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not refused and served
+    assert speaks(x) == "smtp" and speaks(y) == "pop3"
+
+
+def test_a_move_that_cannot_be_made_changes_nothing(gatehouse, free_port):
+    x, y = free_port(), free_port()
+    a, b = listener(gatehouse, "smtp", x), listener(gatehouse, "pop3", y)
+    # one side invalid: the other side's new address is still taken
+    _, res, _ = gatehouse.call(NL + "/set", {"update": {
+        a: {"bind": [f"127.0.0.1:{y}"]}, b: {"bind": [f"127.0.0.1:{x}"], "socketTtl": 999}}})
+    assert res["notUpdated"][a]["type"] == "invalidProperties"
+    assert "already bound" in res["notUpdated"][a]["description"]
+    assert res["notUpdated"][b]["type"] == "invalidProperties"
+    assert speaks(x) == "smtp" and speaks(y) == "pop3"
+    # a moving socket keeps its bind-time options: they must agree
+    _, res, _ = gatehouse.call(NL + "/set", {"update": {
+        a: {"bind": [f"127.0.0.1:{y}"], "socketReusePort": False},
+        b: {"bind": [f"127.0.0.1:{x}"]}}})
+    assert a in res["notUpdated"] and "socketReusePort" in res["notUpdated"][a]["description"]
+    assert b in res["notUpdated"]
+    assert speaks(x) == "smtp" and speaks(y) == "pop3"
+    assert binds(gatehouse, a) == [f"127.0.0.1:{x}"] and binds(gatehouse, b) == [f"127.0.0.1:{y}"]
+    # taking an address only one side gives up is still a conflict
+    c = listener(gatehouse, "imap", free_port())
+    _, res, _ = gatehouse.call(NL + "/set", {"update": {
+        a: {"bind": [f"127.0.0.1:{y}"]}, c: {"bind": [f"127.0.0.1:{x}"]}}})
+    assert a in res["notUpdated"] and c in res["notUpdated"], res
+    assert speaks(x) == "smtp" and speaks(y) == "pop3"
+
+
+def test_swap_survives_a_restart(make_daemon, free_port):
+    d = make_daemon()
+    x, y = free_port(), free_port()
+    a, b = listener(d, "smtp", x), listener(d, "pop3", y)
+    _, res, _ = d.call(NL + "/set", {"update": {
+        a: {"bind": [f"127.0.0.1:{y}"]}, b: {"bind": [f"127.0.0.1:{x}"]}}})
+    assert set(res["updated"]) == {a, b}
+    d.stop()
+    d.start()
+    assert speaks(x) == "pop3" and speaks(y) == "smtp"
