@@ -181,6 +181,72 @@ static void other_listener_address_is_refused(void **state)
     gh_engine_remove(engine, "d");
 }
 
+/* The inodes of this process's sockets listening on 127.0.0.1:port, from /proc/net/tcp,
+ * summed (one socket per worker with SO_REUSEPORT): the same sum means the same sockets. */
+static unsigned long listening_inodes(int port)
+{
+    FILE *f = fopen("/proc/net/tcp", "r");
+    char line[512];
+    unsigned long sum = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        unsigned a, p, st;
+        unsigned long inode;
+        if (sscanf(line, " %*d: %x:%x %*x:%*x %x %*x:%*x %*x:%*x %*x %*u %*u %lu", &a, &p, &st,
+                   &inode) == 4 &&
+            a == htonl(INADDR_LOOPBACK) && p == (unsigned)port && st == 0x0A)
+            sum += inode;
+    }
+    if (f)
+        fclose(f);
+    return sum;
+}
+
+static void set_swaps_addresses_keeping_sockets(void **state)
+{
+    int x = free_port(), y = free_port(), z = free_port();
+    gh_err err = {0};
+    assert_true(gh_engine_apply(engine, make_conf("s1", 1, &x), &err));
+    assert_true(gh_engine_apply(engine, make_conf("s2", 1, &y), &err));
+    unsigned long ix = listening_inodes(x), iy = listening_inodes(y);
+    assert_true(ix && iy);
+    /* a plain update cannot take an address another listener holds */
+    assert_false(gh_engine_apply(engine, make_conf("s1", 1, &y), &err));
+    /* as one change it can: the sockets change hands */
+    struct gh_listener_conf *confs[] = {make_conf("s1", 1, &y), make_conf("s2", 1, &x)};
+    assert_true(gh_engine_apply_set(engine, confs, 2, &err));
+    assert_true(can_connect(x));
+    assert_true(can_connect(y));
+    assert_int_equal(listening_inodes(x), ix);
+    assert_int_equal(listening_inodes(y), iy);
+    /* and back, with a new address on one side */
+    int yz[2] = {y, z};
+    struct gh_listener_conf *back[] = {make_conf("s1", 1, &x), make_conf("s2", 2, yz)};
+    assert_true(gh_engine_apply_set(engine, back, 2, &err));
+    assert_true(can_connect(z));
+    assert_int_equal(listening_inodes(x), ix);
+
+    /* a member taking what the other keeps: nothing changes */
+    struct gh_listener_conf *keep[] = {make_conf("s1", 1, &y), make_conf("s2", 2, yz)};
+    assert_false(gh_engine_apply_set(engine, keep, 2, &err));
+    assert_non_null(strstr(err.msg, "already used by listener \"s2\""));
+    /* moving sockets keep their bind-time options: they must agree */
+    struct gh_listener_conf *a = make_conf("s1", 1, &y), *b = make_conf("s2", 1, &x);
+    a->reuseport = false;
+    struct gh_listener_conf *mismatch[] = {a, b};
+    assert_false(gh_engine_apply_set(engine, mismatch, 2, &err));
+    assert_non_null(strstr(err.msg, "socketReusePort"));
+    /* an unknown member: nothing changes either */
+    struct gh_listener_conf *unknown[] = {make_conf("s1", 1, &y), make_conf("nope", 1, &x)};
+    assert_false(gh_engine_apply_set(engine, unknown, 2, &err));
+    assert_int_equal(listening_inodes(x), ix);
+    assert_int_equal(listening_inodes(y), iy);
+    assert_true(can_connect(z));
+    gh_engine_remove(engine, "s1");
+    gh_engine_remove(engine, "s2");
+    assert_false(can_connect(x));
+    assert_false(can_connect(y));
+}
+
 static void wildcard_v6_conflicts_with_v4(void **state)
 {
     int port = free_port();
@@ -207,6 +273,7 @@ int main(void)
         cmocka_unit_test(accepted_sockets_inherit_listener_options),
         cmocka_unit_test(update_keeps_and_moves_addresses),
         cmocka_unit_test(other_listener_address_is_refused),
+        cmocka_unit_test(set_swaps_addresses_keeping_sockets),
         cmocka_unit_test(wildcard_v6_conflicts_with_v4),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
