@@ -410,30 +410,35 @@ static bool has_bind(const json_t *listener, const char *addr)
 {
     size_t i;
     json_t *b;
-    json_array_foreach(json_object_get(listener, "bind"), i,
-                       b) if (!strcmp(json_string_value(b), addr)) return true;
+    json_array_foreach(json_object_get(listener, "bind"), i, b)
+    {
+        if (!strcmp(json_string_value(b), addr))
+            return true;
+    }
     return false;
 }
 
 /* Marks in members every listener of planned that takes an address another one of
- * planned gives up; true when there is any. */
+ * planned gives up, and that other one; true when there is any. */
 static bool find_moves(const json_t *planned, json_t *members)
 {
-    const char *id, *oid;
-    json_t *obj, *other;
-    json_object_foreach((json_t *)planned, id, obj)
+    const char *gid, *tid;
+    json_t *giver, *taker;
+    json_object_foreach((json_t *)planned, gid, giver)
     {
+        json_t *now = gh_obj_find(&gh_type_listener, gid, NULL);
         size_t i;
         json_t *b;
-        json_array_foreach(json_object_get(obj, "bind"), i, b)
+        json_array_foreach(json_object_get(now, "bind"), i, b)
         {
             const char *addr = json_string_value(b);
-            json_object_foreach((json_t *)planned, oid, other)
+            if (has_bind(giver, addr))
+                continue; /* kept */
+            json_object_foreach((json_t *)planned, tid, taker)
             {
-                json_t *now = gh_obj_find(&gh_type_listener, oid, NULL);
-                if (strcmp(id, oid) && has_bind(now, addr) && !has_bind(other, addr)) {
-                    json_object_set_new(members, id, json_true());
-                    json_object_set_new(members, oid, json_true());
+                if (strcmp(gid, tid) && has_bind(taker, addr)) {
+                    json_object_set_new(members, gid, json_true());
+                    json_object_set_new(members, tid, json_true());
                 }
             }
         }
@@ -501,8 +506,11 @@ static bool apply_move(json_t *from, gh_err *err)
     const char *id;
     json_t *obj;
     bool ok = true;
-    json_object_foreach(from, id, obj) if (ok && !(confs[k++] = gh_listener_conf_from(obj, err)))
-        ok = false;
+    json_object_foreach(from, id, obj)
+    {
+        if (ok && !(confs[k++] = gh_listener_conf_from(obj, err)))
+            ok = false;
+    }
     if (!ok) {
         for (size_t i = 0; i < k; i++)
             gh_listener_conf_unref(confs[i]);
@@ -510,9 +518,13 @@ static bool apply_move(json_t *from, gh_err *err)
         ok = gh_engine_apply_set(gh_model.engine, confs, (unsigned)n, err);
     }
     free(confs);
-    if (ok)
-        json_object_foreach(from, id, obj) gh_listener_applied(id);
-    return ok;
+    if (!ok)
+        return false;
+    json_object_foreach(from, id, obj)
+    {
+        gh_listener_applied(id);
+    }
+    return true;
 }
 
 /* The update of a listener in the move: the first applies them all; false when not one. */

@@ -1016,10 +1016,18 @@ static bool immutable_filter(const struct gh_objtype *t, const json_t *f)
     const char *key;
     size_t i;
     if (json_object_get(f, "operator")) {
-        json_array_foreach(conds, i, v) if (!immutable_filter(t, v)) return false;
+        json_array_foreach(conds, i, v)
+        {
+            if (!immutable_filter(t, v))
+                return false;
+        }
         return true;
     }
-    json_object_foreach((json_t *)f, key, v) if (!immutable_prop(t, key)) return false;
+    json_object_foreach((json_t *)f, key, v)
+    {
+        if (!immutable_prop(t, key))
+            return false;
+    }
     return true;
 }
 
@@ -1039,7 +1047,11 @@ static size_t up_to_index(const struct gh_objtype *t, const json_t *filter,
             return SIZE_MAX;
     size_t i;
     json_t *v;
-    json_array_foreach(ids, i, v) if (json_equal(v, up_to)) return i;
+    json_array_foreach(ids, i, v)
+    {
+        if (json_equal(v, up_to))
+            return i;
+    }
     return SIZE_MAX;
 }
 
@@ -1048,9 +1060,16 @@ static json_t *removed_up_to(const json_t *order, const json_t *ids, size_t cut)
 {
     json_t *after = json_object(), *kept = json_array(), *v;
     size_t i;
-    json_array_foreach(ids, i, v) if (i > cut) json_object_set(after, json_string_value(v), v);
-    json_array_foreach(order, i, v) if (!json_object_get(after, json_string_value(v)))
-        json_array_append(kept, v);
+    json_array_foreach(ids, i, v)
+    {
+        if (i > cut)
+            json_object_set(after, json_string_value(v), v);
+    }
+    json_array_foreach(order, i, v)
+    {
+        if (!json_object_get(after, json_string_value(v)))
+            json_array_append(kept, v);
+    }
     json_decref(after);
     return kept;
 }
