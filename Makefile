@@ -1,13 +1,14 @@
 # Gatehouse build. `make run` starts the daemon on its embedded default;
 # `make test` builds and runs every test (unit, integration, sanitizers, fuzz smoke).
 
+VERSION := $(shell sed -n '1s/.*(\(.*\)).*/\1/p' debian/changelog 2>/dev/null || echo 0.0.0)
 BUILD   ?= build
 CC      ?= cc
 SAN     ?=
 PKGS    := openssl jansson sqlite3 libpq libcurl
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
-           -Isrc -I$(BUILD) $(shell pkg-config --cflags $(PKGS))
+           -DGH_VERSION='"$(VERSION)"' -Isrc -I$(BUILD) $(shell pkg-config --cflags $(PKGS))
 LDLIBS  += $(shell pkg-config --libs $(PKGS)) -lhttp_parser -lpthread
 ifneq ($(SAN),)
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
