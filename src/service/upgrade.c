@@ -19,9 +19,11 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -29,6 +31,7 @@
 
 #include "core/buf.h"
 #include "core/log.h"
+#include "core/loop.h"
 #include "net/addr.h"
 #include "net/engine.h"
 
@@ -151,6 +154,43 @@ static void exec_child(const char *bin, char *const argv[], char **env, const st
     _exit(127);
 }
 
+/* ---- every worker past a point ---- */
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    unsigned passed; /* the generation every worker has reached */
+} barrier = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+
+static void barrier_pass(struct gh_loop *loop, void *arg) {}
+
+static void barrier_done(void *arg)
+{
+    pthread_mutex_lock(&barrier.mu);
+    barrier.passed = (unsigned)(uintptr_t)arg;
+    pthread_cond_broadcast(&barrier.cv);
+    pthread_mutex_unlock(&barrier.mu);
+}
+
+/* Waits until every worker has run a message posted now: whatever it was doing before
+ * (a close() that did not yet know the descriptors are about to be shared) has ended. */
+static bool workers_pass(struct gh_engine *e, gh_err *err)
+{
+    static unsigned generation;
+    unsigned gen = ++generation;
+    gh_engine_broadcast(e, barrier_pass, (void *)(uintptr_t)gen, barrier_done);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 5;
+    pthread_mutex_lock(&barrier.mu);
+    int rc = 0;
+    while (barrier.passed != gen && rc != ETIMEDOUT)
+        rc = pthread_cond_timedwait(&barrier.cv, &barrier.mu, &until);
+    bool ok = barrier.passed == gen;
+    pthread_mutex_unlock(&barrier.mu);
+    return ok || gh_fail(err, "a worker did not answer within 5 s");
+}
+
 static long long now_ms(void)
 {
     struct timespec ts;
@@ -202,6 +242,14 @@ bool gh_upgrade_start(struct gh_engine *e, char *const argv[], unsigned workers,
     int ready[2] = {-1, -1};
     char **env = NULL;
     bool ok = false;
+    /* From fork to exec the child holds a copy of every descriptor, so a connection closed
+     * meanwhile would stay in its worker's epoll set: closes take it out explicitly. */
+    gh_loop_fds_shared(true);
+    if (!workers_pass(e, err)) {
+        gh_loop_fds_shared(false);
+        free(l);
+        return false;
+    }
     hooks->freeze();
     gh_engine_each_socket(e, collect, l);
     if (l->full) {
@@ -234,6 +282,7 @@ bool gh_upgrade_start(struct gh_engine *e, char *const argv[], unsigned workers,
     *child = pid;
     ok = true;
 out:
+    gh_loop_fds_shared(false); /* the child has exec'd, or is gone */
     if (!ok)
         hooks->thaw();
     for (int i = 0; i < 2; i++)

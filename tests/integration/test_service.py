@@ -289,7 +289,7 @@ def test_upgrade_by_signal_hands_over_a_shared_socket_listener(make_daemon):
         d.proc.send_signal(signal.SIGUSR2)
         assert wait_until(lambda: read_pid(d.data_dir) not in (0, old), 30), d.read_log()
         new = read_pid(d.data_dir)
-        assert d.proc.wait(15) == 0
+        assert d.proc.wait(15) == 0, d.read_log()
         time.sleep(0.3)
         loop.stop_flag.set()
         loop.join(10)
