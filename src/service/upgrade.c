@@ -109,9 +109,13 @@ static char **child_env(const char *fds, int ready_fd, unsigned workers)
     if (!env)
         return NULL;
     size_t k = 0;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
+        /* WATCHDOG_PID names this process: without it the new one feeds the watchdog */
+        if (!strncmp(environ[i], "WATCHDOG_PID=", 13))
+            continue;
         if (strncmp(environ[i], "GATEHOUSE_UPGRADE_", 18) || !strncmp(environ[i], ENV_BIN "=", 22))
             env[k++] = environ[i];
+    }
     size_t flen = strlen(ENV_FDS) + strlen(fds) + 2;
     env[k] = malloc(flen);
     env[k + 1] = malloc(64);

@@ -92,28 +92,37 @@ def test_schema_subcommand_prints_every_type_without_starting():
 # ---- sd_notify ----
 
 class NotifySocket:
-    """A unix datagram socket standing in for systemd's notification socket."""
+    """A unix datagram socket standing in for systemd's notification socket. Like systemd,
+    it learns each sender's pid from SCM_CREDENTIALS."""
 
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="ghn")
         self.path = os.path.join(self.dir, "notify")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         self.sock.bind(self.path)
         self.got = []
+        self.sender = 0
 
-    def expect(self, state, timeout=20.0):
-        """Reads datagrams until one carries the line state; returns the datagram."""
+    def expect(self, state, timeout=20.0, pid=None):
+        """Reads datagrams until one carries the line state (from pid, when given);
+        returns the datagram and leaves its sender's pid in self.sender."""
         end = time.time() + timeout
         while time.time() < end:
             self.sock.settimeout(max(0.05, end - time.time()))
             try:
-                msg = self.sock.recv(4096).decode()
+                data, anc, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(12))
             except socket.timeout:
                 break
-            self.got.append(msg)
-            if state in msg.split("\n"):
+            msg = data.decode()
+            self.sender = 0
+            for level, kind, cred in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                    self.sender = int.from_bytes(cred[:4], "little")
+            self.got.append((self.sender, msg))
+            if state in msg.split("\n") and (pid is None or self.sender == pid):
                 return msg
-        raise AssertionError(f"no {state} in {self.got}")
+        raise AssertionError(f"no {state} from {pid or 'anyone'} in {self.got}")
 
     def close(self):
         self.sock.close()
@@ -156,6 +165,37 @@ def test_watchdog_is_off_for_another_pid(make_daemon):
             n.expect("WATCHDOG=1", timeout=1)
     finally:
         n.close()
+
+
+def test_upgrade_moves_mainpid_and_the_new_process_feeds_the_watchdog(tmp_path):
+    n = NotifySocket()
+    data, port = str(tmp_path / "data"), pick_port()
+    os.makedirs(data)
+    env = dict(os.environ, GATEHOUSE_ADMIN_SECRET="s", NOTIFY_SOCKET=n.path,
+               WATCHDOG_USEC="400000")
+    log = open(tmp_path / "log", "wb")
+    # as systemd does, WATCHDOG_PID names the process started
+    proc = subprocess.Popen(["sh", "-c", 'WATCHDOG_PID=$$ exec "$0" "$@"', BIN, "serve", "--data",
+                             data, "--http", f"127.0.0.1:{port}", "--workers", "2"],
+                            env=env, stdout=log, stderr=log)
+    new = 0
+    try:
+        n.expect("READY=1", pid=proc.pid)
+        n.expect("WATCHDOG=1", pid=proc.pid)
+        proc.send_signal(signal.SIGUSR2)
+        msg = n.expect("READY=1", pid=proc.pid)  # the old process says who serves now
+        new = int([l for l in msg.split("\n") if l.startswith("MAINPID=")][0][8:])
+        assert new != proc.pid and read_pid(data) == new
+        n.expect("WATCHDOG=1", pid=new, timeout=10)
+        assert proc.wait(15) == 0
+        os.kill(new, signal.SIGTERM)
+        n.expect("STOPPING=1", pid=new)
+    finally:
+        n.close()
+        if proc.poll() is None:
+            proc.kill()
+        stop_pid(new)
+        log.close()
 
 
 # ---- privileges ----
