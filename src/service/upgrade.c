@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -326,7 +327,7 @@ bool gh_upgrade_adopt(struct gh_engine *e, gh_err *err)
         char *end;
         long fd = eq ? strtol(eq + 1, &end, 10) : -1;
         struct gh_sockaddr a;
-        if (!eq || *end || fd < 0 || fd > INT_MAX) {
+        if (!eq || end == eq + 1 || *end || fd < 0 || fd > INT_MAX) {
             ok = gh_fail(err, "%s: malformed item \"%s\"", ENV_FDS, item);
             break;
         }
@@ -334,6 +335,13 @@ bool gh_upgrade_adopt(struct gh_engine *e, gh_err *err)
         if (!gh_sockaddr_parse(item, &a, err)) {
             gh_err_context(err, "%s", ENV_FDS);
             ok = false;
+            break;
+        }
+        int listening = 0;
+        socklen_t len = sizeof listening;
+        if (getsockopt((int)fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0 || !listening) {
+            ok = gh_fail(err, "%s: descriptor %ld of %s is not a listening socket", ENV_FDS, fd,
+                         item);
             break;
         }
         fcntl((int)fd, F_SETFD, FD_CLOEXEC);

@@ -236,8 +236,23 @@ def test_user_nobody_keeps_only_net_bind_service(make_daemon):
         assert smtp_greeting(port).startswith("220 "), "listener below 1024 must accept"
         st = os.stat(os.path.join(data, "gatehouse.db"))
         assert st.st_uid == nobody
+        # an upgrade started by the unprivileged process keeps the capability (ambient)
+        d.proc.send_signal(signal.SIGUSR2)
+        assert wait_until(lambda: read_pid(data) not in (0, d.proc.pid), 30), d.read_log()
+        new = read_pid(data)
+        assert d.proc.wait(15) == 0
+        with open(f"/proc/{new}/status") as f:
+            status = dict(line.split(":", 1) for line in f.read().splitlines())
+        assert status["Uid"].split()[:3] == [str(nobody)] * 3
+        assert int(status["CapEff"].strip(), 16) == 1 << 10, status["CapEff"]
+        assert smtp_greeting(port).startswith("220 ")
+        port2 = low_port()
+        d.create_listener(name="smtp-low2", protocol="smtp", useTls=False,
+                          bind=[f"127.0.0.1:{port2}"])
+        assert smtp_greeting(port2).startswith("220 ")
     finally:
         d.stop()
+        stop_pid(read_pid(data))
         subprocess.run(["rm", "-rf", data])
 
 
@@ -336,6 +351,20 @@ def test_upgrade_by_signal_hands_over_a_shared_socket_listener(make_daemon):
         assert loop.errors == [], loop.errors[:5]
         assert smtp_greeting(port).startswith("220 ")
         assert d.call("x:NetworkListener/get", {"ids": None})[1]["list"]
+        # the upgraded process upgrades again, as often as needed
+        loop = ConnectLoop(port)
+        loop.start()
+        r = subprocess.run([BIN, "upgrade", "--data", d.data_dir], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0, r.stderr + d.read_log()
+        third = read_pid(d.data_dir)
+        assert third not in (0, old, new)
+        assert wait_until(lambda: not alive(new), 15), "the second process exits too"
+        new = third
+        time.sleep(0.3)
+        loop.stop_flag.set()
+        loop.join(10)
+        assert loop.errors == [], loop.errors[:5]
     finally:
         loop.stop_flag.set()
         stop_pid(new)
