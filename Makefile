@@ -39,6 +39,9 @@ $(BUILD)/gatehouse: $(BUILD)/src/main.o $(LIB_OBJ)
 $(BUILD)/gatehouse-cli: $(CLI_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# The version comes from debian/changelog; what prints it is rebuilt when it changes.
+$(BUILD)/src/main.o $(BUILD)/src/cli/main.o $(BUILD)/src/cli/http.o: debian/changelog
+
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
