@@ -134,6 +134,22 @@ static bool upgrade(struct gh_engine *engine, char **argv, unsigned workers)
     return true;
 }
 
+/* After an upgrade the sessions left drain; SIGTERM/SIGINT still cut that short with a
+ * graceful stop (every session gets its goodbye), as the service manager expects. */
+static void drain(struct gh_engine *engine, const sigset_t *set)
+{
+    bool stopping = false;
+    const struct timespec tick = {.tv_nsec = 200 * 1000 * 1000};
+    while (gh_engine_running(engine)) {
+        int sig = sigtimedwait(set, NULL, &tick);
+        if ((sig == SIGTERM || sig == SIGINT) && !stopping) {
+            gh_log(NULL, NULL, "shutdown", "signal %d: ending the drain gracefully", sig);
+            gh_engine_stop(engine, GRACE_MS);
+            stopping = true;
+        }
+    }
+}
+
 /* Signals are taken by one thread with sigwait, so handlers never run inside a worker. */
 static int wait_for_signals(struct gh_engine *engine, const sigset_t *set, char **argv,
                             unsigned workers)
@@ -153,9 +169,10 @@ static int wait_for_signals(struct gh_engine *engine, const sigset_t *set, char 
             continue;
         }
         if (sig == SIGUSR2) {
-            if (upgrade(engine, argv, workers))
-                return 0;
-            continue;
+            if (!upgrade(engine, argv, workers))
+                continue;
+            drain(engine, set);
+            return 0;
         }
         gh_log(NULL, NULL, "shutdown", "signal %d: stopping gracefully", sig);
         gh_notify("STOPPING=1");

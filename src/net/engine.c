@@ -1009,6 +1009,11 @@ static void do_drain(struct gh_loop *loop, void *arg)
     gh_worker_maybe_finish(w);
 }
 
+bool gh_engine_running(struct gh_engine *e)
+{
+    return atomic_load(&e->running) > 0;
+}
+
 void gh_engine_hand_over(struct gh_engine *e, uint32_t drain_ms)
 {
     pthread_mutex_lock(&e->mu);

@@ -61,6 +61,8 @@ unsigned gh_engine_inherit_done(struct gh_engine *e);
 void gh_engine_each_socket(struct gh_engine *e,
                            void (*fn)(void *arg, const struct gh_sockaddr *a, int fd), void *arg);
 void gh_engine_hand_over(struct gh_engine *e, uint32_t drain_ms);
+/* True while any worker runs (a drain or a graceful stop is not over). Any thread. */
+bool gh_engine_running(struct gh_engine *e);
 
 /* The process-wide engine, for the protocol and management layers. */
 extern struct gh_engine *gh_engine_global;

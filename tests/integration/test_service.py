@@ -370,6 +370,28 @@ def test_upgrade_by_signal_hands_over_a_shared_socket_listener(make_daemon):
         stop_pid(new)
 
 
+def test_sigterm_ends_the_drain_of_the_old_process_with_goodbyes(make_daemon):
+    d = make_daemon()
+    port = pick_port()
+    d.create_listener(name="smtp", protocol="smtp", useTls=False, bind=[f"127.0.0.1:{port}"])
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    new = 0
+    try:
+        assert read_line(s).startswith("220 ")
+        d.proc.send_signal(signal.SIGUSR2)
+        assert wait_until(lambda: read_pid(d.data_dir) not in (0, d.proc.pid), 30), d.read_log()
+        new = read_pid(d.data_dir)
+        time.sleep(0.3)
+        assert d.proc.poll() is None, "the old process drains its session"
+        d.proc.send_signal(signal.SIGTERM)
+        assert read_line(s).startswith("421 "), "the session is told the server stops"
+        assert d.proc.wait(15) == 0
+        assert smtp_greeting(port).startswith("220 "), "the new process serves on"
+    finally:
+        s.close()
+        stop_pid(new)
+
+
 def test_failing_new_binary_leaves_the_old_one_serving(make_daemon):
     d = make_daemon(extra_env={"GATEHOUSE_UPGRADE_BIN": "/bin/false"})
     port = pick_port()
