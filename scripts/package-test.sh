@@ -33,6 +33,29 @@ expected=$(dpkg-parsechangelog -S Version)
 if command -v systemd-analyze >/dev/null; then
   systemd-analyze verify /lib/systemd/system/gatehouse.service
 fi
+
+# Installing the package again while the daemon runs hands it over to the new binary
+# (postinst: gatehouse upgrade) instead of stopping it. Skipped where a real installation
+# keeps its state in /var/lib/gatehouse.
+if [ ! -e /var/lib/gatehouse ]; then
+  install -d -o gatehouse -g gatehouse -m 0700 /var/lib/gatehouse
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  GATEHOUSE_ADMIN_SECRET=package-test /usr/sbin/gatehouse serve --data /var/lib/gatehouse \
+    --http "127.0.0.1:$port" --workers 2 --user gatehouse >"$work/daemon.log" 2>&1 &
+  pidfile=/var/lib/gatehouse/gatehouse.pid
+  i=0; while [ ! -s "$pidfile" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+  old=$(cat "$pidfile")
+  dpkg -i "$deb" >/dev/null
+  new=$(cat "$pidfile")
+  /usr/bin/gatehouse-cli --url "http://127.0.0.1:$port" --token package-test \
+    query network-listener >/dev/null || { cat "$work/daemon.log"; exit 1; }
+  kill "$new" 2>/dev/null || true
+  i=0; while kill -0 "$new" 2>/dev/null && [ $i -lt 150 ]; do sleep 0.1; i=$((i + 1)); done
+  rm -rf /var/lib/gatehouse
+  [ "$new" != "$old" ] || { echo "reinstalling did not hand over: $old still serves"; cat "$work/daemon.log"; exit 1; }
+  echo "package upgrade: process $old handed over to $new"
+fi
+
 dpkg --purge gatehouse >/dev/null
 [ ! -e /usr/sbin/gatehouse ] || { echo "dpkg --purge left /usr/sbin/gatehouse"; exit 1; }
 echo "package: built, lintian clean of errors, installed ($version), removed"
