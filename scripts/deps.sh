@@ -4,9 +4,11 @@
 set -eu
 
 BUILD="make gcc clang libclang-rt-14-dev pkg-config ca-certificates libssl-dev openssl libjansson-dev
- libsqlite3-dev libpq-dev libcurl4-openssl-dev libhttp-parser-dev"
+ libsqlite3-dev libpq-dev libcurl4-openssl-dev libhttp-parser-dev scdoc"
 TEST="clang-format libcmocka-dev python3 python3-pytest iproute2 haproxy postgresql"
 BROWSER="chromium"
+# Building and checking the Debian package (systemd only for `systemd-analyze verify`).
+PACKAGE="debhelper dpkg-dev fakeroot lintian systemd"
 BENCH="nginx libnginx-mod-mail libnginx-mod-stream haproxy curl python3 iproute2 procps"
 
 want=$BUILD
@@ -15,6 +17,7 @@ for arg in "$@"; do
     test) want="$want $TEST" ;;
     browser) want="$want $BROWSER" ;;
     bench) want="$want $BENCH" ;;
+    package) want="$want $PACKAGE" ;;
   esac
 done
 

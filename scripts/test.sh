@@ -1,6 +1,7 @@
 #!/bin/sh
 # The whole test suite: unit tests, integration tests against the real daemon, the same
-# under AddressSanitizer and UndefinedBehaviorSanitizer, a short fuzz run, browser tests.
+# under AddressSanitizer and UndefinedBehaviorSanitizer, a short fuzz run, the Debian
+# package, browser tests.
 # Each stage prints its runner's closing line; the first failing stage stops the run.
 set -eu
 cd "$(dirname "$0")/.."
@@ -33,6 +34,9 @@ if [ -x scripts/fuzz.sh ]; then
   echo "== fuzz smoke"
   FUZZ_SECONDS=${FUZZ_SECONDS:-20} scripts/fuzz.sh
 fi
+
+echo "== Debian package (build, lintian, dpkg -i, remove)"
+scripts/package-test.sh
 
 if [ -f tests/browser/run.sh ]; then
   echo "== browser tests"

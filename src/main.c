@@ -1,7 +1,8 @@
 /*
  * main: `gatehouse serve`: parses arguments, opens the store, starts the engine and
- * the management layer, and turns SIGTERM/SIGINT into a graceful stop and SIGHUP into
- * a reload.
+ * the management layer, and turns SIGTERM/SIGINT into a graceful stop, SIGHUP into
+ * a reload and SIGUSR2 into a binary upgrade. Also `gatehouse upgrade`, `schema` and
+ * `--version`.
  */
 #include <errno.h>
 #include <signal.h>
@@ -18,14 +19,23 @@
 #include "net/tls.h"
 #include "objects/objects.h"
 #include "proto/http.h"
+#include "service/notify.h"
+#include "service/privileges.h"
+#include "service/upgrade.h"
 #include "store/store.h"
 
-#define GRACE_MS 10000
+#define GRACE_MS         10000
+#define UPGRADE_DRAIN_MS 60000 /* sessions of the old process run this long after an upgrade */
+
+#ifndef GH_VERSION
+#define GH_VERSION "unknown"
+#endif
 
 struct serve_args {
     const char *data_dir;
     const char *store_url;
     const char *http_bind;
+    const char *user;
     unsigned workers;
     enum gh_log_format log_format;
 };
@@ -34,12 +44,15 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: gatehouse serve [--data DIR] [--store URL] [--workers N] [--http ADDR]\n"
-            "                       [--log-format text|json]\n"
+            "                       [--log-format text|json] [--user NAME]\n"
+            "       gatehouse upgrade [--data DIR | --pid-file FILE]\n"
+            "       gatehouse schema | --version\n"
             "  --data DIR      data directory (default ./data)\n"
             "  --store URL     sqlite:PATH (default sqlite:DIR/gatehouse.db) or postgres://...\n"
             "  --workers N     worker threads (default: one per core)\n"
             "  --http ADDR     address of the management listener created on first start\n"
             "                  (default 127.0.0.1:8080, or GATEHOUSE_HTTP)\n"
+            "  --user NAME     started as root: become NAME, keeping only CAP_NET_BIND_SERVICE\n"
             "environment: GATEHOUSE_ADMIN_SECRET sets the administrator secret\n");
 }
 
@@ -59,6 +72,8 @@ static bool parse_args(int argc, char **argv, struct serve_args *a, gh_err *err)
             a->store_url = val;
         else if (!strcmp(opt, "--http"))
             a->http_bind = val;
+        else if (!strcmp(opt, "--user"))
+            a->user = val;
         else if (!strcmp(opt, "--workers")) {
             char *end;
             long w = strtol(val, &end, 10);
@@ -87,31 +102,104 @@ static void raise_nofile(void)
     }
 }
 
-/* Signals are taken by one thread with sigwait, so handlers never run inside a worker. */
-static int wait_for_signals(struct gh_engine *engine)
+static void freeze_store(void)
 {
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
+    gh_jmap_lock();
+    gh_objects_lock();
+}
+
+static void thaw_store(void)
+{
+    gh_objects_unlock();
+    gh_jmap_unlock();
+}
+
+/* SIGUSR2: true when a new process took over (this one then drains and exits). */
+static bool upgrade(struct gh_engine *engine, char **argv, unsigned workers)
+{
+    gh_err err = {0};
+    pid_t child;
+    struct gh_upgrade_hooks hooks = {.freeze = freeze_store, .thaw = thaw_store};
+    if (!gh_upgrade_start(engine, argv, workers, &hooks, &child, &err)) {
+        gh_log(NULL, NULL, "upgrade-error", "%s; this process goes on serving", err.msg);
+        return false;
+    }
+    gh_log(NULL, NULL, "upgrade", "process %ld took over; draining sessions", (long)child);
+    gh_notify_mainpid(child);
+    gh_jmap_retire();
+    thaw_store();
+    gh_watchdog_stop();
+    gh_objects_stop_background();
+    gh_engine_hand_over(engine, UPGRADE_DRAIN_MS);
+    return true;
+}
+
+/* After an upgrade the sessions left drain; SIGTERM/SIGINT still cut that short with a
+ * graceful stop (every session gets its goodbye), as the service manager expects. */
+static void drain(struct gh_engine *engine, const sigset_t *set)
+{
+    bool stopping = false;
+    const struct timespec tick = {.tv_nsec = 200 * 1000 * 1000};
+    while (gh_engine_running(engine)) {
+        int sig = sigtimedwait(set, NULL, &tick);
+        if ((sig == SIGTERM || sig == SIGINT) && !stopping) {
+            gh_log(NULL, NULL, "shutdown", "signal %d: ending the drain gracefully", sig);
+            gh_engine_stop(engine, GRACE_MS);
+            stopping = true;
+        }
+    }
+}
+
+/* Signals are taken by one thread with sigwait, so handlers never run inside a worker. */
+static int wait_for_signals(struct gh_engine *engine, const sigset_t *set, char **argv,
+                            unsigned workers)
+{
     for (;;) {
         int sig;
-        if (sigwait(&set, &sig) != 0)
+        if (sigwait(set, &sig) != 0)
             continue;
         if (sig == SIGHUP) {
             gh_err err = {0};
+            gh_notify_reloading();
             if (gh_objects_reload(&err))
                 gh_log(NULL, NULL, "reload", "certificates and settings reloaded");
             else
                 gh_log(NULL, NULL, "reload-error", "%s", err.msg);
+            gh_notify("READY=1");
             continue;
         }
+        if (sig == SIGUSR2) {
+            if (!upgrade(engine, argv, workers))
+                continue;
+            drain(engine, set);
+            return 0;
+        }
         gh_log(NULL, NULL, "shutdown", "signal %d: stopping gracefully", sig);
+        gh_notify("STOPPING=1");
+        gh_watchdog_stop();
         gh_objects_stop_background();
         gh_engine_stop(engine, GRACE_MS);
         return 0;
     }
+}
+
+/* Listeners accept and the API answers: tell whoever waits (an upgrading process, the
+ * service manager) and record the pid for `gatehouse upgrade`. */
+static void started(struct gh_engine *engine, const struct serve_args *args, bool inherited)
+{
+    unsigned unused = gh_engine_inherit_done(engine);
+    if (unused)
+        gh_log(NULL, NULL, "upgrade", "closed %u inherited sockets no listener wanted", unused);
+    char pidfile[4096];
+    gh_err err = {0};
+    gh_pidfile_path(args->data_dir, pidfile, sizeof pidfile);
+    if (!gh_pidfile_write(pidfile, &err))
+        gh_log(NULL, NULL, "pidfile-error", "%s", err.msg);
+    gh_log(NULL, NULL, "started", "%u workers, store %s%s", args->workers, args->store_url,
+           inherited ? ", sockets inherited from the previous process" : "");
+    gh_upgrade_ready();
+    gh_notify("READY=1");
+    gh_watchdog_start(engine);
 }
 
 static int serve(int argc, char **argv)
@@ -125,17 +213,23 @@ static int serve(int argc, char **argv)
     }
     gh_log_init(args.log_format);
     raise_nofile();
+    bool inherited = gh_upgrade_inherited(&args.workers);
 
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR2);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     if (mkdir(args.data_dir, 0700) < 0 && errno != EEXIST) {
         fprintf(stderr, "gatehouse: data directory %s: %s\n", args.data_dir, strerror(errno));
+        return 1;
+    }
+    if (args.user && !gh_drop_privileges(args.user, args.data_dir, &err)) {
+        fprintf(stderr, "gatehouse: %s\n", err.msg);
         return 1;
     }
     char default_url[4096];
@@ -156,7 +250,8 @@ static int serve(int argc, char **argv)
     struct gh_engine *engine = NULL;
     int rc = 1;
     if (!gh_tls_init(&err) || !(store = gh_store_open(args.store_url, &err)) ||
-        !(engine = gh_engine_new(args.workers, &err)) || !gh_engine_start(engine, &err)) {
+        !(engine = gh_engine_new(args.workers, &err)) || !gh_upgrade_adopt(engine, &err) ||
+        !gh_engine_start(engine, &err)) {
         fprintf(stderr, "gatehouse: %s\n", err.msg);
         goto out;
     }
@@ -173,8 +268,8 @@ static int serve(int argc, char **argv)
         gh_engine_wait(engine);
         goto out;
     }
-    gh_log(NULL, NULL, "started", "%u workers, store %s", args.workers, args.store_url);
-    rc = wait_for_signals(engine);
+    started(engine, &args, inherited);
+    rc = wait_for_signals(engine, &set, argv, args.workers);
     gh_engine_wait(engine);
     gh_objects_shutdown();
     gh_log(NULL, NULL, "stopped", "goodbye");
@@ -185,10 +280,28 @@ out:
     return rc;
 }
 
+/* The object schema as JSON, for the shell completion generator and documentation. */
+static int print_schema(void)
+{
+    json_t *schema = gh_objects_schema();
+    int rc = json_dumpf(schema, stdout, JSON_INDENT(2) | JSON_SORT_KEYS) == 0 ? 0 : 1;
+    putchar('\n');
+    json_decref(schema);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 2 && !strcmp(argv[1], "serve"))
         return serve(argc, argv);
+    if (argc >= 2 && !strcmp(argv[1], "upgrade"))
+        return gh_upgrade_command(argc, argv);
+    if (argc == 2 && !strcmp(argv[1], "schema"))
+        return print_schema();
+    if (argc == 2 && (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version"))) {
+        printf("gatehouse %s\n", GH_VERSION);
+        return 0;
+    }
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         usage(stdout);
         return 0;

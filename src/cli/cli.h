@@ -5,8 +5,12 @@
 #ifndef GH_CLI_H
 #define GH_CLI_H
 
-#define GH_CLI_NAME    "gatehouse-cli"
+#define GH_CLI_NAME "gatehouse-cli"
+#ifdef GH_VERSION /* from debian/changelog, through the Makefile */
+#define GH_CLI_VERSION GH_VERSION
+#else
 #define GH_CLI_VERSION "0.1.0"
+#endif
 
 /* Exit codes (SPEC §7): scripts branch on these, so they never change meaning. */
 enum gh_cli_status {

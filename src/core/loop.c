@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
+#include <stdatomic.h>
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -115,6 +116,20 @@ bool gh_io_mod(struct gh_loop *loop, struct gh_io *io, uint32_t events)
 void gh_io_del(struct gh_loop *loop, struct gh_io *io)
 {
     epoll_ctl(loop->epfd, EPOLL_CTL_DEL, io->fd, NULL);
+}
+
+static atomic_bool fds_shared;
+
+void gh_loop_fds_shared(bool shared)
+{
+    atomic_store(&fds_shared, shared);
+}
+
+void gh_io_close(struct gh_loop *loop, struct gh_io *io)
+{
+    if (atomic_load_explicit(&fds_shared, memory_order_relaxed))
+        gh_io_del(loop, io);
+    close(io->fd);
 }
 
 /* ---- timer heap ---- */

@@ -43,6 +43,11 @@ void gh_loop_stop(struct gh_loop *loop);
 bool gh_io_add(struct gh_loop *loop, struct gh_io *io, uint32_t events, gh_err *err);
 bool gh_io_mod(struct gh_loop *loop, struct gh_io *io, uint32_t events);
 void gh_io_del(struct gh_loop *loop, struct gh_io *io);
+/* Closes a watched descriptor. close() alone takes it out of epoll only when no other
+ * descriptor shares its file; while gh_loop_fds_shared(true) is in force (a child process
+ * holds a copy of the descriptor table between fork and exec) it is taken out first. */
+void gh_io_close(struct gh_loop *loop, struct gh_io *io);
+void gh_loop_fds_shared(bool shared);
 
 /* Monotonic milliseconds, cached once per loop turn. */
 uint64_t gh_loop_now(const struct gh_loop *loop);

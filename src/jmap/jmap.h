@@ -84,6 +84,8 @@ int gh_jmap_handle(const char *body, size_t len, const struct gh_principal *who,
  */
 void gh_jmap_lock(void);
 void gh_jmap_unlock(void);
+/* From now on every request is answered 503: a binary upgrade handed the store over. */
+void gh_jmap_retire(void);
 
 /* An RFC 7807 problem body: {"type","status","title","detail"[,"limit"]} (caller frees).
  * limit may be NULL. */

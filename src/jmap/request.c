@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #define MAX_REFERENCES 256 /* result references resolved in one request (RFC 8620 §8.5) */
@@ -80,6 +81,14 @@ struct gh_jmap_request {
     const struct gh_principal *who;
     unsigned references; /* result references resolved so far */
 };
+
+/* Set once a binary upgrade has handed the store to a new process. */
+static atomic_bool management_retired;
+
+void gh_jmap_retire(void)
+{
+    atomic_store(&management_retired, true);
+}
 
 void gh_jmap_lock(void)
 {
@@ -547,9 +556,19 @@ int gh_jmap_handle(const char *body, size_t len, const struct gh_principal *who,
         .who = who,
     };
     gh_jmap_lock();
-    run_calls(&r, calls);
+    bool retired = atomic_load(&management_retired);
+    if (!retired)
+        run_calls(&r, calls);
     gh_jmap_unlock();
     inflight_leave(who->username);
+    if (retired) {
+        json_decref(r.created);
+        json_decref(r.responses);
+        json_decref(root);
+        return fail(response, problem, 503, "about:blank", NULL,
+                    "this process has handed the service over to a new one; send the request "
+                    "again");
+    }
 
     char state[24];
     gh_jmap_session_state(who, state);

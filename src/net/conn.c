@@ -126,7 +126,7 @@ void gh_conn_close(struct gh_conn *c)
         return; /* a hand-built connection in a unit test */
     gh_timer_cancel(w->loop, &c->deadline);
     gh_timer_cancel(w->loop, &priv(c)->resume);
-    close(c->io.fd); /* also takes it out of epoll: no other descriptor shares its file */
+    gh_io_close(w->loop, &c->io);
     gh_relay_close(c);
     if (c->proto && c->proto->release)
         c->proto->release(c);

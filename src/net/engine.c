@@ -6,6 +6,7 @@
 #include "net/engine.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/ip.h>
 #include <netinet/tcp.h>
@@ -23,8 +24,9 @@
 #include "net/tls.h"
 #include "net/worker.h"
 
-#define BACKOFF_MIN_MS 10
-#define BACKOFF_MAX_MS 1000
+#define BACKOFF_MIN_MS       10
+#define BACKOFF_MAX_MS       1000
+#define GRACE_AFTER_DRAIN_MS 10000 /* sessions still open when an upgrade's drain ends */
 
 struct gh_engine *gh_engine_global;
 static _Thread_local struct gh_worker *current_worker;
@@ -62,9 +64,19 @@ struct gh_engine {
     char hostname[256];
     unsigned ntrusted;
     struct gh_ipmask *trusted;
-    atomic_uint running; /* workers still running */
+    atomic_uint running;         /* workers still running */
+    struct inherited *inherited; /* sockets passed by the process this one replaces */
+    bool handed_over;            /* the sockets live on in a new process: never shut them */
     pthread_mutex_t done_mu;
     pthread_cond_t done_cv;
+};
+
+/* A listening socket inherited from the process this one replaces, until a listener
+ * with its address adopts it. Owner: the engine. */
+struct inherited {
+    struct gh_sockaddr addr;
+    int fd;
+    struct inherited *next;
 };
 
 /* ---- listener runtime ---- */
@@ -346,12 +358,45 @@ static bool address_free(const struct gh_listener_conf *c, const struct gh_socka
     return ok;
 }
 
+static unsigned inherited_count(struct gh_engine *e, const struct gh_sockaddr *a)
+{
+    unsigned n = 0;
+    for (struct inherited *in = e->inherited; in; in = in->next)
+        n += gh_sockaddr_equal(&in->addr, a);
+    return n;
+}
+
+/* Takes an inherited socket of address a out of the list, re-tuned for c; -1 when none. */
+static int adopt_inherited(struct gh_engine *e, const struct gh_listener_conf *c,
+                           const struct gh_sockaddr *a, gh_err *err)
+{
+    for (struct inherited **pp = &e->inherited; *pp; pp = &(*pp)->next) {
+        struct inherited *in = *pp;
+        if (!gh_sockaddr_equal(&in->addr, a))
+            continue;
+        *pp = in->next;
+        int fd = in->fd;
+        free(in);
+        if (!tune_socket(fd, c, a, err) || listen(fd, (int)c->backlog) < 0) {
+            if (!err->msg[0])
+                gh_fail_sys(err, errno, "listen on an inherited socket");
+            close(fd);
+            return -1;
+        }
+        return fd;
+    }
+    return -1;
+}
+
 static struct bound *bound_open(struct gh_engine *e, const struct gh_listener_conf *c,
                                 const struct gh_sockaddr *a, gh_err *err)
 {
-    if (c->reuseport && !address_free(c, a, err))
+    /* Sockets handed over by an upgrade are adopted as they are: binding anew would find
+     * the address taken (by those very sockets). */
+    unsigned adopt = inherited_count(e, a);
+    if (c->reuseport && !adopt && !address_free(c, a, err))
         return NULL;
-    unsigned n = c->reuseport ? e->nworkers : 1;
+    unsigned n = adopt ? adopt : c->reuseport ? e->nworkers : 1;
     struct bound *b = calloc(1, sizeof *b + (n + e->nworkers) * sizeof(int));
     if (!b) {
         gh_fail(err, "out of memory");
@@ -364,7 +409,7 @@ static struct bound *bound_open(struct gh_engine *e, const struct gh_listener_co
     b->reuseport = c->reuseport;
     b->reuseaddr = c->reuseaddr;
     for (; b->nfds < n; b->nfds++) {
-        b->fds[b->nfds] = open_socket(c, a, err);
+        b->fds[b->nfds] = adopt ? adopt_inherited(e, c, a, err) : open_socket(c, a, err);
         if (b->fds[b->nfds] < 0) {
             bound_close(b);
             return NULL;
@@ -379,7 +424,7 @@ static void bound_publish(struct gh_engine *e, struct bound *b, struct lstate *s
 {
     for (unsigned i = 0; i < e->nworkers; i++) {
         struct msg_add *m = calloc(1, sizeof *m);
-        int fd = dup(b->fds[b->nfds == 1 ? 0 : i]);
+        int fd = fcntl(b->fds[i % b->nfds], F_DUPFD_CLOEXEC, 0);
         if (!m || fd < 0) {
             free(m);
             if (fd >= 0)
@@ -399,7 +444,7 @@ static void bound_publish(struct gh_engine *e, struct bound *b, struct lstate *s
  * refuses new connections before this returns), then lets each worker close its dup. */
 static void withdraw(struct gh_engine *e, struct lstate *st, struct bound *b)
 {
-    for (unsigned i = 0; i < b->nfds; i++)
+    for (unsigned i = 0; i < b->nfds && !e->handed_over; i++)
         shutdown(b->fds[i], SHUT_RDWR);
     for (unsigned i = 0; i < e->nworkers; i++) {
         struct msg_remove *m = malloc(sizeof *m);
@@ -1084,10 +1129,109 @@ void gh_engine_free(struct gh_engine *e)
         e->listeners = st->next;
         lstate_free(e, st);
     }
+    gh_engine_inherit_done(e);
     free(e->trusted);
     free(e->workers);
     pthread_mutex_destroy(&e->mu);
     if (gh_engine_global == e)
         gh_engine_global = NULL;
     free(e);
+}
+
+/* ---- binary upgrade: sockets that outlive the process ---- */
+
+bool gh_engine_inherit(struct gh_engine *e, const struct gh_sockaddr *a, int fd, gh_err *err)
+{
+    struct inherited *in = malloc(sizeof *in);
+    if (!in)
+        return gh_fail(err, "out of memory");
+    in->addr = *a;
+    in->fd = fd;
+    pthread_mutex_lock(&e->mu);
+    in->next = e->inherited;
+    e->inherited = in;
+    pthread_mutex_unlock(&e->mu);
+    return true;
+}
+
+unsigned gh_engine_inherit_done(struct gh_engine *e)
+{
+    unsigned n = 0;
+    pthread_mutex_lock(&e->mu);
+    while (e->inherited) {
+        struct inherited *in = e->inherited;
+        e->inherited = in->next;
+        close(in->fd);
+        free(in);
+        n++;
+    }
+    pthread_mutex_unlock(&e->mu);
+    return n;
+}
+
+void gh_engine_each_socket(struct gh_engine *e,
+                           void (*fn)(void *arg, const struct gh_sockaddr *a, int fd), void *arg)
+{
+    pthread_mutex_lock(&e->mu);
+    for (struct lstate *st = e->listeners; st; st = st->next)
+        for (unsigned i = 0; i < st->nbound; i++)
+            for (unsigned k = 0; st->bound[i] && k < st->bound[i]->nfds; k++)
+                fn(arg, &st->bound[i]->addr, st->bound[i]->fds[k]);
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* After the drain, what gh_engine_stop does at once: every session gets its goodbye. */
+static void on_drain_over(struct gh_timer *t)
+{
+    struct gh_worker *w = gh_container_of(t, struct gh_worker, grace);
+    w->grace.fn = on_grace_over;
+    gh_timer_set(w->loop, &w->grace, GRACE_AFTER_DRAIN_MS);
+    for (struct gh_conn *c = w->conns, *next; c; c = next) {
+        next = c->next;
+        gh_conn_shutdown(c);
+    }
+    gh_worker_maybe_finish(w);
+}
+
+/* Stops watching the listening sockets; mail sessions go on undisturbed, while HTTP
+ * connections close after the response in flight (their next request would reach a
+ * management layer that no longer owns the store). */
+static void do_drain(struct gh_loop *loop, void *arg)
+{
+    struct gh_worker *w = worker_of(loop, gh_engine_global);
+    if (!w)
+        return;
+    w->stopping = true;
+    while (w->socks) {
+        struct gh_wsock *ws = w->socks;
+        w->socks = ws->next;
+        wsock_free(ws);
+    }
+    w->grace.fn = on_drain_over;
+    gh_timer_set(loop, &w->grace, (uint32_t)(uintptr_t)arg);
+    for (struct gh_conn *c = w->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->conf->protocol == GH_PROTO_HTTP)
+            gh_conn_shutdown(c);
+    }
+    gh_worker_maybe_finish(w);
+}
+
+bool gh_engine_running(struct gh_engine *e)
+{
+    return atomic_load(&e->running) > 0;
+}
+
+void gh_engine_hand_over(struct gh_engine *e, uint32_t drain_ms)
+{
+    pthread_mutex_lock(&e->mu);
+    e->handed_over = true;
+    while (e->listeners) {
+        struct lstate *st = e->listeners;
+        e->listeners = st->next;
+        lstate_free(e, st);
+    }
+    pthread_mutex_unlock(&e->mu);
+    for (unsigned i = 0; i < e->nworkers; i++)
+        gh_loop_post(e->workers[i].loop, do_drain, (void *)(uintptr_t)drain_ms);
 }

@@ -56,6 +56,23 @@ void gh_engine_hostname(struct gh_engine *e, char *out, size_t cap);
 void gh_engine_broadcast(struct gh_engine *e, void (*fn)(struct gh_loop *, void *), void *arg,
                          void (*free_arg)(void *));
 
+/*
+ * Binary upgrade. The new process registers each listening socket it inherited with
+ * gh_engine_inherit before the listeners are applied; a listener with that address then
+ * adopts the socket instead of binding (all of an address's sockets, one per worker with
+ * SO_REUSEPORT). gh_engine_inherit_done closes the ones no listener wanted (returns how many).
+ * The old process lists its sockets with gh_engine_each_socket and, once the new one
+ * accepts, calls gh_engine_hand_over: it stops watching them without shutting them down
+ * (they are the new process's now), lets mail sessions run for drain_ms, then says goodbye.
+ */
+bool gh_engine_inherit(struct gh_engine *e, const struct gh_sockaddr *a, int fd, gh_err *err);
+unsigned gh_engine_inherit_done(struct gh_engine *e);
+void gh_engine_each_socket(struct gh_engine *e,
+                           void (*fn)(void *arg, const struct gh_sockaddr *a, int fd), void *arg);
+void gh_engine_hand_over(struct gh_engine *e, uint32_t drain_ms);
+/* True while any worker runs (a drain or a graceful stop is not over). Any thread. */
+bool gh_engine_running(struct gh_engine *e);
+
 /* The process-wide engine, for the protocol and management layers. */
 extern struct gh_engine *gh_engine_global;
 

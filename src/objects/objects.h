@@ -33,6 +33,11 @@ bool gh_objects_init(const struct gh_objects_options *opt, gh_err *err);
 void gh_objects_stop_background(void);
 void gh_objects_shutdown(void);
 
+/* The lock of everything that changes objects outside a JMAP call (taken after
+ * gh_jmap_lock): a binary upgrade holds both while the new process loads the store. */
+void gh_objects_lock(void);
+void gh_objects_unlock(void);
+
 /* Re-applies certificates and settings from the store (SIGHUP). */
 bool gh_objects_reload(gh_err *err);
 
