@@ -398,14 +398,45 @@ int gh_tls_cert_select(const struct gh_cert_choice *certs, unsigned n, const cha
     return i >= 0 ? i : select_among(certs, n, sni, len, 0, now);
 }
 
+static unsigned suite_key_types(SSL *ssl);
+
 /*
- * The key types that can complete this handshake. TLS 1.3 signs with any (the suite does
- * not name one); TLS 1.2 needs a suite both sides enabled whose authentication matches.
+ * The key types the client's signature_algorithms accept (0 when it sent none). TLS 1.3
+ * signs with RSA-PSS only, so a PKCS#1 entry does not count there.
+ */
+static unsigned sigalg_key_types(SSL *ssl, bool tls13)
+{
+    unsigned types = 0;
+    int n = SSL_get_sigalgs(ssl, -1, NULL, NULL, NULL, NULL, NULL);
+    for (int i = 0; i < n; i++) {
+        int sign = 0;
+        SSL_get_sigalgs(ssl, i, &sign, NULL, NULL, NULL, NULL);
+        if (sign == EVP_PKEY_EC || sign == EVP_PKEY_ED25519 || sign == EVP_PKEY_ED448)
+            types |= GH_CERT_KEY_EC;
+        else if (sign == EVP_PKEY_RSA_PSS || (sign == EVP_PKEY_RSA && !tls13))
+            types |= GH_CERT_KEY_RSA;
+    }
+    return types;
+}
+
+/*
+ * The key types that can complete this handshake. TLS 1.3 signs with any the client's
+ * signature_algorithms accept (the suite does not name one); TLS 1.2 needs a suite both
+ * sides enabled whose authentication matches, narrowed by the signature algorithms when
+ * that leaves any.
  */
 static unsigned usable_key_types(SSL *ssl)
 {
     if (SSL_version(ssl) >= TLS1_3_VERSION)
-        return 0;
+        return sigalg_key_types(ssl, true);
+    unsigned types = suite_key_types(ssl);
+    unsigned signable = types & sigalg_key_types(ssl, false);
+    return signable ? signable : types;
+}
+
+/* TLS 1.2: the key types of the suites both sides enabled. */
+static unsigned suite_key_types(SSL *ssl)
+{
     STACK_OF(SSL_CIPHER) *ours = SSL_get_ciphers(ssl);
     STACK_OF(SSL_CIPHER) *theirs = SSL_get_client_ciphers(ssl);
     unsigned types = 0;
