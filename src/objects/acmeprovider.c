@@ -190,7 +190,8 @@ static void validate(struct gh_objtype *t, json_t *obj, const json_t *old, struc
         json_t *c = gh_obj_find(&gh_type_certificate, ca, NULL);
         if (!c)
             gh_verr_add(ve, "directoryCaCertificateId", "no x:Certificate with id \"%s\"", ca);
-        else if (json_object_get(c, "privateKey") || !json_object_get(c, "certificate"))
+        else if (json_is_string(json_object_get(c, "privateKey")) ||
+                 !json_is_string(json_object_get(c, "certificate")))
             gh_verr_add(ve, "directoryCaCertificateId",
                         "x:Certificate \"%s\" is not a trust anchor (it has a private key or no "
                         "chain); upload the CA's chain alone",
