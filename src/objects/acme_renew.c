@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <openssl/crypto.h>
@@ -38,6 +39,9 @@ void gh_objects_unlock(void);
 #define GIVE_UP_SECS       (24 * 3600)
 #define ARI_EVERY_SECS     (6 * 3600)
 #define IDLE_WAKE_SECS     3600
+#define LEASE_KEY          "acme-renewer"
+#define LEASE_SECS         900 /* longer than any one round of orders */
+#define LEASE_RETRY_SECS   30
 
 static pthread_t thread;
 static bool running;
@@ -367,6 +371,48 @@ static struct job *due_jobs(size_t *n, time_t *next_wake)
     return jobs;
 }
 
+/*
+ * Shared store: one node orders at a time. The lease is a kv row "node-id expiry" written
+ * inside a store transaction (which on PostgreSQL holds every other node's writers off, so
+ * taking it is exact); it is released after the round, and lapses by itself when its node
+ * dies in the middle. The certificates it stores reach every node by the usual sync,
+ * whose commit hook installs them. A lone store needs no lease.
+ */
+static char node_id[16];
+
+static bool lease(bool take)
+{
+    if (!gh_store_shared(gh_model.store))
+        return true;
+    gh_jmap_lock();
+    gh_objects_lock();
+    gh_err err = {0};
+    char *cur = NULL, mine[64];
+    time_t now = time(NULL);
+    bool ok = gh_store_begin(gh_model.store, &err) &&
+              gh_store_kv_get(gh_model.store, LEASE_KEY, &cur, &err);
+    char holder[32] = "";
+    long long until = 0;
+    if (ok && cur)
+        sscanf(cur, "%31s %lld", holder, &until);
+    bool held_by_other = holder[0] && strcmp(holder, node_id) && until > (long long)now;
+    if (ok && take && !held_by_other) {
+        snprintf(mine, sizeof mine, "%s %lld", node_id, (long long)(now + LEASE_SECS));
+        ok = gh_store_kv_put(gh_model.store, LEASE_KEY, mine, &err);
+    } else if (ok && !take && !strcmp(holder, node_id)) {
+        ok = gh_store_kv_put(gh_model.store, LEASE_KEY, "", &err);
+    }
+    ok = ok && gh_store_commit(gh_model.store, &err);
+    if (!ok) {
+        gh_store_rollback(gh_model.store);
+        gh_log(NULL, NULL, "acme-error", "renewal lease: %s", err.msg);
+    }
+    free(cur);
+    gh_objects_unlock();
+    gh_jmap_unlock();
+    return ok && (!take || !held_by_other);
+}
+
 static void *renew_main(void *arg)
 {
     (void)arg;
@@ -374,14 +420,19 @@ static void *renew_main(void *arg)
         time_t next_wake = time(NULL) + IDLE_WAKE_SECS;
         size_t n;
         struct job *jobs = due_jobs(&n, &next_wake);
+        bool mine = n && lease(true);
         for (size_t i = 0; i < n; i++) {
-            if (!atomic_load(&stopping))
+            if (mine && !atomic_load(&stopping))
                 run(&jobs[i]);
             job_free(&jobs[i]);
         }
         free(jobs);
-        if (n)
+        if (mine) {
+            lease(false);
             continue; /* look again: what ran may have changed what is due */
+        }
+        if (n) /* another node is ordering: its results arrive by sync; look again later */
+            next_wake = time(NULL) + LEASE_RETRY_SECS;
         pthread_mutex_lock(&wake_mu);
         struct timespec until = {.tv_sec = next_wake};
         while (!kicked && !atomic_load(&stopping) &&
@@ -411,6 +462,8 @@ void gh_acme_renew_start(void)
     pthread_cond_init(&wake_cv, &attr);
     pthread_condattr_destroy(&attr);
     attempts = json_object();
+    if (!gh_random_text(node_id, 12))
+        snprintf(node_id, sizeof node_id, "n%ld", (long)getpid());
     atomic_store(&stopping, false);
     running = pthread_create(&thread, NULL, renew_main, NULL) == 0;
     if (!running)

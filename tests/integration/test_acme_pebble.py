@@ -227,3 +227,43 @@ def test_refused_order_shows_the_ca_error(setup):
     assert c.get("certificate") is None
     assert "validation of refused.test failed" in c["lastRenewalError"], c["lastRenewalError"]
     assert "127.0.0.2" in c["lastRenewalError"], c["lastRenewalError"]
+
+
+from test_persistence_postgres import BINDIRS, pg_url, wait_started  # noqa: E402,F401
+
+
+@pytest.mark.skipif(not BINDIRS, reason="needs the postgresql package")
+def test_shared_store_one_node_orders_every_node_installs(make_daemon, pg_url, tmp_path):
+    """Two nodes on one PostgreSQL store (node b a standby for the addresses node a holds):
+    the certificate is ordered once, by one node, and node b installs it too — it serves it
+    once node a is gone."""
+    a = make_daemon(args=["--store", pg_url])
+    b = make_daemon(http_port=a.http_port, args=["--store", pg_url], start=False)
+    b.start()
+    wait_started(b)
+    port = pick_port()
+    a.create_listener(protocol="imap", bind=[f"{HOST}:{port}"], useTls=True, tlsImplicit=True)
+    p = Pebble(tmp_path, a.http_port, port)
+    try:
+        pid = make_provider(a, p, "TlsAlpn01")
+        cid = order(a, pid)
+        c = wait_for(a, cid, lambda c: c["renewalStatus"] == "valid")
+        end = time.time() + 5
+        while time.time() < end and "x:Certificate: 1 changed by another node" not in \
+                b.read_log():
+            time.sleep(0.1)
+        assert "x:Certificate: 1 changed by another node" in b.read_log(), b.read_log()
+        issued = a.read_log().count("acme-issued") + b.read_log().count("acme-issued")
+        assert issued == 1, (a.read_log(), b.read_log())
+        a.kill9()
+        end = time.time() + 10
+        while time.time() < end:
+            try:
+                if served(port) == first_der(c["certificate"]):
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        assert served(port) == first_der(c["certificate"])
+    finally:
+        p.close()
