@@ -46,6 +46,11 @@ bool gh_acme_order(struct gh_acme_account *acct, enum gh_acme_challenge type, ch
 bool gh_acme_renewal_info(struct gh_acme_account *acct, const char *chain_pem, time_t *start,
                           time_t *end, bool *offered, gh_err *err);
 
+/* The ARI certificate identifier (RFC 9773 §4.1) of the chain's leaf: base64url of the
+ * authority key identifier "." base64url of the serial's DER content; malloc'd, NULL when
+ * the leaf has no AKI. */
+char *gh_acme_cert_id(const char *chain_pem);
+
 /* "R23" (two thirds of the lifetime) or a duration ("30d"): when to renew a certificate
  * valid from not_before to not_after. False when spec is neither. */
 bool gh_acme_renew_at(const char *spec, time_t not_before, time_t not_after, time_t *at);

@@ -94,6 +94,14 @@ static size_t on_header(char *data, size_t size, size_t n, void *arg)
     return len;
 }
 
+/* Ends a transfer early when the process stops, so shutdown never waits on a CA. */
+static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+    const struct gh_acme_account *a = arg;
+    return a->stop && atomic_load(a->stop) ? 1 : 0;
+}
+
 /* GET (body NULL), HEAD (head) or POST of application/jose+json. */
 static bool http(struct session *s, const char *url, const char *body, bool head, struct reply *r,
                  gh_err *err)
@@ -112,6 +120,9 @@ static bool http(struct session *s, const char *url, const char *body, bool head
     curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, s->acct);
     if (s->acct->ca_pem) {
         struct curl_blob ca = {.data = (void *)s->acct->ca_pem,
                                .len = strlen(s->acct->ca_pem),
@@ -520,8 +531,7 @@ void gh_acme_result_free(struct gh_acme_result *r)
     memset(r, 0, sizeof *r);
 }
 
-/* RFC 9773 §4.1: base64url(AKI keyIdentifier) "." base64url(serial DER content). */
-static char *cert_id(const char *chain_pem)
+char *gh_acme_cert_id(const char *chain_pem)
 {
     BIO *b = BIO_new_mem_buf(chain_pem, -1);
     X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
@@ -569,7 +579,7 @@ bool gh_acme_renewal_info(struct gh_acme_account *acct, const char *chain_pem, t
     if (!base)
         goto out;
     *offered = true;
-    if (!(id = cert_id(chain_pem)) ||
+    if (!(id = gh_acme_cert_id(chain_pem)) ||
         asprintf(&url, "%s%s%s", base, base[strlen(base) - 1] == '/' ? "" : "/", id) < 0) {
         url = NULL;
         gh_fail(err, "renewalInfo: the certificate has no authority key identifier");

@@ -18,6 +18,7 @@
 #include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
 #include "acme/acme.h"
@@ -311,6 +312,45 @@ static void test_renew_before(void **state)
     assert_false(gh_acme_renew_at(NULL, 0, 86400, &at));
 }
 
+/* RFC 9773 §4.1's example: AKI 69:88:5B:..., serial 0x87654321 →
+ * aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE */
+static void test_ari_cert_id(void **state)
+{
+    (void)state;
+    static const unsigned char aki[] = {0x69, 0x88, 0x5B, 0x6B, 0x87, 0x46, 0x40, 0x41, 0xE1, 0xB3,
+                                        0x7B, 0x84, 0x7B, 0xA0, 0xAE, 0x2C, 0xDE, 0x01, 0xC8, 0xD4};
+    EVP_PKEY *key = gh_acme_key_new();
+    X509 *x = X509_new();
+    X509_set_version(x, X509_VERSION_3);
+    ASN1_INTEGER *serial = ASN1_INTEGER_new();
+    ASN1_INTEGER_set_int64(serial, 0x87654321);
+    X509_set_serialNumber(x, serial);
+    X509_gmtime_adj(X509_getm_notBefore(x), 0);
+    X509_gmtime_adj(X509_getm_notAfter(x), 86400);
+    X509_set_pubkey(x, key);
+    AUTHORITY_KEYID *ak = AUTHORITY_KEYID_new();
+    ak->keyid = ASN1_OCTET_STRING_new();
+    ASN1_OCTET_STRING_set(ak->keyid, aki, sizeof aki);
+    X509_add1_ext_i2d(x, NID_authority_key_identifier, ak, 0, X509V3_ADD_DEFAULT);
+    X509_sign(x, key, EVP_sha256());
+    BIO *b = BIO_new(BIO_s_mem());
+    PEM_write_bio_X509(b, x);
+    char *pem;
+    long n = BIO_get_mem_data(b, &pem);
+    char *text = strndup(pem, (size_t)n);
+    char *id = gh_acme_cert_id(text);
+    assert_non_null(id);
+    assert_string_equal(id, "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE");
+    free(id);
+    free(text);
+    BIO_free(b);
+    AUTHORITY_KEYID_free(ak);
+    ASN1_INTEGER_free(serial);
+    X509_free(x);
+    EVP_PKEY_free(key);
+    assert_null(gh_acme_cert_id("not a certificate"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -323,6 +363,7 @@ int main(void)
         cmocka_unit_test(test_alpn_certificate),
         cmocka_unit_test(test_http_challenges),
         cmocka_unit_test(test_renew_before),
+        cmocka_unit_test(test_ari_cert_id),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
