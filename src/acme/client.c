@@ -495,6 +495,15 @@ bool gh_acme_order(struct gh_acme_account *acct, enum gh_acme_challenge type, ch
     json_decref(req);
     struct reply r;
     bool sent = payload && post(&s, dir_url(&s, "newOrder"), payload, false, &r, err);
+    if (sent && r.status == 400 && r.body && strstr(r.body, ":accountDoesNotExist")) {
+        /* the CA forgot the account (a test CA restarted, an account deactivated): register
+         * the key again and order once more */
+        reply_free(&r);
+        free(acct->account_uri);
+        acct->account_uri = NULL;
+        sent =
+            ensure_account(&s, err) && post(&s, dir_url(&s, "newOrder"), payload, false, &r, err);
+    }
     free(payload);
     if (!sent)
         goto out;

@@ -49,6 +49,8 @@ static atomic_bool stopping;
 static pthread_mutex_t wake_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake_cv;
 static bool kicked;
+static bool retry_now;                /* under wake_mu: someone else changed the objects */
+static _Thread_local bool on_renewal; /* the renewal thread's own changes do not count */
 
 /* Per certificate, this node's memory of attempts (owned by the thread): id → {failures,
  * next, ari}. Lost at restart, which only means one early attempt. */
@@ -413,11 +415,24 @@ static bool lease(bool take)
     return ok && (!take || !held_by_other);
 }
 
+/* After a change from outside, failed certificates are tried again at once. */
+static void forget_back_off(void)
+{
+    pthread_mutex_lock(&wake_mu);
+    bool reset = retry_now;
+    retry_now = false;
+    pthread_mutex_unlock(&wake_mu);
+    if (reset)
+        json_object_clear(attempts);
+}
+
 static void *renew_main(void *arg)
 {
     (void)arg;
+    on_renewal = true;
     while (!atomic_load(&stopping)) {
         time_t next_wake = time(NULL) + IDLE_WAKE_SECS;
+        forget_back_off();
         size_t n;
         struct job *jobs = due_jobs(&n, &next_wake);
         bool mine = n && lease(true);
@@ -448,6 +463,8 @@ void gh_acme_renew_kick(void)
 {
     pthread_mutex_lock(&wake_mu);
     kicked = true;
+    if (!on_renewal)
+        retry_now = true; /* an operator's change may be the fix: no back-off wait */
     pthread_cond_signal(&wake_cv);
     pthread_mutex_unlock(&wake_mu);
 }

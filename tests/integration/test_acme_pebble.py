@@ -162,6 +162,8 @@ def test_first_issuance(setup, challenge):
     gatehouse, p, port = setup
     pid = make_provider(gatehouse, p, challenge)
     cid = order(gatehouse, pid)
+    _, res, _ = gatehouse.call("x:Certificate/get", {"ids": []})
+    state = res["state"]
     c = wait_for(gatehouse, cid, lambda c: c["renewalStatus"] in ("valid", "retrying", "failed")
                  and c.get("certificate"))
     assert c["renewalStatus"] == "valid", c
@@ -171,6 +173,9 @@ def test_first_issuance(setup, challenge):
     assert "privateKey" not in c
     assert served(port) == first_der(c["certificate"])
     assert served(port, None) != first_der(p.ca_pem)  # the trust anchor is never served
+    # the server's own changes are state changes clients see (and are pushed)
+    _, res, _ = gatehouse.call("x:Certificate/changes", {"sinceState": state})
+    assert cid in res["updated"], res
     prov = get_obj(gatehouse, "x:AcmeProvider", pid)
     assert prov["accountUri"].startswith(f"https://{HOST}:{p.port}/")
     assert "accountKeyPem" not in prov and "eabHmacKey" not in prov
@@ -212,6 +217,14 @@ def test_ca_unreachable_keeps_the_old_certificate(setup):
     assert "cannot reach the ACME server" in c["lastRenewalError"], c
     assert c["fingerprint"] == first["fingerprint"]
     assert served(port) == first_der(first["certificate"])
+    # the CA is back (a new pebble, which has forgotten the account): the operator's next
+    # change retries at once, without waiting for the back-off
+    p.start()
+    set_ok(gatehouse, "x:AcmeProvider", {"update": {pid: {"maxRetries": 5}}}, pid)
+    c = wait_for(gatehouse, cid, lambda c: c["fingerprint"] != first["fingerprint"], 30)
+    set_ok(gatehouse, "x:AcmeProvider", {"update": {pid: {"renewBefore": "R23"}}}, pid)
+    c = wait_for(gatehouse, cid, lambda c: c["renewalStatus"] == "valid")
+    assert c["lastRenewalError"] is None
 
 
 def test_refused_order_shows_the_ca_error(setup):
