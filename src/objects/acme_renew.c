@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -132,6 +133,27 @@ static time_t attempt_time(const char *id, const char *key)
     return (time_t)json_integer_value(json_object_get(attempt_of(id), key));
 }
 
+/* Whether the issued certificate names every domain (after domains changed, it does not,
+ * and is ordered again at once). */
+static bool covers(const json_t *cert)
+{
+    const json_t *names = json_object_get(cert, "subjectNames");
+    size_t i, k;
+    json_t *d, *n;
+    json_array_foreach(json_object_get(cert, "domains"), i, d)
+    {
+        bool found = false;
+        json_array_foreach(names, k, n)
+        {
+            if (json_is_string(n) && !strcasecmp(json_string_value(n), json_string_value(d)))
+                found = true;
+        }
+        if (!found)
+            return false;
+    }
+    return true;
+}
+
 /*
  * Whether the certificate is due now (and then fills the job), else lowers *next_wake to
  * when it will be. Under the management lock.
@@ -146,7 +168,7 @@ static bool consider(const json_t *cert, time_t now, time_t *next_wake, struct j
     bool has_pem = json_is_string(json_object_get(cert, "certificate")) &&
                    json_is_string(json_object_get(cert, "privateKey"));
     time_t due = now, ari_due = 0;
-    if (has_pem) {
+    if (has_pem && covers(cert)) {
         const char *spec = json_string_value(json_object_get(prov, "renewBefore"));
         if (!gh_acme_renew_at(spec ? spec : "R23", parse_date(json_object_get(cert, "notBefore")),
                               parse_date(json_object_get(cert, "notAfter")), &due))

@@ -205,6 +205,19 @@ def test_renewal_keeps_open_sessions(setup):
     assert first_der(second["certificate"]) != first_der(first["certificate"])
 
 
+def test_changed_domains_are_ordered_again(setup):
+    gatehouse, p, port = setup
+    p.add_a("imap.test", HOST)
+    pid = make_provider(gatehouse, p, "Http01")
+    cid = order(gatehouse, pid)
+    wait_for(gatehouse, cid, lambda c: c["renewalStatus"] == "valid")
+    set_ok(gatehouse, "x:Certificate", {"update": {cid: {"domains": [DOMAIN, "imap.test"]}}},
+           cid)
+    c = wait_for(gatehouse, cid, lambda c: sorted(c["subjectNames"] or []) ==
+                 ["imap.test", DOMAIN] and c["renewalStatus"] == "valid")
+    assert served(port, "imap.test") == first_der(c["certificate"])
+
+
 def test_ca_unreachable_keeps_the_old_certificate(setup):
     gatehouse, p, port = setup
     pid = make_provider(gatehouse, p, "TlsAlpn01")
