@@ -26,8 +26,13 @@ def run(*args, cwd=None):
     subprocess.run(args, cwd=cwd, check=True, capture_output=True, timeout=30)
 
 
+EAB_KID = "kid-1"
+EAB_KEY = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"
+
+
 class Pebble:
-    def __init__(self, tmp, http_port, tls_port):
+    def __init__(self, tmp, http_port, tls_port, eab=False):
+        self.eab = eab
         self.dir = tmp / "pebble"
         self.dir.mkdir()
         d = self.dir
@@ -68,7 +73,9 @@ class Pebble:
             "managementListenAddress": f"{HOST}:{self.mgmt}",
             "certificate": str(self.dir / "srv.pem"), "privateKey": str(self.dir / "srv.key"),
             "httpPort": self.http_port, "tlsPort": self.tls_port,
-            "ocspResponderURL": "", "externalAccountBindingRequired": False}}
+            "ocspResponderURL": "", "externalAccountBindingRequired": self.eab}}
+        if self.eab:
+            conf["pebble"]["externalAccountMACKeys"] = {EAB_KID: EAB_KEY}
         (self.dir / "pebble.json").write_text(json.dumps(conf))
         env = dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0",
                    PEBBLE_AUTHZREUSE="0")
@@ -203,6 +210,27 @@ def test_renewal_keeps_open_sessions(setup):
     now = get_obj(gatehouse, "x:Certificate", cid)
     assert served(port) == first_der(now["certificate"])
     assert first_der(second["certificate"]) != first_der(first["certificate"])
+
+
+def test_external_account_binding(gatehouse, free_port, tmp_path):
+    """A CA that requires EAB: without it the error says what to set; with the CA's key id
+    and HMAC key the account is bound and the certificate issued."""
+    port = free_port()
+    gatehouse.create_listener(protocol="imap", bind=[f"{HOST}:{port}"], useTls=True,
+                              tlsImplicit=True)
+    p = Pebble(tmp_path, gatehouse.http_port, port, eab=True)
+    try:
+        pid = make_provider(gatehouse, p, "TlsAlpn01")
+        cid = order(gatehouse, pid)
+        c = wait_for(gatehouse, cid, lambda c: c["lastRenewalError"])
+        assert "eabKeyId and eabHmacKey" in c["lastRenewalError"], c["lastRenewalError"]
+        set_ok(gatehouse, "x:AcmeProvider", {"update": {pid: {
+            "eabKeyId": EAB_KID, "eabHmacKey": EAB_KEY}}}, pid)
+        c = wait_for(gatehouse, cid, lambda c: c["renewalStatus"] == "valid")
+        assert served(port) == first_der(c["certificate"])
+        assert get_obj(gatehouse, "x:AcmeProvider", pid)["accountUri"]
+    finally:
+        p.close()
 
 
 def test_changed_domains_are_ordered_again(setup):
