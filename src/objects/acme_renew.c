@@ -178,9 +178,11 @@ static bool consider(const json_t *cert, time_t now, time_t *next_wake, struct j
     time_t retry_at = attempt_time(id, "next");
     if (retry_at > due)
         due = retry_at;
-    bool ari_only = has_pem && due > now && ari_due <= now;
+    /* the CA's window is asked about only outside a back-off */
+    bool ari_possible = has_pem && retry_at <= now;
+    bool ari_only = ari_possible && due > now && ari_due <= now;
     if (due > now && !ari_only) {
-        time_t wake = has_pem && ari_due < due ? ari_due : due;
+        time_t wake = ari_possible && ari_due < due ? ari_due : due;
         if (wake < *next_wake)
             *next_wake = wake;
         return false;
@@ -356,7 +358,10 @@ static void run(struct job *j)
         gh_acme_result_free(&res);
     }
     if (ok) {
-        json_object_del(attempts, j->cert_id);
+        /* a fresh certificate: no back-off, and no need to ask the CA's window yet */
+        json_object_set_new(
+            attempts, j->cert_id,
+            json_pack("{si si sI}", "failures", 0, "next", 0, "ari", (json_int_t)time(NULL)));
         gh_log(NULL, NULL, "acme-issued", "certificate %s issued for %s", j->cert_id, j->names[0]);
     } else if (!atomic_load(&stopping)) {
         failed(j, err.msg);
