@@ -274,7 +274,8 @@ static bool ensure_account(struct session *s, gh_err *err)
 /* POST-as-GET of url until its status leaves the waiting ones; the last object. */
 static json_t *poll_until(struct session *s, const char *url, const char *what, gh_err *err)
 {
-    for (int waited = 0;; waited++) {
+    time_t started = time(NULL);
+    for (;;) {
         struct reply r;
         if (!post(s, url, NULL, false, &r, err))
             return NULL;
@@ -290,8 +291,9 @@ static json_t *poll_until(struct session *s, const char *url, const char *what, 
         if (!st || (strcmp(st, "pending") && strcmp(st, "processing")))
             return o;
         json_decref(o);
+        long waited = (long)(time(NULL) - started);
         if (waited >= POLL_LIMIT_SECS || (s->acct->stop && atomic_load(s->acct->stop))) {
-            gh_fail(err, "%s: still pending after %d s", what, waited);
+            gh_fail(err, "%s: still pending after %ld s", what, waited);
             return NULL;
         }
         sleep(retry > 0 && retry < 5 ? (unsigned)retry : 1);
