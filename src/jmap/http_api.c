@@ -14,6 +14,7 @@
 #include "core/assets.h"
 #include "core/log.h"
 #include "jmap/eventsource.h"
+#include "net/challenge.h"
 #include "net/conn.h"
 
 #define GH_STR_(x)     #x
@@ -428,6 +429,17 @@ static enum gh_http_next route_stream(struct gh_http_req *r, const char *query)
     return GH_HTTP_ANSWERED;
 }
 
+/* ACME HTTP-01 (RFC 8555 §8.3): the key authorization of a published token, else 404. */
+static enum gh_http_next acme_challenge(struct gh_http_req *r, const char *token)
+{
+    char key_auth[512];
+    if (gh_challenge_http_get(token, key_auth, sizeof key_auth))
+        gh_http_respond(r, 200, "application/octet-stream", NULL, key_auth, strlen(key_auth));
+    else
+        problem(r, 404, NULL, "", "no such ACME challenge");
+    return GH_HTTP_ANSWERED;
+}
+
 static enum gh_http_next route(struct gh_http_req *r)
 {
     char path[1024];
@@ -444,6 +456,8 @@ static enum gh_http_next route(struct gh_http_req *r)
         problem(r, 400, NULL, "", "the request target must be an absolute path");
         return GH_HTTP_ANSWERED;
     }
+    if (starts_with(path, "/.well-known/acme-challenge/")) /* before any authentication */
+        return acme_challenge(r, path + strlen("/.well-known/acme-challenge/"));
     if (!strcmp(path, "/api") || !strcmp(path, "/jmap") || !strcmp(path, "/jmap/")) {
         if (!strcmp(m, "POST"))
             return route_api(r);

@@ -22,6 +22,7 @@
 #include "core/log.h"
 #include "net/handoff.h"
 #include "net/proxy_protocol.h"
+#include "net/tls.h"
 #include "net/worker.h"
 #include "proto/proto.h"
 
@@ -551,7 +552,9 @@ static void continue_handshake(struct gh_conn *c)
         set_events(c);
         gh_timer_cancel(c->worker->loop, &c->deadline);
         c->phase = GH_PHASE_PROTOCOL;
-        if (!upgrade)
+        if (gh_tls_is_acme_validation(c->ssl)) /* RFC 8737: nothing follows the handshake */
+            gh_conn_close(c);
+        else if (!upgrade)
             open_session(c);
         else if (gh_conn_has_destination(c)) /* the front door's part ends with STARTTLS */
             gh_conn_handoff(c, !c->proto->greets_after_tls, NULL, NULL);

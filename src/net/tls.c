@@ -5,6 +5,8 @@
  */
 #include "net/tls.h"
 
+#include "net/challenge.h"
+
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <pthread.h>
@@ -398,14 +400,45 @@ int gh_tls_cert_select(const struct gh_cert_choice *certs, unsigned n, const cha
     return i >= 0 ? i : select_among(certs, n, sni, len, 0, now);
 }
 
+static unsigned suite_key_types(SSL *ssl);
+
 /*
- * The key types that can complete this handshake. TLS 1.3 signs with any (the suite does
- * not name one); TLS 1.2 needs a suite both sides enabled whose authentication matches.
+ * The key types the client's signature_algorithms accept (0 when it sent none). TLS 1.3
+ * signs with RSA-PSS only, so a PKCS#1 entry does not count there.
+ */
+static unsigned sigalg_key_types(SSL *ssl, bool tls13)
+{
+    unsigned types = 0;
+    int n = SSL_get_sigalgs(ssl, -1, NULL, NULL, NULL, NULL, NULL);
+    for (int i = 0; i < n; i++) {
+        int sign = 0;
+        SSL_get_sigalgs(ssl, i, &sign, NULL, NULL, NULL, NULL);
+        if (sign == EVP_PKEY_EC || sign == EVP_PKEY_ED25519 || sign == EVP_PKEY_ED448)
+            types |= GH_CERT_KEY_EC;
+        else if (sign == EVP_PKEY_RSA_PSS || (sign == EVP_PKEY_RSA && !tls13))
+            types |= GH_CERT_KEY_RSA;
+    }
+    return types;
+}
+
+/*
+ * The key types that can complete this handshake. TLS 1.3 signs with any the client's
+ * signature_algorithms accept (the suite does not name one); TLS 1.2 needs a suite both
+ * sides enabled whose authentication matches, narrowed by the signature algorithms when
+ * that leaves any.
  */
 static unsigned usable_key_types(SSL *ssl)
 {
     if (SSL_version(ssl) >= TLS1_3_VERSION)
-        return 0;
+        return sigalg_key_types(ssl, true);
+    unsigned types = suite_key_types(ssl);
+    unsigned signable = types & sigalg_key_types(ssl, false);
+    return signable ? signable : types;
+}
+
+/* TLS 1.2: the key types of the suites both sides enabled. */
+static unsigned suite_key_types(SSL *ssl)
+{
     STACK_OF(SSL_CIPHER) *ours = SSL_get_ciphers(ssl);
     STACK_OF(SSL_CIPHER) *theirs = SSL_get_client_ciphers(ssl);
     unsigned types = 0;
@@ -435,10 +468,93 @@ static unsigned key_type_of(EVP_PKEY *k)
     }
 }
 
+/* ---------------------------------------------------------------------------------------
+ * ACME TLS-ALPN-01 (RFC 8737): a handshake that offers only ALPN "acme-tls/1" while an
+ * order for its SNI name is open gets the challenge certificate instead of a real one.
+ */
+static const unsigned char acme_alpn[] = "\x0a"
+                                         "acme-tls/1";
+static int acme_ex_index = -1;
+static pthread_once_t acme_ex_once = PTHREAD_ONCE_INIT;
+
+static void acme_ex_init(void)
+{
+    acme_ex_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+}
+
+/* Whether an ALPN protocol list (wire format) offers acme-tls/1. */
+static bool offers_acme(const unsigned char *list, size_t len)
+{
+    for (size_t i = 0; i < len;) {
+        size_t n = list[i];
+        if (i + 1 + n > len)
+            return false;
+        if (n == sizeof acme_alpn - 2 && !memcmp(list + i + 1, acme_alpn + 1, n))
+            return true;
+        i += 1 + n;
+    }
+    return false;
+}
+
+/* Before anything else in the handshake: marks a validation handshake, only while a
+ * challenge is published (one atomic load otherwise). */
+static int client_hello_cb(SSL *ssl, int *alert, void *arg)
+{
+    (void)alert, (void)arg;
+    const unsigned char *ext;
+    size_t len;
+    if (gh_challenge_any() && acme_ex_index >= 0 &&
+        SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_application_layer_protocol_negotiation, &ext,
+                                  &len) &&
+        len > 2 && offers_acme(ext + 2, len - 2))
+        SSL_set_ex_data(ssl, acme_ex_index, (void *)acme_alpn);
+    return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+static bool is_acme_handshake(SSL *ssl)
+{
+    return acme_ex_index >= 0 && SSL_get_ex_data(ssl, acme_ex_index) != NULL;
+}
+
+/* Only a validation handshake negotiates an ALPN protocol; the mail protocols use none. */
+static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                   const unsigned char *in, unsigned inlen, void *arg)
+{
+    (void)arg;
+    if (!is_acme_handshake(ssl) || !offers_acme(in, inlen))
+        return SSL_TLSEXT_ERR_NOACK;
+    *out = acme_alpn + 1;
+    *outlen = (unsigned char)(sizeof acme_alpn - 2);
+    return SSL_TLSEXT_ERR_OK;
+}
+
+/* The challenge certificate for this handshake's SNI; false when none is published. */
+static bool use_acme_cert(SSL *ssl)
+{
+    X509 *cert = NULL;
+    EVP_PKEY *key = NULL;
+    if (!gh_challenge_alpn_get(SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name), &cert, &key))
+        return false;
+    int ok = SSL_use_cert_and_key(ssl, cert, key, NULL, 1);
+    X509_free(cert);
+    EVP_PKEY_free(key);
+    return ok == 1;
+}
+
+bool gh_tls_is_acme_validation(SSL *ssl)
+{
+    const unsigned char *proto = NULL;
+    unsigned len = 0;
+    SSL_get0_alpn_selected(ssl, &proto, &len);
+    return len == sizeof acme_alpn - 2 && !memcmp(proto, acme_alpn + 1, len);
+}
+
 /* Runs inside each handshake, after the ClientHello: installs the chosen certificate. */
 static int cert_cb(SSL *ssl, void *arg)
 {
     (void)arg;
+    if (is_acme_handshake(ssl) && use_acme_cert(ssl))
+        return 1;
     struct cert_store *s = store_acquire();
     if (!s || !s->n) {
         store_unref(s);
@@ -500,6 +616,9 @@ SSL_CTX *gh_tls_ctx_new(const struct gh_listener_conf *conf, gh_err *err)
     /* Idle connections give their read/write buffers back (about 34 KB each). */
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_cert_cb(ctx, cert_cb, NULL);
+    pthread_once(&acme_ex_once, acme_ex_init);
+    SSL_CTX_set_client_hello_cb(ctx, client_hello_cb, NULL);
+    SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
     return ctx;
 fail:
     ERR_clear_error();
@@ -732,9 +851,15 @@ bool gh_tls_cert_inspect(const char *pem_chain, const char *pem_key, struct gh_c
 {
     memset(info, 0, sizeof *info);
     struct parsed p;
-    if (!parse_pair(pem_chain, pem_key, &p, err))
+    memset(&p, 0, sizeof p);
+    if (!pem_key) { /* a trust anchor: the chain alone */
+        if (!parse_chain(pem_chain, &p, err)) {
+            parsed_free(&p);
+            return false;
+        }
+    } else if (!parse_pair(pem_chain, pem_key, &p, err)) {
         return false;
-    if (!check_usable(&p, err)) {
+    } else if (!check_usable(&p, err)) {
         parsed_free(&p);
         return false;
     }

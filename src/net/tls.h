@@ -49,7 +49,8 @@ bool gh_tls_check_conf(const struct gh_listener_conf *conf, gh_err *err);
 bool gh_tls_certs_set(const struct gh_cert_input *certs, unsigned n, gh_err *err);
 
 /* Parses and checks a chain and key: PEM well-formed, key matches the leaf, not expired.
- * Fills info (free with gh_cert_info_free). */
+ * With pem_key NULL, a chain alone (a trust anchor, never served). Fills info (free with
+ * gh_cert_info_free). */
 bool gh_tls_cert_inspect(const char *pem_chain, const char *pem_key, struct gh_cert_info *info,
                          gh_err *err);
 void gh_cert_info_free(struct gh_cert_info *info);
@@ -93,6 +94,11 @@ unsigned gh_tls_certs_count(void);
  * under the key before are still accepted (and replaced by a new ticket), older ones are
  * not, and their clients make a full handshake. */
 void gh_tls_rotate_ticket_key(void);
+
+/* Whether this handshake was an ACME TLS-ALPN-01 validation (ALPN acme-tls/1 negotiated):
+ * such a connection carries no session and is closed once the handshake is done. */
+typedef struct ssl_st SSL;
+bool gh_tls_is_acme_validation(SSL *ssl);
 
 /* Drops the certificate store (at exit, once no handshake runs). */
 void gh_tls_shutdown(void);

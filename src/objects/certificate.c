@@ -1,8 +1,11 @@
 /*
  * certificate: x:Certificate objects — a PEM chain and its private key (write-only), with
  * what the certificate says about itself derived by the TLS layer. Every change replaces
- * the TLS layer's certificate store, so new handshakes use it at once.
+ * the TLS layer's certificate store, so new handshakes use it at once. A certificate may
+ * instead name an ACME provider and its domains (the renewal thread orders and renews it),
+ * or hold a chain without a key: a trust anchor, never served.
  */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,9 +13,47 @@
 
 #include "core/log.h"
 #include "net/tls.h"
+#include "objects/acme_renew.h"
 #include "objects/model.h"
 
 #define G_CERT "Certificate"
+#define G_ACME "ACME"
+
+static const struct gh_enum_value renewal_statuses[] = {
+    {"pending", "Pending"},   {"ordering", "Ordering"}, {"valid", "Valid"},
+    {"retrying", "Retrying"}, {"failed", "Failed"},     {NULL, NULL},
+};
+
+/* A DNS name an ACME CA can validate by HTTP-01 or TLS-ALPN-01: no wildcard, no IP. */
+static bool check_domain(json_t **v, gh_err *err)
+{
+    const char *s = json_string_value(*v);
+    size_t label = 0;
+    if (!*s || strlen(s) > 253)
+        return gh_fail(err, "\"%s\": a host name has 1-253 characters", s);
+    for (const char *p = s;; p++) {
+        if (*p == '.' || !*p) {
+            if (!label || p[-1] == '-')
+                return gh_fail(err, "\"%s\" is not a host name (empty label or ending in '-')", s);
+            if (!*p)
+                break;
+            label = 0;
+            continue;
+        }
+        if (!isalnum((unsigned char)*p) && *p != '-')
+            return gh_fail(err, "\"%s\" is not a host name: '%c' is not allowed%s", s, *p,
+                           *p == '*' ? " (wildcards need DNS-01, which is not offered)" : "");
+        if (++label > 63)
+            return gh_fail(err, "\"%s\": a label is at most 63 characters", s);
+    }
+    json_t *lower = json_string(s);
+    char *l = (char *)json_string_value(lower);
+    for (; *l; l++)
+        *l = (char)tolower((unsigned char)*l);
+    json_decref(*v);
+    *v = lower;
+    return true;
+}
 
 static const struct gh_prop props[] = {
     {.name = "id",
@@ -34,20 +75,65 @@ static const struct gh_prop props[] = {
      .sortable = true},
     {.name = "certificate",
      .type = GH_PT_TEXT,
-     .required = true,
+     .nullable = true,
      .max_len = 262144,
      .label = "Certificate chain (PEM)",
      .group = G_CERT,
-     .description = "The certificate and its intermediates, PEM, leaf first",
-     .rule = "PEM; must match the private key; not expired"},
+     .description = "The certificate and its intermediates, PEM, leaf first; written by the "
+                    "server for a certificate ordered through ACME",
+     .rule = "PEM; must match the private key; not expired; required unless acmeProviderId "
+             "is set"},
     {.name = "privateKey",
      .type = GH_PT_TEXT,
-     .required = true,
+     .nullable = true,
      .mut = GH_WRITE_ONLY,
      .label = "Private key (PEM)",
      .group = G_CERT,
-     .description = "The certificate's private key, PEM; never returned",
+     .description = "The certificate's private key, PEM; never returned. Without one, the "
+                    "chain is a trust anchor (for example the CA of a private ACME "
+                    "directory): kept, never served",
      .rule = "PEM; must match the certificate"},
+    {.name = "acmeProviderId",
+     .type = GH_PT_STRING,
+     .nullable = true,
+     .max_len = 64,
+     .label = "ACME provider",
+     .group = G_ACME,
+     .description = "Order and renew this certificate from that x:AcmeProvider, for the "
+                    "names in domains; null: the certificate is uploaded",
+     .rule = "the id of an x:AcmeProvider, or null",
+     .filter = GH_FILTER_EQUALS},
+    {.name = "domains",
+     .type = GH_PT_STRING,
+     .list = true,
+     .max_items = 100,
+     .max_len = 253,
+     .check = check_domain,
+     .label = "Domains",
+     .group = G_ACME,
+     .description = "The names to order the certificate for (the first is the subject); "
+                    "required with acmeProviderId",
+     .rule = "1-100 DNS host names, no wildcards (the challenges offered do not cover them)"},
+    {.name = "renewalStatus",
+     .type = GH_PT_ENUM,
+     .nullable = true,
+     .values = renewal_statuses,
+     .mut = GH_SERVER_SET,
+     .label = "Renewal status",
+     .group = G_ACME,
+     .description = "Where the ACME order stands: pending (not issued yet), ordering, valid "
+                    "(issued; renewed when due), retrying (the last attempt failed), failed "
+                    "(retries exhausted; tried again a day later); null for uploaded "
+                    "certificates"},
+    {.name = "lastRenewalError",
+     .type = GH_PT_STRING,
+     .nullable = true,
+     .max_len = 1024,
+     .mut = GH_SERVER_SET,
+     .label = "Last renewal error",
+     .group = G_ACME,
+     .description = "Why the last order failed (the old certificate stays in use); null once "
+                    "an order succeeds"},
     {.name = "isDefault",
      .type = GH_PT_BOOLEAN,
      .def = "false",
@@ -109,28 +195,72 @@ static void name_base(const struct gh_cert_info *info, char *out, size_t cap)
     json_decref(v);
 }
 
+/* Derived properties from the PEM; false with ve filled when the PEM is refused. */
+static bool derive(json_t *obj, const char *pem, const char *key, struct gh_cert_info *info,
+                   struct gh_verr *ve)
+{
+    gh_err err = {0};
+    if (!gh_tls_cert_inspect(pem, key, info, &err)) {
+        /* the TLS layer's message starts with the part that is wrong */
+        gh_verr_add(ve, strncmp(err.msg, "privateKey", 10) ? "certificate" : "privateKey", "%s",
+                    err.msg);
+        return false;
+    }
+    json_t *names = json_array();
+    for (unsigned i = 0; i < info->nnames; i++)
+        json_array_append_new(names, json_string(info->names[i]));
+    json_object_set_new(obj, "subjectNames", names);
+    json_object_set_new(obj, "notBefore", utc_date(info->not_before));
+    json_object_set_new(obj, "notAfter", utc_date(info->not_after));
+    json_object_set_new(obj, "issuer", json_string(info->issuer_cn));
+    json_object_set_new(obj, "fingerprint", json_string(info->fingerprint_sha256));
+    return true;
+}
+
+/* An ACME-managed certificate: a provider that exists and at least one domain. */
+static void validate_managed(json_t *obj, const json_t *old, struct gh_verr *ve)
+{
+    const char *pid = json_string_value(json_object_get(obj, "acmeProviderId"));
+    if (!gh_obj_find(&gh_type_acmeprovider, pid, NULL))
+        gh_verr_add(ve, "acmeProviderId", "no x:AcmeProvider with id \"%s\"", pid);
+    if (!json_array_size(json_object_get(obj, "domains")))
+        gh_verr_add(ve, "domains", "name at least one domain to order the certificate for");
+    const char *was = old ? json_string_value(json_object_get(old, "acmeProviderId")) : NULL;
+    if (!json_is_string(json_object_get(obj, "renewalStatus")) || !was)
+        json_object_set_new(
+            obj, "renewalStatus",
+            json_string(json_is_string(json_object_get(obj, "certificate")) ? "valid" : "pending"));
+}
+
 static void validate(struct gh_objtype *t, json_t *obj, const json_t *old, struct gh_verr *ve)
 {
     struct gh_cert_info info;
     memset(&info, 0, sizeof info);
-    gh_err err = {0};
-    if (!gh_tls_cert_inspect(json_string_value(json_object_get(obj, "certificate")),
-                             json_string_value(json_object_get(obj, "privateKey")), &info, &err)) {
-        /* the TLS layer's message starts with the part that is wrong */
-        gh_verr_add(ve, strncmp(err.msg, "privateKey", 10) ? "certificate" : "privateKey", "%s",
-                    err.msg);
-        return;
+    const char *pem = json_string_value(json_object_get(obj, "certificate"));
+    const char *key = json_string_value(json_object_get(obj, "privateKey"));
+    bool managed = json_is_string(json_object_get(obj, "acmeProviderId"));
+    char base[80] = "certificate";
+    if (managed) {
+        validate_managed(obj, old, ve);
+        const char *first = json_string_value(json_array_get(json_object_get(obj, "domains"), 0));
+        json_t *v = first ? json_string(first) : NULL;
+        if (v && gh_check_name(&v, NULL))
+            snprintf(base, sizeof base, "%s", json_string_value(v));
+        json_decref(v);
+    } else {
+        json_object_set_new(obj, "renewalStatus", json_null());
+        json_object_set_new(obj, "lastRenewalError", json_null());
+        if (!pem) {
+            gh_verr_add(ve, "certificate",
+                        "paste the PEM chain (with privateKey), or set acmeProviderId and "
+                        "domains to have it ordered");
+            return;
+        }
     }
-    json_t *names = json_array();
-    for (unsigned i = 0; i < info.nnames; i++)
-        json_array_append_new(names, json_string(info.names[i]));
-    json_object_set_new(obj, "subjectNames", names);
-    json_object_set_new(obj, "notBefore", utc_date(info.not_before));
-    json_object_set_new(obj, "notAfter", utc_date(info.not_after));
-    json_object_set_new(obj, "issuer", json_string(info.issuer_cn));
-    json_object_set_new(obj, "fingerprint", json_string(info.fingerprint_sha256));
-    char base[80];
-    name_base(&info, base, sizeof base);
+    if (pem && !derive(obj, pem, key, &info, ve))
+        return;
+    if (pem && !managed)
+        name_base(&info, base, sizeof base);
     gh_cert_info_free(&info);
     gh_name_unique(t, obj, old, base, ve);
 }
@@ -147,13 +277,21 @@ void gh_certs_apply(void)
         in[i].id = json_string_value(json_object_get(o, "id"));
         in[i].pem_chain = json_string_value(json_object_get(o, "certificate"));
         in[i].pem_key = json_string_value(json_object_get(o, "privateKey"));
+        if (!in[i].pem_chain || !in[i].pem_key) { /* not issued yet, or a trust anchor */
+            memset(&in[i], 0, sizeof in[i]);
+            continue;
+        }
         if (json_is_true(json_object_get(o, "isDefault")))
             last_default = i;
     }
     if (last_default < n)
         in[last_default].is_default = true;
+    size_t k = 0; /* only what can be served */
+    for (size_t i = 0; i < n; i++)
+        if (in[i].pem_chain)
+            in[k++] = in[i];
     gh_err err = {0};
-    if (!gh_tls_certs_set(in, (unsigned)n, &err))
+    if (!gh_tls_certs_set(in, (unsigned)k, &err))
         gh_log(NULL, NULL, "certificates-error", "%s", err.msg);
     free(in);
 }
@@ -161,9 +299,10 @@ void gh_certs_apply(void)
 static void committed(struct gh_objtype *t)
 {
     gh_certs_apply();
+    gh_acme_renew_kick();
 }
 
-static const char *const groups[] = {G_CERT, NULL};
+static const char *const groups[] = {G_CERT, G_ACME, NULL};
 static const char *const columns[] = {"name", "subjectNames", "notAfter", "isDefault", NULL};
 
 struct gh_objtype gh_type_certificate = {

@@ -21,8 +21,9 @@ extern struct gh_objtype gh_type_settings;
 extern struct gh_objtype gh_type_apikey;
 extern struct gh_objtype gh_type_certificate;
 extern struct gh_objtype gh_type_destination;
+extern struct gh_objtype gh_type_acmeprovider;
 
-#define GH_NTYPES 5
+#define GH_NTYPES 6
 extern struct gh_objtype *const gh_types[GH_NTYPES];
 
 /* The process's object layer. Owner: objects.c; store and engine belong to main. */

@@ -19,6 +19,7 @@
 #include "core/log.h"
 #include "net/engine.h"
 #include "net/tls.h"
+#include "objects/acme_renew.h"
 #include "objects/model.h"
 #include "store/store.h"
 
@@ -26,7 +27,7 @@ struct gh_model gh_model;
 
 struct gh_objtype *const gh_types[GH_NTYPES] = {
     &gh_type_listener, &gh_type_settings,    &gh_type_certificate,
-    &gh_type_apikey,   &gh_type_destination,
+    &gh_type_apikey,   &gh_type_destination, &gh_type_acmeprovider,
 };
 
 /* Taken by every entry point that reads or writes the objects from outside a JMAP call
@@ -529,6 +530,8 @@ bool gh_objects_init(const struct gh_objects_options *opt, gh_err *err)
         atomic_store(&sync_stop, false);
         sync_running = pthread_create(&sync_thread, NULL, sync_main, NULL) == 0;
     }
+    if (gh_model.engine)
+        gh_acme_renew_start();
     ok = true;
 out:
     free(initialized);
@@ -538,6 +541,7 @@ out:
 
 void gh_objects_stop_background(void)
 {
+    gh_acme_renew_stop();
     if (sync_running) {
         atomic_store(&sync_stop, true);
         if (write(sync_wake[1], "x", 1) < 0)

@@ -1,7 +1,7 @@
 /*
  * objects: the management object types (NetworkListener, SystemSettings, ApiKey,
- * Certificate, Destination): their schema tables, JMAP methods, storage and the hooks
- * that apply them to the engine.
+ * Certificate, Destination, AcmeProvider): their schema tables, JMAP methods, storage and
+ * the hooks that apply them to the engine.
  */
 #ifndef GH_OBJECTS_H
 #define GH_OBJECTS_H

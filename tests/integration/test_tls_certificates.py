@@ -154,3 +154,30 @@ def test_derived_properties(gatehouse, tmp_path):
     fp = subprocess.run(["openssl", "x509", "-noout", "-fingerprint", "-sha256"],
                         input=chain.encode(), capture_output=True, check=True).stdout.decode()
     assert obj["fingerprint"] == fp.strip().split("=", 1)[1]
+
+
+def s_client_leaf(port, *args):
+    """The PEM leaf `openssl s_client` is shown with these options ("" when refused)."""
+    p = subprocess.run(["openssl", "s_client", "-connect", f"{HOST}:{port}", "-servername",
+                        "mail.example.com", *args], input=b"", capture_output=True, timeout=20)
+    out = p.stdout.decode(errors="replace")
+    start = out.find("-----BEGIN CERTIFICATE-----")
+    if start < 0:
+        return ""
+    end = out.find("-----END CERTIFICATE-----", start)
+    return out[start:end + len("-----END CERTIFICATE-----")] + "\n"
+
+
+@pytest.mark.parametrize("version", ["-tls1_3", "-tls1_2"])
+def test_signature_algorithms_pick_the_key_type(gatehouse, free_port, tmp_path, version):
+    """With an RSA default and an ECDSA certificate for the same name, a client whose
+    signature_algorithms accept only ECDSA gets the ECDSA one, and only RSA the RSA one."""
+    port = free_port()
+    imaps(gatehouse, port)
+    rsa = make_cert(tmp_path, "mail.example.com", rsa=True)
+    ec = make_cert(tmp_path, "mail.example.com")
+    upload(gatehouse, *rsa, isDefault=True, name="rsa")
+    upload(gatehouse, *ec, name="ec")
+    assert der(s_client_leaf(port, version, "-sigalgs", "ECDSA+SHA256")) == der(ec[0])
+    rsa_alg = "RSA-PSS+SHA256" if version == "-tls1_3" else "RSA+SHA256"
+    assert der(s_client_leaf(port, version, "-sigalgs", rsa_alg)) == der(rsa[0])
