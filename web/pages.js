@@ -47,6 +47,7 @@ export function wire() {
 /** Leaves whatever is shown (timers, state). */
 export function leave() {
   clearTimeout(reloadTimer);
+  $('#secret-fields').replaceChildren(); // a once-shown secret leaves the page with its view
   view = null;
 }
 
