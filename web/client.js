@@ -1,5 +1,6 @@
 // client: the page's only way to the daemon. Cookie sign-in (/auth/session), who is signed
-// in (/api/me), the schema and status endpoints, JMAP calls on POST /api, and the push stream URL from the session.
+// in (/api/me), the schema and status endpoints, JMAP calls on POST /api, and the push
+// stream URL from the session.
 // Every request carries X-Gatehouse-Csrf: 1, which a cross-site page cannot send.
 
 export const USING = ['urn:ietf:params:jmap:core', 'urn:stalwart:jmap'];
