@@ -19,6 +19,8 @@ let view = null;
 /** Per page: the list's filter, sort and position, kept while moving around. */
 const listParams = new Map();
 let reloadTimer = null;
+/** Counts the views shown: an answer that arrives after the user moved on is dropped. */
+let shown = 0;
 let status = {};
 
 const lower = (s) => String(s).charAt(0).toLowerCase() + String(s).slice(1);
@@ -49,6 +51,7 @@ export function leave() {
   clearTimeout(reloadTimer);
   $('#secret-fields').replaceChildren(); // a once-shown secret leaves the page with its view
   view = null;
+  shown++;
 }
 
 /** Shows page: its list (id undefined), a new object (id "new") or one object. */
@@ -309,12 +312,14 @@ async function openForm(page, id) {
   const t = page.t;
   const editing = id !== null;
   let obj = null;
+  const mine = shown;
   if (editing) {
     try {
       obj = await fetchOne(page, id);
     } catch (e) {
       return handleError(e);
     }
+    if (mine !== shown) return;
     if (!obj) {
       setCrumbs(page, 'Not found');
       return notFound(`${t.label} not found`, `There is no ${lower(t.label)} with id "${id}". It may have been deleted, or the address is mistyped.`, `#/${page.slug}`, `Back to ${lower(page.nav[page.nav.length - 1])}`);
