@@ -24,7 +24,13 @@ let shown = 0;
 let status = {};
 
 const lower = (s) => String(s).charAt(0).toLowerCase() + String(s).slice(1);
-const nameOf = (o) => (o && (o.name || o.id)) || '';
+/** What names an object to a person: its name, else its first list column (an address), else its id. */
+const nameOf = (o, t) => {
+  if (!o) return '';
+  const first = t && (t.listColumns || [])[0];
+  const v = o.name ?? (first ? o[first] : undefined) ?? o.id;
+  return Array.isArray(v) ? v.join(', ') : String(v ?? '');
+};
 const propOf = (t, name) => t.properties.find((p) => p.name === name);
 
 // ---------- entry points used by app.js ----------
@@ -279,7 +285,7 @@ function cellContent(c, o) {
 function row(page, o) {
   const t = page.t;
   const href = `#/${page.slug}/${encodeURIComponent(o.id)}`;
-  const name = nameOf(o);
+  const name = nameOf(o, t);
   const cols = columnsOf(page);
   const cells = cols.map((c, i) => {
     const label = c.label || c.p.label || c.name;
@@ -335,7 +341,7 @@ async function openForm(page, id) {
   forms.buildForm(f, t, editing);
   forms.fillForm(f, t, obj);
   for (const fs of f.querySelectorAll('fieldset')) fs.disabled = readOnly;
-  const title = t.singleton ? t.label : editing ? `${readOnly ? '' : 'Edit '}${readOnly ? t.label : lower(t.label)} ${nameOf(obj)}` : `New ${lower(t.label)}`;
+  const title = t.singleton ? t.label : editing ? `${readOnly ? '' : 'Edit '}${readOnly ? t.label : lower(t.label)} ${nameOf(obj, t)}` : `New ${lower(t.label)}`;
   $('#form-title').textContent = title;
   $('#form-id').textContent = editing && !t.singleton ? `id ${obj.id}` : '';
   $('#form-submit').textContent = editing ? 'Save changes' : `Create ${lower(t.label)}`;
@@ -350,7 +356,7 @@ async function openForm(page, id) {
   $('#form-stale').hidden = true;
   $('#form-summary-title').textContent = `The ${lower(t.label)} was not saved`;
   renderDetails(page, obj);
-  setCrumbs(page, t.singleton ? null : editing ? nameOf(obj) : 'New');
+  setCrumbs(page, t.singleton ? null : editing ? nameOf(obj, t) : 'New');
   document.title = `${title} — Gatehouse`;
   showViewOf('form-view');
   extra(page)?.formOpened?.(view);
@@ -484,7 +490,7 @@ async function onSubmit(e) {
     return;
   }
   const warning = editing ? extra(page)?.updateWarning?.(v.original, values) : null;
-  if (warning && !(await confirmDialog(`Save ${lower(t.label)} ${nameOf(v.original)}?`, 'Changes apply at once, before the server answers.', warning, 'Save anyway'))) return;
+  if (warning && !(await confirmDialog(`Save ${lower(t.label)} ${nameOf(v.original, t)}?`, 'Changes apply at once, before the server answers.', warning, 'Save anyway'))) return;
   const submit = $('#form-submit');
   submit.disabled = true;
   f.setAttribute('aria-busy', 'true');
@@ -497,7 +503,7 @@ async function onSubmit(e) {
     }
     saw(T, r.newState);
     const created = !editing && r.created && r.created.new1;
-    const name = editing ? nameOf(v.original) : nameOf(created) || values.name || '';
+    const name = editing ? nameOf(v.original, t) : nameOf(created, t) || values.name || '';
     const once = t.properties.filter((p) => p.returnedOnce && created && created[p.name]);
     if (once.length) return showSecret(page, created, once);
     if (t.singleton) {
@@ -521,7 +527,7 @@ async function onSubmit(e) {
 function showSecret(page, created, once) {
   const t = page.t;
   view = { kind: 'secret', page };
-  $('#secret-intro').textContent = `${t.label} ${nameOf(created)} was created. Its ${once.map((p) => lower(p.label || p.name)).join(' and ')} ${once.length > 1 ? 'are' : 'is'} below.`;
+  $('#secret-intro').textContent = `${t.label} ${nameOf(created, t)} was created. Its ${once.map((p) => lower(p.label || p.name)).join(' and ')} ${once.length > 1 ? 'are' : 'is'} below.`;
   $('#secret-fields').replaceChildren(...once.map((p) => {
     const id = `once-${p.name}`;
     const input = el('input', { id, type: 'text', readonly: true, value: String(created[p.name]), spellcheck: 'false', autocomplete: 'off', class: 'secret-value' });
@@ -539,7 +545,7 @@ function showSecret(page, created, once) {
     return el('div', { class: 'field secret-field' }, el('label', { for: id, text: p.label || p.name }), el('div', { class: 'copy-row' }, input, button), copied);
   }));
   $('#secret-done').href = `#/${page.slug}`;
-  setCrumbs(page, nameOf(created));
+  setCrumbs(page, nameOf(created, t));
   document.title = `Copy the secret — Gatehouse`;
   showViewOf('secret-view');
   $('#secret-title').focus();
@@ -550,17 +556,17 @@ function showSecret(page, created, once) {
 async function confirmDelete(page, o) {
   const t = page.t;
   const ex = extra(page);
-  const ok = await confirmDialog(`Delete ${lower(t.label)} ${nameOf(o)}?`, ex?.deleteText?.(o) || 'It is removed at once; this cannot be undone.', ex?.deleteWarning?.(o), `Delete ${lower(t.label)}`);
+  const ok = await confirmDialog(`Delete ${lower(t.label)} ${nameOf(o, t)}?`, ex?.deleteText?.(o) || 'It is removed at once; this cannot be undone.', ex?.deleteWarning?.(o), `Delete ${lower(t.label)}`);
   if (!ok) return;
   try {
     const r = await api.call(`${page.typeName}/set`, { destroy: [o.id] });
     const err = r.notDestroyed && r.notDestroyed[o.id];
     if (err) {
-      pageError(`${t.label} ${nameOf(o)} was not deleted: ${forms.humanize(t, err.description || err.type)}`);
+      pageError(`${t.label} ${nameOf(o, t)} was not deleted: ${forms.humanize(t, err.description || err.type)}`);
       return;
     }
     saw(page.typeName, r.newState);
-    go(`#/${page.slug}`, `Deleted ${lower(t.label)} ${nameOf(o)}.`);
+    go(`#/${page.slug}`, `Deleted ${lower(t.label)} ${nameOf(o, t)}.`);
   } catch (e) {
     handleError(e);
   }
