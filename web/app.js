@@ -1,31 +1,32 @@
-// app: the Gatehouse page — sign-in, then Settings › Network › Listeners: the table, the
-// create/edit form (built by form.js from the schema), delete with confirmation, and live
-// refresh from the JMAP push stream. Routes live in the URL hash:
-//   #/listeners   #/listeners/new   #/listeners/<id>
+// app: the Gatehouse console — sign-in, the navigation built from the schema, routing, the
+// overview, and live refresh from the JMAP push stream. Every object type the server's
+// schema describes gets its page (pages.js) without page code of its own. Routes live in
+// the URL hash:
+//   #/overview   #/<page>   #/<page>/new   #/<page>/<id>
+// where <page> is the last segment of the type's navigation path ("Listeners" → listeners).
 
 import * as api from './client.js';
 import * as forms from './form.js';
+import * as pages from './pages.js';
+import { pagesFromSchema, sectionRank } from './model.js';
 
 const { el } = forms;
-
-const TYPE = 'x:NetworkListener';
 const STATUS_EVERY_MS = 5000;
+const DRAFT_KEY = 'gatehouse-draft';
 const $ = (sel) => document.querySelector(sel);
 
 const state = {
-  type: null, // the schema of x:NetworkListener; null while signed out
-  session: null, // the JMAP session object (for eventSourceUrl)
-  listeners: new Map(), // id → listener, as /get returned it
-  listState: null, // the state string of the listeners we hold
-  status: {}, // id → {live: n}
-  events: null, // the EventSource
+  types: null, // the schema's types; null while signed out
+  me: null, // GET /api/me
+  pages: [], // one per readable type: {slug, typeName, t, nav}
+  session: null,
+  events: null,
   reconnectTimer: null,
   statusTimer: null,
-  refreshing: null,
-  again: false,
-  editing: undefined, // undefined: no form; null: new listener; else the id being edited
-  editOriginal: null,
-  flash: '', // the notice to show after the next navigation
+  seen: {}, // type → the state string of what the page shows
+  flash: '',
+  unmountOverview: null,
+  signingIn: false,
 };
 
 // ---------- small helpers ----------
@@ -34,12 +35,17 @@ function showView(id) {
   for (const v of document.querySelectorAll('.view')) v.hidden = v.id !== id;
 }
 
-function notice(text) {
+export function notice(text) {
   $('#notice').textContent = text || ''; // always present, so screen readers announce it
 }
 
+export function pageError(text) {
+  const n = $('#page-error');
+  n.textContent = text || '';
+}
+
 /** Navigates to `hash` and shows `message` there. */
-function go(hash, message) {
+export function go(hash, message) {
   if (location.hash === hash) {
     route();
     notice(message);
@@ -47,10 +53,6 @@ function go(hash, message) {
     state.flash = message;
     location.hash = hash;
   }
-}
-
-function pageError(text) {
-  $('#page-error').textContent = text || '';
 }
 
 function setLive(mode) {
@@ -63,32 +65,86 @@ function setLive(mode) {
   document.documentElement.dataset.live = mode || '';
 }
 
-const protocolProp = () => state.type.properties.find((p) => p.name === 'protocol');
-
-function protocolLabel(value) {
-  const e = (protocolProp()?.enum || []).find((x) => x.value === value);
-  return e ? e.label : value;
+/** May the signed-in credential do `op` (Get, Query, Create, Update, Destroy) on type t? */
+export function can(t, op) {
+  const me = state.me;
+  if (!me || !me.signedIn) return false;
+  return Boolean(me.admin || (me.permissions || []).includes(`${t.permissionPrefix}${op}`));
 }
 
-/** plain / STARTTLS / implicit, as the listener really behaves (HTTP has no STARTTLS). */
-function tlsMode(o) {
-  if (!o.useTls) return 'plain';
-  if (o.tlsImplicit) return 'implicit';
-  return o.protocol === 'http' ? 'plain' : 'STARTTLS';
+// ---------- pages and navigation from the schema ----------
+
+function renderNav(current) {
+  const tree = { children: new Map() };
+  for (const p of state.pages) {
+    let node = tree;
+    for (const seg of p.nav.slice(0, -1)) {
+      if (!node.children.has(seg)) node.children.set(seg, { children: new Map(), pages: [] });
+      node = node.children.get(seg);
+    }
+    (node.pages ||= []).push(p);
+  }
+  // Pages and sections of one level in SECTION_ORDER; within it, as the schema lists them.
+  const list = (node) => {
+    const items = [];
+    for (const p of node.pages || []) {
+      items.push({ rank: sectionRank(p.nav[p.nav.length - 1]), li: el('li', {}, el('a', { href: `#/${p.slug}`, 'aria-current': p === current ? 'page' : undefined, text: p.nav[p.nav.length - 1] })) });
+    }
+    for (const [name, child] of node.children) {
+      items.push({ rank: sectionRank(name), li: el('li', { class: 'section' }, el('span', { class: 'section-name', text: name }), list(child)) });
+    }
+    items.sort((a, b) => a.rank - b.rank);
+    return el('ul', {}, ...items.map((i) => i.li));
+  };
+  const root = list(tree);
+  root.prepend(el('li', {}, el('a', { href: '#/overview', 'aria-current': current === 'overview' ? 'page' : undefined, text: 'Overview' })));
+  $('#sections').replaceChildren(root);
 }
 
-function sameListener(a, b) {
-  if (!a || !b) return a === b;
-  return state.type.properties.every((p) => JSON.stringify(a[p.name] ?? null) === JSON.stringify(b[p.name] ?? null));
+/** The breadcrumb: the page's navigation path, then the object being looked at. */
+export function setCrumbs(page, last) {
+  const ol = $('#crumbs ol');
+  const items = [];
+  if (!page) items.push(el('li', {}, el('span', { 'aria-current': 'page', text: 'Overview' })));
+  else {
+    page.nav.slice(0, -1).forEach((s) => items.push(el('li', { text: s })));
+    const name = page.nav[page.nav.length - 1];
+    items.push(el('li', {}, last ? el('a', { href: `#/${page.slug}`, text: name }) : el('span', { 'aria-current': 'page', text: name })));
+    if (last) items.push(el('li', {}, el('span', { 'aria-current': 'page', text: last })));
+  }
+  ol.replaceChildren(...items);
 }
 
 // ---------- signing in and out ----------
 
-function handleError(e) {
+function saveDraft() {
+  const d = pages.draft();
+  if (d) sessionStorage.setItem(DRAFT_KEY, JSON.stringify(d));
+}
+
+export function takeDraft(hash) {
+  const raw = sessionStorage.getItem(DRAFT_KEY);
+  if (!raw) return null;
+  try {
+    const d = JSON.parse(raw);
+    if (d.hash !== hash) return null;
+    sessionStorage.removeItem(DRAFT_KEY);
+    return d;
+  } catch {
+    sessionStorage.removeItem(DRAFT_KEY);
+    return null;
+  }
+}
+
+export function handleError(e) {
   if (e instanceof api.AuthError) {
     // Several requests in flight may fail together: the first one says why.
-    if (state.type) showSignIn('Your session has ended. Sign in again.');
-    else if ($('#signin-view').hidden) showSignIn('');
+    if (state.types) {
+      saveDraft();
+      showSignIn(sessionStorage.getItem(DRAFT_KEY)
+        ? 'Your session has ended. Sign in again: what you typed is kept and comes back after sign-in.'
+        : 'Your session has ended. Sign in again.');
+    } else if ($('#signin-view').hidden) showSignIn('');
     return;
   }
   console.error(e);
@@ -97,13 +153,17 @@ function handleError(e) {
 
 function showSignIn(message) {
   stopLive();
-  state.type = null;
-  state.listeners.clear();
-  state.listState = null;
+  leaveOverview();
+  pages.leave();
+  state.types = null;
+  state.me = null;
+  state.pages = [];
   state.session = null;
-  state.editing = undefined;
+  state.seen = {};
   $('#crumbs').hidden = true;
+  $('#menu').hidden = true;
   $('#signout').hidden = true;
+  $('#whoami').hidden = true;
   setLive('');
   notice(message);
   pageError('');
@@ -112,11 +172,20 @@ function showSignIn(message) {
   $('#secret').focus();
 }
 
+function signInBusy(busy) {
+  state.signingIn = busy;
+  const button = $('#signin-submit');
+  button.disabled = busy;
+  button.textContent = busy ? 'Signing in…' : 'Sign in';
+  $('#signin-wait').textContent = busy ? 'Signing in… after several refused attempts the server waits a few seconds before answering.' : '';
+  $('#signin-form').setAttribute('aria-busy', busy ? 'true' : 'false');
+}
+
 async function onSignIn(e) {
   e.preventDefault();
+  if (state.signingIn) return;
   const input = $('#secret');
   const err = $('#signin-error');
-  const button = e.target.querySelector('button');
   err.hidden = true;
   input.removeAttribute('aria-invalid');
   if (!input.value) {
@@ -126,7 +195,7 @@ async function onSignIn(e) {
     input.focus();
     return;
   }
-  button.disabled = true;
+  signInBusy(true);
   try {
     await api.signIn(input.value);
     input.value = '';
@@ -135,10 +204,9 @@ async function onSignIn(e) {
   } catch (ex) {
     if (ex instanceof api.AuthError) {
       err.textContent = 'That secret was not accepted. Check it and try again.';
-    } else if (state.type) {
-      // Signed in, but the listeners cannot be read (a key without the get permission).
-      err.textContent = `Signed in, but the listeners cannot be shown: ${ex.message}`;
-      state.type = null;
+    } else if (state.types) {
+      err.textContent = `Signed in, but the console cannot be shown: ${ex.message}`;
+      state.types = null;
     } else {
       err.textContent = ex.message;
     }
@@ -146,12 +214,13 @@ async function onSignIn(e) {
     input.setAttribute('aria-invalid', 'true');
     input.focus();
   } finally {
-    button.disabled = false;
+    signInBusy(false);
   }
 }
 
 async function onSignOut() {
   stopLive();
+  sessionStorage.removeItem(DRAFT_KEY);
   try {
     await api.signOut();
   } catch (e) {
@@ -160,101 +229,31 @@ async function onSignOut() {
   showSignIn('You are signed out.');
 }
 
-/** Loads what the page needs once signed in; AuthError means "not signed in". */
+/** Loads what the console needs once signed in; AuthError means "not signed in". */
 async function start() {
+  const me = await api.getMe();
+  if (!me || !me.signedIn) throw new api.AuthError('not signed in');
   const schema = await api.getSchema();
-  const type = schema && schema.types && schema.types[TYPE];
-  if (!type) throw new api.ApiError(`The server's schema does not describe ${TYPE}.`);
-  state.type = type;
-  await loadAll();
+  const types = schema && schema.types;
+  if (!types || !Object.keys(types).length) throw new api.ApiError('The server sent no schema.');
+  state.types = types;
+  state.me = me;
+  state.pages = pagesFromSchema(types, (t) => can(t, 'Get'));
+  if (!state.pages.length) {
+    state.types = null;
+    await api.signOut();
+    throw new api.ApiError('Signed in, but nothing can be shown: this credential may not read anything (it holds no …Get permission).');
+  }
   $('#crumbs').hidden = false;
+  $('#menu').hidden = false;
   $('#signout').hidden = false;
+  const who = $('#whoami');
+  who.textContent = me.admin ? 'administrator' : `key ${me.username}`;
+  who.hidden = false;
+  fitMenu();
+  if (!location.hash || location.hash === '#' || location.hash === '#/') history.replaceState(null, '', '#/overview');
   route();
   startLive();
-}
-
-// ---------- data ----------
-
-async function loadAll() {
-  const r = await api.call(`${TYPE}/get`, { ids: null });
-  state.listeners = new Map(r.list.map((o) => [o.id, o]));
-  state.listState = r.state;
-}
-
-/** Brings the listeners up to date through /changes; false when the server cannot. */
-async function applyChanges() {
-  let since = state.listState;
-  for (let round = 0; round < 50; round++) {
-    const ref = (path) => ({ resultOf: 'c', name: `${TYPE}/changes`, path });
-    const rs = await api.jmap([
-      [`${TYPE}/changes`, { sinceState: since }, 'c'],
-      [`${TYPE}/get`, { '#ids': ref('/created') }, 'g1'],
-      [`${TYPE}/get`, { '#ids': ref('/updated') }, 'g2'],
-    ]);
-    const ch = api.result(rs, 'c');
-    for (const g of ['g1', 'g2']) for (const o of api.result(rs, g).list) state.listeners.set(o.id, o);
-    for (const id of ch.destroyed || []) state.listeners.delete(id);
-    since = ch.newState;
-    if (!ch.hasMoreChanges) {
-      state.listState = since;
-      return true;
-    }
-  }
-  return false;
-}
-
-async function refreshOnce() {
-  let done = false;
-  if (state.listState) {
-    try {
-      done = await applyChanges();
-    } catch (e) {
-      if (e instanceof api.AuthError) throw e;
-      done = false; // cannotCalculateChanges and the like: load everything instead
-    }
-  }
-  if (!done) await loadAll();
-  afterData();
-}
-
-/** Re-reads the listeners; concurrent calls are folded into one more round. */
-function refresh() {
-  if (!state.type) return Promise.resolve();
-  if (state.refreshing) {
-    state.again = true;
-    return state.refreshing;
-  }
-  state.refreshing = (async () => {
-    try {
-      do {
-        state.again = false;
-        await refreshOnce();
-      } while (state.again);
-    } catch (e) {
-      handleError(e);
-    } finally {
-      state.refreshing = null;
-    }
-  })();
-  return state.refreshing;
-}
-
-function afterData() {
-  renderTable();
-  if (state.editing) checkStale();
-  loadStatus();
-}
-
-async function loadStatus() {
-  if (!state.type) return;
-  try {
-    const s = await api.getStatus();
-    state.status = (s && s.listeners) || {};
-  } catch (e) {
-    if (e instanceof api.AuthError) return handleError(e);
-    state.status = {};
-  }
-  renderStatus();
 }
 
 // ---------- live refresh ----------
@@ -263,7 +262,7 @@ function startLive() {
   stopLive();
   connectPush();
   state.statusTimer = setInterval(() => {
-    if (document.visibilityState === 'visible' && !$('#list-view').hidden) loadStatus();
+    if (document.visibilityState === 'visible') pages.tick();
   }, STATUS_EVERY_MS);
 }
 
@@ -283,13 +282,13 @@ async function connectPush() {
       state.session = {}; // fall back to the conventional endpoint
     }
   }
-  if (!state.type) return;
+  if (!state.types) return;
   const es = new EventSource(api.eventSourceUrl(state.session, '*', 'no', 30));
   state.events = es;
   setLive('connecting');
   es.addEventListener('open', () => {
     setLive('on');
-    refresh(); // catches up on anything missed while (re)connecting
+    pages.changed(null); // catches up on anything missed while (re)connecting
   });
   es.addEventListener('state', (ev) => onStateChange(ev.data));
   es.addEventListener('error', () => {
@@ -303,8 +302,9 @@ async function connectPush() {
     state.events = null;
     state.reconnectTimer = setTimeout(async () => {
       try {
-        await api.getStatus();
-        if (state.type && !state.events) connectPush();
+        const me = await api.getMe();
+        if (!me.signedIn) throw new api.AuthError('session ended');
+        if (state.types && !state.events) connectPush();
       } catch (e) {
         handleError(e);
       }
@@ -320,264 +320,116 @@ function onStateChange(data) {
     return;
   }
   for (const account of Object.values((msg && msg.changed) || {})) {
-    const s = account && account[TYPE];
-    if (s !== undefined && s !== state.listState) {
-      refresh();
-      return;
+    for (const [type, s] of Object.entries(account || {})) {
+      if (state.seen[type] !== s) pages.changed(type, s);
     }
   }
 }
 
-// ---------- the table ----------
-
-function focusKey() {
-  return document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.key : undefined;
+/** Remembers the state of a type as the page shows it (push events that match are skipped). */
+export function saw(type, s) {
+  if (s) state.seen[type] = s;
 }
 
-function renderTable() {
-  if (!state.type) return;
-  const key = focusKey();
-  const tbody = $('#listeners tbody');
-  const rows = [...state.listeners.values()].sort((a, b) => String(a.name).localeCompare(String(b.name)));
-  tbody.replaceChildren(...rows.map(row));
-  $('#empty').hidden = rows.length > 0;
-  $('#listeners').closest('.table-wrap').hidden = rows.length === 0;
-  renderStatus();
-  if (key) tbody.querySelector(`[data-key="${CSS.escape(key)}"]`)?.focus();
-}
+// ---------- overview ----------
 
-function row(o) {
-  const href = `#/listeners/${encodeURIComponent(o.id)}`;
-  const mode = tlsMode(o);
-  const binds = el('ul', { class: 'binds' }, ...(o.bind || []).map((b) => el('li', {}, el('code', { text: b }))));
-  const del = el('button', { type: 'button', class: 'button small danger', 'data-key': `delete:${o.id}`, 'aria-label': `Delete ${o.name}`, text: 'Delete' });
-  del.addEventListener('click', () => confirmDelete(o.id));
-  // Explicit roles keep the table a table for screen readers when the phone layout
-  // turns its rows into cards (display: block drops the semantics in some browsers).
-  return el('tr', { role: 'row', 'data-id': o.id, 'data-name': o.name },
-    el('th', { role: 'rowheader', scope: 'row' }, el('a', { href, 'data-key': `open:${o.id}`, text: o.name })),
-    el('td', { role: 'cell', 'data-label': 'Protocol', text: protocolLabel(o.protocol) }),
-    el('td', { role: 'cell', 'data-label': 'Bind addresses' }, binds),
-    el('td', { role: 'cell', 'data-label': 'TLS mode' }, el('span', { class: `badge tls-${mode.toLowerCase()}`, text: mode })),
-    el('td', { role: 'cell', 'data-label': 'Live connections', class: 'num live-count', text: '—' }),
-    el('td', { role: 'cell', class: 'row-actions' },
-      el('a', { href, class: 'button small quiet', 'data-key': `edit:${o.id}`, 'aria-label': `Edit ${o.name}`, text: 'Edit' }),
-      del));
-}
-
-function renderStatus() {
-  for (const tr of document.querySelectorAll('#listeners tbody tr')) {
-    const s = state.status[tr.dataset.id];
-    tr.querySelector('.live-count').textContent = s && typeof s.live === 'number' ? String(s.live) : '—';
+function leaveOverview() {
+  const un = state.unmountOverview;
+  state.unmountOverview = null;
+  if (typeof un === 'function') {
+    try {
+      un();
+    } catch (e) {
+      console.error(e);
+    }
   }
 }
 
-function showList() {
-  state.editing = undefined;
-  state.editOriginal = null;
-  renderTable();
-  showView('list-view');
-  document.title = 'Listeners — Gatehouse';
-  loadStatus();
-}
-
-// ---------- the form ----------
-
-const form = () => $('#listener-form');
-
-function openForm(id) {
-  const editing = id !== null;
-  const obj = editing ? state.listeners.get(id) : null;
-  if (editing && !obj) {
-    location.replace('#/listeners');
-    pageError(`There is no listener with id ${id}; it may have been deleted.`);
+async function showOverview() {
+  showView('overview-view');
+  setCrumbs(null);
+  document.title = 'Overview — Gatehouse';
+  const host = $('#overview-host');
+  host.replaceChildren(el('p', { class: 'muted', text: 'Loading the overview…' }));
+  let mod;
+  try {
+    mod = await import('./overview.js');
+  } catch {
+    host.replaceChildren(el('p', { class: 'muted', text: 'Overview not available: this build of the console has no overview module.' }));
     return;
   }
-  state.editing = id;
-  state.editOriginal = obj;
-  forms.buildForm(form(), state.type, editing);
-  forms.fillForm(form(), state.type, obj);
-  $('#form-title').textContent = editing ? `Edit listener ${obj.name}` : 'New listener';
-  $('#form-id').textContent = editing ? `id ${obj.id}` : '';
-  $('#form-submit').textContent = editing ? 'Save changes' : 'Create listener';
-  $('#form-submit').disabled = false;
-  $('#form-delete').hidden = !editing;
-  $('#form-summary').hidden = true;
-  $('#form-stale').hidden = true;
-  addTlsModeHint();
-  showView('form-view');
-  document.title = `${editing ? `Edit ${obj.name}` : 'New listener'} — Gatehouse`;
-}
-
-/** Under the TLS group: what a client will meet with the boxes as they are ticked now. */
-function addTlsModeHint() {
-  const group = $('#g-tls');
-  if (!group || !$('#f-useTls') || !$('#f-tlsImplicit')) return;
-  group.querySelector('legend').after(el('p', { class: 'mode-hint', id: 'tls-mode-hint', 'aria-live': 'polite' }));
-  updateTlsModeHint();
-}
-
-function updateTlsModeHint() {
-  const hint = $('#tls-mode-hint');
-  if (!hint) return;
-  const mode = tlsMode({ useTls: $('#f-useTls').checked, tlsImplicit: $('#f-tlsImplicit').checked, protocol: $('#f-protocol')?.value });
-  const why = {
-    plain: 'connections are not encrypted',
-    STARTTLS: 'clients upgrade with the protocol\'s STARTTLS command',
-    implicit: 'the TLS handshake comes first',
-  }[mode];
-  hint.textContent = `TLS mode: ${mode} — ${why}.`;
-}
-
-function checkStale() {
-  const cur = state.listeners.get(state.editing);
-  const banner = $('#form-stale');
-  if (!cur) {
-    $('#form-stale-text').textContent = 'This listener was deleted elsewhere.';
-    $('#form-reload').hidden = true;
-    $('#form-submit').disabled = true;
-    banner.hidden = false;
-  } else if (!sameListener(cur, state.editOriginal)) {
-    $('#form-stale-text').textContent = 'This listener was changed elsewhere since you opened it.';
-    $('#form-reload').hidden = false;
-    banner.hidden = false;
-  }
-}
-
-function reloadForm() {
-  const cur = state.listeners.get(state.editing);
-  if (!cur) return;
-  state.editOriginal = cur;
-  forms.clearErrors(form());
-  forms.fillForm(form(), state.type, cur);
-  updateTlsModeHint();
-  $('#form-stale').hidden = true;
-  $('#form-title').focus();
-}
-
-function showFormErrors(byField, rest) {
-  const shown = forms.showErrors(form(), state.type, byField);
-  const list = $('#form-summary-list');
-  list.replaceChildren(...shown.map((s) => {
-    const a = el('a', { href: `#${s.id}`, text: `${s.label}: ${s.message}` });
-    a.addEventListener('click', (e) => {
-      e.preventDefault();
-      forms.focusField(form(), s.id);
-    });
-    return el('li', {}, a);
-  }));
-  $('#form-summary-text').textContent = rest || (shown.length > 1 ? 'Correct the fields marked below.' : 'Correct the field marked below.');
-  $('#form-summary').hidden = false;
-  if (shown.length) forms.focusField(form(), shown[0].id);
-  else $('#form-summary').focus();
-}
-
-async function onSubmit(e) {
-  e.preventDefault();
-  const f = form();
-  const id = state.editing;
-  const editing = id !== null;
-  forms.clearErrors(f);
-  $('#form-summary').hidden = true;
-  const { values, errors } = forms.readForm(f, state.type, state.editOriginal);
-  if (Object.keys(errors).length) return showFormErrors(errors, null);
-  if (editing && !Object.keys(values).length) {
-    go('#/listeners', 'Nothing was changed.');
-    return;
-  }
-  const submit = $('#form-submit');
-  submit.disabled = true;
-  f.setAttribute('aria-busy', 'true');
+  if ($('#overview-view').hidden) return; // the user moved on meanwhile
+  host.replaceChildren();
   try {
-    const r = await api.call(`${TYPE}/set`, editing ? { update: { [id]: values } } : { create: { new1: values } });
-    const err = editing ? r.notUpdated && r.notUpdated[id] : r.notCreated && r.notCreated.new1;
-    if (err) {
-      const { byField, rest } = forms.setErrorMessages(state.type, err);
-      return showFormErrors(byField, rest);
-    }
-    const name = editing ? state.editOriginal.name : (r.created && r.created.new1 && r.created.new1.name) || values.name || '';
-    state.editing = undefined;
-    await refresh();
-    go('#/listeners', editing ? `Saved listener ${name}.` : `Created listener ${name}.`);
-  } catch (ex) {
-    if (ex instanceof api.AuthError) return handleError(ex);
-    showFormErrors({}, ex.message);
-  } finally {
-    submit.disabled = false;
-    f.removeAttribute('aria-busy');
-  }
-}
-
-// ---------- delete ----------
-
-/** True when the listener serves the page being looked at (deleting it cuts this page off). */
-function servesThisPage(o) {
-  if (o.protocol !== 'http') return false;
-  const port = location.port || (location.protocol === 'https:' ? '443' : '80');
-  return (o.bind || []).some((b) => b.endsWith(`:${port}`));
-}
-
-async function confirmDelete(id) {
-  const o = state.listeners.get(id);
-  if (!o) return;
-  const dialog = $('#confirm');
-  $('#confirm-title').textContent = `Delete listener ${o.name}?`;
-  $('#confirm-text').textContent = `It stops accepting connections on ${(o.bind || []).join(', ') || 'its addresses'} at once. Connections already open finish normally.`;
-  const warn = $('#confirm-warning');
-  warn.hidden = !servesThisPage(o);
-  warn.textContent = 'This listener serves this page: after deleting it, reach the management API through another HTTP listener.';
-  dialog.returnValue = '';
-  dialog.showModal();
-  await new Promise((resolve) => dialog.addEventListener('close', resolve, { once: true }));
-  if (dialog.returnValue !== 'delete') return;
-  try {
-    const r = await api.call(`${TYPE}/set`, { destroy: [id] });
-    const err = r.notDestroyed && r.notDestroyed[id];
-    if (err) {
-      pageError(`Listener ${o.name} was not deleted: ${err.description || err.type}`);
-      return;
-    }
-    state.listeners.delete(id);
-    if (state.editing === id) state.editing = undefined;
-    go('#/listeners', `Deleted listener ${o.name}.`);
-    refresh();
-  } catch (ex) {
-    handleError(ex);
+    state.unmountOverview = mod.mount(host);
+  } catch (e) {
+    host.replaceChildren(el('p', { class: 'muted', text: `Overview not available: ${e.message}` }));
   }
 }
 
 // ---------- routing and start-up ----------
 
-function route() {
-  if (!state.type) return;
-  pageError('');
-  const h = location.hash || '#/listeners';
-  const m = h.match(/^#\/listeners\/(.+)$/);
-  if (h === '#/listeners/new') openForm(null);
-  else if (m) openForm(decodeURIComponent(m[1]));
-  else {
-    if (h !== '#/listeners') history.replaceState(null, '', '#/listeners');
-    showList();
-  }
+export function notFound(title, text, backHash, backText) {
+  showView('notfound-view');
+  $('#notfound-title').textContent = title;
+  $('#notfound-text').textContent = text;
+  const back = $('#notfound-back');
+  back.href = backHash;
+  back.textContent = backText;
+  document.title = `${title} — Gatehouse`;
+}
+
+function focusHeading() {
   const title = $('#main .view:not([hidden]) h1');
   if (title) title.focus({ preventScroll: false });
+}
+
+async function route() {
+  if (!state.types) return;
+  pageError('');
+  leaveOverview();
+  pages.leave();
+  const h = location.hash || '#/overview';
+  const m = /^#\/([^/]+)(?:\/(.+))?$/.exec(h);
+  const slug = m ? m[1] : 'overview';
+  const page = state.pages.find((p) => p.slug === slug);
+  renderNav(slug === 'overview' ? 'overview' : page);
+  closeMenuOnPhone();
+  if (slug === 'overview') {
+    await showOverview();
+  } else if (!page) {
+    setCrumbs(null);
+    notFound('Page not found', `There is no page "${decodeURIComponent(slug)}" in this console, or your credential may not read it.`, '#/overview', 'Go to the overview');
+  } else {
+    await pages.show(page, m[2] === undefined ? undefined : decodeURIComponent(m[2]));
+  }
+  focusHeading();
+}
+
+export function hashChanged() {
+  notice(state.flash);
+  state.flash = '';
+  route();
+}
+
+/** On a wide screen the navigation stays open; on a phone it folds into "Menu". */
+const wide = window.matchMedia('(min-width: 56rem)');
+function fitMenu() {
+  $('#menu').open = wide.matches;
+}
+function closeMenuOnPhone() {
+  if (!wide.matches) $('#menu').open = false;
 }
 
 function wire() {
   $('#signin-form').addEventListener('submit', onSignIn);
   $('#signout').addEventListener('click', onSignOut);
-  form().addEventListener('submit', onSubmit);
-  form().addEventListener('change', updateTlsModeHint);
-  $('#form-reload').addEventListener('click', reloadForm);
-  $('#form-delete').addEventListener('click', () => confirmDelete(state.editing));
-  window.addEventListener('hashchange', () => {
-    notice(state.flash);
-    state.flash = '';
-    route();
-  });
+  window.addEventListener('hashchange', hashChanged);
+  wide.addEventListener('change', fitMenu);
   document.addEventListener('visibilitychange', () => {
-    if (document.visibilityState === 'visible' && state.type) loadStatus();
+    if (document.visibilityState === 'visible' && state.types) pages.tick();
   });
+  pages.wire();
 }
 
 async function boot() {
@@ -585,11 +437,8 @@ async function boot() {
   try {
     await start();
   } catch (e) {
-    if (e instanceof api.AuthError) showSignIn('');
-    else {
-      showSignIn('');
-      handleError(e);
-    }
+    showSignIn('');
+    if (!(e instanceof api.AuthError)) handleError(e);
   }
 }
 

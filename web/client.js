@@ -1,5 +1,6 @@
-// client: the page's only way to the daemon. Cookie sign-in (/auth/session), the schema and
-// status endpoints, JMAP calls on POST /api, and the push stream URL from the session.
+// client: the page's only way to the daemon. Cookie sign-in (/auth/session), who is signed
+// in (/api/me), the schema and status endpoints, JMAP calls on POST /api, and the push
+// stream URL from the session.
 // Every request carries X-Gatehouse-Csrf: 1, which a cross-site page cannot send.
 
 export const USING = ['urn:ietf:params:jmap:core', 'urn:stalwart:jmap'];
@@ -63,6 +64,9 @@ export async function signOut() {
 export const getSchema = () => request('GET', '/api/schema');
 export const getStatus = () => request('GET', '/api/status');
 export const getSession = () => request('GET', '/jmap/session');
+/** Who is signed in: {signedIn:false} or {signedIn, username, admin, permissions}. Never 401
+ * for a visitor who is simply not signed in, so a fresh load logs no error. */
+export const getMe = () => request('GET', '/api/me');
 
 /** Sends method calls; returns the methodResponses as an array of [name, args, id]. */
 export async function jmap(methodCalls) {

@@ -108,7 +108,7 @@ function field(p, editing) {
     el('span', { class: 'meta', text: metaText(p, editing) }));
   const error = el('p', { class: 'field-error', id: errorId(p), hidden: true });
   const input = control(p, editing);
-  const wrap = el('div', { class: `field${isCheck ? ' check' : ''}${(p.list && p.type === 'Enum') || p.type === 'Text' ? ' wide' : ''}`, 'data-prop': p.name });
+  const wrap = el('div', { class: `field${isCheck ? ' check' : ''}${(p.list && p.type === 'Enum') || p.type === 'Text' ? ' wide' : ''}`, 'data-prop': p.name, 'data-write-only': p.mutability === 'writeOnly' });
   if (isCheck) wrap.append(el('div', { class: 'check-row' }, input, label, code), help, error);
   else wrap.append(el('div', { class: 'label-row' }, label, code), help, input, error);
   return wrap;
@@ -208,18 +208,74 @@ function baseProperty(name) {
   return String(name).split('/')[0];
 }
 
+const escapeRe = (t) => t.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/**
+ * Splits the server's description ("maxConnections: 0 is below …; socketTtl: 300 is above …")
+ * into one message per property it names. Returns {parts: {prop → message}, other: text that
+ * names no property}.
+ */
+export function splitDescription(type, desc) {
+  const names = type.properties.map((p) => p.name).sort((a, b) => b.length - a.length);
+  const re = new RegExp(`(?:^|; )(${names.map(escapeRe).join('|')})(?:/[^:;]*)?: `, 'g');
+  const marks = [...String(desc || '').matchAll(re)].map((m) => ({ name: m[1], at: m.index, start: m.index + m[0].length }));
+  const parts = {};
+  let other = marks.length ? desc.slice(0, marks[0].at) : String(desc || '');
+  marks.forEach((m, i) => {
+    const text = desc.slice(m.start, i + 1 < marks.length ? marks[i + 1].at : undefined).trim();
+    parts[m.name] = parts[m.name] ? `${parts[m.name]}; ${text}` : text;
+  });
+  other = other.replace(/;\s*$/, '').trim();
+  return { parts, other };
+}
+
+/** Puts field labels in place of raw property names ("useTls" → "Use TLS") in a message. */
+export function humanize(type, text) {
+  let out = String(text);
+  for (const p of type.properties) {
+    if (!/[A-Z]/.test(p.name) || !p.label) continue; // plain words ("name") read fine as they are
+    out = out.replace(new RegExp(`\\b${escapeRe(p.name)}\\b`, 'g'), `"${p.label}"`);
+  }
+  return out.charAt(0).toUpperCase() + out.slice(1);
+}
+
 /**
  * Turns a SetError into {property → message} for the fields it concerns, plus `rest` for a
- * message that concerns no field of the form.
+ * message that concerns no field of the form. Each field gets only its own part of the
+ * description, worded with labels rather than property names.
  */
 export function setErrorMessages(type, setError) {
   const known = new Set(type.properties.map((p) => p.name));
   const desc = setError.description || describeType(setError.type);
-  let props = (setError.properties || []).map(baseProperty).filter((n) => known.has(n));
+  let props = [...new Set((setError.properties || []).map(baseProperty).filter((n) => known.has(n)))];
   if (!props.length && setError.type === 'alreadyExists' && known.has('name')) props = ['name'];
+  const { parts, other } = splitDescription(type, desc);
   const byField = {};
-  for (const n of props) byField[n] = desc;
-  return { byField, rest: props.length ? null : desc };
+  for (const n of props) byField[n] = humanize(type, parts[n] || other || desc);
+  for (const [n, text] of Object.entries(parts)) if (!byField[n] && known.has(n)) byField[n] = humanize(type, text);
+  const used = Object.keys(byField).length;
+  return { byField, rest: used ? null : humanize(type, desc) };
+}
+
+/**
+ * For a list typed one per line: the line a message is about ("entry 2", or a value the
+ * message quotes), as {line (1-based), message reworded to name the line}; null when none.
+ */
+export function lineOfMessage(text, message) {
+  const lines = String(text).split('\n');
+  const entries = []; // entry n (1-based, as the server counts) → line index
+  lines.forEach((l, i) => {
+    for (const tok of l.split(/[\s,]+/).filter(Boolean)) entries.push(i);
+  });
+  const m = /^entry (\d+): /i.exec(message);
+  if (m && entries[Number(m[1]) - 1] !== undefined) {
+    const line = entries[Number(m[1]) - 1] + 1;
+    return { line, message: `Line ${line} (${lines[line - 1].trim()}): ${message.slice(m[0].length)}` };
+  }
+  const hits = lines.map((l, i) => ({ l: l.trim(), i })).filter((x) => x.l && message.includes(x.l));
+  if (!hits.length) return null;
+  const hit = /listed twice/.test(message) && hits.length > 1 ? hits[1] : hits[0];
+  return { line: hit.i + 1, message: `Line ${hit.i + 1}: ${message}` };
 }
 
 function describeType(t) {
@@ -242,6 +298,7 @@ export function clearErrors(form) {
   }
   for (const f of form.querySelectorAll('[aria-invalid]')) f.removeAttribute('aria-invalid');
   for (const f of form.querySelectorAll('.field.invalid')) f.classList.remove('invalid');
+  for (const f of form.querySelectorAll('[data-error-line]')) delete f.dataset.errorLine;
 }
 
 /**
@@ -255,11 +312,20 @@ export function showErrors(form, type, byField) {
     if (!msg) continue;
     const err = form.querySelector(`#${errorId(p)}`);
     if (!err) continue;
-    err.textContent = msg;
+    const control = form.querySelector(`#${fieldId(p)}`);
+    let text = msg;
+    if (p.list && p.type !== 'Enum' && control) {
+      const at = lineOfMessage(control.value, msg);
+      if (at) {
+        text = at.message;
+        control.dataset.errorLine = String(at.line);
+      }
+    }
+    err.textContent = text;
     err.hidden = false;
     form.querySelector(`#${fieldId(p)}`)?.setAttribute('aria-invalid', 'true');
     err.closest('.field')?.classList.add('invalid');
-    shown.push({ name: p.name, label: p.label || p.name, message: msg, id: fieldId(p) });
+    shown.push({ name: p.name, label: p.label || p.name, message: text, id: fieldId(p) });
   }
   return shown;
 }
@@ -268,6 +334,33 @@ export function showErrors(form, type, byField) {
 export function focusField(form, id) {
   const node = form.querySelector(`#${id}`);
   if (!node) return;
-  const target = node.matches('input, select, textarea') ? node : node.querySelector('input, select, textarea');
+  const target = node.matches('input, select, textarea') ? node : node.querySelector('input, select:not([disabled]), textarea');
   target?.focus();
+  // A list error about one line selects that line, so the user sees which one it is.
+  const line = Number(node.dataset.errorLine || 0);
+  if (line && node.tagName === 'TEXTAREA') {
+    const lines = node.value.split('\n');
+    const start = lines.slice(0, line - 1).reduce((n, l) => n + l.length + 1, 0);
+    node.setSelectionRange(start, start + (lines[line - 1] || '').length);
+  }
+}
+
+/** The values typed into the form, by control id (never write-only fields: no secrets). */
+export function snapshot(form) {
+  const out = {};
+  for (const c of form.querySelectorAll('input, select, textarea')) {
+    if (!c.id || c.type === 'password' || c.closest('[data-write-only]')) continue;
+    out[c.id] = c.type === 'checkbox' ? c.checked : c.value;
+  }
+  return out;
+}
+
+/** Puts a snapshot back. */
+export function restore(form, snap) {
+  for (const [id, v] of Object.entries(snap || {})) {
+    const c = form.querySelector(`#${CSS.escape(id)}`);
+    if (!c || c.disabled || c.readOnly) continue;
+    if (c.type === 'checkbox') c.checked = Boolean(v);
+    else c.value = v;
+  }
 }

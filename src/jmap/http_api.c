@@ -315,6 +315,50 @@ static enum gh_http_next route_session(struct gh_http_req *r)
     return GH_HTTP_ANSWERED;
 }
 
+/* True when the request carries neither Authorization nor a cookie of a live session. */
+static bool signed_out(struct gh_http_req *r)
+{
+    char token[GH_AUTH_TOKEN_LEN + 1];
+    const char *cookie = gh_http_header(r, "cookie");
+    if (gh_http_header(r, "authorization"))
+        return false;
+    if (!cookie || !cookie_token(cookie, token))
+        return true;
+    char *secret = gh_auth_session_secret(token);
+    struct gh_principal who = {0};
+    bool live = secret && gh_auth_check(NULL, secret, &who);
+    gh_principal_clear(&who);
+    free(secret);
+    return !live;
+}
+
+/*
+ * GET /api/me: who the caller is and what it may do, so the page shows only the actions
+ * it can take. Without credentials (or with a session that ended) it answers 200
+ * {"signedIn": false} rather than 401: the page asks it on every load, and a signed-out
+ * visitor is not an error. Credentials that are given are checked as everywhere else.
+ */
+static enum gh_http_next route_me(struct gh_http_req *r)
+{
+    if (signed_out(r)) {
+        json_t *body = json_pack("{sb}", "signedIn", 0);
+        json_response(r, 200, body, "Cache-Control: no-store\r\n");
+        json_decref(body);
+        return GH_HTTP_ANSWERED;
+    }
+    struct gh_principal who;
+    enum auth a = authenticate(r, &who, true);
+    if (a != AUTH_OK)
+        return a == AUTH_WAIT ? GH_HTTP_HELD : GH_HTTP_ANSWERED;
+    json_t *perms = who.admin || !who.permissions ? json_array() : json_deep_copy(who.permissions);
+    json_t *body = json_pack("{sb ss sb so}", "signedIn", 1, "username", who.username, "admin",
+                             who.admin, "permissions", perms);
+    gh_principal_clear(&who);
+    json_response(r, 200, body, "Cache-Control: no-store\r\n");
+    json_decref(body);
+    return GH_HTTP_ANSWERED;
+}
+
 static enum gh_http_next sign_in(struct gh_http_req *r)
 {
     const char *ct = gh_http_header(r, "content-type");
@@ -491,6 +535,12 @@ static enum gh_http_next route(struct gh_http_req *r)
         if (get)
             return route_json_get(r, !strcmp(path, "/api/schema") ? hooks.schema : hooks.status,
                                   true);
+        not_allowed(r, "GET, HEAD, OPTIONS");
+        return GH_HTTP_ANSWERED;
+    }
+    if (!strcmp(path, "/api/me")) {
+        if (get)
+            return route_me(r);
         not_allowed(r, "GET, HEAD, OPTIONS");
         return GH_HTTP_ANSWERED;
     }

@@ -325,6 +325,7 @@ struct gh_objtype gh_type_apikey = {
     .cli_name = "api-key",
     .label = "API key",
     .perm_prefix = "sysApiKey",
+    .nav = "Settings › Authentication › API keys",
     .id_prefix = 'k',
     .groups = groups,
     .list_columns = columns,

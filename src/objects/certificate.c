@@ -6,6 +6,10 @@
  * or hold a chain without a key: a trust anchor, never served.
  */
 #include <ctype.h>
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,6 +164,28 @@ static const struct gh_prop props[] = {
      .label = "Valid until",
      .group = G_CERT,
      .description = "End of validity (UTC)"},
+    {.name = "subject",
+     .type = GH_PT_STRING,
+     .mut = GH_SERVER_SET,
+     .max_len = 1024,
+     .label = "Subject",
+     .group = G_CERT,
+     .description = "The leaf certificate's subject (RFC 2253)"},
+    {.name = "issuerName",
+     .type = GH_PT_STRING,
+     .mut = GH_SERVER_SET,
+     .max_len = 1024,
+     .label = "Issuer (full name)",
+     .group = G_CERT,
+     .description = "The leaf certificate's issuer (RFC 2253); the same as the subject for a "
+                    "self-signed certificate"},
+    {.name = "keyType",
+     .type = GH_PT_STRING,
+     .mut = GH_SERVER_SET,
+     .label = "Key type",
+     .group = G_CERT,
+     .description = "The public key's algorithm and size: \"RSA 2048\", \"ECDSA P-256\", "
+                    "\"Ed25519\""},
     {.name = "issuer",
      .type = GH_PT_STRING,
      .mut = GH_SERVER_SET,
@@ -181,6 +207,68 @@ static json_t *utc_date(time_t t)
     gmtime_r(&t, &tm);
     strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
     return json_string(buf);
+}
+
+/* An X.509 name on one line, RFC 2253 ("CN=mail.example.com,O=Example"). */
+static json_t *name_text(const X509_NAME *name)
+{
+    BIO *b = BIO_new(BIO_s_mem());
+    char *data = NULL;
+    json_t *out = NULL;
+    if (b && X509_NAME_print_ex(b, name, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB) >= 0) {
+        long len = BIO_get_mem_data(b, &data);
+        out = json_stringn(data ? data : "", len > 0 ? (size_t)len : 0);
+    }
+    BIO_free(b);
+    return out ? out : json_string("");
+}
+
+/* "RSA 2048", "ECDSA P-256", "Ed25519": what a person compares with a TLS suite. */
+static json_t *key_text(X509 *x)
+{
+    EVP_PKEY *k = X509_get0_pubkey(x);
+    char buf[64] = "unknown";
+    if (!k)
+        return json_string(buf);
+    int bits = EVP_PKEY_get_bits(k);
+    if (EVP_PKEY_is_a(k, "RSA") || EVP_PKEY_is_a(k, "RSA-PSS")) {
+        snprintf(buf, sizeof buf, "RSA %d", bits);
+    } else if (EVP_PKEY_is_a(k, "EC")) {
+        char group[64] = "";
+        size_t glen = 0;
+        if (EVP_PKEY_get_utf8_string_param(k, "group", group, sizeof group, &glen) && glen) {
+            const char *nist = !strcmp(group, "prime256v1")  ? "P-256"
+                               : !strcmp(group, "secp384r1") ? "P-384"
+                               : !strcmp(group, "secp521r1") ? "P-521"
+                                                             : group;
+            snprintf(buf, sizeof buf, "ECDSA %s", nist);
+        } else {
+            snprintf(buf, sizeof buf, "ECDSA %d", bits);
+        }
+    } else if (EVP_PKEY_is_a(k, "ED25519")) {
+        snprintf(buf, sizeof buf, "Ed25519");
+    } else if (EVP_PKEY_is_a(k, "ED448")) {
+        snprintf(buf, sizeof buf, "Ed448");
+    } else {
+        snprintf(buf, sizeof buf, "%s %d", EVP_PKEY_get0_type_name(k), bits);
+    }
+    return json_string(buf);
+}
+
+/* Fills subject, issuerName and keyType from the chain's leaf (the first PEM block); the
+ * TLS layer already checked the chain, so a leaf that does not parse leaves them out. */
+static void leaf_details(json_t *obj)
+{
+    const char *pem = json_string_value(json_object_get(obj, "certificate"));
+    BIO *b = pem ? BIO_new_mem_buf(pem, -1) : NULL;
+    X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+    if (x) {
+        json_object_set_new(obj, "subject", name_text(X509_get_subject_name(x)));
+        json_object_set_new(obj, "issuerName", name_text(X509_get_issuer_name(x)));
+        json_object_set_new(obj, "keyType", key_text(x));
+    }
+    X509_free(x);
+    BIO_free(b);
 }
 
 /* A name from the certificate's first DNS name when it makes a valid object name. */
@@ -214,6 +302,7 @@ static bool derive(json_t *obj, const char *pem, const char *key, struct gh_cert
     json_object_set_new(obj, "notAfter", utc_date(info->not_after));
     json_object_set_new(obj, "issuer", json_string(info->issuer_cn));
     json_object_set_new(obj, "fingerprint", json_string(info->fingerprint_sha256));
+    leaf_details(obj);
     return true;
 }
 
@@ -274,6 +363,8 @@ void gh_certs_apply(void)
     size_t last_default = n;
     for (size_t i = 0; i < n; i++) {
         json_t *o = json_array_get(gh_type_certificate.objs, i);
+        if (!json_object_get(o, "keyType"))
+            leaf_details(o); /* stored before these details existed */
         in[i].id = json_string_value(json_object_get(o, "id"));
         in[i].pem_chain = json_string_value(json_object_get(o, "certificate"));
         in[i].pem_key = json_string_value(json_object_get(o, "privateKey"));
@@ -303,7 +394,8 @@ static void committed(struct gh_objtype *t)
 }
 
 static const char *const groups[] = {G_CERT, G_ACME, NULL};
-static const char *const columns[] = {"name", "subjectNames", "notAfter", "isDefault", NULL};
+static const char *const columns[] = {"name",     "subjectNames", "keyType",
+                                      "notAfter", "isDefault",    NULL};
 
 struct gh_objtype gh_type_certificate = {
     .type = "x:Certificate",
@@ -311,6 +403,7 @@ struct gh_objtype gh_type_certificate = {
     .cli_name = "certificate",
     .label = "Certificate",
     .perm_prefix = "sysCertificate",
+    .nav = "Settings › TLS › Certificates",
     .id_prefix = 'c',
     .groups = groups,
     .list_columns = columns,

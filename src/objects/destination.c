@@ -226,6 +226,7 @@ struct gh_objtype gh_type_destination = {
     .cli_name = "destination",
     .label = "Destination",
     .perm_prefix = "sysDestination",
+    .nav = "Settings › Network › Destinations",
     .id_prefix = 'd',
     .groups = groups,
     .list_columns = columns,

@@ -608,6 +608,7 @@ struct gh_objtype gh_type_listener = {
     .cli_name = "network-listener",
     .label = "Network listener",
     .perm_prefix = "sysNetworkListener",
+    .nav = "Settings › Network › Listeners",
     .id_prefix = 'l',
     .groups = groups,
     .list_columns = columns,

@@ -755,6 +755,36 @@ static json_t *prop_json(const struct gh_prop *p)
     return j;
 }
 
+/* "Settings › Network › Listeners" → ["Settings", "Network", "Listeners"]; segments are
+ * separated by "›" (or ">") and trimmed. A type without a path goes under "Other". */
+static json_t *nav_path(const struct gh_objtype *t)
+{
+    json_t *a = json_array();
+    const char *p = t->nav;
+    while (p && *p) {
+        const char *sep = strstr(p, "\u203a"), *gt = strchr(p, '>');
+        size_t seplen = strlen("\u203a");
+        if (gt && (!sep || gt < sep)) {
+            sep = gt;
+            seplen = 1;
+        }
+        const char *end = sep ? sep : p + strlen(p);
+        while (p < end && isspace((unsigned char)*p))
+            p++;
+        const char *last = end;
+        while (last > p && isspace((unsigned char)last[-1]))
+            last--;
+        if (last > p)
+            json_array_append_new(a, json_stringn(p, (size_t)(last - p)));
+        p = sep ? sep + seplen : end;
+    }
+    if (!json_array_size(a)) {
+        json_array_append_new(a, json_string("Other"));
+        json_array_append_new(a, json_string(t->label));
+    }
+    return a;
+}
+
 json_t *gh_schema_json(struct gh_objtype *const *types, unsigned n)
 {
     json_t *all = json_object();
@@ -769,6 +799,7 @@ json_t *gh_schema_json(struct gh_objtype *const *types, unsigned n)
                                       "permissionPrefix", t->perm_prefix, "groups",
                                       strings(t->groups), "listColumns", strings(t->list_columns),
                                       "properties", props));
+        json_object_set_new(json_object_get(all, t->type), "nav", nav_path(t));
     }
     return json_pack("{so}", "types", all);
 }

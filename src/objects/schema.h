@@ -110,6 +110,9 @@ struct gh_objtype {
     const char *cli_name;    /* "network-listener" */
     const char *label;       /* "Network listener" */
     const char *perm_prefix; /* "sysNetworkListener" */
+    /* Where the web console shows the type: "Settings › Network › Listeners" (segments
+     * joined by " › "; the last one names the page). NULL: under "Other". */
+    const char *nav;
     bool singleton;
     char id_prefix;
     const char *const *groups;       /* ends with NULL */

@@ -104,6 +104,7 @@ struct gh_objtype gh_type_settings = {
     .cli_name = "system-settings",
     .label = "System settings",
     .perm_prefix = "sysSystemSettings",
+    .nav = "System settings",
     .singleton = true,
     .id_prefix = 's',
     .groups = groups,

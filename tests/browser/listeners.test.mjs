@@ -1,4 +1,4 @@
-// Browser tests of the listeners page, in Debian's chromium driven by playwright-core,
+// Browser tests of the listeners page (and the console's sign-in, permissions and live refresh), in Debian's chromium driven by playwright-core,
 // against a running daemon: GATEHOUSE_URL (its http listener) and GATEHOUSE_ADMIN_SECRET.
 // run.sh starts the daemon and sets both. The tests run in order and share one page.
 
@@ -89,7 +89,7 @@ function tcpConnects(port) {
 }
 
 const shot = (name, opts = {}) => page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true, ...opts });
-const row = (name) => page.locator(`#listeners tbody tr[data-name="${name}"]`);
+const row = (name) => page.locator(`#objects tbody tr[data-name="${name}"]`);
 
 /** Clicks `button` and returns the arguments of the x:NetworkListener/set the page sends. */
 async function setArgsOf(button) {
@@ -156,6 +156,9 @@ test('sign in: a wrong secret is refused, the right one opens the listeners page
 
   await page.getByLabel('Administrator secret or API key').fill(SECRET);
   await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('heading', { name: 'Overview' }).waitFor();
+  assert.equal(new URL(page.url()).hash, '#/overview', 'the overview is the first page');
+  await page.getByRole('navigation', { name: 'Sections' }).getByRole('link', { name: 'Listeners' }).click();
   await page.getByRole('heading', { name: 'Listeners' }).waitFor();
   await row('http').waitFor();
   assert.match(await page.getByRole('navigation', { name: 'Breadcrumb' }).innerText(), /Settings\s*›?\s*Network\s*›?\s*Listeners/);
@@ -183,9 +186,9 @@ test('the cookie alone does not authorise API calls: the CSRF header is required
 test('the form shows every field of the schema, grouped, with its default and rule', T, async () => {
   const res = await fetch(`${BASE}/api/schema`, { headers: { Authorization: `Bearer ${SECRET}` } });
   const type = (await res.json()).types[TYPE];
-  await page.getByRole('link', { name: 'New listener' }).click();
-  await page.getByRole('heading', { name: 'New listener' }).waitFor();
-  const legends = await page.locator('#listener-form legend').allInnerTexts();
+  await page.getByRole('link', { name: 'New network listener' }).click();
+  await page.getByRole('heading', { name: 'New network listener' }).waitFor();
+  const legends = await page.locator('#object-form legend').allInnerTexts();
   assert.deepEqual(legends, ['Listener', 'TLS', 'Proxy networks', 'Socket options']);
   for (const p of type.properties) {
     if (p.mutability === 'serverSet') continue;
@@ -198,7 +201,7 @@ test('the form shows every field of the schema, grouped, with its default and ru
     if (p.rule) assert.ok(help.includes(p.rule), `${p.name} shows its rule`);
   }
   // Every control has a label a screen reader can announce.
-  const unlabelled = await page.evaluate(() => [...document.querySelectorAll('#listener-form input, #listener-form select, #listener-form textarea')]
+  const unlabelled = await page.evaluate(() => [...document.querySelectorAll('#object-form input, #object-form select, #object-form textarea')]
     .filter((c) => !(c.labels && c.labels.length) && !c.getAttribute('aria-labelledby') && !c.getAttribute('aria-label'))
     .map((c) => c.id));
   assert.deepEqual(unlabelled, []);
@@ -211,11 +214,11 @@ test('create a listener; its port accepts TCP connections', T, async () => {
   await page.locator('#f-name').fill('web-smtp');
   await page.locator('#f-protocol').selectOption('smtp');
   await page.locator('#f-bind').fill(`127.0.0.1:${smtpPort}`);
-  const args = await setArgsOf(page.getByRole('button', { name: 'Create listener' }));
+  const args = await setArgsOf(page.getByRole('button', { name: 'Create network listener' }));
   assert.deepEqual(Object.values(args.create)[0], { name: 'web-smtp', bind: [`127.0.0.1:${smtpPort}`] },
     'a new listener sends only what differs from the defaults');
   await row('web-smtp').waitFor();
-  await page.getByRole('status').getByText('Created listener web-smtp').first().waitFor();
+  await page.getByRole('status').getByText('Created network listener web-smtp').first().waitFor();
   assert.match(await row('web-smtp').innerText(), new RegExp(`127\\.0\\.0\\.1:${smtpPort}`));
   assert.match(await row('web-smtp').locator('td[data-label="TLS mode"]').innerText(), /STARTTLS/);
   assert.equal(await tcpConnects(smtpPort), true, 'connect to the new listener');
@@ -227,7 +230,7 @@ test('create a listener; its port accepts TCP connections', T, async () => {
 
 test('edit fields: the change reaches the server and the table', T, async () => {
   await page.getByRole('link', { name: 'Edit web-smtp' }).click();
-  await page.getByRole('heading', { name: 'Edit listener web-smtp' }).waitFor();
+  await page.getByRole('heading', { name: 'Edit network listener web-smtp' }).waitFor();
   assert.equal(await page.locator('#f-name').getAttribute('readonly'), '', 'name is set at create only');
   await page.locator('#f-maxConnections').fill('100');
   assert.match(await page.locator('#tls-mode-hint').innerText(), /STARTTLS/);
@@ -235,7 +238,7 @@ test('edit fields: the change reaches the server and the table', T, async () => 
   assert.match(await page.locator('#tls-mode-hint').innerText(), /implicit/, 'the TLS mode follows the boxes');
   const args = await setArgsOf(page.getByRole('button', { name: 'Save changes' }));
   assert.deepEqual(Object.values(args.update)[0], { maxConnections: 100, tlsImplicit: true }, 'an edit sends a patch of the changes');
-  await page.getByRole('status').getByText('Saved listener web-smtp').first().waitFor();
+  await page.getByRole('status').getByText('Saved network listener web-smtp').first().waitFor();
   await row('web-smtp').locator('td[data-label="TLS mode"]', { hasText: 'implicit' }).waitFor();
   const l = await listenerByName('web-smtp');
   assert.equal(l.maxConnections, 100);
@@ -260,10 +263,10 @@ test('server errors are shown beside the field they concern', T, async () => {
 
   // A bind address another listener holds.
   await page.getByRole('link', { name: 'Cancel' }).click();
-  await page.getByRole('link', { name: 'New listener' }).click();
+  await page.getByRole('link', { name: 'New network listener' }).click();
   await page.locator('#f-name').fill('web-clash');
   await page.locator('#f-bind').fill(`127.0.0.1:${smtpPort}`);
-  await page.getByRole('button', { name: 'Create listener' }).click();
+  await page.getByRole('button', { name: 'Create network listener' }).click();
   const bindError = page.locator('.field[data-prop="bind"] .field-error');
   await bindError.waitFor();
   assert.equal(await page.locator('#f-bind').getAttribute('aria-invalid'), 'true');
@@ -274,7 +277,7 @@ test('server errors are shown beside the field they concern', T, async () => {
   // A name that is taken.
   await page.locator('#f-name').fill('web-smtp');
   await page.locator('#f-bind').fill(`127.0.0.1:${await freePort()}`);
-  await page.getByRole('button', { name: 'Create listener' }).click();
+  await page.getByRole('button', { name: 'Create network listener' }).click();
   await page.locator('.field[data-prop="name"] .field-error').waitFor();
   assert.ok(await page.locator('.field[data-prop="bind"] .field-error').isHidden(), 'the old bind error is gone');
   await page.getByRole('link', { name: 'Cancel' }).click();
@@ -306,7 +309,7 @@ test('an edit form says when its listener changes elsewhere, and can load the ne
   await openList();
   await waitLive();
   await page.getByRole('link', { name: 'Edit web-smtp' }).click();
-  await page.getByRole('heading', { name: 'Edit listener web-smtp' }).waitFor();
+  await page.getByRole('heading', { name: 'Edit network listener web-smtp' }).waitFor();
   assert.ok(await page.locator('#form-stale').isHidden());
   const { id } = await listenerByName('web-smtp');
   await call(`${TYPE}/set`, { update: { [id]: { socketBacklog: 77 } } });
@@ -340,9 +343,9 @@ test('delete asks for confirmation; cancel keeps the listener, confirm removes i
   assert.ok(await listenerByName('web-smtp'));
 
   await page.getByRole('button', { name: 'Delete web-smtp' }).click();
-  await dialog.getByRole('button', { name: 'Delete listener' }).click();
+  await dialog.getByRole('button', { name: 'Delete network listener' }).click();
   await row('web-smtp').waitFor({ state: 'detached' });
-  await page.getByRole('status').getByText('Deleted listener web-smtp').first().waitFor();
+  await page.getByRole('status').getByText('Deleted network listener web-smtp').first().waitFor();
   assert.equal(await listenerByName('web-smtp'), undefined);
   assert.equal(await tcpConnects(smtpPort), false, 'its port no longer accepts');
 });
@@ -350,15 +353,15 @@ test('delete asks for confirmation; cancel keeps the listener, confirm removes i
 test('keyboard: the page can be used without a mouse', T, async () => {
   await openList();
   let found = false;
-  for (let i = 0; i < 30 && !found; i++) {
+  for (let i = 0; i < 40 && !found; i++) {
     await page.keyboard.press('Tab');
-    found = await page.evaluate(() => document.activeElement.id === 'new-listener');
+    found = await page.evaluate(() => document.activeElement.id === 'new-object');
   }
-  assert.ok(found, 'Tab reaches "New listener"');
+  assert.ok(found, 'Tab reaches "New network listener"');
   const outline = await page.evaluate(() => getComputedStyle(document.activeElement).outlineStyle);
   assert.notEqual(outline, 'none', 'the focused control shows a focus ring');
   await page.keyboard.press('Enter');
-  await page.getByRole('heading', { name: 'New listener' }).waitFor();
+  await page.getByRole('heading', { name: 'New network listener' }).waitFor();
   assert.equal(await page.evaluate(() => document.activeElement.id), 'form-title', 'focus moves to the new view');
   await page.keyboard.press('Tab');
   assert.equal(await page.evaluate(() => document.activeElement.id), 'f-name', 'the first field comes next');
@@ -401,10 +404,11 @@ test('screenshots: the listeners page with a few listeners, wide and on a phone'
   await shot('phone-listeners');
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 0, `no sideways scrolling on a phone (${overflow}px too wide)`);
-  const rows = page.getByRole('table', { name: 'Network listeners' }).getByRole('row');
-  assert.equal(await rows.count(), made.length + 2, 'the cards are still table rows to a screen reader');
+  const rows = page.getByRole('table', { name: 'Listeners' }).getByRole('row');
+  const all = (await call(`${TYPE}/get`, { ids: null })).list.length;
+  assert.equal(await rows.count(), all + 1, 'the cards are still table rows to a screen reader');
   await page.getByRole('link', { name: 'Edit imaps' }).click();
-  await page.getByRole('heading', { name: 'Edit listener imaps' }).waitFor();
+  await page.getByRole('heading', { name: 'Edit network listener imaps' }).waitFor();
   await shot('phone-form');
   const formOverflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(formOverflow <= 0, `the form fits a phone (${formOverflow}px too wide)`);
@@ -428,24 +432,33 @@ test('an API key that may not read listeners is told so at sign-in', T, async ()
   assert.ok(secret, JSON.stringify(r));
   await page.locator('#secret').fill(secret);
   await page.getByRole('button', { name: 'Sign in' }).click();
-  await page.locator('#signin-error').getByText('cannot be shown').waitFor();
+  await page.locator('#signin-error').getByText('nothing can be shown').waitFor();
   assert.ok(await page.getByRole('heading', { name: 'Sign in' }).isVisible());
 });
 
-test('an API key signs in too, and its missing permissions are explained', T, async () => {
+test('an API key without write permissions sees no New, Edit or Delete', T, async () => {
   const r = await call('x:ApiKey/set', { create: { k: { name: 'web-viewer', permissions: ['sysNetworkListenerGet', 'sysNetworkListenerQuery'] } } });
   const secret = r.created && r.created.k && r.created.k.secret;
   assert.ok(secret, JSON.stringify(r));
   await page.locator('#secret').fill(secret);
   await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('button', { name: 'Sign out' }).waitFor(); // back on the page it was on
+  const sections = page.getByRole('navigation', { name: 'Sections' });
+  assert.equal(await sections.getByRole('link', { name: 'Certificates' }).count(), 0, 'pages the key may not read are not offered');
+  await sections.getByRole('link', { name: 'Listeners' }).click();
   await row('http').waitFor();
-  await page.getByRole('link', { name: 'New listener' }).click();
-  await page.locator('#f-bind').fill(`127.0.0.1:${await freePort()}`);
-  await page.getByRole('button', { name: 'Create listener' }).click();
-  await page.locator('#form-summary').waitFor();
-  assert.match(await page.locator('#form-summary').innerText(), /permission|forbidden/i);
-  await shot('07-api-key-forbidden');
-  await page.getByRole('link', { name: 'Cancel' }).click();
+  assert.equal(await page.getByRole('link', { name: /^New / }).count(), 0, 'no New');
+  assert.equal(await page.getByRole('link', { name: 'Edit http' }).count(), 0, 'no Edit');
+  assert.equal(await page.getByRole('button', { name: 'Delete http' }).count(), 0, 'no Delete');
+  await page.getByRole('link', { name: 'View http' }).click();
+  await page.locator('#form-readonly').waitFor();
+  assert.ok(await page.locator('#form-submit').isHidden(), 'no Save');
+  assert.ok(await page.locator('#form-delete').isHidden(), 'no Delete in the form');
+  assert.equal(await page.locator('#f-maxConnections').isDisabled(), true, 'the fields are read-only');
+  await page.goto(`${BASE}/#/listeners/new`);
+  await page.getByRole('heading', { name: 'No permission to create' }).waitFor();
+  assert.match(await page.locator('#notfound-text').innerText(), /sysNetworkListenerCreate/);
+  await shot('07-api-key-read-only');
   await page.getByRole('button', { name: 'Sign out' }).click();
   await page.getByRole('heading', { name: 'Sign in' }).waitFor();
 });
@@ -453,6 +466,8 @@ test('an API key signs in too, and its missing permissions are explained', T, as
 test('when the session ends, the page asks to sign in again', T, async () => {
   await page.locator('#secret').fill(SECRET);
   await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('button', { name: 'Sign out' }).waitFor();
+  await openList();
   await row('http').waitFor();
   await waitLive();
   await context.clearCookies(); // as after a daemon restart: the cookie no longer works

@@ -1,5 +1,5 @@
 // A small stand-in for the daemon's HTTP side, for working on the page without a build:
-// serves web/, the cookie sign-in, GET /api/schema and /api/status, /jmap/session, the
+// serves web/, the cookie sign-in, GET /api/me, /api/schema and /api/status, /jmap/session, the
 // EventSource and a subset of x:NetworkListener/get|set|changes (it really binds the
 // listeners' addresses). The browser tests run against the real daemon, not this.
 //
@@ -60,7 +60,7 @@ const SCHEMA = {
   types: {
     [TYPE]: {
       name: 'NetworkListener', cliName: 'network-listener', label: 'Network listener', singleton: false,
-      permissionPrefix: 'sysNetworkListener', groups: ['Listener', 'TLS', 'Proxy networks', 'Socket options'],
+      permissionPrefix: 'sysNetworkListener', nav: ['Settings', 'Network', 'Listeners'], groups: ['Listener', 'TLS', 'Proxy networks', 'Socket options'],
       listColumns: ['name', 'protocol', 'bind', 'tlsImplicit'], properties: PROPS,
     },
   },
@@ -221,6 +221,16 @@ async function method(name, args) {
     const ids = args.ids === null || args.ids === undefined ? [...listeners.keys()] : args.ids;
     return { accountId: 'a', state: String(stateNo), list: ids.filter((i) => listeners.has(i)).map((i) => listeners.get(i)), notFound: ids.filter((i) => !listeners.has(i)) };
   }
+  if (name === `${TYPE}/query`) {
+    // name contains / protocol equals, sorted by name; enough for the page's list
+    const f = args.filter || {};
+    const conds = f.operator ? f.conditions : [f];
+    let all = [...listeners.values()].filter((l) => conds.every((c) => (!c.name || l.name.toLowerCase().includes(c.name.toLowerCase())) && (!c.protocol || l.protocol === c.protocol)));
+    const s = (args.sort || [{ property: 'name', isAscending: true }])[0];
+    all = all.sort((a, b) => String(a[s.property]).localeCompare(String(b[s.property])) * (s.isAscending === false ? -1 : 1));
+    const pos = args.position || 0;
+    return { accountId: 'a', queryState: String(stateNo), position: pos, total: all.length, ids: all.slice(pos, pos + (args.limit || 100)).map((l) => l.id) };
+  }
   if (name === `${TYPE}/changes`) {
     const since = Number(args.sinceState);
     if (!Number.isInteger(since) || since > stateNo) return { error: { type: 'cannotCalculateChanges' } };
@@ -308,6 +318,7 @@ const server = http.createServer(async (req, res) => {
       });
       return;
     }
+    if (path === '/api/me') return send(res, 200, authorized(req) ? { signedIn: true, username: 'admin', admin: true, permissions: [] } : { signedIn: false });
     if (path.startsWith('/api') || path.startsWith('/jmap')) {
       if (!authorized(req)) return problem(res, 401, 'Sign in first');
       if (path === '/api/schema') return send(res, 200, SCHEMA);

@@ -13,8 +13,8 @@ export CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
 [ -x "$BIN" ] || { echo "browser tests: $BIN is missing; build first (make)" >&2; exit 1; }
 [ -x "$CHROMIUM" ] || { echo "browser tests: $CHROMIUM is missing (scripts/deps.sh browser)" >&2; exit 1; }
 
-# playwright-core only; it never downloads a browser.
-if [ ! -d node_modules/playwright-core ]; then
+# playwright-core (it never downloads a browser) and axe-core.
+if [ ! -d node_modules/playwright-core ] || [ ! -d node_modules/axe-core ]; then
   PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error
 fi
 
@@ -50,5 +50,5 @@ fi
 
 status=0
 GATEHOUSE_URL="http://127.0.0.1:$port" GATEHOUSE_ADMIN_SECRET=$secret \
-  node --test listeners.test.mjs page-logic.test.mjs || status=$?
+  node --test --test-concurrency=1 listeners.test.mjs console.test.mjs page-logic.test.mjs || status=$?
 exit $status

@@ -395,6 +395,37 @@ static void schema_json(void **state)
     json_decref(s);
 }
 
+/* The console's navigation path: segments split on "›" or ">", trimmed; "Other" without. */
+static void schema_nav_path(void **state)
+{
+    static const struct gh_prop one[] = {{.name = "id", .type = GH_PT_ID, .mut = GH_SERVER_SET}};
+    struct gh_objtype a = {.type = "x:A",
+                           .name = "A",
+                           .cli_name = "a",
+                           .label = "Thing A",
+                           .perm_prefix = "sysA",
+                           .nav = "  Settings \u203a Security>Blocked IPs ",
+                           .props = one,
+                           .nprops = 1};
+    struct gh_objtype b = a;
+    b.type = "x:B";
+    b.nav = NULL;
+    struct gh_objtype *const types[] = {&a, &b, &gh_type_listener};
+    json_t *s = gh_schema_json(types, 3);
+    json_t *t = json_object_get(s, "types");
+    char *na = json_dumps(json_object_get(json_object_get(t, "x:A"), "nav"), JSON_COMPACT);
+    char *nb = json_dumps(json_object_get(json_object_get(t, "x:B"), "nav"), JSON_COMPACT);
+    char *nl =
+        json_dumps(json_object_get(json_object_get(t, "x:NetworkListener"), "nav"), JSON_COMPACT);
+    assert_string_equal(na, "[\"Settings\",\"Security\",\"Blocked IPs\"]");
+    assert_string_equal(nb, "[\"Other\",\"Thing A\"]");
+    assert_string_equal(nl, "[\"Settings\",\"Network\",\"Listeners\"]");
+    free(na);
+    free(nb);
+    free(nl);
+    json_decref(s);
+}
+
 /* The enum tables of the schema must match the engine's name tables index for index. */
 static void enum_tables_match_engine(void **state)
 {
@@ -427,6 +458,7 @@ int main(void)
         cmocka_unit_test(create_unknown_and_server_set),
         cmocka_unit_test(patch_rules),
         cmocka_unit_test(schema_json),
+        cmocka_unit_test(schema_nav_path),
         cmocka_unit_test(enum_tables_match_engine),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
