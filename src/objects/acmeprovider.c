@@ -251,6 +251,7 @@ struct gh_objtype gh_type_acmeprovider = {
     .cli_name = "acme-provider",
     .label = "ACME provider",
     .perm_prefix = "sysAcmeProvider",
+    .nav = "Settings › TLS › ACME Providers",
     .id_prefix = 'a',
     .groups = groups,
     .list_columns = columns,
