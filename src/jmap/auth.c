@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "net/addr.h"
+#include "security/security.h"
 
 #define FAIL_FREE          3     /* failures per window before checks are slowed */
 #define FAIL_WINDOW_MS     60000 /* failures older than this are forgotten */
@@ -79,8 +80,14 @@ unsigned gh_auth_penalty_ms(const char *client)
     return ms > FAIL_MAX_DELAY_MS ? FAIL_MAX_DELAY_MS : ms;
 }
 
+/* The login name of the last Basic credentials refused on this thread, for the ban counts
+ * by login; "" when there was none. */
+static _Thread_local char failed_login[65];
+
 void gh_auth_failed(const char *client)
 {
+    gh_security_auth_failure(client, failed_login);
+    failed_login[0] = '\0';
     uint64_t now = now_ms();
     pthread_mutex_lock(&failures_lock);
     struct failure *f = failure_find(client, now);
@@ -210,6 +217,8 @@ bool gh_auth_header(const char *value, struct gh_principal *who)
             if (colon) {
                 *colon = '\0';
                 ok = colon[1] && gh_auth_check(plain, colon + 1, who);
+                if (!ok)
+                    snprintf(failed_login, sizeof failed_login, "%s", plain);
             }
         }
         if (plain)

@@ -20,13 +20,14 @@
 #include "net/engine.h"
 #include "net/tls.h"
 #include "objects/model.h"
+#include "security/security.h"
 #include "store/store.h"
 
 struct gh_model gh_model;
 
 struct gh_objtype *const gh_types[GH_NTYPES] = {
-    &gh_type_listener, &gh_type_settings,    &gh_type_certificate,
-    &gh_type_apikey,   &gh_type_destination,
+    &gh_type_listener,    &gh_type_settings,   &gh_type_certificate, &gh_type_apikey,
+    &gh_type_destination, &gh_type_blocked_ip, &gh_type_allowed_ip,  &gh_type_security,
 };
 
 /* Taken by every entry point that reads or writes the objects from outside a JMAP call
@@ -376,6 +377,7 @@ static void *sync_main(void *arg)
             if (gh_store_shared(gh_model.store))
                 gh_objects_sync();
             retry_failed_listeners();
+            gh_security_tick();
         }
         pthread_mutex_unlock(&mgmt_mu);
     }
@@ -503,9 +505,11 @@ bool gh_objects_init(const struct gh_objects_options *opt, gh_err *err)
     if (!gh_store_last_seq(gh_model.store, NULL, &synced_seq, err))
         goto out;
     register_methods();
-    if (!gh_admin_secret_init(opt->admin_secret, err) || !gh_settings_ensure(err))
+    if (!gh_admin_secret_init(opt->admin_secret, err) || !gh_settings_ensure(err) ||
+        !gh_security_ensure(err))
         goto out;
     gh_settings_apply();
+    gh_security_apply();
     if (first && json_array_size(gh_type_certificate.objs) == 0)
         make_selfsigned();
     gh_certs_apply();
@@ -561,6 +565,7 @@ void gh_objects_shutdown(void)
         gh_types[i]->objs = NULL;
     }
     gh_auth_clear();
+    gh_security_shutdown(); /* the workers are gone: nothing reads the table any more */
     pthread_mutex_lock(&status.mu);
     json_decref(status.ids);
     status.ids = NULL;
