@@ -223,6 +223,7 @@ static bool add_entries(struct gh_sec_table *t, const struct gh_objtype *type, b
 
 void gh_security_apply(void)
 {
+    int64_t start = gh_security_now_ms();
     struct gh_sec_table *t = gh_sec_table_new();
     if (!t || !add_settings(t) || !add_entries(t, &gh_type_blocked_ip, false) ||
         !add_entries(t, &gh_type_allowed_ip, true)) {
@@ -230,7 +231,10 @@ void gh_security_apply(void)
         gh_log(NULL, NULL, "security-error", "out of memory building the address table");
         return;
     }
+    unsigned n = gh_sec_table_size(t);
     gh_security_publish(t);
+    gh_log(NULL, NULL, "address-table", "%u entries, built in %lld ms", n,
+           (long long)(gh_security_now_ms() - start));
 }
 
 /* ---- bans and expiry, on the control side ---- */
