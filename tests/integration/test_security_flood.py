@@ -77,7 +77,9 @@ def test_address_flood_evicts_the_oldest_and_memory_stays_bounded(gatehouse, fre
     after = rss_kib(pid)
     print(f"{done} sources; VmRSS {before} KiB -> {after} KiB (+{after - before})")
     assert done >= FLOOD * 0.9, f"only {done} connections in the time allowed"
-    assert after - before < RSS_BOUND_KIB, (before, after)
+    # ASan keeps freed memory in quarantine (256 MiB): there only the flood itself is checked
+    if os.environ.get("GATEHOUSE_SANITIZED") != "1":
+        assert after - before < RSS_BOUND_KIB, (before, after)
     # the early addresses' counts were evicted by the flood: they may connect again
     readmitted = sum(touch(port, src).startswith(b"220 ") for src in early)
     assert readmitted >= 5, readmitted
