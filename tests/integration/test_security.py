@@ -398,3 +398,29 @@ def test_bans_survive_a_restart(make_daemon, free_port):
     assert entries(d2)["127.0.80.1"]["reason"] == "scan"
     assert wait_for(lambda: first_bytes(port, "127.0.80.2").startswith(b"220 "))
     assert first_bytes(port, "127.0.80.1") == b""
+
+
+def test_permissions_per_type_and_operation(gatehouse):
+    _, res, _ = gatehouse.call("x:ApiKey/set", {"create": {"k": {"permissions": [
+        "sysBlockedIpGet", "sysBlockedIpCreate", "sysSecurityGet"]}}})
+    secret = res["created"]["k"]["secret"]
+    b = create(gatehouse, BL, address="192.0.2.0/24")
+    name, res, _ = gatehouse.call(BL + "/get", {"ids": [b["id"]]}, token=secret)
+    assert name == BL + "/get" and res["list"][0]["address"] == "192.0.2.0/24"
+    name, res, _ = gatehouse.call(BL + "/query", {}, token=secret)
+    assert name == "error" and res["type"] == "forbidden"
+    _, res, _ = gatehouse.call(BL + "/set", {"create": {"n": {"address": "198.51.100.0/24"}},
+                                             "destroy": [b["id"]]}, token=secret)
+    assert "n" in res["created"]
+    assert res["notDestroyed"][b["id"]]["type"] == "forbidden"
+    name, res, _ = gatehouse.call(AL + "/get", {}, token=secret)
+    assert name == "error" and res["type"] == "forbidden"
+    name, res, _ = gatehouse.call(SEC + "/get", {}, token=secret)
+    assert name == SEC + "/get"
+    _, res, _ = gatehouse.call(SEC + "/set", {"update": {"singleton": {"scanBanRate": None}}},
+                               token=secret)
+    assert res["notUpdated"]["singleton"]["type"] == "forbidden"
+    # the lockout rule holds for API keys too
+    _, res, _ = gatehouse.call(BL + "/set", {"create": {"n": {"address": "127.0.0.1"}}},
+                               token=secret)
+    assert "lock you out" in res["notCreated"]["n"]["description"]
