@@ -424,3 +424,23 @@ def test_permissions_per_type_and_operation(gatehouse):
     _, res, _ = gatehouse.call(BL + "/set", {"create": {"n": {"address": "127.0.0.1"}}},
                                token=secret)
     assert "lock you out" in res["notCreated"]["n"]["description"]
+
+
+def test_ipv6_client(gatehouse, free_port):
+    port = free_port()
+    gatehouse.create_listener(bind=[f"[::1]:{port}"], useTls=False)
+
+    def greet():
+        with socket.create_connection(("::1", port), timeout=5) as s:
+            try:
+                return s.recv(512)
+            except ConnectionResetError:
+                return b""
+
+    assert greet().startswith(b"220 ")
+    b = create(gatehouse, BL, address="::1")
+    assert greet() == b""
+    create(gatehouse, AL, address="::/0")  # less specific: the block stays
+    assert greet() == b""
+    gatehouse.call(BL + "/set", {"destroy": [b["id"]]})
+    assert greet().startswith(b"220 ")
