@@ -239,7 +239,7 @@ static void validate(struct gh_objtype *t, json_t *obj, const json_t *old, struc
 
 static void committed(struct gh_objtype *t)
 {
-    gh_security_apply();
+    gh_security_committed();
 }
 
 static const char *const groups[] = {G_ENTRY, NULL};

@@ -92,6 +92,9 @@ void gh_listener_applied(const char *id);
 bool gh_security_ensure(gh_err *err);
 void gh_security_apply(void);
 void gh_security_tick(void);
+/* The committed hook of the three types: rebuilds the table, or leaves it to the tick in
+ * progress. */
+void gh_security_committed(void);
 
 /* UTCDate "YYYY-MM-DDTHH:MM:SSZ" (fractions accepted on input) ↔ wall-clock ms. */
 bool gh_utcdate_parse(const char *s, int64_t *ms);

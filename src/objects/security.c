@@ -98,7 +98,7 @@ static const struct gh_prop props[] = {
 
 static void committed(struct gh_objtype *t)
 {
-    gh_security_apply();
+    gh_security_committed();
 }
 
 static const char *const groups[] = {G_BANS, G_LIMITS, NULL};
@@ -240,24 +240,57 @@ void gh_security_apply(void)
 
 /* ---- bans and expiry, on the control side ---- */
 
+static bool deferring; /* inside a tick: the committed hooks leave the rebuild to it */
+static bool pending;   /* a change committed while deferring */
+
+void gh_security_committed(void)
+{
+    if (deferring)
+        pending = true;
+    else
+        gh_security_apply();
+}
+
 static const char *const reason_names[GH_SEC_NEVENTS] = {"loiter", "scan", "authFailure"};
 
 /* Runs one /set of the server's own; logs what it refused. */
+/* Runs one /set of the server's own (args is taken); logs what it made or refused. The
+ * address table is rebuilt once after the whole tick, not after each /set. */
 static void run_set(struct gh_objtype *t, json_t *args)
 {
     json_t *error = NULL;
     json_t *res = gh_objects_set_internal(t, args, &error);
+    json_decref(args);
     if (!res)
         gh_log(NULL, NULL, "security-error", "%s/set: %s", t->type,
                json_string_value(json_object_get(error, "description")));
+    const char *key;
+    json_t *v;
+    json_object_foreach(json_object_get(res, "created"), key, v)
+    {
+        gh_log(NULL, key, "ban", "%s, x:BlockedIp %s, expires %s",
+               json_string_value(json_object_get(v, "reason")),
+               json_string_value(json_object_get(v, "id")),
+               json_is_string(json_object_get(v, "expiresAt"))
+                   ? json_string_value(json_object_get(v, "expiresAt"))
+                   : "never");
+    }
+    json_object_foreach(json_object_get(res, "notCreated"), key, v)
+    {
+        gh_log(NULL, key, "security-error", "ban not stored: %s",
+               json_string_value(json_object_get(v, "description")));
+    }
     json_decref(res);
     json_decref(error);
 }
 
+/* The engine's ban requests become x:BlockedIp objects, in /set calls of at most
+ * maxObjectsInSet. Requests for addresses already blocked or allowed, or asked for twice,
+ * are dropped. */
 static void create_bans(void)
 {
     struct gh_sec_ban *b = gh_security_take_bans();
-    json_t *create = json_object();
+    json_t *seen = json_object(), *create = json_object();
     int64_t now = gh_security_now_ms();
     while (b) {
         struct gh_sec_ban *next = b->next;
@@ -269,27 +302,30 @@ static void create_bans(void)
             memcpy(&sa.u.v4.sin_addr, b->mask.addr, 4);
         else
             memcpy(&sa.u.v6.sin6_addr, b->mask.addr, 16);
-        /* already blocked, allowed meanwhile, or asked for twice in this batch */
-        if (gh_security_lookup(&sa.u.sa) == GH_SEC_UNLISTED && !json_object_get(create, addr) &&
-            json_object_size(create) < GH_JMAP_MAX_OBJECTS_IN_SET) {
+        if (gh_security_lookup(&sa.u.sa) == GH_SEC_UNLISTED && !json_object_get(seen, addr)) {
             json_t *o = json_pack("{ss ss}", "address", addr, "reason", reason_names[b->reason]);
             if (b->period_ms) {
                 char exp[32];
                 gh_utcdate_format(now + (int64_t)b->period_ms + 999, exp);
                 json_object_set_new(o, "expiresAt", json_string(exp));
             }
+            json_object_set_new(seen, addr, json_true());
             json_object_set_new(create, addr, o);
-            gh_log(NULL, addr, "ban", "%s", reason_names[b->reason]);
         }
         free(b);
         b = next;
+        if (json_object_size(create) == GH_JMAP_MAX_OBJECTS_IN_SET ||
+            (!b && json_object_size(create))) {
+            run_set(&gh_type_blocked_ip, json_pack("{so}", "create", create));
+            create = json_object();
+        }
     }
-    if (json_object_size(create))
-        run_set(&gh_type_blocked_ip, json_pack("{so}", "create", create));
-    else
-        json_decref(create);
+    json_decref(create);
+    json_decref(seen);
 }
 
+/* Entries past expiresAt are destroyed (at most maxObjectsInSet a tick; the look-up already
+ * skips the rest). */
 static void destroy_expired(struct gh_objtype *t)
 {
     int64_t now = gh_security_now_ms();
@@ -312,8 +348,13 @@ static void destroy_expired(struct gh_objtype *t)
 
 void gh_security_tick(void)
 {
+    deferring = true;
+    pending = false;
     create_bans();
     destroy_expired(&gh_type_blocked_ip);
     destroy_expired(&gh_type_allowed_ip);
+    deferring = false;
+    if (pending) /* every change of the tick, and other nodes' it caught up with */
+        gh_security_apply();
     gh_security_reclaim();
 }

@@ -444,3 +444,21 @@ def test_ipv6_client(gatehouse, free_port):
     assert greet() == b""
     gatehouse.call(BL + "/set", {"destroy": [b["id"]]})
     assert greet().startswith(b"220 ")
+
+
+def test_many_bans_at_once_are_all_stored(gatehouse, free_port):
+    """More ban requests in one second than one /set may hold (maxObjectsInSet 500)."""
+    port = smtp_listener(gatehouse, free_port)
+    set_security(gatehouse, scanBanRate={"count": 1, "period": "1h"})
+    sources = [f"127.0.{100 + i // 250}.{1 + i % 250}" for i in range(700)]
+    for src in sources:
+        with connect(port, src) as s:
+            s.sendall(b"\x16\x03\x01\x00\x05hello")
+
+    def total():
+        return gatehouse.call(BL + "/query", {"calculateTotal": True, "limit": 1})[1]["total"]
+
+    assert wait_for(lambda: total() == 700, 15), total()
+    assert first_bytes(port, sources[-1]) == b""
+    assert first_bytes(port, sources[0]) == b""
+    assert "security-error" not in gatehouse.read_log()
