@@ -285,6 +285,12 @@ static uint32_t conn_take(uint64_t key, uint32_t max, bool *refused)
 
 static _Atomic(struct gh_sec_ban *) queue;
 static atomic_uint queued;
+static _Atomic(void (*)(void)) wake;
+
+void gh_security_set_wake(void (*fn)(void))
+{
+    atomic_store(&wake, fn);
+}
 
 static void queue_ban(const struct sockaddr *sa, enum gh_sec_event reason, uint64_t period_ms)
 {
@@ -308,6 +314,9 @@ static void queue_ban(const struct sockaddr *sa, enum gh_sec_event reason, uint6
     do
         b->next = head;
     while (!atomic_compare_exchange_weak(&queue, &head, b));
+    void (*fn)(void) = atomic_load(&wake);
+    if (!head && fn)
+        fn();
 }
 
 struct gh_sec_ban *gh_security_take_bans(void)

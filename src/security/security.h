@@ -108,6 +108,9 @@ struct gh_sec_ban {
     enum gh_sec_event reason;
     uint64_t period_ms; /* 0 = until removed */
 };
+/* Control side: fn is called (on the worker's thread, once per empty → non-empty change of
+ * the queue) so the control side can take the bans at once; NULL: nobody is told. */
+void gh_security_set_wake(void (*fn)(void));
 /* Control side: every queued ban, oldest first (free each with free()). */
 struct gh_sec_ban *gh_security_take_bans(void);
 
