@@ -9,6 +9,7 @@
  */
 #include <arpa/inet.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,25 +21,54 @@
 
 /* ---- the published table ---- */
 
-#define MAX_READERS 256 /* threads that ever read the table: workers and control threads */
+#define MAX_READERS 256 /* threads reading the table at the same time */
 
 static _Atomic(struct gh_sec_table *) current;
 static _Atomic(struct gh_sec_table *) hazards[MAX_READERS];
-static atomic_uint nreaders;
-static _Thread_local int my_slot = -1; /* -2: no slot left; such a thread reads nothing */
+static atomic_bool slot_taken[MAX_READERS];
+static _Thread_local int my_slot = -1; /* -1: none yet */
+static pthread_key_t slot_key;         /* gives the slot back when its thread ends */
+static bool slot_key_ok;
+static pthread_once_t slot_key_once = PTHREAD_ONCE_INIT;
 
 /* Replaced tables waiting for their last reader. Control side only. */
 static pthread_mutex_t retired_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct gh_sec_table **retired;
 static size_t nretired, capretired;
 
+static void slot_release(void *value)
+{
+    int s = (int)(intptr_t)value - 1;
+    atomic_store(&hazards[s], NULL);
+    atomic_store(&slot_taken[s], false);
+}
+
+static void make_slot_key(void)
+{
+    /* without a key (out of keys) a slot stays with its thread until the process ends */
+    slot_key_ok = pthread_key_create(&slot_key, slot_release) == 0;
+}
+
+static bool claim_slot(void)
+{
+    pthread_once(&slot_key_once, make_slot_key);
+    for (int i = 0; i < MAX_READERS; i++) {
+        bool free_slot = false;
+        if (atomic_compare_exchange_strong(&slot_taken[i], &free_slot, true)) {
+            my_slot = i;
+            if (slot_key_ok)
+                pthread_setspecific(slot_key, (void *)(intptr_t)(i + 1));
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The published table, announced in this thread's hazard slot; NULL when there is none
+ * (or more than MAX_READERS threads read at once: such a thread sees no rules). */
 static const struct gh_sec_table *hold(void)
 {
-    if (my_slot == -1) {
-        unsigned s = atomic_fetch_add(&nreaders, 1);
-        my_slot = s < MAX_READERS ? (int)s : -2;
-    }
-    if (my_slot < 0)
+    if (my_slot < 0 && !claim_slot())
         return NULL;
     struct gh_sec_table *t;
     do {
@@ -56,8 +86,7 @@ static void unhold(void)
 
 static bool held_by_reader(const struct gh_sec_table *t)
 {
-    unsigned n = atomic_load(&nreaders);
-    for (unsigned i = 0; i < n && i < MAX_READERS; i++)
+    for (int i = 0; i < MAX_READERS; i++)
         if (atomic_load(&hazards[i]) == t)
             return true;
     return false;

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -292,6 +293,28 @@ static void counters_stay_bounded(void **state)
     assert_int_equal(bans_for("100.64.0.1", GH_SEC_LOITER), 1);
 }
 
+static void *lookup_thread(void *arg)
+{
+    struct gh_sockaddr a = ip("203.0.113.99");
+    *(enum gh_sec_verdict *)arg = gh_security_lookup(&a.u.sa);
+    return NULL;
+}
+
+static void reader_slots_are_given_back(void **state)
+{
+    struct gh_sec_table *t = gh_sec_table_new();
+    add(t, "203.0.113.0/24", false, 0);
+    gh_security_publish(t);
+    for (int i = 0; i < 600; i++) { /* more threads than hazard slots, one after another */
+        pthread_t th;
+        enum gh_sec_verdict v = GH_SEC_UNLISTED;
+        assert_int_equal(pthread_create(&th, NULL, lookup_thread, &v), 0);
+        pthread_join(th, NULL);
+        assert_int_equal(v, GH_SEC_BLOCKED);
+    }
+    gh_security_publish(gh_sec_table_new()); /* the old table is freed: no reader holds it */
+}
+
 static int teardown(void **state)
 {
     gh_security_shutdown();
@@ -312,6 +335,7 @@ int main(void)
         cmocka_unit_test(logins_over_the_rate_ban_each_address),
         cmocka_unit_test(scan_paths_ban_at_once),
         cmocka_unit_test(per_address_limit_and_rate),
+        cmocka_unit_test(reader_slots_are_given_back),
         cmocka_unit_test_teardown(counters_stay_bounded, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
