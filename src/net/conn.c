@@ -501,6 +501,7 @@ static enum first_bytes screen_first_bytes(struct gh_conn *c, const uint8_t *b, 
     if (!(p1 && n >= 6) && !(p2 && n >= 12))
         return FIRST_WAIT;
     conn_log(c, "proxy-untrusted", "PROXY header from a peer outside the trusted networks");
+    gh_security_event(&c->peer.u.sa, GH_SEC_SCAN);
     gh_conn_close(c);
     return FIRST_REFUSED;
 }

@@ -305,6 +305,11 @@ def test_scan_bans_and_connect_and_close_is_not_counted(gatehouse, free_port):
     assert 3400 < left <= 3602, left
     assert first_bytes(port, "127.0.40.1") == b""
     assert "127.0.40.9" not in entries(gatehouse)
+    for _ in range(3):  # a PROXY header from a peer that is not trusted
+        with connect(port, "127.0.40.2") as s:
+            s.sendall(b"PROXY TCP4 192.0.2.1 127.0.0.1 1 25\r\n")
+            time.sleep(0.1)
+    assert wait_ban(gatehouse, "127.0.40.2")["reason"] == "scan"
 
 
 def test_failed_tls_handshake_is_a_scan(gatehouse, free_port):
