@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "net/addr.h"
+#include "security/security.h"
 
 #define FAIL_FREE          3     /* failures before checks take turns */
 #define FAIL_WINDOW_MS     60000 /* an entry is forgotten this long after its last use */
@@ -173,6 +174,7 @@ static void limit_failed(const char *key, uint64_t now)
 
 void gh_auth_failed(const char *client, const char *user)
 {
+    gh_security_auth_failure(client, user ? user : "");
     char key[GH_ADDR_TEXT + 2];
     uint64_t now = now_ms();
     pthread_mutex_lock(&limits_lock);

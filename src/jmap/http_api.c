@@ -243,6 +243,7 @@ static enum auth authenticate(struct gh_http_req *r, struct gh_principal *who, b
                 "a request signed in by cookie needs the header X-Gatehouse-Csrf: 1");
         return AUTH_DONE;
     }
+    snprintf(who->client, sizeof who->client, "%s", r->c->peer_text); /* the lockout rule */
     return AUTH_OK;
 }
 

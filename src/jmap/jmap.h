@@ -29,6 +29,7 @@ struct gh_principal {
     char username[65];
     bool admin;
     json_t *permissions; /* array of permission names; owned; NULL for admin */
+    char client[64];     /* the address the request comes from; "" when not known */
 };
 
 bool gh_principal_can(const struct gh_principal *who, const char *permission);

@@ -25,6 +25,7 @@
 #include "net/tls.h"
 #include "net/worker.h"
 #include "proto/proto.h"
+#include "security/security.h"
 
 #define PROXY_DEADLINE_MS 10000
 #define READ_CHUNK        4096
@@ -34,15 +35,20 @@
  * protocol-facing API. */
 struct conn_priv {
     struct gh_conn c;
-    SSL_CTX *ctx;           /* a reference, for implicit TLS and STARTTLS */
-    bool starttls_pending;  /* handshake starts once queued output is flushed */
-    bool first_input_seen;  /* the untrusted-peer PROXY check has been done */
-    bool edge;              /* registered edge-triggered (while peeking) */
-    bool batching;          /* inside a protocol callback: send once it returns */
-    bool input_paused;      /* not reading the client: its destination has a backlog */
-    bool lingering;         /* closing: after the flush, FIN and drain input until EOF */
-    struct gh_timer resume; /* hands held-back input to the protocol once output drained */
+    SSL_CTX *ctx;             /* a reference, for implicit TLS and STARTTLS */
+    bool starttls_pending;    /* handshake starts once queued output is flushed */
+    bool first_input_seen;    /* the untrusted-peer PROXY check has been done */
+    bool edge;                /* registered edge-triggered (while peeking) */
+    bool batching;            /* inside a protocol callback: send once it returns */
+    bool input_paused;        /* not reading the client: its destination has a backlog */
+    bool lingering;           /* closing: after the flush, FIN and drain input until EOF */
+    struct gh_timer resume;   /* hands held-back input to the protocol once output drained */
+    struct gh_sec_ticket sec; /* the per-address connection slot, when one is held */
+    bool first_data_seen;     /* the first plaintext input was screened for scans */
 };
+
+/* Why a connection is turned away at admission. Every refusal goes through refuse(). */
+enum refusal { REFUSE_MAX_CONNECTIONS, REFUSE_PER_IP, REFUSE_RATE, REFUSE_BLOCKED };
 
 static struct conn_priv *priv(struct gh_conn *c)
 {
@@ -55,6 +61,7 @@ static void on_deadline(struct gh_timer *t);
 static void start_protocol(struct gh_conn *c);
 static void start_handshake(struct gh_conn *c);
 static void flush(struct gh_conn *c);
+static void refuse(struct gh_conn *c, enum refusal why);
 
 /* Runs a protocol callback with output held back, then sends it in one go: a reply of
  * several lines leaves in one packet. */
@@ -133,6 +140,7 @@ void gh_conn_close(struct gh_conn *c)
         c->proto->release(c);
     if (c->counted)
         gh_listener_rt_release(c->listener);
+    gh_security_release(&priv(c)->sec);
     SSL_free(c->ssl);
     SSL_CTX_free(priv(c)->ctx);
     gh_listener_rt_unref(c->listener);
@@ -387,6 +395,10 @@ void gh_conn_accepted(struct gh_worker *w, struct gh_wsock *ws, int fd,
         gh_conn_close(c);
         return;
     }
+    if (via_proxy && gh_security_lookup(&c->tcp_peer.u.sa) == GH_SEC_BLOCKED) {
+        refuse(c, REFUSE_BLOCKED); /* a blocked balancer is blocked */
+        return;
+    }
     if (via_proxy) {
         c->phase = GH_PHASE_PROXY;
         gh_timer_set(w->loop, &c->deadline, PROXY_DEADLINE_MS);
@@ -408,19 +420,57 @@ static void open_session(struct gh_conn *c)
         call_proto(c, c->proto->open);
 }
 
-/* After PROXY: count the client against maxConnections, then TLS or the protocol. */
+/*
+ * Turns the connection away. A blocked client gets nothing at all, not a byte; one over a
+ * limit gets its protocol's over-limit reply (an implicit-TLS one is closed without a
+ * handshake, as it could not read a plaintext reply).
+ */
+static void refuse(struct gh_conn *c, enum refusal why)
+{
+    switch (why) {
+    case REFUSE_MAX_CONNECTIONS:
+        conn_log(c, "limit-connections", "maxConnections %u reached", c->conf->max_connections);
+        break;
+    case REFUSE_PER_IP:
+        conn_log(c, "limit-per-ip", "maxConnectionsPerIp reached");
+        break;
+    case REFUSE_RATE:
+        conn_log(c, "limit-rate", "connectionRate reached");
+        break;
+    case REFUSE_BLOCKED:
+        conn_log(c, "blocked", "address blocked; closed without a reply");
+        gh_conn_close(c);
+        return;
+    }
+    bool implicit = c->conf->use_tls && c->conf->tls_implicit;
+    if (implicit || !c->proto->over_limit) {
+        gh_conn_close(c);
+        return;
+    }
+    c->phase = GH_PHASE_CLOSING;
+    gh_conn_write(c, c->proto->over_limit, strlen(c->proto->over_limit));
+    gh_conn_close_after_flush(c);
+}
+
+/* After PROXY: the client's address against the address table and its per-address
+ * limits, then the listener's maxConnections, then TLS or the protocol. */
 static void start_protocol(struct gh_conn *c)
 {
+    switch (gh_security_admit(&c->peer.u.sa, &priv(c)->sec)) {
+    case GH_SEC_REFUSE_BLOCKED:
+        refuse(c, REFUSE_BLOCKED);
+        return;
+    case GH_SEC_REFUSE_RATE:
+        refuse(c, REFUSE_RATE);
+        return;
+    case GH_SEC_REFUSE_PER_IP:
+        refuse(c, REFUSE_PER_IP);
+        return;
+    case GH_SEC_ADMIT:
+        break;
+    }
     if (!gh_listener_rt_admit(c->listener, c->conf->max_connections)) {
-        conn_log(c, "limit-connections", "maxConnections %u reached", c->conf->max_connections);
-        bool implicit = c->conf->use_tls && c->conf->tls_implicit;
-        if (implicit || !c->proto->over_limit) {
-            gh_conn_close(c);
-            return;
-        }
-        c->phase = GH_PHASE_CLOSING;
-        gh_conn_write(c, c->proto->over_limit, strlen(c->proto->over_limit));
-        gh_conn_close_after_flush(c);
+        refuse(c, REFUSE_MAX_CONNECTIONS);
         return;
     }
     c->counted = true;
@@ -466,6 +516,7 @@ static enum first_bytes screen_first_bytes(struct gh_conn *c, const uint8_t *b, 
     if (!(p1 && n >= 6) && !(p2 && n >= 12))
         return FIRST_WAIT;
     conn_log(c, "proxy-untrusted", "PROXY header from a peer outside the trusted networks");
+    gh_security_event(&c->peer.u.sa, GH_SEC_SCAN);
     gh_conn_close(c);
     return FIRST_REFUSED;
 }
@@ -572,7 +623,10 @@ static void continue_handshake(struct gh_conn *c)
         }
         return;
     }
+    bool violation = ERR_peek_last_error() != 0; /* not a client that merely went away */
     log_tls_failure(c, e);
+    if (violation)
+        gh_security_event(&c->peer.u.sa, GH_SEC_SCAN);
     gh_conn_close(c);
 }
 
@@ -633,6 +687,25 @@ static bool read_input(struct gh_conn *c)
     }
 }
 
+/* The first bytes a mail client sends are a command line. A TLS record, an HTTP request
+ * or control bytes there are a scanner (or a client pointed at the wrong port). */
+static bool looks_like_scan(const uint8_t *b, size_t n)
+{
+    static const char *const http[] = {"GET ",     "POST ",    "HEAD ",  "PUT ", "DELETE ",
+                                       "OPTIONS ", "CONNECT ", "PRI * ", NULL};
+    if (n >= 2 && ((b[0] == 0x16 && b[1] == 0x03) || b[0] == 0x80))
+        return true;
+    for (int i = 0; http[i]; i++) {
+        size_t len = strlen(http[i]);
+        if (n >= len && !memcmp(b, http[i], len))
+            return true;
+    }
+    for (size_t i = 0; i < n && i < 64 && b[i] != '\n'; i++)
+        if ((b[i] < 0x20 && b[i] != '\t' && b[i] != '\r') || b[i] == 0x7f)
+            return true;
+    return false;
+}
+
 static void on_readable(struct gh_conn *c)
 {
     if (c->phase == GH_PHASE_CLOSING) {
@@ -644,6 +717,12 @@ static void on_readable(struct gh_conn *c)
     }
     if (!read_input(c))
         return;
+    if (!priv(c)->first_data_seen && gh_buf_len(&c->in)) {
+        priv(c)->first_data_seen = true;
+        if (c->conf->protocol != GH_PROTO_HTTP && !c->ssl &&
+            looks_like_scan((const uint8_t *)gh_buf_head(&c->in), gh_buf_len(&c->in)))
+            gh_security_event(&c->peer.u.sa, GH_SEC_SCAN);
+    }
     if (!priv(c)->first_input_seen && gh_buf_len(&c->in) &&
         screen_first_bytes(c, (uint8_t *)gh_buf_head(&c->in), gh_buf_len(&c->in)) != FIRST_OK)
         return;
@@ -701,13 +780,19 @@ static void on_deadline(struct gh_timer *t)
     switch (c->phase) {
     case GH_PHASE_PROXY:
         conn_log(c, "proxy-timeout", "no PROXY header within %u ms", PROXY_DEADLINE_MS);
+        gh_security_event(&c->peer.u.sa, GH_SEC_LOITER);
         gh_conn_close(c);
         return;
     case GH_PHASE_HANDSHAKE:
         conn_log(c, "tls-timeout", "handshake not done within %u ms", c->conf->tls_timeout_ms);
+        gh_security_event(&c->peer.u.sa, GH_SEC_LOITER);
         gh_conn_close(c);
         return;
     case GH_PHASE_PROTOCOL:
+        /* An idle mail session before hand-off loiters; an HTTP keep-alive that goes quiet
+         * after its requests is how browsers work, so it is not counted. */
+        if (c->conf->protocol != GH_PROTO_HTTP)
+            gh_security_event(&c->peer.u.sa, GH_SEC_LOITER);
         if (c->proto->idle)
             call_proto(c, c->proto->idle);
         else
@@ -718,6 +803,12 @@ static void on_deadline(struct gh_timer *t)
         gh_conn_close(c);
         return;
     }
+}
+
+void gh_conn_http_path(struct gh_conn *c, const char *path)
+{
+    if (c->worker && gh_security_scan_path(&c->peer.u.sa, path))
+        conn_log(c, "scan-path", "request for a path in scanBanPaths");
 }
 
 void gh_conn_shutdown(struct gh_conn *c)

@@ -91,6 +91,9 @@ void gh_conn_fill_local(struct gh_conn *c);
 /* (Re)arms the idle deadline; when it fires, proto->idle is called (or the conn closes). */
 void gh_conn_set_idle(struct gh_conn *c, uint32_t ms);
 
+/* HTTP: the path a client asked for; one matching x:Security.scanBanPaths bans it. */
+void gh_conn_http_path(struct gh_conn *c, const char *path);
+
 /* The host name replies carry: x:SystemSettings.defaultHostname, else the system's. */
 const char *gh_conn_hostname(const struct gh_conn *c);
 

@@ -48,6 +48,18 @@ static const struct gh_enum_value permissions[] = {
     {"sysAcmeProviderDestroy", "ACME providers: destroy"},
     {"sysSystemSettingsGet", "System settings: get"},
     {"sysSystemSettingsUpdate", "System settings: update"},
+    {"sysBlockedIpGet", "Blocked IPs: get"},
+    {"sysBlockedIpQuery", "Blocked IPs: query"},
+    {"sysBlockedIpCreate", "Blocked IPs: create"},
+    {"sysBlockedIpUpdate", "Blocked IPs: update"},
+    {"sysBlockedIpDestroy", "Blocked IPs: destroy"},
+    {"sysAllowedIpGet", "Allowed IPs: get"},
+    {"sysAllowedIpQuery", "Allowed IPs: query"},
+    {"sysAllowedIpCreate", "Allowed IPs: create"},
+    {"sysAllowedIpUpdate", "Allowed IPs: update"},
+    {"sysAllowedIpDestroy", "Allowed IPs: destroy"},
+    {"sysSecurityGet", "Security: get"},
+    {"sysSecurityUpdate", "Security: update"},
     {NULL, NULL},
 };
 

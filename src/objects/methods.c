@@ -197,6 +197,8 @@ bad:
 
 /* ---- /set ---- */
 
+const struct gh_principal *gh_set_caller;
+
 /* One applied change, kept to undo it if the commit fails. References owned. */
 struct undo {
     json_t *obj; /* new object; NULL for a destroy */
@@ -616,8 +618,10 @@ static json_t *set_run(struct gh_objtype *t, json_t *args, const struct gh_princ
     }
     struct set_out o = {json_object(), json_object(), json_object(),
                         json_object(), json_array(),  json_object()};
-    if (!run_ops(&c, create, update, destroy, &o) ||
-        (n && !gh_store_commit(gh_model.store, &c.err))) {
+    gh_set_caller = who;
+    bool ran = run_ops(&c, create, update, destroy, &o);
+    gh_set_caller = NULL;
+    if (!ran || (n && !gh_store_commit(gh_model.store, &c.err))) {
         set_abort(&c);
         if (t->hooks.set_end)
             t->hooks.set_end();

@@ -22,8 +22,11 @@ extern struct gh_objtype gh_type_apikey;
 extern struct gh_objtype gh_type_certificate;
 extern struct gh_objtype gh_type_destination;
 extern struct gh_objtype gh_type_acmeprovider;
+extern struct gh_objtype gh_type_blocked_ip;
+extern struct gh_objtype gh_type_allowed_ip;
+extern struct gh_objtype gh_type_security;
 
-#define GH_NTYPES 6
+#define GH_NTYPES 9
 extern struct gh_objtype *const gh_types[GH_NTYPES];
 
 /* The process's object layer. Owner: objects.c; store and engine belong to main. */
@@ -83,6 +86,25 @@ void gh_settings_apply(void);
 void gh_status_rebuild(void);
 /* Clears a listener's "could not apply on this node" note after a successful apply. */
 void gh_listener_applied(const char *id);
+
+/* Address rules (security.c, access.c): creates the x:Security singleton when the store
+ * has none; rebuilds the engine's address table; on the control thread, about once a
+ * second, stores the bans the engine asked for and removes expired entries. */
+bool gh_security_ensure(gh_err *err);
+void gh_security_apply(void);
+void gh_security_tick(void);
+/* The committed hook of the three types: rebuilds the table, or leaves it to the tick in
+ * progress. */
+void gh_security_committed(void);
+
+/* UTCDate "YYYY-MM-DDTHH:MM:SSZ" (fractions accepted on input) ↔ wall-clock ms. */
+bool gh_utcdate_parse(const char *s, int64_t *ms);
+void gh_utcdate_format(int64_t ms, char out[32]);
+
+/* Who runs the /set in progress (NULL outside one, or when the server itself does):
+ * validation rules that depend on the caller's address read it. Under the management
+ * mutex. */
+extern const struct gh_principal *gh_set_caller;
 
 /* Shared store: applies every change other nodes made since the last one seen (under the
  * management mutex), and notes the latest change this node wrote itself. */

@@ -21,13 +21,15 @@
 #include "net/tls.h"
 #include "objects/acme_renew.h"
 #include "objects/model.h"
+#include "security/security.h"
 #include "store/store.h"
 
 struct gh_model gh_model;
 
 struct gh_objtype *const gh_types[GH_NTYPES] = {
-    &gh_type_listener, &gh_type_settings,    &gh_type_certificate,
-    &gh_type_apikey,   &gh_type_destination, &gh_type_acmeprovider,
+    &gh_type_listener,   &gh_type_settings,    &gh_type_certificate,
+    &gh_type_apikey,     &gh_type_destination, &gh_type_blocked_ip,
+    &gh_type_allowed_ip, &gh_type_security,    &gh_type_acmeprovider,
 };
 
 /* Taken by every entry point that reads or writes the objects from outside a JMAP call
@@ -296,7 +298,16 @@ static uint64_t synced_seq; /* every change up to here is applied; under mgmt_mu
 static pthread_t sync_thread;
 static bool sync_running;
 static atomic_bool sync_stop;
-static int sync_wake[2] = {-1, -1}; /* a pipe: written to stop the thread at once */
+static int sync_wake[2] = {-1, -1}; /* a pipe: written to stop the thread, or to have it
+                                     * store the bans the engine asked for, at once */
+
+/* Any thread (a worker queued a ban): wakes the background thread. */
+static void wake_sync(void)
+{
+    if (sync_wake[1] >= 0 && write(sync_wake[1], "b", 1) < 0) {
+        /* the pipe is full: the thread is awake already */
+    }
+}
 
 void gh_sync_note(uint64_t seq)
 {
@@ -372,11 +383,15 @@ static void *sync_main(void *arg)
 {
     while (!atomic_load(&sync_stop)) {
         gh_store_wait_change(gh_model.store, sync_wake[0], 1000);
+        char drain[64];
+        while (read(sync_wake[0], drain, sizeof drain) > 0)
+            ;
         pthread_mutex_lock(&mgmt_mu);
         if (!atomic_load(&sync_stop)) {
             if (gh_store_shared(gh_model.store))
                 gh_objects_sync();
             retry_failed_listeners();
+            gh_security_tick();
         }
         pthread_mutex_unlock(&mgmt_mu);
     }
@@ -504,9 +519,11 @@ bool gh_objects_init(const struct gh_objects_options *opt, gh_err *err)
     if (!gh_store_last_seq(gh_model.store, NULL, &synced_seq, err))
         goto out;
     register_methods();
-    if (!gh_admin_secret_init(opt->admin_secret, err) || !gh_settings_ensure(err))
+    if (!gh_admin_secret_init(opt->admin_secret, err) || !gh_settings_ensure(err) ||
+        !gh_security_ensure(err))
         goto out;
     gh_settings_apply();
+    gh_security_apply();
     if (first && json_array_size(gh_type_certificate.objs) == 0)
         make_selfsigned();
     gh_certs_apply();
@@ -526,7 +543,8 @@ bool gh_objects_init(const struct gh_objects_options *opt, gh_err *err)
     /* Catches up with other nodes' changes (shared store) and retries listeners that
      * could not bind; unit tests run without an engine and without it. */
     if ((gh_store_shared(gh_model.store) || gh_model.engine) && !sync_running &&
-        pipe2(sync_wake, O_CLOEXEC) == 0) {
+        (sync_wake[0] >= 0 || pipe2(sync_wake, O_CLOEXEC | O_NONBLOCK) == 0)) {
+        gh_security_set_wake(wake_sync);
         atomic_store(&sync_stop, false);
         sync_running = pthread_create(&sync_thread, NULL, sync_main, NULL) == 0;
     }
@@ -542,6 +560,7 @@ out:
 void gh_objects_stop_background(void)
 {
     gh_acme_renew_stop();
+    gh_security_set_wake(NULL);
     if (sync_running) {
         atomic_store(&sync_stop, true);
         if (write(sync_wake[1], "x", 1) < 0)
@@ -549,11 +568,7 @@ void gh_objects_stop_background(void)
         pthread_join(sync_thread, NULL);
         sync_running = false;
     }
-    for (int i = 0; i < 2; i++) {
-        if (sync_wake[i] >= 0)
-            close(sync_wake[i]);
-        sync_wake[i] = -1;
-    }
+    /* The pipe stays open: a worker still running may be about to write to it. */
 }
 
 void gh_objects_shutdown(void)
@@ -565,6 +580,7 @@ void gh_objects_shutdown(void)
         gh_types[i]->objs = NULL;
     }
     gh_auth_clear();
+    gh_security_shutdown(); /* the workers are gone: nothing reads the table any more */
     pthread_mutex_lock(&status.mu);
     json_decref(status.ids);
     status.ids = NULL;

@@ -151,6 +151,37 @@ static void duration_text(int64_t ms, char out[32])
 
 /* ---- single values ---- */
 
+bool gh_rate_parse(const json_t *v, uint32_t *count, uint64_t *period_ms, gh_err *err)
+{
+    if (!json_is_object(v))
+        return gh_fail(err, "expected a rate such as {\"count\": 100, \"period\": \"1d\"}");
+    const char *key;
+    json_t *m;
+    json_object_foreach((json_t *)v, key, m)
+    {
+        if (strcmp(key, "count") && strcmp(key, "period"))
+            return gh_fail(err, "unknown member \"%.64s\": a rate has only count and period", key);
+    }
+    json_t *c = json_object_get(v, "count");
+    if (!json_is_integer(c) || json_integer_value(c) < 1 || json_integer_value(c) > UINT32_MAX)
+        return gh_fail(err,
+                       "count must be a whole number from 1 to %u (a null rate turns the "
+                       "rule off)",
+                       UINT32_MAX);
+    json_t *p = json_object_get(v, "period");
+    if (!p)
+        return gh_fail(err, "period is missing: a duration such as \"1h\" or \"1d\"");
+    gh_err e = {0};
+    if (!gh_duration_parse(p, period_ms, &e)) {
+        gh_fail(err, "period: %s", e.msg);
+        return false;
+    }
+    if (*period_ms == 0)
+        return gh_fail(err, "period must be more than 0");
+    *count = (uint32_t)json_integer_value(c);
+    return true;
+}
+
 const struct gh_prop *gh_prop_find(const struct gh_objtype *t, const char *name)
 {
     for (unsigned i = 0; i < t->nprops; i++)
@@ -182,6 +213,8 @@ static const char *type_name(enum gh_ptype type)
         return "Text";
     case GH_PT_DATE:
         return "UTCDate";
+    case GH_PT_RATE:
+        return "Rate";
     }
     return "String";
 }
@@ -287,6 +320,16 @@ static json_t *member_value(const struct gh_prop *p, json_t *in, gh_err *err)
         out = json_string(text);
         break;
     }
+    case GH_PT_RATE: {
+        uint32_t count;
+        uint64_t ms;
+        char period[32];
+        if (!gh_rate_parse(in, &count, &ms, err))
+            return NULL;
+        gh_duration_format(ms, period);
+        out = json_pack("{sI ss}", "count", (json_int_t)count, "period", period);
+        break;
+    }
     case GH_PT_IPMASK: {
         struct gh_ipmask m;
         if (!check_string(p, in, err) || !gh_ipmask_parse(json_string_value(in), &m, err))
@@ -347,6 +390,8 @@ static bool check_items(const struct gh_prop *p, const json_t *list, gh_err *err
 
 json_t *gh_prop_value(const struct gh_prop *p, json_t *in, gh_err *err)
 {
+    if (json_is_null(in) && p->null_is_value)
+        return json_null();
     if (json_is_null(in)) {
         if (!has_default(p)) {
             if (p->list)
@@ -752,6 +797,8 @@ static json_t *prop_json(const struct gh_prop *p)
         json_object_set_new(j, "sortable", json_true());
     if (p->once)
         json_object_set_new(j, "returnedOnce", json_true());
+    if (p->null_is_value)
+        json_object_set_new(j, "nullMeans", json_string("off"));
     return j;
 }
 

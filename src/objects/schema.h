@@ -22,6 +22,7 @@ enum gh_ptype {
     GH_PT_IPMASK,
     GH_PT_TEXT, /* multi-line (PEM) */
     GH_PT_DATE, /* UTCDate, RFC 3339 */
+    GH_PT_RATE, /* {"count": N >= 1, "period": Duration} */
 };
 
 enum gh_mutability {
@@ -54,7 +55,8 @@ struct gh_prop {
     const char *label, *group, *description, *rule;
     enum gh_filter_kind filter;
     bool sortable;
-    bool once; /* server-set and returned only in the create response (a secret) */
+    bool once;          /* server-set and returned only in the create response (a secret) */
+    bool null_is_value; /* with def: null is a value of its own ("off"), not the default */
     gh_value_check_fn check;
 };
 
@@ -156,6 +158,10 @@ json_t *gh_schema_json(struct gh_objtype *const *types, unsigned n);
  * digits). Written back in the largest unit that keeps the value exact. */
 bool gh_duration_parse(const json_t *v, uint64_t *ms, gh_err *err);
 void gh_duration_format(uint64_t ms, char out[32]);
+
+/* A Rate: {"count": N, "period": "1d"} with N >= 1 and a Duration > 0 (Stalwart's form).
+ * On failure err names the member that is wrong. */
+bool gh_rate_parse(const json_t *v, uint32_t *count, uint64_t *period_ms, gh_err *err);
 
 /* Decodes a JSON-pointer token (~1 → /, ~0 → ~); false when an escape is malformed. */
 bool gh_pointer_unescape(const char *in, char *out, size_t cap);

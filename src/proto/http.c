@@ -366,6 +366,8 @@ static enum next handle_request(struct http *h)
     struct gh_conn *c = h->c;
     enum gh_http_next n = GH_HTTP_ANSWERED;
     expose_request(h);
+    if (!h->req.held)
+        gh_conn_http_path(c, h->req.target);
     if (app)
         n = app->handle(&h->req);
     else
