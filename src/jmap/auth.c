@@ -188,6 +188,31 @@ static bool base64_decode(const char *in, char *out, size_t cap)
     return strlen(out) == (size_t)len;
 }
 
+bool gh_auth_basic(const char *value, bool (*accepts)(const char *user, const char *secret))
+{
+    while (*value == ' ')
+        value++;
+    if (strncasecmp(value, "Basic ", 6))
+        return false;
+    const char *b64 = value + 6;
+    while (*b64 == ' ')
+        b64++;
+    size_t cap = strlen(b64) + 4;
+    char *plain = calloc(1, cap);
+    bool ok = false;
+    if (plain && base64_decode(b64, plain, cap)) {
+        char *colon = strchr(plain, ':');
+        if (colon) {
+            *colon = '\0';
+            ok = colon[1] && accepts(plain, colon + 1);
+        }
+    }
+    if (plain)
+        memset(plain, 0, cap); /* the secret does not outlive the check */
+    free(plain);
+    return ok;
+}
+
 bool gh_auth_header(const char *value, struct gh_principal *who)
 {
     while (*value == ' ')

@@ -21,6 +21,10 @@ bool gh_auth_check(const char *username, const char *secret, struct gh_principal
 /* Checks an Authorization header value: "Bearer <secret>" or "Basic <base64 name:secret>". */
 bool gh_auth_header(const char *authorization, struct gh_principal *who);
 
+/* Whether value is "Basic <base64 user:secret>" that check accepts (a pair that is not an
+ * API key, such as the metrics scrape's). */
+bool gh_auth_basic(const char *value, bool (*check)(const char *user, const char *secret));
+
 /* Milliseconds the next credential check from this client address is held back: 0 for the
  * first few failures within a minute, then growing to a few seconds. */
 unsigned gh_auth_penalty_ms(const char *client);

@@ -17,11 +17,14 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/log.h"
+#include "metrics/metrics.h"
 #include "net/handoff.h"
 #include "net/proxy_protocol.h"
+#include "net/session_log.h"
 #include "net/worker.h"
 #include "proto/proto.h"
 
@@ -40,6 +43,7 @@ struct conn_priv {
     bool batching;          /* inside a protocol callback: send once it returns */
     bool input_paused;      /* not reading the client: its destination has a backlog */
     struct gh_timer resume; /* hands held-back input to the protocol once output drained */
+    uint64_t handshake_ns;  /* when the running TLS handshake began */
 };
 
 static struct conn_priv *priv(struct gh_conn *c)
@@ -71,20 +75,31 @@ static const char *listener_name(const struct gh_conn *c)
     return c->conf ? c->conf->name : NULL;
 }
 
-/* An event of this connection: its listener, its client address and, when the load
- * balancer gave one, the PROXY unique id that ties the line to the balancer's own logs. */
-__attribute__((format(printf, 3, 4))) static void conn_log(const struct gh_conn *c,
-                                                           const char *event, const char *fmt, ...)
+static uint64_t now_ns(void)
 {
-    char text[768];
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* An event of this connection: its listener, its client address, the TCP peer when the
+ * PROXY header named another client, and, when the load balancer gave one, the PROXY
+ * unique id that ties the line to the balancer's own logs. */
+void gh_conn_log(const struct gh_conn *c, const char *event, const char *fmt, ...)
+{
+    char text[768], peer[GH_ADDR_TEXT + 8] = "", id[300] = "";
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
+    if (gh_session_peer_differs(c)) {
+        char tcp[GH_ADDR_TEXT];
+        gh_ip_format(&c->tcp_peer.u.sa, tcp);
+        snprintf(peer, sizeof peer, " peer=%s", tcp);
+    }
     if (c->proxy_unique_id)
-        gh_log(listener_name(c), c->peer_text, event, "%s proxy-id=%s", text, c->proxy_unique_id);
-    else
-        gh_log(listener_name(c), c->peer_text, event, "%s", text);
+        snprintf(id, sizeof id, " proxy-id=%s", c->proxy_unique_id);
+    gh_log(listener_name(c), c->peer_text, event, "%s%s%s", text, peer, id);
 }
 
 static void set_events(struct gh_conn *c)
@@ -125,6 +140,13 @@ void gh_conn_close(struct gh_conn *c)
         return; /* a hand-built connection in a unit test */
     gh_timer_cancel(w->loop, &c->deadline);
     gh_timer_cancel(w->loop, &priv(c)->resume);
+    if (c->relay) /* relayed, or no destination could take it */
+        gh_conn_set_end(c, gh_relay_destination(c) ? GH_END_HANDED_OFF : GH_END_REFUSED);
+    gh_conn_set_end(c, GH_END_CLIENT_CLOSED);
+    uint64_t us = (now_ns() - c->started_ns) / 1000;
+    gh_metrics_closed(c->metrics, us);
+    if (gh_log_sessions())
+        gh_session_log(c, us);
     close(c->io.fd); /* also takes it out of epoll: no other descriptor shares its file */
     gh_relay_close(c);
     if (c->proto && c->proto->release)
@@ -138,6 +160,7 @@ void gh_conn_close(struct gh_conn *c)
     gh_buf_free(&c->in);
     gh_buf_free(&c->out);
     free(c->proxy_unique_id);
+    free(c->login_user);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -287,6 +310,7 @@ static void flush(struct gh_conn *c)
             }
         }
         gh_buf_consume(&c->out, (size_t)n);
+        c->bytes_out += (uint64_t)n;
     }
     bool pending = gh_buf_len(&c->out) > 0;
     if (pending != c->want_write) {
@@ -345,6 +369,9 @@ void gh_conn_accepted(struct gh_worker *w, struct gh_wsock *ws, int fd,
     p->resume.fn = on_resume;
     c->worker = w;
     c->listener = gh_listener_rt_ref(ws->rt);
+    c->metrics = ws->rt->metrics;
+    c->started_ns = now_ns();
+    gh_metrics_accepted(c->metrics);
     c->conf = gh_listener_conf_ref(ws->conf);
     c->proto = gh_proto_for(c->conf->protocol);
     if (ws->ctx && SSL_CTX_up_ref(ws->ctx))
@@ -368,7 +395,7 @@ void gh_conn_accepted(struct gh_worker *w, struct gh_wsock *ws, int fd,
     uint32_t ev = EPOLLIN | EPOLLRDHUP | (p->edge ? EPOLLET : 0);
     gh_err err = {0};
     if (!gh_io_add(w->loop, &c->io, ev, &err)) {
-        conn_log(c, "accept-error", "%s", err.msg);
+        gh_conn_log(c, "accept-error", "%s", err.msg);
         gh_conn_close(c);
         return;
     }
@@ -397,7 +424,9 @@ static void open_session(struct gh_conn *c)
 static void start_protocol(struct gh_conn *c)
 {
     if (!gh_listener_rt_admit(c->listener, c->conf->max_connections)) {
-        conn_log(c, "limit-connections", "maxConnections %u reached", c->conf->max_connections);
+        gh_conn_log(c, "limit-connections", "maxConnections %u reached", c->conf->max_connections);
+        gh_metrics_refused(c->metrics, GH_REFUSED_MAX_CONNECTIONS);
+        gh_conn_set_end(c, GH_END_REFUSED);
         bool implicit = c->conf->use_tls && c->conf->tls_implicit;
         if (implicit || !c->proto->over_limit) {
             gh_conn_close(c);
@@ -450,7 +479,9 @@ static enum first_bytes screen_first_bytes(struct gh_conn *c, const uint8_t *b, 
     }
     if (!(p1 && n >= 6) && !(p2 && n >= 12))
         return FIRST_WAIT;
-    conn_log(c, "proxy-untrusted", "PROXY header from a peer outside the trusted networks");
+    gh_conn_log(c, "proxy-untrusted", "PROXY header from a peer outside the trusted networks");
+    gh_metrics_proxy(c->metrics, GH_PROXYM_UNTRUSTED);
+    gh_conn_set_end(c, GH_END_PROTOCOL_ERROR);
     gh_conn_close(c);
     return FIRST_REFUSED;
 }
@@ -479,8 +510,10 @@ static void read_proxy_header(struct gh_conn *c)
     if (r == GH_PROXY_NEED_MORE && need <= GH_PROXY_MAX)
         return; /* edge-triggered: woken again when more arrives */
     if (r != GH_PROXY_DONE) {
-        conn_log(c, "proxy-error", "%s",
-                 r == GH_PROXY_NEED_MORE ? "PROXY header too large" : err.msg);
+        gh_conn_log(c, "proxy-error", "%s",
+                    r == GH_PROXY_NEED_MORE ? "PROXY header too large" : err.msg);
+        gh_metrics_proxy(c->metrics, GH_PROXYM_INVALID);
+        gh_conn_set_end(c, GH_END_PROTOCOL_ERROR);
         gh_conn_close(c);
         return;
     }
@@ -489,6 +522,7 @@ static void read_proxy_header(struct gh_conn *c)
         gh_conn_close(c);
         return;
     }
+    gh_metrics_proxy(c->metrics, h.local ? GH_PROXYM_LOCAL : GH_PROXYM_OK);
     if (!h.local)
         set_peer(c, &h.src);
     c->tls_active = h.ssl;
@@ -520,8 +554,10 @@ static void log_tls_failure(struct gh_conn *c, int ssl_error)
         ERR_error_string_n(e, reason, sizeof reason);
     else if (ssl_error == SSL_ERROR_SYSCALL && errno)
         snprintf(reason, sizeof reason, "%s", strerror(errno));
-    conn_log(c, "tls-handshake-error", "%s", reason);
+    gh_conn_log(c, "tls-handshake-error", "%s", reason);
     ERR_clear_error();
+    gh_metrics_tls(c->metrics, GH_TLS_FAILED, 0);
+    gh_conn_set_end(c, GH_END_PROTOCOL_ERROR);
 }
 
 static void continue_handshake(struct gh_conn *c)
@@ -530,6 +566,8 @@ static void continue_handshake(struct gh_conn *c)
     int r = SSL_do_handshake(c->ssl);
     if (r == 1) {
         bool upgrade = c->tls_done_once || !c->conf->tls_implicit;
+        gh_metrics_tls(c->metrics, SSL_session_reused(c->ssl) ? GH_TLS_RESUMED : GH_TLS_FULL,
+                       (now_ns() - priv(c)->handshake_ns) / 1000);
         c->tls_active = true;
         c->tls_done_once = true;
         priv(c)->edge = false;
@@ -562,11 +600,12 @@ static void continue_handshake(struct gh_conn *c)
 static void start_handshake(struct gh_conn *c)
 {
     if (!priv(c)->ctx || !(c->ssl = SSL_new(priv(c)->ctx)) || !SSL_set_fd(c->ssl, c->io.fd)) {
-        conn_log(c, "tls-error", "cannot start a TLS session");
+        gh_conn_log(c, "tls-error", "cannot start a TLS session");
         gh_conn_close(c);
         return;
     }
     SSL_set_accept_state(c->ssl);
+    priv(c)->handshake_ns = now_ns();
     c->phase = GH_PHASE_HANDSHAKE;
     gh_timer_set(c->worker->loop, &c->deadline, c->conf->tls_timeout_ms);
     continue_handshake(c);
@@ -579,6 +618,7 @@ static bool read_input(struct gh_conn *c)
 {
     for (;;) {
         if (gh_buf_len(&c->in) > INPUT_CAP || !gh_buf_reserve(&c->in, READ_CHUNK)) {
+            gh_conn_set_end(c, GH_END_PROTOCOL_ERROR);
             gh_conn_close(c);
             return false;
         }
@@ -611,6 +651,7 @@ static bool read_input(struct gh_conn *c)
             }
         }
         c->in.end += (size_t)n;
+        c->bytes_in += (uint64_t)n;
         if ((size_t)n < room && !(c->ssl && SSL_pending(c->ssl)))
             return true;
     }
@@ -680,13 +721,16 @@ static void on_resume(struct gh_timer *t)
 static void on_deadline(struct gh_timer *t)
 {
     struct gh_conn *c = gh_container_of(t, struct gh_conn, deadline);
+    gh_conn_set_end(c, GH_END_TIMEOUT);
     switch (c->phase) {
     case GH_PHASE_PROXY:
-        conn_log(c, "proxy-timeout", "no PROXY header within %u ms", PROXY_DEADLINE_MS);
+        gh_metrics_proxy(c->metrics, GH_PROXYM_TIMEOUT);
+        gh_conn_log(c, "proxy-timeout", "no PROXY header within %u ms", PROXY_DEADLINE_MS);
         gh_conn_close(c);
         return;
     case GH_PHASE_HANDSHAKE:
-        conn_log(c, "tls-timeout", "handshake not done within %u ms", c->conf->tls_timeout_ms);
+        gh_conn_log(c, "tls-timeout", "handshake not done within %u ms", c->conf->tls_timeout_ms);
+        gh_metrics_tls(c->metrics, GH_TLS_TIMEOUT, 0);
         gh_conn_close(c);
         return;
     case GH_PHASE_PROTOCOL:
@@ -704,6 +748,8 @@ static void on_deadline(struct gh_timer *t)
 
 void gh_conn_shutdown(struct gh_conn *c)
 {
+    if (c->phase != GH_PHASE_RELAY)
+        gh_conn_set_end(c, GH_END_SHUTDOWN);
     if (c->phase == GH_PHASE_PROTOCOL && c->proto->shutdown) {
         call_proto(c, c->proto->shutdown);
         if (!c->closed)

@@ -17,6 +17,7 @@
 
 #include "core/buf.h"
 #include "core/log.h"
+#include "metrics/metrics.h"
 #include "net/conn.h"
 #include "net/engine.h"
 #include "net/proxy_protocol.h"
@@ -193,7 +194,8 @@ void gh_relay_free(struct gh_conn *c)
 static void give_up(struct gh_relay *r, const char *why)
 {
     struct gh_conn *c = r->c;
-    gh_log(c->conf->name, c->peer_text, "handoff-failed", "%s", why);
+    gh_conn_log(c, "handoff-failed", "%s", why);
+    gh_metrics_handoff(c->metrics, GH_HANDOFF_FAILED);
     gh_timer_cancel(c->worker->loop, &r->deadline);
     close_backend(r);
     c->phase = GH_PHASE_PROTOCOL; /* so the reply leaves in clear or through TLS as before */
@@ -204,8 +206,8 @@ static void give_up(struct gh_relay *r, const char *why)
 
 static void next_destination(struct gh_relay *r, const char *why)
 {
-    gh_log(r->c->conf->name, r->c->peer_text, "handoff-retry", "destination %s: %s", r->dest.name,
-           why);
+    gh_conn_log(r->c, "handoff-retry", "destination %s: %s", r->dest.name, why);
+    gh_metrics_handoff(r->c->metrics, GH_HANDOFF_RETRIED);
     close_backend(r);
     gh_buf_clear(&r->to_backend);
     gh_buf_clear(&r->reply);
@@ -297,6 +299,8 @@ static bool send_to_backend(struct gh_relay *r)
         if (n <= 0)
             return false;
         gh_buf_consume(&r->to_backend, (size_t)n);
+        if (r->stage == RELAY_FLOWING)
+            gh_metrics_relay_bytes(r->c->metrics, GH_TO_DESTINATION, (uint64_t)n);
     }
     bool pending = gh_buf_len(&r->to_backend) > 0;
     if (pending != r->want_write) {
@@ -356,6 +360,7 @@ static void start_flowing(struct gh_relay *r)
     struct gh_conn *c = r->c;
     gh_timer_set(c->worker->loop, &r->deadline, RELAY_IDLE_MS);
     r->stage = RELAY_FLOWING;
+    gh_metrics_handoff(c->metrics, GH_HANDOFF_OK);
     if (r->first) {
         gh_buf_append(&r->to_backend, r->first, strlen(r->first));
         gh_buf_append(&r->to_backend, "\r\n", 2);
@@ -408,6 +413,7 @@ static void backend_to_client(struct gh_relay *r)
         return;
     }
     gh_timer_set(r->c->worker->loop, &r->deadline, RELAY_IDLE_MS);
+    gh_metrics_relay_bytes(r->c->metrics, GH_TO_CLIENT, (uint64_t)n);
     gh_conn_write(r->c, chunk, (size_t)n);
     if (!r->c->closed && gh_buf_len(&r->c->out) >= RELAY_HIGH && !r->backend_paused) {
         r->backend_paused = true;
@@ -485,4 +491,9 @@ void gh_relay_client_drained(struct gh_conn *c)
         r->backend_paused = false;
         backend_events(r);
     }
+}
+
+const char *gh_relay_destination(const struct gh_conn *c)
+{
+    return c->relay && c->relay->stage == RELAY_FLOWING ? c->relay->dest.name : NULL;
 }

@@ -16,6 +16,7 @@
 typedef struct ssl_ctx_st SSL_CTX;
 struct gh_engine;
 struct gh_conn;
+struct gh_metrics_listener;
 
 /* Shared by every worker and connection of one listener, across its updates.
  * Owner: reference-counted (the engine's listener state, each socket, each connection). */
@@ -23,6 +24,7 @@ struct gh_listener_rt {
     atomic_uint refs;
     atomic_uint live; /* connections holding a maxConnections slot */
     char id[64];
+    struct gh_metrics_listener *metrics; /* a reference; NULL when out of memory */
 };
 
 /* A listening socket registered in one worker's loop. Owner: that worker. */

@@ -43,6 +43,8 @@ static const struct gh_enum_value permissions[] = {
     {"sysDestinationDestroy", "Destinations: destroy"},
     {"sysSystemSettingsGet", "System settings: get"},
     {"sysSystemSettingsUpdate", "System settings: update"},
+    {"sysMetricsGet", "Metrics: get (and scrape /metrics/prometheus)"},
+    {"sysMetricsUpdate", "Metrics: update"},
     {NULL, NULL},
 };
 
