@@ -148,7 +148,8 @@ void gh_metrics_escape(const char *in, char *out, size_t cap);
 
 /* ---- reading ---- */
 
-/* The Prometheus text (format 0.0.4) of every metric; the caller frees *text. */
+/* The Prometheus text (format 0.0.4) of every metric, NUL-terminated; the caller frees
+ * *text. */
 bool gh_metrics_render(char **text, size_t *len);
 /* {"time": ms, "listeners": {"<id>": {"name", "protocol", "active", "accepted",
  * "handshakes", "handoffs", "refused", "bans"}}}; the caller frees it. */

@@ -316,13 +316,14 @@ bool gh_metrics_render(char **text, size_t *len)
     connection_families(&o, &s);
     server_families(&o, &s);
     process_families(&o, &s);
+    put(&o, "", 1); /* a C string too */
     gh_metrics_snapshot_free(&s);
     if (o.failed) {
         free(o.p);
         return false;
     }
     *text = o.p;
-    *len = o.len;
+    *len = o.len - 1;
     return true;
 }
 
