@@ -1,7 +1,10 @@
 /*
  * scrape: formats a snapshot of the counters as Prometheus text (format 0.0.4), one family
  * after another with its HELP and TYPE, and as the small JSON of GET /api/stats. Numbers
- * are written by hand: a scrape of 1,000 listeners is some 60,000 lines.
+ * are written by hand: a scrape of 1,000 busy listeners is some 50,000 lines. Each listener
+ * always has its accepted and active series; a labelled series (a reason, a result, a
+ * direction) or a histogram appears once it has counted something, which keeps the scrape
+ * of many quiet listeners small (Prometheus reads an absent series as "no data").
  */
 #include <dirent.h>
 #include <stdarg.h>
@@ -113,13 +116,14 @@ static void labelled(struct gh_metrics_out *o, const struct gh_metrics_snapshot 
                      const char *name, const char *label, const char *const *names, unsigned n,
                      size_t offset)
 {
-    char extra[96];
+    char extra[8][48]; /* the label pairs, made once for every listener */
+    for (unsigned k = 0; k < n && k < 8; k++)
+        snprintf(extra[k], sizeof extra[k], "%s=\"%s\"", label, names[k]);
     for (unsigned i = 0; i < s->n; i++) {
         const uint64_t *counts = (const uint64_t *)((const char *)&s->listeners[i].sum + offset);
-        for (unsigned k = 0; k < n; k++) {
-            snprintf(extra, sizeof extra, "%s=\"%s\"", label, names[k]);
-            listener_sample(o, name, &s->listeners[i], extra, counts[k]);
-        }
+        for (unsigned k = 0; k < n && k < 8; k++)
+            if (counts[k]) /* a series that never counted is left out: see the header */
+                listener_sample(o, name, &s->listeners[i], extra[k], counts[k]);
     }
 }
 
@@ -128,26 +132,33 @@ static void histogram(struct gh_metrics_out *o, const struct gh_metrics_snapshot
 {
     const char *const *le;
     gh_metrics_bounds(handshake, &le);
-    char bucket[96], extra[48];
+    char bucket[96], extra[GH_HIST_BUCKETS][24];
     snprintf(bucket, sizeof bucket, "%s_bucket", name);
+    char count_name[96];
+    snprintf(count_name, sizeof count_name, "%s_count", name);
+    for (unsigned b = 0; b < GH_HIST_BUCKETS; b++)
+        snprintf(extra[b], sizeof extra[b], "le=\"%s\"", le[b]);
     for (unsigned i = 0; i < s->n; i++) {
         const struct gh_metrics_lsnap *l = &s->listeners[i];
         const struct gh_hist *h = handshake ? &l->sum.handshake : &l->sum.session;
+        if (!h->count)
+            continue;
         uint64_t cumulative = 0;
         for (unsigned b = 0; b < GH_HIST_BUCKETS; b++) {
             cumulative += h->bucket[b];
-            snprintf(extra, sizeof extra, "le=\"%s\"", le[b]);
             /* a bucket read before a racing count can exceed it: keep them monotonic */
-            listener_sample(o, bucket, l, extra, cumulative < h->count ? cumulative : h->count);
+            listener_sample(o, bucket, l, extra[b], cumulative < h->count ? cumulative : h->count);
         }
         listener_sample(o, bucket, l, "le=\"+Inf\"", h->count);
+        /* the sum in seconds with microseconds: whole part, then six digits */
         puts_(o, name);
-        putf(o, "_sum{listener=\"%s\",protocol=\"%s\"} %.6f\n", l->name, l->protocol,
-             (double)h->sum_us / 1e6);
-        puts_(o, name);
-        putf(o, "_count{listener=\"%s\",protocol=\"%s\"} ", l->name, l->protocol);
-        put_u64(o, h->count);
+        putf(o, "_sum{listener=\"%s\",protocol=\"%s\"} ", l->name, l->protocol);
+        put_u64(o, h->sum_us / 1000000);
+        char frac[8];
+        snprintf(frac, sizeof frac, ".%06u", (unsigned)(h->sum_us % 1000000));
+        puts_(o, frac);
         put(o, "\n", 1);
+        listener_sample(o, count_name, l, NULL, h->count);
     }
 }
 
