@@ -156,14 +156,35 @@ static size_t json_escape(char *out, size_t cap, const char *s)
     return n;
 }
 
+/* coarse: the clock's tick (a few ms) is enough and costs no system call (session lines) */
+static void timestamp_clock(char when[64], clockid_t clock)
+{
+    static _Thread_local time_t cached_sec = -1;
+    static _Thread_local char cached[80]; /* "YYYY-MM-DDTHH:MM:SS" of cached_sec */
+    struct timespec ts;
+    clock_gettime(clock, &ts);
+    if (ts.tv_sec != cached_sec) {
+        struct tm tm;
+        gmtime_r(&ts.tv_sec, &tm);
+        snprintf(cached, sizeof cached, "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        cached_sec = ts.tv_sec;
+    }
+    unsigned ms = (unsigned)(ts.tv_nsec / 1000000);
+    size_t n = strlen(cached);
+    n = n < 58 ? n : 58; /* room for ".mmmZ" */
+    memcpy(when, cached, n);
+    when[n] = '.';
+    when[n + 1] = (char)('0' + ms / 100);
+    when[n + 2] = (char)('0' + ms / 10 % 10);
+    when[n + 3] = (char)('0' + ms % 10);
+    when[n + 4] = 'Z';
+    when[n + 5] = 0;
+}
+
 static void timestamp(char when[64])
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
-    snprintf(when, 64, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
+    timestamp_clock(when, CLOCK_REALTIME);
 }
 
 void gh_log(const char *listener, const char *client, const char *event, const char *fmt, ...)
@@ -226,7 +247,7 @@ void gh_log_fields(const char *event, const struct gh_log_field *f, unsigned nf)
 {
     char line[2048], when[64], value[600];
     const size_t cap = sizeof line;
-    timestamp(when);
+    timestamp_clock(when, CLOCK_REALTIME_COARSE);
     bool json = log_format == GH_LOG_JSON;
     size_t n = 0;
     append(line, cap, &n, json ? "{\"time\":\"" : "");

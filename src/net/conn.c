@@ -143,7 +143,7 @@ void gh_conn_close(struct gh_conn *c)
     if (c->relay) /* relayed, or no destination could take it */
         gh_conn_set_end(c, gh_relay_destination(c) ? GH_END_HANDED_OFF : GH_END_REFUSED);
     gh_conn_set_end(c, GH_END_CLIENT_CLOSED);
-    uint64_t us = (now_ns() - c->started_ns) / 1000;
+    uint64_t us = (gh_loop_now(w->loop) - c->started_ms) * 1000; /* the loop's clock: no call */
     gh_metrics_closed(c->metrics, us);
     if (gh_log_sessions())
         gh_session_log(c, us);
@@ -370,7 +370,7 @@ void gh_conn_accepted(struct gh_worker *w, struct gh_wsock *ws, int fd,
     c->worker = w;
     c->listener = gh_listener_rt_ref(ws->rt);
     c->metrics = ws->rt->metrics;
-    c->started_ns = now_ns();
+    c->started_ms = gh_loop_now(w->loop);
     gh_metrics_accepted(c->metrics);
     c->conf = gh_listener_conf_ref(ws->conf);
     c->proto = gh_proto_for(c->conf->protocol);

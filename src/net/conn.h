@@ -65,7 +65,7 @@ struct gh_conn {
     struct gh_relay *relay;              /* the hand-off to a destination, once there is one */
     struct gh_metrics_listener *metrics; /* the listener's counters (borrowed, may be NULL) */
     char *login_user;                    /* who logged in at the front door; owned, or NULL */
-    uint64_t started_ns;                 /* CLOCK_MONOTONIC at accept */
+    uint64_t started_ms;                 /* the worker loop's clock at accept */
     uint64_t bytes_in, bytes_out;        /* with the client, as sent on the wire */
     enum gh_session_end end;
     SSL *ssl;

@@ -55,6 +55,32 @@ static const char *tls_version(SSL *ssl)
     }
 }
 
+/* Numbers without printf: this runs once per session. */
+static char *u64_text(uint64_t v, char out[24])
+{
+    char tmp[24];
+    size_t i = sizeof tmp;
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    memcpy(out, tmp + i, sizeof tmp - i);
+    out[sizeof tmp - i] = 0;
+    return out;
+}
+
+/* Seconds with three decimals. */
+static void duration_text(uint64_t us, char out[32])
+{
+    uint64_t ms = (us + 500) / 1000;
+    size_t n = strlen(u64_text(ms / 1000, out));
+    out[n] = '.';
+    out[n + 1] = (char)('0' + ms % 1000 / 100);
+    out[n + 2] = (char)('0' + ms % 100 / 10);
+    out[n + 3] = (char)('0' + ms % 10);
+    out[n + 4] = 0;
+}
+
 void gh_session_log(struct gh_conn *c, uint64_t us)
 {
     char peer[GH_ADDR_TEXT], tcp[GH_ADDR_TEXT], local[GH_ADDR_TEXT] = "", in[24], out[24], dur[32];
@@ -65,9 +91,9 @@ void gh_session_log(struct gh_conn *c, uint64_t us)
     gh_conn_fill_local(c);
     if (c->local.len)
         gh_sockaddr_format(&c->local, local);
-    snprintf(in, sizeof in, "%llu", (unsigned long long)c->bytes_in);
-    snprintf(out, sizeof out, "%llu", (unsigned long long)c->bytes_out);
-    snprintf(dur, sizeof dur, "%.3f", (double)us / 1e6);
+    u64_text(c->bytes_in, in);
+    u64_text(c->bytes_out, out);
+    duration_text(us, dur);
     SSL *ssl = c->ssl && SSL_is_init_finished(c->ssl) ? c->ssl : NULL;
     const char *tls = ssl ? tls_version(ssl) : c->tls_active ? "proxy" : "none";
     const char *sni = ssl ? SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) : NULL;
