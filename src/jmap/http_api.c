@@ -454,6 +454,8 @@ static enum gh_http_next route(struct gh_http_req *r)
         bool scrape = !strcmp(path, "/metrics/prometheus");
         if (scrape && !gh_metrics_route_open(r))
             return GH_HTTP_ANSWERED;
+        if (scrape && gh_http_header(r, "authorization") && hold_back(r))
+            return GH_HTTP_HELD; /* the scrape's own pair is slowed like every credential */
         if (scrape && gh_metrics_route_basic(r))
             return gh_metrics_route_scrape(r);
         enum auth a = authenticate(r, &who, !scrape);
