@@ -19,6 +19,12 @@
 
 #define NWORKERS 4
 
+#ifdef __SANITIZE_ADDRESS__
+#define SCRAPE_BUDGET_MS 1000 /* instrumented code: only a gross regression fails */
+#else
+#define SCRAPE_BUDGET_MS 50
+#endif
+
 static char *render(void)
 {
     char *text = NULL;
@@ -218,7 +224,7 @@ static void a_thousand_listeners_scrape_in_under_50ms(void **state)
         free(text);
     }
     print_message("scrape of 1,000 listeners: %.1f ms, %zu bytes\n", best, len);
-    assert_true(best < 50);
+    assert_true(best < SCRAPE_BUDGET_MS);
     for (int i = 0; i < 1000; i++) {
         gh_metrics_listener_retire(m[i]);
         gh_metrics_listener_unref(m[i]);
