@@ -38,14 +38,8 @@ static struct {
 void gh_metrics_init(unsigned nworkers)
 {
     pthread_mutex_lock(&reg.mu);
-    if (!reg.api || nworkers > reg.nworkers) {
-        void *api = calloc(nworkers + 1, sizeof *reg.api);
-        if (api) {
-            free(reg.api); /* only before workers run: nothing counts into it yet */
-            reg.api = api;
-            reg.nworkers = nworkers;
-        }
-    }
+    if (!reg.api && (reg.api = calloc(nworkers + 1, sizeof *reg.api)))
+        reg.nworkers = nworkers; /* never freed: workers may count into it until exit */
     if (reg.start_time == 0) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
@@ -159,70 +153,104 @@ static const char *const session_le[GH_HIST_BUCKETS] = {
     "0.01", "0.1", "0.5", "1", "5", "10", "30", "60", "300", "900", "3600",
 };
 
-static void observe(struct gh_hist *h, const uint64_t *bounds, uint64_t us)
+/* The calling thread's slot of m: its own when it is a worker m has a slot for (written
+ * with plain stores, it is the only writer), else the last one, shared (atomic adds). */
+struct counting {
+    struct gh_metrics_slot *s;
+    bool own;
+};
+
+static struct counting slot_of(struct gh_metrics_listener *m)
+{
+    unsigned i = (unsigned)gh_metrics_worker; /* -1: not a worker → the shared slot */
+    bool own = i < m->nslots - 1;
+    return (struct counting){&m->slots[own ? i : m->nslots - 1], own};
+}
+
+static void add(struct counting c, uint64_t *counter, uint64_t n)
+{
+    if (c.own)
+        __atomic_store_n(counter, __atomic_load_n(counter, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
+    else
+        __atomic_fetch_add(counter, n, __ATOMIC_RELAXED);
+}
+
+static void observe(struct counting c, struct gh_hist *h, const uint64_t *bounds, uint64_t us)
 {
     unsigned i = 0;
     while (i < GH_HIST_BUCKETS && us > bounds[i])
         i++;
     if (i < GH_HIST_BUCKETS)
-        gh_metrics_add(&h->bucket[i], 1);
-    gh_metrics_add(&h->count, 1);
-    gh_metrics_add(&h->sum_us, us);
+        add(c, &h->bucket[i], 1);
+    add(c, &h->count, 1);
+    add(c, &h->sum_us, us);
 }
 
 void gh_metrics_accepted(struct gh_metrics_listener *m)
 {
-    if (m)
-        gh_metrics_add(&gh_metrics_slot(m)->accepted, 1);
+    if (!m)
+        return;
+    struct counting c = slot_of(m);
+    add(c, &c.s->accepted, 1);
 }
 
 void gh_metrics_closed(struct gh_metrics_listener *m, uint64_t us)
 {
     if (!m)
         return;
-    struct gh_metrics_slot *s = gh_metrics_slot(m);
-    gh_metrics_add(&s->closed, 1);
-    observe(&s->session, session_us, us);
+    struct counting c = slot_of(m);
+    add(c, &c.s->closed, 1);
+    observe(c, &c.s->session, session_us, us);
 }
 
 void gh_metrics_refused(struct gh_metrics_listener *m, enum gh_refusal reason)
 {
-    if (m && reason < GH_REFUSED_COUNT)
-        gh_metrics_add(&gh_metrics_slot(m)->refused[reason], 1);
+    if (!m || reason >= GH_REFUSED_COUNT)
+        return;
+    struct counting c = slot_of(m);
+    add(c, &c.s->refused[reason], 1);
 }
 
 void gh_metrics_tls(struct gh_metrics_listener *m, enum gh_tls_result result, uint64_t us)
 {
     if (!m || result >= GH_TLS_COUNT)
         return;
-    struct gh_metrics_slot *s = gh_metrics_slot(m);
-    gh_metrics_add(&s->tls[result], 1);
+    struct counting c = slot_of(m);
+    add(c, &c.s->tls[result], 1);
     if (result == GH_TLS_FULL || result == GH_TLS_RESUMED)
-        observe(&s->handshake, handshake_us, us);
+        observe(c, &c.s->handshake, handshake_us, us);
 }
 
 void gh_metrics_proxy(struct gh_metrics_listener *m, enum gh_proxy_outcome outcome)
 {
-    if (m && outcome < GH_PROXYM_COUNT)
-        gh_metrics_add(&gh_metrics_slot(m)->proxy[outcome], 1);
+    if (!m || outcome >= GH_PROXYM_COUNT)
+        return;
+    struct counting c = slot_of(m);
+    add(c, &c.s->proxy[outcome], 1);
 }
 
 void gh_metrics_handoff(struct gh_metrics_listener *m, enum gh_handoff_result result)
 {
-    if (m && result < GH_HANDOFF_COUNT)
-        gh_metrics_add(&gh_metrics_slot(m)->handoffs[result], 1);
+    if (!m || result >= GH_HANDOFF_COUNT)
+        return;
+    struct counting c = slot_of(m);
+    add(c, &c.s->handoffs[result], 1);
 }
 
 void gh_metrics_relay_bytes(struct gh_metrics_listener *m, enum gh_direction d, uint64_t n)
 {
-    if (m && d < GH_DIRECTION_COUNT)
-        gh_metrics_add(&gh_metrics_slot(m)->bytes[d], n);
+    if (!m || d >= GH_DIRECTION_COUNT)
+        return;
+    struct counting c = slot_of(m);
+    add(c, &c.s->bytes[d], n);
 }
 
 void gh_metrics_login(struct gh_metrics_listener *m, enum gh_login_result result)
 {
-    if (m && result < GH_LOGIN_COUNT)
-        gh_metrics_add(&gh_metrics_slot(m)->logins[result], 1);
+    if (!m || result >= GH_LOGIN_COUNT)
+        return;
+    struct counting c = slot_of(m);
+    add(c, &c.s->logins[result], 1);
 }
 
 /* Bans without a listener are kept in a block of their own that no scrape labels. */
@@ -232,9 +260,10 @@ void gh_metrics_ban(struct gh_metrics_listener *m, enum gh_ban_reason reason)
 {
     if (reason >= GH_BAN_COUNT)
         return;
-    if (m)
-        gh_metrics_add(&gh_metrics_slot(m)->bans[reason], 1);
-    else
+    if (m) {
+        struct counting c = slot_of(m);
+        add(c, &c.s->bans[reason], 1);
+    } else
         __atomic_fetch_add(&unlabelled_bans.bans[reason], 1, __ATOMIC_RELAXED);
 }
 

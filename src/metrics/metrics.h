@@ -81,7 +81,8 @@ struct gh_metrics_listener {
     struct gh_metrics_slot slots[];
 };
 
-/* Number of workers; call before the first listener is created (the engine does). */
+/* Number of workers; the engine calls it before the first listener is created. The first
+ * call decides: a later engine's extra workers count into the shared slot. */
 void gh_metrics_init(unsigned nworkers);
 /* The calling thread is worker `index` (its own slots); -1 for any other thread. */
 void gh_metrics_thread_worker(int index);
@@ -99,22 +100,6 @@ void gh_metrics_listener_unref(struct gh_metrics_listener *m);
 /* ---- counting, on the session path: no lock, no shared cache line ---- */
 
 extern _Thread_local int gh_metrics_worker;
-
-static inline struct gh_metrics_slot *gh_metrics_slot(struct gh_metrics_listener *m)
-{
-    unsigned i = (unsigned)gh_metrics_worker;
-    return &m->slots[i < m->nslots - 1 ? i : m->nslots - 1];
-}
-
-/* Adds n to a counter of the calling thread's slot: a plain store on a worker (the only
- * writer), an atomic add on the shared slot. */
-static inline void gh_metrics_add(uint64_t *counter, uint64_t n)
-{
-    if (gh_metrics_worker >= 0)
-        __atomic_store_n(counter, *counter + n, __ATOMIC_RELAXED);
-    else
-        __atomic_fetch_add(counter, n, __ATOMIC_RELAXED);
-}
 
 void gh_metrics_accepted(struct gh_metrics_listener *m);
 /* A session ended after us microseconds. */

@@ -314,8 +314,8 @@ def test_session_line_tls_with_sni_and_resumption(gatehouse, free_port):
     assert lines, gatehouse.read_log()[-3000:]
     assert fields(lines[0])["tls"] == "tls12"
     # lines of different workers may come out of order: find the full handshake's by its field
-    first = [fields(l) for l in session_lines(gatehouse.read_log())
-             if "listener=imaps" in l and "resumed=false" in l][0]
+    first = [fields(l) for l in wait_session(
+        gatehouse, lambda l: "listener=imaps" in l and "resumed=false" in l)][0]
     assert first["resumed"] == "false" and first["tls"] == "tls12"
     assert first["sni"] == "mail.example" and "GCM" in first["cipher"]
 
