@@ -85,13 +85,10 @@ static uint64_t now_ns(void)
 /* An event of this connection: its listener, its client address, the TCP peer when the
  * PROXY header named another client, and, when the load balancer gave one, the PROXY
  * unique id that ties the line to the balancer's own logs. */
-void gh_conn_log(const struct gh_conn *c, const char *event, const char *fmt, ...)
+static void conn_vlog(const struct gh_conn *c, const char *event, const char *fmt, va_list ap)
 {
     char text[768], peer[GH_ADDR_TEXT + 8] = "", id[300] = "";
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(text, sizeof text, fmt, ap);
-    va_end(ap);
     if (gh_session_peer_differs(c)) {
         char tcp[GH_ADDR_TEXT];
         gh_ip_format(&c->tcp_peer.u.sa, tcp);
@@ -100,6 +97,23 @@ void gh_conn_log(const struct gh_conn *c, const char *event, const char *fmt, ..
     if (c->proxy_unique_id)
         snprintf(id, sizeof id, " proxy-id=%s", c->proxy_unique_id);
     gh_log(listener_name(c), c->peer_text, event, "%s%s%s", text, peer, id);
+}
+
+void gh_conn_log(const struct gh_conn *c, const char *event, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    conn_vlog(c, event, fmt, ap);
+    va_end(ap);
+}
+
+__attribute__((format(printf, 3, 4))) static void conn_log(const struct gh_conn *c,
+                                                           const char *event, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    conn_vlog(c, event, fmt, ap);
+    va_end(ap);
 }
 
 static void set_events(struct gh_conn *c)
@@ -395,7 +409,7 @@ void gh_conn_accepted(struct gh_worker *w, struct gh_wsock *ws, int fd,
     uint32_t ev = EPOLLIN | EPOLLRDHUP | (p->edge ? EPOLLET : 0);
     gh_err err = {0};
     if (!gh_io_add(w->loop, &c->io, ev, &err)) {
-        gh_conn_log(c, "accept-error", "%s", err.msg);
+        conn_log(c, "accept-error", "%s", err.msg);
         gh_conn_close(c);
         return;
     }
@@ -424,7 +438,7 @@ static void open_session(struct gh_conn *c)
 static void start_protocol(struct gh_conn *c)
 {
     if (!gh_listener_rt_admit(c->listener, c->conf->max_connections)) {
-        gh_conn_log(c, "limit-connections", "maxConnections %u reached", c->conf->max_connections);
+        conn_log(c, "limit-connections", "maxConnections %u reached", c->conf->max_connections);
         gh_metrics_refused(c->metrics, GH_REFUSED_MAX_CONNECTIONS);
         gh_conn_set_end(c, GH_END_REFUSED);
         bool implicit = c->conf->use_tls && c->conf->tls_implicit;
@@ -479,7 +493,7 @@ static enum first_bytes screen_first_bytes(struct gh_conn *c, const uint8_t *b, 
     }
     if (!(p1 && n >= 6) && !(p2 && n >= 12))
         return FIRST_WAIT;
-    gh_conn_log(c, "proxy-untrusted", "PROXY header from a peer outside the trusted networks");
+    conn_log(c, "proxy-untrusted", "PROXY header from a peer outside the trusted networks");
     gh_metrics_proxy(c->metrics, GH_PROXYM_UNTRUSTED);
     gh_conn_set_end(c, GH_END_PROTOCOL_ERROR);
     gh_conn_close(c);
@@ -510,8 +524,8 @@ static void read_proxy_header(struct gh_conn *c)
     if (r == GH_PROXY_NEED_MORE && need <= GH_PROXY_MAX)
         return; /* edge-triggered: woken again when more arrives */
     if (r != GH_PROXY_DONE) {
-        gh_conn_log(c, "proxy-error", "%s",
-                    r == GH_PROXY_NEED_MORE ? "PROXY header too large" : err.msg);
+        conn_log(c, "proxy-error", "%s",
+                 r == GH_PROXY_NEED_MORE ? "PROXY header too large" : err.msg);
         gh_metrics_proxy(c->metrics, GH_PROXYM_INVALID);
         gh_conn_set_end(c, GH_END_PROTOCOL_ERROR);
         gh_conn_close(c);
@@ -554,7 +568,7 @@ static void log_tls_failure(struct gh_conn *c, int ssl_error)
         ERR_error_string_n(e, reason, sizeof reason);
     else if (ssl_error == SSL_ERROR_SYSCALL && errno)
         snprintf(reason, sizeof reason, "%s", strerror(errno));
-    gh_conn_log(c, "tls-handshake-error", "%s", reason);
+    conn_log(c, "tls-handshake-error", "%s", reason);
     ERR_clear_error();
     gh_metrics_tls(c->metrics, GH_TLS_FAILED, 0);
     gh_conn_set_end(c, GH_END_PROTOCOL_ERROR);
@@ -600,7 +614,7 @@ static void continue_handshake(struct gh_conn *c)
 static void start_handshake(struct gh_conn *c)
 {
     if (!priv(c)->ctx || !(c->ssl = SSL_new(priv(c)->ctx)) || !SSL_set_fd(c->ssl, c->io.fd)) {
-        gh_conn_log(c, "tls-error", "cannot start a TLS session");
+        conn_log(c, "tls-error", "cannot start a TLS session");
         gh_conn_close(c);
         return;
     }
@@ -725,11 +739,11 @@ static void on_deadline(struct gh_timer *t)
     switch (c->phase) {
     case GH_PHASE_PROXY:
         gh_metrics_proxy(c->metrics, GH_PROXYM_TIMEOUT);
-        gh_conn_log(c, "proxy-timeout", "no PROXY header within %u ms", PROXY_DEADLINE_MS);
+        conn_log(c, "proxy-timeout", "no PROXY header within %u ms", PROXY_DEADLINE_MS);
         gh_conn_close(c);
         return;
     case GH_PHASE_HANDSHAKE:
-        gh_conn_log(c, "tls-timeout", "handshake not done within %u ms", c->conf->tls_timeout_ms);
+        conn_log(c, "tls-timeout", "handshake not done within %u ms", c->conf->tls_timeout_ms);
         gh_metrics_tls(c->metrics, GH_TLS_TIMEOUT, 0);
         gh_conn_close(c);
         return;
