@@ -888,6 +888,7 @@ void gh_engine_free(struct gh_engine *e)
         e->listeners = st->next;
         lstate_free(e, st);
     }
+    gh_dest_latest_clear();
     free(e->trusted);
     free(e->workers);
     pthread_mutex_destroy(&e->mu);

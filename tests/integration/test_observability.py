@@ -215,6 +215,45 @@ def test_refusals_tls_proxy_and_handoffs_are_counted(gatehouse, free_port):
     backend.close()
 
 
+def test_destination_up_follows_hand_off_attempts(gatehouse, free_port):
+    backend = socket.socket()
+    backend.bind((HOST, 0))
+    backend.listen(4)
+
+    def serve():
+        conn, _ = backend.accept()
+        with conn:
+            conn.sendall(b"220 backend\r\n")
+            conn.recv(100)
+
+    threading.Thread(target=serve, daemon=True).start()
+    dead_port = free_port()  # nothing listens there
+    for name, port, listener in [("live", backend.getsockname()[1], "to-live"),
+                                 ("dead", dead_port, "to-dead")]:
+        _, res, _ = gatehouse.call("x:Destination/set", {"create": {"d": {
+            "name": name, "protocol": "smtp", "address": f"{HOST}:{port}",
+            "forwarding": "none", "listeners": [listener]}}})
+        assert "d" in res["created"], res
+    text = scrape(gatehouse)[2]
+    assert value(text, "gatehouse_destination_up", destination="live") == 1
+    assert value(text, "gatehouse_destination_up", destination="dead") == 1  # not tried yet
+    lport, dport = free_port(), free_port()
+    gatehouse.create_listener(name="to-live", protocol="smtp", bind=[f"{HOST}:{lport}"],
+                              useTls=False)
+    gatehouse.create_listener(name="to-dead", protocol="smtp", bind=[f"{HOST}:{dport}"],
+                              useTls=False)
+    with socket.create_connection((HOST, dport), timeout=5) as s:
+        assert s.recv(100).startswith(b"4")  # the temporary failure: nobody to hand it to
+    with socket.create_connection((HOST, lport), timeout=5) as s:
+        assert s.recv(100) == b"220 backend\r\n"
+        s.sendall(b"QUIT\r\n")
+    assert wait_value(gatehouse, "gatehouse_destination_up", 0, destination="dead") == 0
+    assert value(scrape(gatehouse)[2], "gatehouse_destination_up", destination="live") == 1
+    assert wait_value(gatehouse, "gatehouse_handoffs_total", 1, listener="to-dead",
+                      result="failed") == 1
+    backend.close()
+
+
 def test_removed_listener_leaves_the_scrape(gatehouse, free_port):
     port = free_port()
     lid = gatehouse.create_listener(name="gone", protocol="smtp", bind=[f"{HOST}:{port}"],
