@@ -38,13 +38,16 @@ struct serve_args {
     const char *user;
     unsigned workers;
     enum gh_log_format log_format;
+    const char *log_file;
+    bool session_log;
 };
 
 static void usage(FILE *out)
 {
     fprintf(out,
             "usage: gatehouse serve [--data DIR] [--store URL] [--workers N] [--http ADDR]\n"
-            "                       [--log-format text|json] [--user NAME]\n"
+            "                       [--log-format text|json] [--log-file PATH]\n"
+            "                       [--session-log on|off] [--user NAME]\n"
             "       gatehouse upgrade [--data DIR | --pid-file FILE]\n"
             "       gatehouse schema | --version\n"
             "  --data DIR      data directory (default ./data)\n"
@@ -53,12 +56,14 @@ static void usage(FILE *out)
             "  --http ADDR     address of the management listener created on first start\n"
             "                  (default 127.0.0.1:8080, or GATEHOUSE_HTTP)\n"
             "  --user NAME     started as root: become NAME, keeping only CAP_NET_BIND_SERVICE\n"
+            "  --log-file PATH write the log there instead of stderr; reopened on SIGUSR1\n"
+            "  --session-log   one line per finished session (default on)\n"
             "environment: GATEHOUSE_ADMIN_SECRET sets the administrator secret\n");
 }
 
 static bool parse_args(int argc, char **argv, struct serve_args *a, gh_err *err)
 {
-    *a = (struct serve_args){.data_dir = "./data", .log_format = GH_LOG_TEXT};
+    *a = (struct serve_args){.data_dir = "./data", .log_format = GH_LOG_TEXT, .session_log = true};
     a->http_bind = getenv("GATEHOUSE_HTTP") ? getenv("GATEHOUSE_HTTP") : "127.0.0.1:8080";
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     a->workers = n > 0 ? (unsigned)n : 1;
@@ -85,6 +90,12 @@ static bool parse_args(int argc, char **argv, struct serve_args *a, gh_err *err)
                 a->log_format = GH_LOG_JSON;
             else if (strcmp(val, "text"))
                 return gh_fail(err, "--log-format must be text or json");
+        } else if (!strcmp(opt, "--log-file")) {
+            a->log_file = val;
+        } else if (!strcmp(opt, "--session-log")) {
+            if (strcmp(val, "on") && strcmp(val, "off"))
+                return gh_fail(err, "--session-log must be on or off");
+            a->session_log = !strcmp(val, "on");
         } else
             return gh_fail(err, "unknown option %s", opt);
         i++;
@@ -158,6 +169,14 @@ static int wait_for_signals(struct gh_engine *engine, const sigset_t *set, char 
         int sig;
         if (sigwait(set, &sig) != 0)
             continue;
+        if (sig == SIGUSR1) { /* logrotate moved the file away */
+            gh_err err = {0};
+            if (gh_log_reopen(&err))
+                gh_log(NULL, NULL, "log-reopened", "log file opened again");
+            else
+                fprintf(stderr, "gatehouse: %s\n", err.msg);
+            continue;
+        }
         if (sig == SIGHUP) {
             gh_err err = {0};
             gh_notify_reloading();
@@ -212,6 +231,11 @@ static int serve(int argc, char **argv)
         return 2;
     }
     gh_log_init(args.log_format);
+    gh_log_set_sessions(args.session_log);
+    if (args.log_file && !gh_log_open_file(args.log_file, &err)) {
+        fprintf(stderr, "gatehouse: %s\n", err.msg);
+        return 1;
+    }
     raise_nofile();
     bool inherited = gh_upgrade_inherited(&args.workers);
 
@@ -221,6 +245,7 @@ static int serve(int argc, char **argv)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGUSR2);
+    sigaddset(&set, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 

@@ -1,16 +1,136 @@
 /*
  * log: formats an event line and writes it with a single write(2), so lines from
- * several worker threads never interleave.
+ * several worker threads never interleave. Session lines are many and collected per worker
+ * thread in a buffer written when it fills and by a loop timer, so a busy worker pays one
+ * system call for many sessions. The log file is reopened onto the same descriptor
+ * (dup2), so no writer ever sees it change.
  */
 #include "core/log.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "core/loop.h"
+
+#define THREAD_BUF   65536
+#define FLUSH_MS     500 /* a buffered line waits at most this long (plus one loop turn) */
+#define LOG_PATH_MAX 4096
+
 static enum gh_log_format log_format = GH_LOG_TEXT;
+static int log_fd = STDERR_FILENO;
+static char log_path[LOG_PATH_MAX]; /* set once at start, before any thread */
+static atomic_bool sessions_on = true;
+
+/* Owner: the thread it belongs to (gh_log_attach/gh_log_detach). */
+struct thread_buf {
+    struct gh_loop *loop;
+    struct gh_timer timer;
+    size_t len;
+    char data[THREAD_BUF];
+};
+static _Thread_local struct thread_buf *tbuf;
+
+static void write_all(const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(log_fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return; /* nowhere to report it: the log is where errors go */
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+bool gh_log_open_file(const char *path, gh_err *err)
+{
+    if (strlen(path) >= sizeof log_path)
+        return gh_fail(err, "--log-file: the path is too long");
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0)
+        return gh_fail_sys(err, errno, "--log-file %s", path);
+    snprintf(log_path, sizeof log_path, "%s", path);
+    log_fd = fd;
+    return true;
+}
+
+bool gh_log_reopen(gh_err *err)
+{
+    if (!log_path[0])
+        return true;
+    int fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0)
+        return gh_fail_sys(err, errno, "reopening %s", log_path);
+    bool ok = dup3(fd, log_fd, O_CLOEXEC) >= 0;
+    int e = errno;
+    close(fd);
+    return ok || gh_fail_sys(err, e, "reopening %s", log_path);
+}
+
+void gh_log_set_sessions(bool on)
+{
+    atomic_store(&sessions_on, on);
+}
+
+bool gh_log_sessions(void)
+{
+    return atomic_load_explicit(&sessions_on, memory_order_relaxed);
+}
+
+void gh_log_flush(void)
+{
+    if (!tbuf || !tbuf->len)
+        return;
+    write_all(tbuf->data, tbuf->len);
+    tbuf->len = 0;
+}
+
+static void on_flush(struct gh_timer *t)
+{
+    gh_log_flush();
+}
+
+void gh_log_attach(struct gh_loop *loop)
+{
+    if (tbuf || !(tbuf = malloc(sizeof *tbuf)))
+        return;
+    tbuf->loop = loop;
+    tbuf->timer = (struct gh_timer){.fn = on_flush};
+    tbuf->len = 0;
+}
+
+void gh_log_detach(void)
+{
+    if (!tbuf)
+        return;
+    gh_log_flush();
+    gh_timer_cancel(tbuf->loop, &tbuf->timer);
+    free(tbuf);
+    tbuf = NULL;
+}
+
+/* A line goes into the thread's buffer when it has one, else straight out. */
+static void emit(const char *line, size_t n, bool buffered)
+{
+    if (!buffered || !tbuf || n > sizeof tbuf->data) {
+        write_all(line, n);
+        return;
+    }
+    if (tbuf->len + n > sizeof tbuf->data)
+        gh_log_flush();
+    memcpy(tbuf->data + tbuf->len, line, n);
+    tbuf->len += n;
+    if (!gh_timer_armed(&tbuf->timer))
+        gh_timer_set(tbuf->loop, &tbuf->timer, FLUSH_MS);
+}
 
 void gh_log_init(enum gh_log_format format)
 {
@@ -36,6 +156,37 @@ static size_t json_escape(char *out, size_t cap, const char *s)
     return n;
 }
 
+/* coarse: the clock's tick (a few ms) is enough and costs no system call (session lines) */
+static void timestamp_clock(char when[64], clockid_t clock)
+{
+    static _Thread_local time_t cached_sec = -1;
+    static _Thread_local char cached[80]; /* "YYYY-MM-DDTHH:MM:SS" of cached_sec */
+    struct timespec ts;
+    clock_gettime(clock, &ts);
+    if (ts.tv_sec != cached_sec) {
+        struct tm tm;
+        gmtime_r(&ts.tv_sec, &tm);
+        snprintf(cached, sizeof cached, "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        cached_sec = ts.tv_sec;
+    }
+    unsigned ms = (unsigned)(ts.tv_nsec / 1000000);
+    size_t n = strlen(cached);
+    n = n < 58 ? n : 58; /* room for ".mmmZ" */
+    memcpy(when, cached, n);
+    when[n] = '.';
+    when[n + 1] = (char)('0' + ms / 100);
+    when[n + 2] = (char)('0' + ms / 10 % 10);
+    when[n + 3] = (char)('0' + ms % 10);
+    when[n + 4] = 'Z';
+    when[n + 5] = 0;
+}
+
+static void timestamp(char when[64])
+{
+    timestamp_clock(when, CLOCK_REALTIME);
+}
+
 void gh_log(const char *listener, const char *client, const char *event, const char *fmt, ...)
 {
     char text[1024], line[2048];
@@ -44,13 +195,8 @@ void gh_log(const char *listener, const char *client, const char *event, const c
     vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
 
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
     char when[64];
-    snprintf(when, sizeof when, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
+    timestamp(when);
 
     int n;
     if (log_format == GH_LOG_JSON) {
@@ -72,6 +218,61 @@ void gh_log(const char *listener, const char *client, const char *event, const c
         n = sizeof line - 1;
         line[n - 1] = '\n';
     }
-    ssize_t w = write(STDERR_FILENO, line, (size_t)n);
-    (void)w;
+    emit(line, (size_t)n, false);
+}
+
+/* Appends a text value: characters that would split or fake a field become '?'. */
+static size_t text_value(char *out, size_t cap, const char *s)
+{
+    size_t n = 0;
+    for (; *s && n + 1 < cap; s++) {
+        unsigned char c = (unsigned char)*s;
+        out[n++] = (c <= 0x20 || c == 0x7f || c == '"' || c == '=') ? '?' : (char)c;
+    }
+    out[n] = 0;
+    return n;
+}
+
+/* Appends text to a line of cap bytes, keeping room for the closing "}\n". */
+static void append(char *line, size_t cap, size_t *n, const char *text)
+{
+    size_t len = strlen(text);
+    if (*n + len + 3 > cap)
+        len = cap - 3 - *n;
+    memcpy(line + *n, text, len);
+    *n += len;
+}
+
+void gh_log_fields(const char *event, const struct gh_log_field *f, unsigned nf)
+{
+    char line[2048], when[64], value[600];
+    const size_t cap = sizeof line;
+    timestamp_clock(when, CLOCK_REALTIME_COARSE);
+    bool json = log_format == GH_LOG_JSON;
+    size_t n = 0;
+    append(line, cap, &n, json ? "{\"time\":\"" : "");
+    append(line, cap, &n, when);
+    append(line, cap, &n, json ? "\",\"event\":\"" : " ");
+    append(line, cap, &n, event);
+    append(line, cap, &n, json ? "\"" : "");
+    for (unsigned i = 0; i < nf; i++) {
+        if (!f[i].value)
+            continue;
+        append(line, cap, &n, json ? ",\"" : " ");
+        append(line, cap, &n, f[i].key);
+        append(line, cap, &n, json ? "\":" : "=");
+        if (!json || f[i].num) {
+            text_value(value, sizeof value, *f[i].value ? f[i].value : "-");
+            append(line, cap, &n, value);
+        } else {
+            json_escape(value, sizeof value, f[i].value);
+            append(line, cap, &n, "\"");
+            append(line, cap, &n, value);
+            append(line, cap, &n, "\"");
+        }
+    }
+    if (json)
+        line[n++] = '}';
+    line[n++] = '\n';
+    emit(line, n, true);
 }

@@ -1,9 +1,14 @@
 /*
- * log: one line per event on stderr, as text or JSON lines, carrying the listener
- * name, the client address (the PROXY-given one when there is one) and an event name.
+ * log: one line per event on stderr (or --log-file), as text or JSON lines, carrying the
+ * listener name, the client address (the PROXY-given one when there is one) and an event name.
  */
 #ifndef GH_LOG_H
 #define GH_LOG_H
+#include <stdbool.h>
+
+#include "core/err.h"
+
+struct gh_loop;
 
 enum gh_log_format { GH_LOG_TEXT, GH_LOG_JSON };
 
@@ -12,5 +17,33 @@ void gh_log_init(enum gh_log_format format);
 /* listener and client may be NULL. Never pass secrets in the message. */
 void gh_log(const char *listener, const char *client, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* Writes every line to path (appended, created 0640) instead of stderr. */
+bool gh_log_open_file(const char *path, gh_err *err);
+/* Opens the file again under its name (after logrotate renamed it); a no-op on stderr. */
+bool gh_log_reopen(gh_err *err);
+
+/* One field of a structured line; num: the value is a number (unquoted in JSON). A NULL
+ * value leaves the field out. */
+struct gh_log_field {
+    const char *key, *value;
+    bool num;
+};
+
+/* Whether session lines are written (--session-log on|off; on by default). */
+void gh_log_set_sessions(bool on);
+bool gh_log_sessions(void);
+
+/* A line of fields after the time and event: `key=value` in text (values made of safe
+ * characters), members in JSON. On a thread with an attached loop the line is buffered
+ * and written within a second; elsewhere at once. */
+void gh_log_fields(const char *event, const struct gh_log_field *f, unsigned n);
+
+/* Gives the calling thread a buffer flushed by a timer of its loop; detach writes what is
+ * left and frees it (a worker's stop). */
+void gh_log_attach(struct gh_loop *loop);
+void gh_log_detach(void);
+/* Writes the calling thread's buffered lines now. */
+void gh_log_flush(void);
 
 #endif

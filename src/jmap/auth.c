@@ -309,6 +309,20 @@ bool gh_auth_header_user(const char *value, char *out, size_t cap)
     return colon != NULL;
 }
 
+bool gh_auth_basic(const char *value, bool (*accepts)(const char *user, const char *secret))
+{
+    size_t cap = 0;
+    char *plain = basic_plain(value, &cap);
+    char *colon = plain ? strchr(plain, ':') : NULL;
+    bool ok = false;
+    if (colon) {
+        *colon = '\0';
+        ok = colon[1] && accepts(plain, colon + 1);
+    }
+    basic_free(plain, cap);
+    return ok;
+}
+
 bool gh_auth_header(const char *value, struct gh_principal *who)
 {
     while (*value == ' ')

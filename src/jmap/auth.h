@@ -36,6 +36,9 @@ enum gh_auth_turn gh_auth_turn(const char *client, const char *user, unsigned *m
 void gh_auth_failed(const char *client, const char *user);
 /* The user name of "Basic ..." credentials, copied into out; false for other schemes. */
 bool gh_auth_header_user(const char *authorization, char *out, size_t cap);
+/* Whether value is "Basic <base64 user:secret>" that check accepts (a pair that is not an
+ * API key, such as the metrics scrape's). */
+bool gh_auth_basic(const char *value, bool (*check)(const char *user, const char *secret));
 
 /* Cookie sessions of the web page: a new token for secret (false when none could be made),
  * a copy of the secret a token signed in with (caller frees; NULL when unknown), and the end

@@ -15,6 +15,7 @@
 #include "core/log.h"
 #include "jmap/eventsource.h"
 #include "net/challenge.h"
+#include "jmap/metrics_route.h"
 #include "net/conn.h"
 
 #define GH_STR_(x)     #x
@@ -544,6 +545,32 @@ static enum gh_http_next route(struct gh_http_req *r)
             return route_me(r);
         not_allowed(r, "GET, HEAD, OPTIONS");
         return GH_HTTP_ANSWERED;
+    }
+    if (!strcmp(path, "/metrics/prometheus") || !strcmp(path, "/api/stats")) {
+        if (!get) {
+            not_allowed(r, "GET, HEAD, OPTIONS");
+            return GH_HTTP_ANSWERED;
+        }
+        struct gh_principal who;
+        bool scrape = !strcmp(path, "/metrics/prometheus");
+        if (scrape && !gh_metrics_route_open(r))
+            return GH_HTTP_ANSWERED;
+        const char *authz = gh_http_header(r, "authorization");
+        enum auth turn = scrape && authz ? take_turn(r, authz) : AUTH_OK;
+        if (turn != AUTH_OK) /* the scrape's own pair is slowed like every credential */
+            return turn == AUTH_WAIT ? GH_HTTP_HELD : GH_HTTP_ANSWERED;
+        if (scrape && gh_metrics_route_basic(r))
+            return gh_metrics_route_scrape(r);
+        enum auth a = authenticate(r, &who, !scrape);
+        if (a != AUTH_OK)
+            return a == AUTH_WAIT ? GH_HTTP_HELD : GH_HTTP_ANSWERED;
+        bool allowed = !scrape || gh_principal_can(&who, "sysMetricsGet");
+        gh_principal_clear(&who);
+        if (!allowed) { /* a scrape is let in or not: 401 whatever the reason */
+            unauthorized(r);
+            return GH_HTTP_ANSWERED;
+        }
+        return scrape ? gh_metrics_route_scrape(r) : gh_metrics_route_stats(r);
     }
     if (!strcmp(path, "/auth/session")) {
         if (!strcmp(m, "POST"))

@@ -17,12 +17,15 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/log.h"
+#include "metrics/metrics.h"
 #include "net/handoff.h"
 #include "net/proxy_protocol.h"
 #include "net/tls.h"
+#include "net/session_log.h"
 #include "net/worker.h"
 #include "proto/proto.h"
 #include "security/security.h"
@@ -43,12 +46,10 @@ struct conn_priv {
     bool input_paused;        /* not reading the client: its destination has a backlog */
     bool lingering;           /* closing: after the flush, FIN and drain input until EOF */
     struct gh_timer resume;   /* hands held-back input to the protocol once output drained */
+    uint64_t handshake_ns;    /* when the running TLS handshake began */
     struct gh_sec_ticket sec; /* the per-address connection slot, when one is held */
     bool first_data_seen;     /* the first plaintext input was screened for scans */
 };
-
-/* Why a connection is turned away at admission. Every refusal goes through refuse(). */
-enum refusal { REFUSE_MAX_CONNECTIONS, REFUSE_PER_IP, REFUSE_RATE, REFUSE_BLOCKED };
 
 static struct conn_priv *priv(struct gh_conn *c)
 {
@@ -61,7 +62,8 @@ static void on_deadline(struct gh_timer *t);
 static void start_protocol(struct gh_conn *c);
 static void start_handshake(struct gh_conn *c);
 static void flush(struct gh_conn *c);
-static void refuse(struct gh_conn *c, enum refusal why);
+/* Every refusal at admission goes through refuse(), which logs and counts it. */
+static void refuse(struct gh_conn *c, enum gh_refusal why);
 
 /* Runs a protocol callback with output held back, then sends it in one go: a reply of
  * several lines leaves in one packet. */
@@ -80,20 +82,45 @@ static const char *listener_name(const struct gh_conn *c)
     return c->conf ? c->conf->name : NULL;
 }
 
-/* An event of this connection: its listener, its client address and, when the load
- * balancer gave one, the PROXY unique id that ties the line to the balancer's own logs. */
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* An event of this connection: its listener, its client address, the TCP peer when the
+ * PROXY header named another client, and, when the load balancer gave one, the PROXY
+ * unique id that ties the line to the balancer's own logs. */
+static void conn_vlog(const struct gh_conn *c, const char *event, const char *fmt, va_list ap)
+{
+    char text[768], peer[GH_ADDR_TEXT + 8] = "", id[300] = "";
+    vsnprintf(text, sizeof text, fmt, ap);
+    if (gh_session_peer_differs(c)) {
+        char tcp[GH_ADDR_TEXT];
+        gh_ip_format(&c->tcp_peer.u.sa, tcp);
+        snprintf(peer, sizeof peer, " peer=%s", tcp);
+    }
+    if (c->proxy_unique_id)
+        snprintf(id, sizeof id, " proxy-id=%s", c->proxy_unique_id);
+    gh_log(listener_name(c), c->peer_text, event, "%s%s%s", text, peer, id);
+}
+
+void gh_conn_log(const struct gh_conn *c, const char *event, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    conn_vlog(c, event, fmt, ap);
+    va_end(ap);
+}
+
 __attribute__((format(printf, 3, 4))) static void conn_log(const struct gh_conn *c,
                                                            const char *event, const char *fmt, ...)
 {
-    char text[768];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(text, sizeof text, fmt, ap);
+    conn_vlog(c, event, fmt, ap);
     va_end(ap);
-    if (c->proxy_unique_id)
-        gh_log(listener_name(c), c->peer_text, event, "%s proxy-id=%s", text, c->proxy_unique_id);
-    else
-        gh_log(listener_name(c), c->peer_text, event, "%s", text);
 }
 
 static void set_events(struct gh_conn *c)
@@ -134,6 +161,13 @@ void gh_conn_close(struct gh_conn *c)
         return; /* a hand-built connection in a unit test */
     gh_timer_cancel(w->loop, &c->deadline);
     gh_timer_cancel(w->loop, &priv(c)->resume);
+    if (c->relay) /* relayed, or no destination could take it */
+        gh_conn_set_end(c, gh_relay_destination(c) ? GH_END_HANDED_OFF : GH_END_REFUSED);
+    gh_conn_set_end(c, GH_END_CLIENT_CLOSED);
+    uint64_t us = (gh_loop_now(w->loop) - c->started_ms) * 1000; /* the loop's clock: no call */
+    gh_metrics_closed(c->metrics, us);
+    if (gh_log_sessions())
+        gh_session_log(c, us);
     gh_io_close(w->loop, &c->io);
     gh_relay_close(c);
     if (c->proto && c->proto->release)
@@ -148,6 +182,7 @@ void gh_conn_close(struct gh_conn *c)
     gh_buf_free(&c->in);
     gh_buf_free(&c->out);
     free(c->proxy_unique_id);
+    free(c->login_user);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -308,6 +343,7 @@ static void flush(struct gh_conn *c)
             }
         }
         gh_buf_consume(&c->out, (size_t)n);
+        c->bytes_out += (uint64_t)n;
     }
     bool pending = gh_buf_len(&c->out) > 0;
     if (pending != c->want_write) {
@@ -368,6 +404,9 @@ void gh_conn_accepted(struct gh_worker *w, struct gh_wsock *ws, int fd,
     p->resume.fn = on_resume;
     c->worker = w;
     c->listener = gh_listener_rt_ref(ws->rt);
+    c->metrics = ws->rt->metrics;
+    c->started_ms = gh_loop_now(w->loop);
+    gh_metrics_accepted(c->metrics);
     c->conf = gh_listener_conf_ref(ws->conf);
     c->proto = gh_proto_for(c->conf->protocol);
     if (ws->ctx && SSL_CTX_up_ref(ws->ctx))
@@ -396,7 +435,7 @@ void gh_conn_accepted(struct gh_worker *w, struct gh_wsock *ws, int fd,
         return;
     }
     if (via_proxy && gh_security_lookup(&c->tcp_peer.u.sa) == GH_SEC_BLOCKED) {
-        refuse(c, REFUSE_BLOCKED); /* a blocked balancer is blocked */
+        refuse(c, GH_REFUSED_BLOCKED); /* a blocked balancer is blocked */
         return;
     }
     if (via_proxy) {
@@ -425,22 +464,27 @@ static void open_session(struct gh_conn *c)
  * limit gets its protocol's over-limit reply (an implicit-TLS one is closed without a
  * handshake, as it could not read a plaintext reply).
  */
-static void refuse(struct gh_conn *c, enum refusal why)
+static void refuse(struct gh_conn *c, enum gh_refusal why)
 {
+    gh_metrics_refused(c->metrics, why);
+    gh_conn_set_end(c, why == GH_REFUSED_BLOCKED ? GH_END_BLOCKED : GH_END_REFUSED);
     switch (why) {
-    case REFUSE_MAX_CONNECTIONS:
+    case GH_REFUSED_MAX_CONNECTIONS:
         conn_log(c, "limit-connections", "maxConnections %u reached", c->conf->max_connections);
         break;
-    case REFUSE_PER_IP:
+    case GH_REFUSED_PER_IP_LIMIT:
         conn_log(c, "limit-per-ip", "maxConnectionsPerIp reached");
         break;
-    case REFUSE_RATE:
+    case GH_REFUSED_RATE:
         conn_log(c, "limit-rate", "connectionRate reached");
         break;
-    case REFUSE_BLOCKED:
+    case GH_REFUSED_BLOCKED:
         conn_log(c, "blocked", "address blocked; closed without a reply");
         gh_conn_close(c);
         return;
+    case GH_REFUSED_DESCRIPTORS: /* counted where accept fails: there is no connection */
+    case GH_REFUSED_COUNT:
+        break;
     }
     bool implicit = c->conf->use_tls && c->conf->tls_implicit;
     if (implicit || !c->proto->over_limit) {
@@ -458,19 +502,19 @@ static void start_protocol(struct gh_conn *c)
 {
     switch (gh_security_admit(&c->peer.u.sa, &priv(c)->sec)) {
     case GH_SEC_REFUSE_BLOCKED:
-        refuse(c, REFUSE_BLOCKED);
+        refuse(c, GH_REFUSED_BLOCKED);
         return;
     case GH_SEC_REFUSE_RATE:
-        refuse(c, REFUSE_RATE);
+        refuse(c, GH_REFUSED_RATE);
         return;
     case GH_SEC_REFUSE_PER_IP:
-        refuse(c, REFUSE_PER_IP);
+        refuse(c, GH_REFUSED_PER_IP_LIMIT);
         return;
     case GH_SEC_ADMIT:
         break;
     }
     if (!gh_listener_rt_admit(c->listener, c->conf->max_connections)) {
-        refuse(c, REFUSE_MAX_CONNECTIONS);
+        refuse(c, GH_REFUSED_MAX_CONNECTIONS);
         return;
     }
     c->counted = true;
@@ -517,6 +561,8 @@ static enum first_bytes screen_first_bytes(struct gh_conn *c, const uint8_t *b, 
         return FIRST_WAIT;
     conn_log(c, "proxy-untrusted", "PROXY header from a peer outside the trusted networks");
     gh_security_event(&c->peer.u.sa, GH_SEC_SCAN);
+    gh_metrics_proxy(c->metrics, GH_PROXYM_UNTRUSTED);
+    gh_conn_set_end(c, GH_END_PROTOCOL_ERROR);
     gh_conn_close(c);
     return FIRST_REFUSED;
 }
@@ -547,6 +593,8 @@ static void read_proxy_header(struct gh_conn *c)
     if (r != GH_PROXY_DONE) {
         conn_log(c, "proxy-error", "%s",
                  r == GH_PROXY_NEED_MORE ? "PROXY header too large" : err.msg);
+        gh_metrics_proxy(c->metrics, GH_PROXYM_INVALID);
+        gh_conn_set_end(c, GH_END_PROTOCOL_ERROR);
         gh_conn_close(c);
         return;
     }
@@ -555,6 +603,7 @@ static void read_proxy_header(struct gh_conn *c)
         gh_conn_close(c);
         return;
     }
+    gh_metrics_proxy(c->metrics, h.local ? GH_PROXYM_LOCAL : GH_PROXYM_OK);
     if (!h.local)
         set_peer(c, &h.src);
     c->tls_active = h.ssl;
@@ -588,6 +637,8 @@ static void log_tls_failure(struct gh_conn *c, int ssl_error)
         snprintf(reason, sizeof reason, "%s", strerror(errno));
     conn_log(c, "tls-handshake-error", "%s", reason);
     ERR_clear_error();
+    gh_metrics_tls(c->metrics, GH_TLS_FAILED, 0);
+    gh_conn_set_end(c, GH_END_PROTOCOL_ERROR);
 }
 
 static void continue_handshake(struct gh_conn *c)
@@ -596,6 +647,8 @@ static void continue_handshake(struct gh_conn *c)
     int r = SSL_do_handshake(c->ssl);
     if (r == 1) {
         bool upgrade = c->tls_done_once || !c->conf->tls_implicit;
+        gh_metrics_tls(c->metrics, SSL_session_reused(c->ssl) ? GH_TLS_RESUMED : GH_TLS_FULL,
+                       (now_ns() - priv(c)->handshake_ns) / 1000);
         c->tls_active = true;
         c->tls_done_once = true;
         priv(c)->edge = false;
@@ -638,6 +691,7 @@ static void start_handshake(struct gh_conn *c)
         return;
     }
     SSL_set_accept_state(c->ssl);
+    priv(c)->handshake_ns = now_ns();
     c->phase = GH_PHASE_HANDSHAKE;
     gh_timer_set(c->worker->loop, &c->deadline, c->conf->tls_timeout_ms);
     continue_handshake(c);
@@ -650,6 +704,7 @@ static bool read_input(struct gh_conn *c)
 {
     for (;;) {
         if (gh_buf_len(&c->in) > INPUT_CAP || !gh_buf_reserve(&c->in, READ_CHUNK)) {
+            gh_conn_set_end(c, GH_END_PROTOCOL_ERROR);
             gh_conn_close(c);
             return false;
         }
@@ -682,6 +737,7 @@ static bool read_input(struct gh_conn *c)
             }
         }
         c->in.end += (size_t)n;
+        c->bytes_in += (uint64_t)n;
         if ((size_t)n < room && !(c->ssl && SSL_pending(c->ssl)))
             return true;
     }
@@ -777,8 +833,10 @@ static void on_resume(struct gh_timer *t)
 static void on_deadline(struct gh_timer *t)
 {
     struct gh_conn *c = gh_container_of(t, struct gh_conn, deadline);
+    gh_conn_set_end(c, GH_END_TIMEOUT);
     switch (c->phase) {
     case GH_PHASE_PROXY:
+        gh_metrics_proxy(c->metrics, GH_PROXYM_TIMEOUT);
         conn_log(c, "proxy-timeout", "no PROXY header within %u ms", PROXY_DEADLINE_MS);
         gh_security_event(&c->peer.u.sa, GH_SEC_LOITER);
         gh_conn_close(c);
@@ -786,6 +844,7 @@ static void on_deadline(struct gh_timer *t)
     case GH_PHASE_HANDSHAKE:
         conn_log(c, "tls-timeout", "handshake not done within %u ms", c->conf->tls_timeout_ms);
         gh_security_event(&c->peer.u.sa, GH_SEC_LOITER);
+        gh_metrics_tls(c->metrics, GH_TLS_TIMEOUT, 0);
         gh_conn_close(c);
         return;
     case GH_PHASE_PROTOCOL:
@@ -813,6 +872,8 @@ void gh_conn_http_path(struct gh_conn *c, const char *path)
 
 void gh_conn_shutdown(struct gh_conn *c)
 {
+    if (c->phase != GH_PHASE_RELAY)
+        gh_conn_set_end(c, GH_END_SHUTDOWN);
     if (c->phase == GH_PHASE_PROTOCOL && c->proto->shutdown) {
         call_proto(c, c->proto->shutdown);
         if (!c->closed)

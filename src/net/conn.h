@@ -17,6 +17,7 @@ struct gh_proto;
 struct gh_worker;
 struct gh_listener_rt;
 struct gh_relay;
+struct gh_metrics_listener;
 typedef struct ssl_st SSL;
 
 enum gh_conn_phase {
@@ -25,6 +26,19 @@ enum gh_conn_phase {
     GH_PHASE_PROTOCOL,  /* the protocol owns the input */
     GH_PHASE_RELAY,     /* handed off: bytes flow to and from a destination */
     GH_PHASE_CLOSING,   /* flushing output, then close */
+};
+
+/* How a session ended, for the session log. Unset ends as clientClosed (or handedOff once
+ * relayed); the first reason set wins. */
+enum gh_session_end {
+    GH_END_UNSET,
+    GH_END_HANDED_OFF,
+    GH_END_CLIENT_CLOSED,
+    GH_END_TIMEOUT,
+    GH_END_REFUSED,
+    GH_END_BLOCKED,
+    GH_END_PROTOCOL_ERROR,
+    GH_END_SHUTDOWN,
 };
 
 /*
@@ -48,7 +62,12 @@ struct gh_conn {
     char peer_text[GH_ADDR_TEXT]; /* peer address without port, for logs and replies */
     char *proxy_unique_id;        /* PROXY v2 unique id TLV, for logs; NULL when none */
 
-    struct gh_relay *relay; /* the hand-off to a destination, once there is one */
+    struct gh_relay *relay;              /* the hand-off to a destination, once there is one */
+    struct gh_metrics_listener *metrics; /* the listener's counters (borrowed, may be NULL) */
+    char *login_user;                    /* who logged in at the front door; owned, or NULL */
+    uint64_t started_ms;                 /* the worker loop's clock at accept */
+    uint64_t bytes_in, bytes_out;        /* with the client, as sent on the wire */
+    enum gh_session_end end;
     SSL *ssl;
     bool tls_active;    /* TLS terminated here, or announced by the PROXY SSL TLV */
     bool tls_done_once; /* a STARTTLS upgrade already happened */
@@ -96,6 +115,18 @@ void gh_conn_http_path(struct gh_conn *c, const char *path);
 
 /* The host name replies carry: x:SystemSettings.defaultHostname, else the system's. */
 const char *gh_conn_hostname(const struct gh_conn *c);
+
+/* Records why the session is ending (the first reason set is kept). */
+static inline void gh_conn_set_end(struct gh_conn *c, enum gh_session_end end)
+{
+    if (c->end == GH_END_UNSET)
+        c->end = end;
+}
+
+/* An event line of this connection: its listener, its client (the PROXY-given one), the
+ * TCP peer when PROXY gave another, and the balancer's unique id when it sent one. */
+void gh_conn_log(const struct gh_conn *c, const char *event, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* Called by the protocol when it has used bytes from c->in. */
 static inline void gh_conn_consume(struct gh_conn *c, size_t n)

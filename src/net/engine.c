@@ -20,6 +20,7 @@
 
 #include "core/buf.h"
 #include "core/log.h"
+#include "metrics/metrics.h"
 #include "net/conn.h"
 #include "net/tls.h"
 #include "net/worker.h"
@@ -83,8 +84,10 @@ struct inherited {
 
 void gh_listener_rt_unref(struct gh_listener_rt *rt)
 {
-    if (rt && atomic_fetch_sub_explicit(&rt->refs, 1, memory_order_acq_rel) == 1)
+    if (rt && atomic_fetch_sub_explicit(&rt->refs, 1, memory_order_acq_rel) == 1) {
+        gh_metrics_listener_unref(rt->metrics);
         free(rt);
+    }
 }
 
 bool gh_listener_rt_admit(struct gh_listener_rt *rt, uint32_t max)
@@ -620,6 +623,7 @@ bool gh_engine_apply(struct gh_engine *e, struct gh_listener_conf *conf, gh_err 
         } else {
             atomic_init(&rt->refs, 1);
             snprintf(rt->id, sizeof rt->id, "%s", conf->id);
+            rt->metrics = gh_metrics_listener_new(conf->id);
             st->rt = rt;
             st->next = e->listeners;
             e->listeners = st;
@@ -638,6 +642,7 @@ bool gh_engine_apply(struct gh_engine *e, struct gh_listener_conf *conf, gh_err 
     }
     gh_listener_conf_unref(st->conf);
     st->conf = conf;
+    gh_metrics_listener_describe(st->rt->metrics, conf->name, gh_protocol_names[conf->protocol]);
     SSL_CTX_free(st->ctx);
     st->ctx = ctx;
     /* Kept addresses get the new settings first, then new addresses go live, then the
@@ -879,6 +884,7 @@ static void lstate_free(struct gh_engine *e, struct lstate *st)
     free(st->bound);
     gh_listener_conf_unref(st->conf);
     SSL_CTX_free(st->ctx);
+    gh_metrics_listener_retire(st->rt->metrics); /* its series leave the next scrape */
     gh_listener_rt_unref(st->rt);
     free(st);
 }
@@ -1003,8 +1009,11 @@ static void *worker_main(void *arg)
     struct gh_worker *w = arg;
     gh_err err = {0};
     current_worker = w;
+    gh_metrics_thread_worker((int)w->index);
+    gh_log_attach(w->loop);
     if (!gh_loop_run(w->loop, &err))
         gh_log(NULL, NULL, "worker-error", "worker %u: %s", w->index, err.msg);
+    gh_log_detach(); /* session lines still buffered go out now */
     gh_buf_cache_drain();
     pthread_mutex_lock(&w->engine->done_mu);
     atomic_fetch_sub(&w->engine->running, 1);
@@ -1025,6 +1034,7 @@ struct gh_engine *gh_engine_new(unsigned workers, gh_err *err)
     pthread_mutex_init(&e->done_mu, NULL);
     pthread_cond_init(&e->done_cv, NULL);
     e->nworkers = workers;
+    gh_metrics_init(workers);
     for (unsigned i = 0; i < workers; i++) {
         e->workers[i].engine = e;
         e->workers[i].index = i;
@@ -1062,8 +1072,10 @@ void gh_worker_maybe_finish(struct gh_worker *w)
 static void on_grace_over(struct gh_timer *t)
 {
     struct gh_worker *w = gh_container_of(t, struct gh_worker, grace);
-    while (w->conns)
+    while (w->conns) {
+        gh_conn_set_end(w->conns, GH_END_SHUTDOWN);
         gh_conn_close(w->conns);
+    }
     gh_loop_stop(w->loop);
 }
 
@@ -1130,6 +1142,7 @@ void gh_engine_free(struct gh_engine *e)
         lstate_free(e, st);
     }
     gh_engine_inherit_done(e);
+    gh_dest_latest_clear();
     free(e->trusted);
     free(e->workers);
     pthread_mutex_destroy(&e->mu);

@@ -7,6 +7,8 @@
 #include "net/handoff.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -17,6 +19,7 @@
 
 #include "core/buf.h"
 #include "core/log.h"
+#include "metrics/metrics.h"
 #include "net/conn.h"
 #include "net/engine.h"
 #include "net/proxy_protocol.h"
@@ -39,6 +42,8 @@ struct gh_relay {
     bool swallow_greeting, backend_paused, want_write, registered;
     char *hello, *first;
     struct gh_destination dest; /* the one being tried (a copy without listener names) */
+    struct gh_dest_set *set;    /* the set it came from (not a reference: compared only) */
+    unsigned index;             /* its place in that set */
     unsigned start, walked; /* where this session's walk over the destinations began, and how far */
     struct gh_buf to_backend, reply;
 };
@@ -78,9 +83,12 @@ static bool pick(struct gh_relay *r)
     if (!r->walked)
         r->start = w->dest_next++;
     while (r->walked < s->n) {
-        const struct gh_destination *d = &s->d[(r->start + r->walked++) % s->n];
+        unsigned i = (r->start + r->walked++) % s->n;
+        const struct gh_destination *d = &s->d[i];
         if (!serves(d, r->c->conf))
             continue;
+        r->set = s;
+        r->index = i;
         r->dest = *d;
         r->dest.listeners = NULL; /* the copy needs only the address and how to forward */
         r->dest.nlisteners = 0;
@@ -96,13 +104,71 @@ void gh_dest_set_unref(struct gh_dest_set *s)
     for (unsigned i = 0; i < s->n; i++)
         free(s->d[i].listeners);
     free(s->d);
+    free(s->down);
     free(s);
+}
+
+/* Whether the destination just tried answered. Recorded in the set it was picked from while
+ * that set is still the worker's (so it is alive), and only when it changes. */
+static void note_health(struct gh_relay *r, bool up)
+{
+    struct gh_dest_set *s = r->c->worker->dests;
+    if (r->set != s || r->index >= s->n)
+        return;
+    if (atomic_load_explicit(&s->down[r->index], memory_order_relaxed) != !up)
+        atomic_store_explicit(&s->down[r->index], !up, memory_order_relaxed);
+}
+
+/* The newest destinations, for the scrape's gatehouse_destination_up. */
+static struct {
+    pthread_mutex_t mu;
+    struct gh_dest_set *s; /* a reference */
+} latest = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void destination_up(struct gh_metrics_out *out, void *arg)
+{
+    pthread_mutex_lock(&latest.mu);
+    struct gh_dest_set *s = latest.s;
+    if (s)
+        atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+    pthread_mutex_unlock(&latest.mu);
+    for (unsigned i = 0; s && i < s->n; i++) {
+        char name[2 * GH_DEST_NAME_MAX], labels[2 * GH_DEST_NAME_MAX + 16];
+        gh_metrics_escape(s->d[i].name, name, sizeof name);
+        snprintf(labels, sizeof labels, "destination=\"%s\"", name);
+        gh_metrics_sample(out, labels,
+                          atomic_load_explicit(&s->down[i], memory_order_relaxed) ? 0 : 1);
+    }
+    gh_dest_set_unref(s);
+}
+
+static void keep_latest(struct gh_dest_set *s)
+{
+    atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+    pthread_mutex_lock(&latest.mu);
+    struct gh_dest_set *old = latest.s;
+    latest.s = s;
+    pthread_mutex_unlock(&latest.mu);
+    gh_dest_set_unref(old);
+    gh_metrics_set_gauge(GH_GAUGE_DESTINATION_UP, destination_up, NULL);
+}
+
+void gh_dest_latest_clear(void)
+{
+    gh_metrics_set_gauge(GH_GAUGE_DESTINATION_UP, NULL, NULL);
+    pthread_mutex_lock(&latest.mu);
+    struct gh_dest_set *old = latest.s;
+    latest.s = NULL;
+    pthread_mutex_unlock(&latest.mu);
+    gh_dest_set_unref(old);
 }
 
 static struct gh_dest_set *dest_set_copy(const struct gh_destination *d, unsigned n)
 {
     struct gh_dest_set *s = calloc(1, sizeof *s);
-    if (!s || (n && !(s->d = calloc(n, sizeof *s->d)))) {
+    if (!s || (n && (!(s->d = calloc(n, sizeof *s->d)) || !(s->down = calloc(n, 1))))) {
+        if (s)
+            free(s->d);
         free(s);
         return NULL;
     }
@@ -140,6 +206,7 @@ bool gh_engine_set_destinations(struct gh_engine *e, const struct gh_destination
     struct gh_dest_set *s = dest_set_copy(d, n);
     if (!s)
         return false;
+    keep_latest(s);
     gh_engine_broadcast(e, install_destinations, s, drop_creator_ref);
     return true;
 }
@@ -193,7 +260,8 @@ void gh_relay_free(struct gh_conn *c)
 static void give_up(struct gh_relay *r, const char *why)
 {
     struct gh_conn *c = r->c;
-    gh_log(c->conf->name, c->peer_text, "handoff-failed", "%s", why);
+    gh_conn_log(c, "handoff-failed", "%s", why);
+    gh_metrics_handoff(c->metrics, GH_HANDOFF_FAILED);
     gh_timer_cancel(c->worker->loop, &r->deadline);
     close_backend(r);
     c->phase = GH_PHASE_PROTOCOL; /* so the reply leaves in clear or through TLS as before */
@@ -204,8 +272,9 @@ static void give_up(struct gh_relay *r, const char *why)
 
 static void next_destination(struct gh_relay *r, const char *why)
 {
-    gh_log(r->c->conf->name, r->c->peer_text, "handoff-retry", "destination %s: %s", r->dest.name,
-           why);
+    note_health(r, false);
+    gh_conn_log(r->c, "handoff-retry", "destination %s: %s", r->dest.name, why);
+    gh_metrics_handoff(r->c->metrics, GH_HANDOFF_RETRIED);
     close_backend(r);
     gh_buf_clear(&r->to_backend);
     gh_buf_clear(&r->reply);
@@ -297,6 +366,8 @@ static bool send_to_backend(struct gh_relay *r)
         if (n <= 0)
             return false;
         gh_buf_consume(&r->to_backend, (size_t)n);
+        if (r->stage == RELAY_FLOWING)
+            gh_metrics_relay_bytes(r->c->metrics, GH_TO_DESTINATION, (uint64_t)n);
     }
     bool pending = gh_buf_len(&r->to_backend) > 0;
     if (pending != r->want_write) {
@@ -356,6 +427,8 @@ static void start_flowing(struct gh_relay *r)
     struct gh_conn *c = r->c;
     gh_timer_set(c->worker->loop, &r->deadline, RELAY_IDLE_MS);
     r->stage = RELAY_FLOWING;
+    gh_metrics_handoff(c->metrics, GH_HANDOFF_OK);
+    note_health(r, true);
     if (r->first) {
         gh_buf_append(&r->to_backend, r->first, strlen(r->first));
         gh_buf_append(&r->to_backend, "\r\n", 2);
@@ -408,6 +481,7 @@ static void backend_to_client(struct gh_relay *r)
         return;
     }
     gh_timer_set(r->c->worker->loop, &r->deadline, RELAY_IDLE_MS);
+    gh_metrics_relay_bytes(r->c->metrics, GH_TO_CLIENT, (uint64_t)n);
     gh_conn_write(r->c, chunk, (size_t)n);
     if (!r->c->closed && gh_buf_len(&r->c->out) >= RELAY_HIGH && !r->backend_paused) {
         r->backend_paused = true;
@@ -485,4 +559,9 @@ void gh_relay_client_drained(struct gh_conn *c)
         r->backend_paused = false;
         backend_events(r);
     }
+}
+
+const char *gh_relay_destination(const struct gh_conn *c)
+{
+    return c->relay && c->relay->stage == RELAY_FLOWING ? c->relay->dest.name : NULL;
 }

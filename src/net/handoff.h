@@ -49,4 +49,7 @@ bool gh_conn_has_destination(const struct gh_conn *c);
 void gh_conn_handoff(struct gh_conn *c, bool swallow_greeting, const char *hello,
                      const char *first);
 
+/* The destination bytes flow to, once the hand-off is done; NULL before or without one. */
+const char *gh_relay_destination(const struct gh_conn *c);
+
 #endif

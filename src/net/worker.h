@@ -16,6 +16,7 @@
 typedef struct ssl_ctx_st SSL_CTX;
 struct gh_engine;
 struct gh_conn;
+struct gh_metrics_listener;
 
 /* Shared by every worker and connection of one listener, across its updates.
  * Owner: reference-counted (the engine's listener state, each socket, each connection). */
@@ -23,6 +24,7 @@ struct gh_listener_rt {
     atomic_uint refs;
     atomic_uint live; /* connections holding a maxConnections slot */
     char id[64];
+    struct gh_metrics_listener *metrics; /* a reference; NULL when out of memory */
 };
 
 /* A listening socket registered in one worker's loop. Owner: that worker. */
@@ -51,6 +53,8 @@ struct gh_dest_set {
     atomic_uint refs;
     unsigned n;
     struct gh_destination *d;
+    atomic_uchar *down; /* per destination: its last hand-off attempt failed (written only
+                           when that changes, so steady traffic shares the line read-only) */
 };
 
 struct gh_worker {
@@ -93,6 +97,8 @@ void gh_relay_client_drained(struct gh_conn *c); /* c->out went below its high m
 void gh_relay_close(struct gh_conn *c);          /* at close: the backend socket and buffers */
 void gh_relay_free(struct gh_conn *c);           /* once the batch of events is over: the memory */
 void gh_dest_set_unref(struct gh_dest_set *s);
+/* handoff.c: drops the destinations kept for gatehouse_destination_up (engine teardown). */
+void gh_dest_latest_clear(void);
 
 /* engine.c: the worker running on the calling thread, or NULL. */
 struct gh_worker *gh_worker_current(void);

@@ -60,6 +60,8 @@ static const struct gh_enum_value permissions[] = {
     {"sysAllowedIpDestroy", "Allowed IPs: destroy"},
     {"sysSecurityGet", "Security: get"},
     {"sysSecurityUpdate", "Security: update"},
+    {"sysMetricsGet", "Metrics: get (and scrape /metrics/prometheus)"},
+    {"sysMetricsUpdate", "Metrics: update"},
     {NULL, NULL},
 };
 

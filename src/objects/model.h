@@ -26,7 +26,9 @@ extern struct gh_objtype gh_type_blocked_ip;
 extern struct gh_objtype gh_type_allowed_ip;
 extern struct gh_objtype gh_type_security;
 
-#define GH_NTYPES 9
+extern struct gh_objtype gh_type_metrics;
+
+#define GH_NTYPES 10
 extern struct gh_objtype *const gh_types[GH_NTYPES];
 
 /* The process's object layer. Owner: objects.c; store and engine belong to main. */
@@ -80,6 +82,9 @@ bool gh_settings_ensure(gh_err *err);
 void gh_certs_apply(void);
 /* Hands every destination to the engine, for new hand-offs. */
 void gh_destinations_apply(void);
+/* Creates the x:Metrics singleton when the store has none; hands it to the scrape. */
+bool gh_metrics_settings_ensure(gh_err *err);
+void gh_metrics_settings_apply(void);
 /* Applies the settings singleton to the engine. */
 void gh_settings_apply(void);
 /* Rebuilds the listener snapshot behind gh_objects_listener_status. */

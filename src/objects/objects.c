@@ -27,9 +27,9 @@
 struct gh_model gh_model;
 
 struct gh_objtype *const gh_types[GH_NTYPES] = {
-    &gh_type_listener,   &gh_type_settings,    &gh_type_certificate,
-    &gh_type_apikey,     &gh_type_destination, &gh_type_blocked_ip,
-    &gh_type_allowed_ip, &gh_type_security,    &gh_type_acmeprovider,
+    &gh_type_listener,     &gh_type_settings,   &gh_type_certificate, &gh_type_apikey,
+    &gh_type_destination,  &gh_type_blocked_ip, &gh_type_allowed_ip,  &gh_type_security,
+    &gh_type_acmeprovider, &gh_type_metrics,
 };
 
 /* Taken by every entry point that reads or writes the objects from outside a JMAP call
@@ -520,10 +520,11 @@ bool gh_objects_init(const struct gh_objects_options *opt, gh_err *err)
         goto out;
     register_methods();
     if (!gh_admin_secret_init(opt->admin_secret, err) || !gh_settings_ensure(err) ||
-        !gh_security_ensure(err))
+        !gh_security_ensure(err) || !gh_metrics_settings_ensure(err))
         goto out;
     gh_settings_apply();
     gh_security_apply();
+    gh_metrics_settings_apply();
     if (first && json_array_size(gh_type_certificate.objs) == 0)
         make_selfsigned();
     gh_certs_apply();

@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "core/loop.h"
+#include "metrics/metrics.h"
 #include "proto/proto.h"
 
 #define H_EXPECT          0 /* the one header the server reads itself; the application's follow */
@@ -143,6 +144,7 @@ void gh_http_respond(struct gh_http_req *r, int status, const char *type, const 
     struct http *h = gh_container_of(r, struct http, req);
     struct gh_conn *c = h->c;
     bool head = h->parser.method == HTTP_HEAD;
+    gh_metrics_api_request(status);
     gh_conn_printf(c,
                    "HTTP/1.1 %d %s\r\n"
                    "%s%s%s"

@@ -51,4 +51,7 @@ fi
 status=0
 GATEHOUSE_URL="http://127.0.0.1:$port" GATEHOUSE_ADMIN_SECRET=$secret \
   node --test --test-concurrency=1 listeners.test.mjs console.test.mjs page-logic.test.mjs || status=$?
+# after them, not beside them: it adds a listener of its own for a while
+GATEHOUSE_URL="http://127.0.0.1:$port" GATEHOUSE_ADMIN_SECRET=$secret \
+  node --test overview.test.mjs || status=$?
 exit $status
