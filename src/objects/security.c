@@ -5,11 +5,13 @@
  * x:BlockedIp objects (the same path as a client's /set: stored, logged in /changes, seen
  * by other nodes), and removes entries whose expiresAt has passed.
  */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/log.h"
+#include "metrics/metrics.h"
 #include "objects/model.h"
 #include "security/security.h"
 #include "store/store.h"
@@ -222,6 +224,15 @@ static bool add_entries(struct gh_sec_table *t, const struct gh_objtype *type, b
     return true;
 }
 
+/* gatehouse_blocked_addresses: the x:BlockedIp entries of the table last published, read by
+ * the scraping thread without the objects' lock. */
+static atomic_uint blocked_count;
+
+static void blocked_gauge(struct gh_metrics_out *out, void *arg)
+{
+    gh_metrics_sample(out, "", (double)atomic_load_explicit(&blocked_count, memory_order_relaxed));
+}
+
 void gh_security_apply(void)
 {
     int64_t start = gh_security_now_ms();
@@ -234,6 +245,9 @@ void gh_security_apply(void)
     }
     unsigned n = gh_sec_table_size(t);
     gh_security_publish(t);
+    atomic_store_explicit(&blocked_count, (unsigned)json_array_size(gh_type_blocked_ip.objs),
+                          memory_order_relaxed);
+    gh_metrics_set_gauge(GH_GAUGE_BLOCKED_ADDRESSES, blocked_gauge, NULL);
     if (gh_model.engine) /* unit tests run the object layer without one */
         gh_log(NULL, NULL, "address-table", "%u entries, built in %lld ms", n,
                (long long)(gh_security_now_ms() - start));
@@ -254,7 +268,15 @@ void gh_security_committed(void)
 
 static const char *const reason_names[GH_SEC_NEVENTS] = {"loiter", "scan", "authFailure"};
 
-/* Runs one /set of the server's own; logs what it refused. */
+static enum gh_ban_reason ban_reason(const char *name)
+{
+    if (name && !strcmp(name, "loiter"))
+        return GH_BAN_LOITER;
+    if (name && !strcmp(name, "scan"))
+        return GH_BAN_SCAN;
+    return GH_BAN_AUTH_FAILURE;
+}
+
 /* Runs one /set of the server's own (args is taken); logs what it made or refused. The
  * address table is rebuilt once after the whole tick, not after each /set. */
 static void run_set(struct gh_objtype *t, json_t *args)
@@ -269,6 +291,7 @@ static void run_set(struct gh_objtype *t, json_t *args)
     json_t *v;
     json_object_foreach(json_object_get(res, "created"), key, v)
     {
+        gh_metrics_ban(NULL, ban_reason(json_string_value(json_object_get(v, "reason"))));
         gh_log(NULL, key, "ban", "%s, x:BlockedIp %s, expires %s",
                json_string_value(json_object_get(v, "reason")),
                json_string_value(json_object_get(v, "id")),
