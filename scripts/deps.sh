@@ -5,7 +5,8 @@ set -eu
 
 BUILD="make gcc clang libclang-rt-14-dev pkg-config ca-certificates libssl-dev openssl libjansson-dev
  libsqlite3-dev libpq-dev libcurl4-openssl-dev libhttp-parser-dev"
-TEST="clang-format libcmocka-dev python3 python3-pytest iproute2 haproxy postgresql"
+TEST="clang-format libcmocka-dev python3 python3-pytest iproute2 haproxy postgresql postfix dovecot-imapd
+ dovecot-pop3d dovecot-managesieved"
 BROWSER="chromium"
 BENCH="nginx libnginx-mod-mail libnginx-mod-stream haproxy curl python3 iproute2 procps"
 

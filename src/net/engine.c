@@ -870,6 +870,7 @@ void gh_engine_free(struct gh_engine *e)
         gh_loop_free(w->loop);
         free(w->settings);
         gh_dest_set_unref(w->dests);
+        gh_wrr_free(w);
     }
     while (e->listeners) {
         struct lstate *st = e->listeners;

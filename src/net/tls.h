@@ -49,7 +49,8 @@ bool gh_tls_check_conf(const struct gh_listener_conf *conf, gh_err *err);
 bool gh_tls_certs_set(const struct gh_cert_input *certs, unsigned n, gh_err *err);
 
 /* Parses and checks a chain and key: PEM well-formed, key matches the leaf, not expired.
- * Fills info (free with gh_cert_info_free). */
+ * pem_key NULL: a trust anchor (a chain only, used to verify peers). Fills info (free with
+ * gh_cert_info_free). */
 bool gh_tls_cert_inspect(const char *pem_chain, const char *pem_key, struct gh_cert_info *info,
                          gh_err *err);
 void gh_cert_info_free(struct gh_cert_info *info);

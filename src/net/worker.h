@@ -45,12 +45,13 @@ struct gh_wsettings {
     struct gh_ipmask trusted[]; /* x:SystemSettings.proxyTrustedNetworks */
 };
 
-/* The destinations, immutable once built and shared by the workers.
- * Owner: reference-counted (each worker holds one reference). */
-struct gh_dest_set {
-    atomic_uint refs;
+/* Smooth weighted round-robin state of one listener on one worker (see handoff.c).
+ * Owner: the worker; dropped whenever the destinations change. */
+struct gh_wrr {
+    struct gh_wrr *next;
+    char listener[GH_DEST_NAME_MAX];
     unsigned n;
-    struct gh_destination *d;
+    int64_t current[]; /* one per destination of the set */
 };
 
 struct gh_worker {
@@ -63,7 +64,7 @@ struct gh_worker {
     unsigned nconns;
     struct gh_wsettings *settings;
     struct gh_dest_set *dests;
-    unsigned dest_next; /* round-robin position: load sharing without shared state */
+    struct gh_wrr *wrr; /* per-listener load sharing, without shared state */
     bool stopping;
     struct gh_timer grace; /* graceful stop deadline */
 };
@@ -92,7 +93,7 @@ void gh_relay_client_input(struct gh_conn *c);   /* new bytes from the client ar
 void gh_relay_client_drained(struct gh_conn *c); /* c->out went below its high mark */
 void gh_relay_close(struct gh_conn *c);          /* at close: the backend socket and buffers */
 void gh_relay_free(struct gh_conn *c);           /* once the batch of events is over: the memory */
-void gh_dest_set_unref(struct gh_dest_set *s);
+void gh_wrr_free(struct gh_worker *w);
 
 /* engine.c: the worker running on the calling thread, or NULL. */
 struct gh_worker *gh_worker_current(void);

@@ -42,12 +42,13 @@ static const struct gh_prop props[] = {
      .rule = "PEM; must match the private key; not expired"},
     {.name = "privateKey",
      .type = GH_PT_TEXT,
-     .required = true,
      .mut = GH_WRITE_ONLY,
      .label = "Private key (PEM)",
      .group = G_CERT,
-     .description = "The certificate's private key, PEM; never returned",
-     .rule = "PEM; must match the certificate"},
+     .description = "The certificate's private key, PEM; never returned. Without one the "
+                    "certificate is a trust anchor: it verifies backends (a destination's "
+                    "tlsCaCertificateId) and is never served to clients",
+     .rule = "PEM; must match the certificate; omit for a trust anchor"},
     {.name = "isDefault",
      .type = GH_PT_BOOLEAN,
      .def = "false",
@@ -141,19 +142,22 @@ void gh_certs_apply(void)
     struct gh_cert_input *in = calloc(n ? n : 1, sizeof *in);
     if (!in)
         return;
-    size_t last_default = n;
+    size_t last_default = n, k = 0;
     for (size_t i = 0; i < n; i++) {
         json_t *o = json_array_get(gh_type_certificate.objs, i);
-        in[i].id = json_string_value(json_object_get(o, "id"));
-        in[i].pem_chain = json_string_value(json_object_get(o, "certificate"));
-        in[i].pem_key = json_string_value(json_object_get(o, "privateKey"));
+        if (!json_string_value(json_object_get(o, "privateKey")))
+            continue; /* a trust anchor is never served */
+        in[k].id = json_string_value(json_object_get(o, "id"));
+        in[k].pem_chain = json_string_value(json_object_get(o, "certificate"));
+        in[k].pem_key = json_string_value(json_object_get(o, "privateKey"));
         if (json_is_true(json_object_get(o, "isDefault")))
-            last_default = i;
+            last_default = k;
+        k++;
     }
-    if (last_default < n)
+    if (last_default < k)
         in[last_default].is_default = true;
     gh_err err = {0};
-    if (!gh_tls_certs_set(in, (unsigned)n, &err))
+    if (!gh_tls_certs_set(in, (unsigned)k, &err))
         gh_log(NULL, NULL, "certificates-error", "%s", err.msg);
     free(in);
 }
@@ -161,6 +165,7 @@ void gh_certs_apply(void)
 static void committed(struct gh_objtype *t)
 {
     gh_certs_apply();
+    gh_destinations_apply(); /* a destination may trust one of them */
 }
 
 static const char *const groups[] = {G_CERT, NULL};

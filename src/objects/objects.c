@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "health/health.h"
 #include "net/engine.h"
 #include "net/tls.h"
 #include "objects/model.h"
@@ -509,6 +510,7 @@ bool gh_objects_init(const struct gh_objects_options *opt, gh_err *err)
     if (first && json_array_size(gh_type_certificate.objs) == 0)
         make_selfsigned();
     gh_certs_apply();
+    gh_destinations_init();
     gh_destinations_apply();
     apply_stored_listeners();
     if (first && json_array_size(gh_type_listener.objs) == 0 &&
@@ -538,6 +540,7 @@ out:
 
 void gh_objects_stop_background(void)
 {
+    gh_health_stop(); /* its reports take the management mutex: stopped before it is held */
     if (sync_running) {
         atomic_store(&sync_stop, true);
         if (write(sync_wake[1], "x", 1) < 0)
@@ -561,6 +564,7 @@ void gh_objects_shutdown(void)
         gh_types[i]->objs = NULL;
     }
     gh_auth_clear();
+    gh_destinations_release();
     pthread_mutex_lock(&status.mu);
     json_decref(status.ids);
     status.ids = NULL;
