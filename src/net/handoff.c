@@ -39,6 +39,7 @@ struct gh_relay {
     struct gh_conn *c;
     enum relay_stage stage;
     bool swallow_greeting, backend_paused, want_write;
+    bool backend_spoke, client_spoke; /* a byte went to the client / to the backend */
     char *hello, *first;
     struct gh_dest_set *set;           /* a reference: the destinations as the session began */
     const struct gh_destination *dest; /* the one being tried, in set */
@@ -303,6 +304,8 @@ static void next_destination(struct gh_relay *r, const char *why)
     gh_log(r->c->conf->name, r->c->peer_text, "handoff-retry", "destination %s: %s", r->dest->name,
            why);
     gh_backend_close(&r->b);
+    gh_timer_cancel(r->c->worker->loop, &r->deadline);
+    gh_conn_pause_input(r->c, true);
     gh_buf_clear(&r->to_backend);
     gh_buf_clear(&r->reply);
     if (!(r->dest = choose(r))) {
@@ -347,6 +350,7 @@ static void opened(struct gh_backend *b, const char *error)
     }
     if (!r->swallow_greeting && b->greeting) /* read to upgrade the leg: the client's now */
         gh_conn_write(r->c, b->greeting, b->greeting_len);
+    r->backend_spoke = r->backend_spoke || (!r->swallow_greeting && b->greeting);
     start_flowing(r);
     backend_events(r);
 }
@@ -429,6 +433,7 @@ static void start_flowing(struct gh_relay *r)
     }
     gh_buf_append(&r->to_backend, gh_buf_head(&c->in), gh_buf_len(&c->in));
     gh_buf_clear(&c->in);
+    r->client_spoke = r->client_spoke || gh_buf_len(&r->to_backend) > 0;
     gh_conn_pause_input(c, false);
     if (!send_to_backend(r))
         gh_conn_close_after_flush(c);
@@ -465,11 +470,18 @@ static void backend_to_client(struct gh_relay *r)
         ssize_t n = gh_backend_recv(&r->b, chunk, sizeof chunk);
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
             return;
+        if (n <= 0 && !r->backend_spoke && !r->client_spoke) {
+            /* closed before its greeting (a backend stopping): nothing was said on either
+             * side, so the session can still go elsewhere */
+            next_destination(r, "closed before its greeting");
+            return;
+        }
         if (n <= 0) {
             gh_backend_close(&r->b);
             gh_conn_close_after_flush(r->c); /* the backend ended the session */
             return;
         }
+        r->backend_spoke = true;
         gh_timer_set(r->c->worker->loop, &r->deadline, RELAY_IDLE_MS);
         gh_conn_write(r->c, chunk, (size_t)n);
         if (!r->c->closed && gh_buf_len(&r->c->out) >= RELAY_HIGH && !r->backend_paused) {
@@ -517,6 +529,7 @@ void gh_relay_client_input(struct gh_conn *c)
         return; /* held in c->in until the backend is ready */
     gh_buf_append(&r->to_backend, gh_buf_head(&c->in), gh_buf_len(&c->in));
     gh_buf_clear(&c->in);
+    r->client_spoke = true;
     if (!send_to_backend(r))
         gh_conn_close(c);
 }

@@ -214,6 +214,16 @@ def wait_status(gatehouse, did, status, timeout=15):
     raise AssertionError(f"{did} is {got['status']}, not {status}: {got}")
 
 
+def eventually(check, timeout=5):
+    """A change reaches the workers by message just after the response: polls check()."""
+    end = time.time() + timeout
+    while True:
+        got = check()
+        if got or time.time() > end:
+            return got
+        time.sleep(0.05)
+
+
 def trust_anchor(gatehouse, pem):
     _, res, _ = gatehouse.call("x:Certificate/set", {"create": {"t": {"certificate": pem}}})
     assert "t" in (res.get("created") or {}), res

@@ -12,8 +12,8 @@ from collections import Counter
 
 import pytest
 
-from backend_kit import (CA, Backend, destination, get_destination, greeting_of, trust_anchor,
-                         update_destination, wait_status)
+from backend_kit import (CA, Backend, destination, eventually, get_destination, greeting_of,
+                         trust_anchor, update_destination, wait_status)
 
 pytestmark = pytest.mark.skipif(not shutil.which("openssl"), reason="needs the openssl command")
 
@@ -126,6 +126,7 @@ def test_weight_zero_drains_new_sessions_while_live_ones_continue(gatehouse, fre
         update_destination(gatehouse, da, weight=0)
         got = get_destination(gatehouse, da)
         assert got["status"] == "draining" and got["statusChangedAt"], got
+        time.sleep(0.5)  # the new set reaches the workers by message
         before = a.sessions
         names = Counter(greeting_of(port)[:5] for _ in range(40))
         assert names == Counter({b"220 b": 40}), names
@@ -135,6 +136,7 @@ def test_weight_zero_drains_new_sessions_while_live_ones_continue(gatehouse, fre
         live.close()
         update_destination(gatehouse, da, weight=1)
         assert get_destination(gatehouse, da)["status"] != "draining"
+        time.sleep(0.5)
         names = Counter(greeting_of(port)[:5] for _ in range(10))
         assert names[b"220 a"] >= 4, names
     finally:
@@ -273,7 +275,7 @@ def test_tls_server_name_is_sent_and_checked(gatehouse, free_port, pki):
         assert "backend.test" in b.sni
         # without the name the certificate (DNS:backend.test only) does not match 127.0.0.1
         update_destination(gatehouse, did, tlsServerName=None)
-        assert greeting_of(port).startswith(b"421 ")
+        assert eventually(lambda: greeting_of(port).startswith(b"421 "))
     finally:
         b.stop()
 
@@ -289,7 +291,7 @@ def test_a_certificate_the_anchor_does_not_vouch_for_is_refused(gatehouse, free_
         down = wait_status(gatehouse, did, "down")
         assert "certificate" in down["lastCheckError"], down
         update_destination(gatehouse, did, tlsVerify=False)  # the operator's explicit choice
-        assert greeting_of(port) == b"220 bad ESMTP\r\n"
+        assert eventually(lambda: greeting_of(port) == b"220 bad ESMTP\r\n")
     finally:
         b.stop()
 
