@@ -149,27 +149,30 @@ def main():
         w("")
 
     # -- relay throughput --
-    relay = {k: r for k, r in res.items() if k[1] == "relay"}
+    relay = {k: r for k, r in res.items() if k[1] in ("relay", "relay-tls")}
     if relay:
         w("Relay: each client completes a TLS 1.3 handshake on the server, reads the greeting of the")
         w("backend behind it (a sink that reads and discards), then writes 16 KB records for the")
         w("whole run. Megabytes per second written through the relay, and per server CPU-second.")
+        w("`TLS → TLS backend`: the backend leg is TLS too (Gatehouse `tls: implicit`, nginx")
+        w("`proxy_ssl`, HAProxy `ssl`), verified against the sink's certificate.")
         w("")
         w("| relay | clients | Gatehouse MB/s | nginx stream MB/s | HAProxy MB/s | ratio "
           "| Gatehouse MB per CPU-s | nginx MB per CPU-s | HAProxy MB per CPU-s | ratio per CPU "
           "| errors G/n/H |")
         w("|---|---|---|---|---|---|---|---|---|---|---|")
-        for conc in sorted({k[2] for k in relay}, key=int):
-            g, n, h = (relay.get((s, "relay", conc)) for s in ("gatehouse", "nginx-stream",
-                                                               "haproxy"))
-            mb = [num(x.get("mbytes_per_s")) if x else None for x in (g, n, h)]
-            cpu = [num(x.get("mbytes_per_server_cpu_s")) if x else None for x in (g, n, h)]
-            errs = "/".join(str(int(num(x.get("errors")))) if x else "-" for x in (g, n, h))
-            bm = max([v for v in mb[1:] if v] or [0])
-            bc = max([v for v in cpu[1:] if v] or [0])
-            w(f"| TLS → backend | {conc} | {fmt(mb[0])} | {fmt(mb[1])} | {fmt(mb[2])} "
-              f"| {ratio(mb[0], bm)} | {fmt(cpu[0])} | {fmt(cpu[1])} | {fmt(cpu[2])} "
-              f"| {ratio(cpu[0], bc)} | {errs} |")
+        for work, label in (("relay", "TLS → backend"), ("relay-tls", "TLS → TLS backend")):
+            for conc in sorted({k[2] for k in relay if k[1] == work}, key=int):
+                g, n, h = (relay.get((s, work, conc)) for s in ("gatehouse", "nginx-stream",
+                                                                "haproxy"))
+                mb = [num(x.get("mbytes_per_s")) if x else None for x in (g, n, h)]
+                cpu = [num(x.get("mbytes_per_server_cpu_s")) if x else None for x in (g, n, h)]
+                errs = "/".join(str(int(num(x.get("errors")))) if x else "-" for x in (g, n, h))
+                bm = max([v for v in mb[1:] if v] or [0])
+                bc = max([v for v in cpu[1:] if v] or [0])
+                w(f"| {label} | {conc} | {fmt(mb[0])} | {fmt(mb[1])} | {fmt(mb[2])} "
+                  f"| {ratio(mb[0], bm)} | {fmt(cpu[0])} | {fmt(cpu[1])} | {fmt(cpu[2])} "
+                  f"| {ratio(cpu[0], bc)} | {errs} |")
         w("")
 
     # -- crypto bound --

@@ -103,11 +103,12 @@ pick_base() {
 BASE=$(pick_base)
 G_API=$BASE G_PLAIN=$((BASE + 1)) G_TLS=$((BASE + 2)) G_STARTTLS=$((BASE + 3))
 G_PROBE=$((BASE + 4)) G_CHURN=$((BASE + 5)) # and BASE+6
-G_RELAY=$((BASE + 7))
+G_RELAY=$((BASE + 7)) G_RELAY_TLS=$((BASE + 8))
 N_PLAIN=$((BASE + 20)) N_TLS=$((BASE + 21)) N_STARTTLS=$((BASE + 22)) N_STREAM=$((BASE + 23))
-N_RELAY=$((BASE + 24))
-H_PLAIN=$((BASE + 40)) H_TLS=$((BASE + 41)) H_RELAY=$((BASE + 42))
-SINK=$((BASE + 60)) # the backend of the relay workload
+N_RELAY=$((BASE + 24)) N_RELAY_TLS=$((BASE + 25))
+H_PLAIN=$((BASE + 40)) H_TLS=$((BASE + 41)) H_RELAY=$((BASE + 42)) H_RELAY_TLS=$((BASE + 43))
+SINK=$((BASE + 60))     # the backend of the relay workload
+SINK_TLS=$((BASE + 61)) # the same behind implicit TLS: the relay-tls workload
 SCALE_BASE=$((BASE + 100)) # 1,000 listeners: a second block, checked when used
 
 wait_port() { # port [seconds]
@@ -157,9 +158,12 @@ EOF
  "tls":{"name":"tls",$l,"tlsImplicit":true,"bind":["127.0.0.1:$G_TLS"]},
  "starttls":{"name":"starttls",$l,"bind":["127.0.0.1:$G_STARTTLS"]},
  "probe":{"name":"probe",$l,"useTls":false,"bind":["127.0.0.1:$G_PROBE"]},
- "relay":{"name":"relay",$l,"tlsImplicit":true,"bind":["127.0.0.1:$G_RELAY"]}}},"0"],
+ "relay":{"name":"relay",$l,"tlsImplicit":true,"bind":["127.0.0.1:$G_RELAY"]},
+ "relaytls":{"name":"relaytls",$l,"tlsImplicit":true,"bind":["127.0.0.1:$G_RELAY_TLS"]}}},"0"],
  ["x:Destination/set",{"create":{"sink":{"name":"sink","protocol":"smtp",
- "address":"127.0.0.1:$SINK","forwarding":"none","listeners":["relay"]}}},"1"]]}
+ "address":"127.0.0.1:$SINK","forwarding":"none","listeners":["relay"]},
+ "sinktls":{"name":"sinktls","protocol":"smtp","address":"127.0.0.1:$SINK_TLS",
+ "forwarding":"none","listeners":["relaytls"],"tls":"implicit",$(sink_trust)}}},"1"]]}
 EOF
     grep -q '"notCreated":null' "$TMP/listeners.json" ||
         { echo "creating listeners failed: $(cat "$TMP/listeners.json")" >&2; exit 1; }
@@ -167,18 +171,33 @@ EOF
 print(r["methodResponses"][0][1]["created"]["probe"]["id"])' "$TMP/listeners.json")
 }
 gh_stop() { stop_pid "$GH_PID"; GH_PID=""; }
+# The TLS sink presents the bench certificate: verified against it as a trust anchor (the
+# uploaded x:Certificate) with its name, as a deployment would; unverified only when the
+# upload was refused.
+sink_trust() {
+    local id
+    id=$(python3 -c 'import json,sys
+try: print(json.load(open(sys.argv[1]))["methodResponses"][0][1]["created"]["b"]["id"])
+except Exception: pass' "$TMP/cert-set.json" 2>/dev/null)
+    if [ -n "$id" ]; then
+        printf '"tlsCaCertificateId":"%s","tlsServerName":"bench.localhost"' "$id"
+    else
+        printf '"tlsVerify":false'
+    fi
+}
 
 # ---- nginx and HAProxy ----
 fill() { # template → stdout
     sed -e "s#@WORKERS@#$WORKERS#g; s#@NOFILE@#$NOFILE#g; s#@MAXCONN@#$MAX_IDLE#g" \
-        -e "s#@P_SINK@#$SINK#g; s#@P_RELAY@#$6#g" \
+        -e "s#@P_SINK@#$SINK#g; s#@P_RELAY@#$6#g; s#@P_SINK_TLS@#$SINK_TLS#g" \
+        -e "s#@P_RELAY_TLS@#$7#g" \
         -e "s#@TMP@#$TMP#g; s#@BENCH@#$ROOT/bench#g" \
         -e "s#@P_PLAIN@#$2#g; s#@P_TLS@#$3#g; s#@P_STARTTLS@#$4#g; s#@P_STREAM@#$5#g" "$1"
 }
 NGX_PID="" HAP_PID=""
 ngx_start() {
     fill bench/nginx.conf.in "$N_PLAIN" "$N_TLS" "$N_STARTTLS" "$N_STREAM" "$N_RELAY" \
-        >"$TMP/nginx.conf"
+        "$N_RELAY_TLS" >"$TMP/nginx.conf"
     nginx -c "$TMP/nginx.conf" -p "$TMP" >>"$TMP/nginx.out" 2>&1 &
     NGX_PID=$!
     STARTED="$STARTED $NGX_PID"
@@ -187,7 +206,7 @@ ngx_start() {
 ngx_pids() { echo "$NGX_PID $(pgrep -P "$NGX_PID" | tr '\n' ' ')" | tr -s ' ' ',' | sed 's/,$//'; }
 ngx_stop() { stop_pid "$NGX_PID"; NGX_PID=""; }
 hap_start() {
-    fill bench/haproxy.cfg.in "$H_PLAIN" "$H_TLS" 0 0 "$H_RELAY" >"$TMP/haproxy.cfg"
+    fill bench/haproxy.cfg.in "$H_PLAIN" "$H_TLS" 0 0 "$H_RELAY" "$H_RELAY_TLS" >"$TMP/haproxy.cfg"
     haproxy -f "$TMP/haproxy.cfg" -db >>"$TMP/haproxy.out" 2>&1 &
     HAP_PID=$!
     STARTED="$STARTED $HAP_PID"
@@ -247,6 +266,7 @@ run_matrix() { # work loadgen-mode extra-args... ; servers and ports from the ca
         tls-*) servers="gatehouse:$G_TLS nginx:$N_TLS nginx-stream:$N_STREAM haproxy:$H_TLS" ;;
         starttls) servers="gatehouse:$G_STARTTLS nginx:$N_STARTTLS" ;;
         relay) servers="gatehouse:$G_RELAY nginx-stream:$N_RELAY haproxy:$H_RELAY" ;;
+        relay-tls) servers="gatehouse:$G_RELAY_TLS nginx-stream:$N_RELAY_TLS haproxy:$H_RELAY_TLS" ;;
         esac
         # Each pass takes the servers in the other order, so that none always runs first or
         # last; report.py pools the passes (sessions over seconds, over CPU-seconds).
@@ -269,16 +289,26 @@ run_matrix tls-full tls
 run_matrix tls-resumed tls --resume
 run_matrix starttls starttls
 
-# ---- 7: bytes per second through a TLS session relayed to a backend (the sink) ----
+# ---- 7: bytes per second through a TLS session relayed to a backend (the sink), over a
+# plain backend leg and over a TLS one (relay-tls: both legs encrypted) ----
 "$LG" --mode sink --ports "$SINK" --duration 600 --label sink >"$TMP/sink.out" 2>&1 &
 SINK_PID=$!
-STARTED="$STARTED $SINK_PID"
+"$LG" --mode sink --ports "$SINK_TLS" --duration 600 --label sink-tls \
+    --sink-cert "$TMP/cert.pem" --sink-key "$TMP/key.pem" >"$TMP/sink-tls.out" 2>&1 &
+SINK_TLS_PID=$!
+STARTED="$STARTED $SINK_PID $SINK_TLS_PID"
 if wait_port "$SINK" 5; then
     run_matrix relay stream
 else
     log "the sink backend did not start: $(cat "$TMP/sink.out"); skipping relay"
 fi
+if wait_port "$SINK_TLS" 5; then
+    run_matrix relay-tls stream
+else
+    log "the TLS sink did not start: $(cat "$TMP/sink-tls.out"); skipping relay-tls"
+fi
 stop_pid "$SINK_PID"
+stop_pid "$SINK_TLS_PID"
 
 # ---- 5: JMAP requests ----
 for conc in $JMAP_CONC; do

@@ -91,44 +91,58 @@ static struct gh_wrr *wrr_for(struct gh_worker *w, const char *listener, unsigne
     for (struct gh_wrr *x = w->wrr; x; x = x->next)
         if (x->n == n && !strcmp(x->listener, listener))
             return x;
-    struct gh_wrr *x = calloc(1, sizeof *x + n * sizeof x->current[0]);
+    size_t size = sizeof(struct gh_wrr) + n * (sizeof(int64_t) + sizeof(uint32_t));
+    struct gh_wrr *x = calloc(1, size);
     if (!x)
         return NULL;
     snprintf(x->listener, sizeof x->listener, "%s", listener);
     x->n = n;
+    x->weight = (uint32_t *)(x->current + n);
     x->next = w->wrr;
     w->wrr = x;
     return x;
 }
 
+int gh_swrr_pick(int64_t *current, const uint32_t *weight, unsigned n)
+{
+    int64_t total = 0;
+    int best = -1;
+    for (unsigned i = 0; i < n; i++) {
+        if (!weight[i])
+            continue;
+        current[i] += weight[i];
+        total += weight[i];
+        if (best < 0 || current[i] > current[best])
+            best = (int)i;
+    }
+    if (best >= 0)
+        current[best] -= total;
+    return best;
+}
+
 /*
- * The next destination for this session: smooth weighted round-robin (as nginx does) over
- * the destinations of this listener not yet tried, first among those up, then — when
- * none is — among those down, so every session still tries each once. weight 0 (draining)
- * is never chosen. The state is per listener and per worker: no shared write, and each
- * listener's sessions are shared by its own weights.
+ * The next destination for this session: smooth weighted round-robin over the destinations
+ * of this listener not yet tried, first among those up, then — when none is — among those
+ * down, so every session still tries each once. weight 0 (draining) is never chosen. The
+ * state is per listener and per worker: no shared write, and each listener's sessions are
+ * shared by its own weights.
  */
 static const struct gh_destination *choose(struct gh_relay *r)
 {
     struct gh_dest_set *s = r->set;
     struct gh_wrr *wrr = wrr_for(r->c->worker, r->c->conf->name, s->n);
     for (int pass = 0; pass < 2; pass++) {
-        int64_t total = 0;
-        int best = -1;
         for (unsigned i = 0; i < s->n; i++) {
             const struct gh_destination *d = &s->d[i];
-            if (r->tried[i] || !d->weight || !serves(d, r->c->conf) ||
-                gh_dest_usable(d) != (pass == 0))
-                continue;
-            if (!wrr)
+            bool eligible = !r->tried[i] && d->weight && serves(d, r->c->conf) &&
+                            gh_dest_usable(d) == (pass == 0);
+            if (!wrr && eligible) /* no memory for the state: the first will do */
                 return r->tried[i] = true, d;
-            wrr->current[i] += d->weight;
-            total += d->weight;
-            if (best < 0 || wrr->current[i] > wrr->current[best])
-                best = (int)i;
+            if (wrr)
+                wrr->weight[i] = eligible ? d->weight : 0;
         }
+        int best = wrr ? gh_swrr_pick(wrr->current, wrr->weight, s->n) : -1;
         if (best >= 0) {
-            wrr->current[best] -= total;
             r->tried[best] = true;
             return &s->d[best];
         }

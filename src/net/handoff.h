@@ -81,6 +81,12 @@ void gh_dest_set_unref(struct gh_dest_set *s);
 /* Whether new sessions may be sent there on the first try: weight above 0 and not down. */
 bool gh_dest_usable(const struct gh_destination *d);
 
+/* Smooth weighted round-robin (as nginx): each eligible destination (weight[i] > 0) gains its
+ * weight, the one with the most is chosen and loses the total. Over any run of sessions each
+ * gets its share within one session, interleaved. current (n values) is the state. Returns
+ * the index, or -1 when none is eligible. */
+int gh_swrr_pick(int64_t *current, const uint32_t *weight, unsigned n);
+
 /* Replaces the destinations every worker uses for new hand-offs (takes a reference). */
 void gh_engine_use_destinations(struct gh_engine *e, struct gh_dest_set *s);
 

@@ -51,6 +51,7 @@ struct gh_wrr {
     struct gh_wrr *next;
     char listener[GH_DEST_NAME_MAX];
     unsigned n;
+    uint32_t *weight;  /* scratch: each destination's weight when eligible, else 0 */
     int64_t current[]; /* one per destination of the set */
 };
 
