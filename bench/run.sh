@@ -4,16 +4,18 @@
 # docs/BENCHMARKS.md with bench/loadgen, prints a table and appends it, with the command and
 # the date, to docs/BENCHMARKS.md. Bounded in time; stops everything it started.
 #
-#   bench/run.sh [--quick] [--workers N] [--no-append]
+#   bench/run.sh [--quick] [--relay-only] [--workers N] [--no-append]
 #
 # BENCH_KEEP=1 keeps the temporary directory (logs, configurations, raw results).
 # --quick: about a minute (1 s runs at 1 and 64 clients, 1,000 idle connections, no scale
-# check); the full run takes about ten minutes.
+# check); the full run takes about ten minutes. --relay-only: only the relay workloads (TLS to
+# the server, then a plain or a TLS leg to the backend), a minute or two.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 QUICK=0
+RELAY_ONLY=0
 APPEND=1
 WORKERS=$(nproc)
 BUILD=${BUILD:-build}
@@ -21,9 +23,10 @@ CMDLINE="bench/run.sh${*:+ $*}"
 while [ $# -gt 0 ]; do
     case "$1" in
     --quick) QUICK=1 ;;
+    --relay-only) RELAY_ONLY=1 ;;
     --no-append) APPEND=0 ;;
     --workers) WORKERS=$2; shift ;;
-    *) echo "usage: bench/run.sh [--quick] [--workers N] [--no-append]" >&2; exit 2 ;;
+    *) echo "usage: bench/run.sh [--quick] [--relay-only] [--workers N] [--no-append]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -284,10 +287,12 @@ run_matrix() { # work loadgen-mode extra-args... ; servers and ports from the ca
         log "$work at $conc clients done"
     done
 }
-run_matrix smtp smtp
-run_matrix tls-full tls
-run_matrix tls-resumed tls --resume
-run_matrix starttls starttls
+if [ "$RELAY_ONLY" = 0 ]; then
+    run_matrix smtp smtp
+    run_matrix tls-full tls
+    run_matrix tls-resumed tls --resume
+    run_matrix starttls starttls
+fi
 
 # ---- 7: bytes per second through a TLS session relayed to a backend (the sink), over a
 # plain backend leg and over a TLS one (relay-tls: both legs encrypted) ----
@@ -309,6 +314,8 @@ else
 fi
 stop_pid "$SINK_PID"
 stop_pid "$SINK_TLS_PID"
+
+if [ "$RELAY_ONLY" = 0 ]; then # the rest of the workloads
 
 # ---- 5: JMAP requests ----
 for conc in $JMAP_CONC; do
@@ -398,6 +405,8 @@ print(len(r["methodResponses"][0][1].get("created") or {}))' "$TMP/scale-$b.json
     gh_stop
     log "scale check done"
 fi
+
+fi # the rest of the workloads
 
 # ---- crypto bound: one core's ECDSA P-256 signatures and X25519 operations ----
 SPEED_S=3

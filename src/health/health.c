@@ -127,7 +127,7 @@ static void check_start(struct gh_timer *t)
 
 static void drop_checks(void)
 {
-    for (unsigned i = 0; th.set && i < th.set->n; i++) {
+    for (unsigned i = 0; th.set && th.checks && i < th.set->n; i++) {
         struct check *k = &th.checks[i];
         gh_timer_cancel(loop, &k->next);
         gh_timer_cancel(loop, &k->deadline);

@@ -397,3 +397,35 @@ def test_destination_fields_defaults_and_refusals(gatehouse, free_port):
     schema = gatehouse.http("GET", "/api/schema")[2].decode()
     for word in ("Health checks", "TLS to the backend", "lastCheckError", "Trust anchor"):
         assert word in schema
+
+
+def test_cli_shows_and_sets_the_new_fields(gatehouse, free_port):
+    import os
+    import subprocess
+    cli = os.environ.get("GATEHOUSE_CLI", os.path.join(
+        os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "build",
+        "gatehouse-cli"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEHOUSE_")}
+    env.update(GATEHOUSE_URL=gatehouse.url, GATEHOUSE_TOKEN=gatehouse.secret)
+
+    def run(*args):
+        return subprocess.run([cli, *args], env=env, capture_output=True, text=True, timeout=60)
+
+    a = Backend("a")
+    try:
+        did = destination(gatehouse, a.port, **FAST)
+        wait_status(gatehouse, did, "up")
+        r = run("get", "destination", did)
+        assert r.returncode == 0 and "up" in r.stdout and "Status" in r.stdout, r
+        r = run("update", "destination", did, "--field", "weight=0", "--field", "tls=starttls",
+                "--field", "checkInterval=1s")
+        assert r.returncode == 0, r
+        got = get_destination(gatehouse, did)
+        assert (got["weight"], got["tls"], got["checkInterval"], got["status"]) == (
+            0, "starttls", "1s", "draining")
+        r = run("query", "destination", "--fields", "name,weight,status")
+        assert "draining" in r.stdout, r
+        r = run("describe", "destination")
+        assert "tlsCaCertificateId" in r.stdout and "Health checks" in r.stdout, r
+    finally:
+        a.stop()
