@@ -93,48 +93,50 @@ def main():
             w(f"**Note: {r.get('text', '').replace('_', ' ')}.**")
             w("")
 
-    # -- sessions and handshakes --
-    w("Rates are completed sessions (or handshakes) per second of wall time; **per CPU-s** is the")
-    w("same count divided by the CPU seconds the server's processes used (user + system, from")
-    w("/proc), which does not depend on how much CPU the load client and other programs took.")
-    if passes > 1:
-        w(f"Each cell pools {passes} passes, the servers taken in the opposite order each time;")
-        w("p99 is the worse of the passes.")
-    w("")
-    w("| workload | clients | Gatehouse /s | nginx /s | HAProxy /s | ratio | Gatehouse per CPU-s "
-      "| nginx per CPU-s | HAProxy per CPU-s | ratio per CPU | Gatehouse p99 ms | errors G/n/H |")
-    w("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    # -- sessions and handshakes (absent in a relay-only run) --
+    has_sessions = any(k[1] in ("smtp", "tls-full", "tls-resumed", "starttls") for k in res)
     targets = []
-    for work in ["smtp", "tls-full", "tls-resumed", "starttls"]:
-        concs = sorted({k[2] for k in res if k[1] == work}, key=lambda c: int(c or 0))
-        for conc in concs:
-            g = res.get(("gatehouse", work, conc))
-            n = res.get(("nginx", work, conc))
-            ns = res.get(("nginx-stream", work, conc))
-            h = res.get(("haproxy", work, conc))
+    if has_sessions:
+        w("Rates are completed sessions (or handshakes) per second of wall time; **per CPU-s** is the")
+        w("same count divided by the CPU seconds the server's processes used (user + system, from")
+        w("/proc), which does not depend on how much CPU the load client and other programs took.")
+        if passes > 1:
+            w(f"Each cell pools {passes} passes, the servers taken in the opposite order each time;")
+            w("p99 is the worse of the passes.")
+        w("")
+        w("| workload | clients | Gatehouse /s | nginx /s | HAProxy /s | ratio | Gatehouse per CPU-s "
+          "| nginx per CPU-s | HAProxy per CPU-s | ratio per CPU | Gatehouse p99 ms | errors G/n/H |")
+        w("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for work in ["smtp", "tls-full", "tls-resumed", "starttls"]:
+            concs = sorted({k[2] for k in res if k[1] == work}, key=lambda c: int(c or 0))
+            for conc in concs:
+                g = res.get(("gatehouse", work, conc))
+                n = res.get(("nginx", work, conc))
+                ns = res.get(("nginx-stream", work, conc))
+                h = res.get(("haproxy", work, conc))
 
-            def cells(key):
-                gv = num(g.get(key)) if g else None
-                nv = num(n.get(key)) if n else None
-                nsv = num(ns.get(key)) if ns else None
-                hv = num(h.get(key)) if h else None
-                best = max([v for v in (nv, nsv, hv) if v is not None] or [0])
-                ntext = fmt(nv)
-                if nsv is not None:
-                    ntext += f" (stream {fmt(nsv)})"
-                htext = fmt(hv) if h else "n/a: no SMTP STARTTLS" if work == "starttls" else "—"
-                return gv, ntext, htext, best
+                def cells(key):
+                    gv = num(g.get(key)) if g else None
+                    nv = num(n.get(key)) if n else None
+                    nsv = num(ns.get(key)) if ns else None
+                    hv = num(h.get(key)) if h else None
+                    best = max([v for v in (nv, nsv, hv) if v is not None] or [0])
+                    ntext = fmt(nv)
+                    if nsv is not None:
+                        ntext += f" (stream {fmt(nsv)})"
+                    htext = fmt(hv) if h else "n/a: no SMTP STARTTLS" if work == "starttls" else "—"
+                    return gv, ntext, htext, best
 
-            gv, ntext, htext, best = cells("rate")
-            gc, nctext, hctext, bestc = cells("ops_per_server_cpu_s")
-            errs = "/".join(str(int(num(x.get("errors")))) if x else "-" for x in (g, n, h))
-            p99 = num(g.get("lat_p99_us")) / 1000 if g else None
-            w(f"| {work} | {conc} | {fmt(gv)} | {ntext} | {htext} | {ratio(gv, best)} "
-              f"| {fmt(gc)} | {nctext} | {hctext} | {ratio(gc, bestc)} | {fmt(p99)} | {errs} |")
-            if work in ("smtp", "tls-full", "tls-resumed") and gv is not None:
-                targets.append(("rate", work, conc, gv / best if best else 0,
-                                gc / bestc if bestc else 0))
-    w("")
+                gv, ntext, htext, best = cells("rate")
+                gc, nctext, hctext, bestc = cells("ops_per_server_cpu_s")
+                errs = "/".join(str(int(num(x.get("errors")))) if x else "-" for x in (g, n, h))
+                p99 = num(g.get("lat_p99_us")) / 1000 if g else None
+                w(f"| {work} | {conc} | {fmt(gv)} | {ntext} | {htext} | {ratio(gv, best)} "
+                  f"| {fmt(gc)} | {nctext} | {hctext} | {ratio(gc, bestc)} | {fmt(p99)} | {errs} |")
+                if work in ("smtp", "tls-full", "tls-resumed") and gv is not None:
+                    targets.append(("rate", work, conc, gv / best if best else 0,
+                                    gc / bestc if bestc else 0))
+        w("")
     shares = []
     for server in ("gatehouse", "nginx", "nginx-stream", "haproxy"):
         parts = []
@@ -186,15 +188,17 @@ def main():
           f"per core**; a resumed one (PSK with ECDHE) two X25519 operations: "
           f"**{resumed:,.0f}/s per core**.")
         w("")
-        w("| handshake | clients | Gatehouse per CPU-s | bound per core | share of the bound |")
-        w("|---|---|---|---|---|")
-        for work, bound in (("tls-full", full), ("tls-resumed", resumed)):
-            for conc in sorted({k[2] for k in res if k[1] == work}, key=lambda c: int(c or 0)):
-                g = res.get(("gatehouse", work, conc))
-                if g:
-                    v = num(g.get("ops_per_server_cpu_s"))
-                    w(f"| {work} | {conc} | {fmt(v)} | {fmt(bound)} | {v / bound:.0%} |")
-        w("")
+        if has_sessions:
+            w("| handshake | clients | Gatehouse per CPU-s | bound per core | share of the bound |")
+            w("|---|---|---|---|---|")
+            for work, bound in (("tls-full", full), ("tls-resumed", resumed)):
+                for conc in sorted({k[2] for k in res if k[1] == work},
+                                   key=lambda c: int(c or 0)):
+                    g = res.get(("gatehouse", work, conc))
+                    if g:
+                        v = num(g.get("ops_per_server_cpu_s"))
+                        w(f"| {work} | {conc} | {fmt(v)} | {fmt(bound)} | {v / bound:.0%} |")
+            w("")
 
     # -- memory per idle connection --
     if any(k[1].startswith("idle-") for k in idle):
@@ -284,6 +288,9 @@ def main():
         w("")
 
     # -- targets --
+    if not targets and not has_sessions:
+        print("\n".join(out))
+        return
     w("Targets of the benchmark issue, in this run:")
     w("")
     for t in targets:

@@ -581,6 +581,7 @@ bool gh_objects_reload(gh_err *err)
     if (ok) {
         gh_settings_apply();
         gh_certs_apply();
+        gh_destinations_apply(); /* trust anchors come from the certificates */
     }
     pthread_mutex_unlock(&mgmt_mu);
     return ok;

@@ -324,6 +324,26 @@ def test_starttls_smtp_leg_presents_the_greeting_read_before_the_upgrade(gatehou
         b.stop()
 
 
+def test_opportunistic_smtp_is_replayed_over_a_starttls_leg(gatehouse, free_port, pki):
+    b = Backend("op", tls="starttls", cert=pki["ip"])
+    try:
+        anchor = trust_anchor(gatehouse, pki["ca"].pem)
+        destination(gatehouse, b.port, tls="starttls", tlsCaCertificateId=anchor,
+                    healthCheck=False)
+        port = free_port()
+        gatehouse.create_listener(protocol="smtp", bind=[f"127.0.0.1:{port}"])  # STARTTLS
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            assert b"op" not in s.recv(200)  # the front door's greeting
+            s.sendall(b"EHLO plain.example\r\n")
+            assert b"STARTTLS" in s.recv(500)
+            s.sendall(b"MAIL FROM:<a@example.org>\r\n")
+            assert s.recv(200) == b"250 op got MAIL FROM:<a@example.org>\r\n"
+        # over the TLS leg: the client's own hello (reply dropped), then its command
+        assert b.lines == [b"EHLO plain.example", b"MAIL FROM:<a@example.org>"], b.lines
+    finally:
+        b.stop()
+
+
 def test_starttls_imap_leg_hides_the_pre_tls_capabilities(gatehouse, free_port, pki):
     b = Backend("im", protocol="imap", tls="starttls", cert=pki["ip"])
     try:
