@@ -1250,6 +1250,9 @@ static ssize_t sink_read(int fd, char *buf, size_t len)
         ssize_t r = recv(fd, buf, len, 0);
         return r > 0 ? r : r == 0 || (errno != EAGAIN && errno != EINTR) ? -1 : 0;
     }
+    /* the error queue is shared by every connection: one connection's failure left there
+     * would make SSL_get_error report it for the next one */
+    ERR_clear_error();
     if (!SSL_is_init_finished(ssl)) {
         int rc = SSL_do_handshake(ssl);
         if (rc != 1) {
@@ -1257,6 +1260,7 @@ static ssize_t sink_read(int fd, char *buf, size_t len)
             return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? 0 : -1;
         }
         SSL_write(ssl, greeting, sizeof greeting - 1);
+        ERR_clear_error();
     }
     int r = SSL_read(ssl, buf, (int)len);
     if (r > 0)
