@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/buf.h"
 #include "core/log.h"
 #include "net/backend.h"
 #include "net/proxy_protocol.h"
@@ -171,6 +172,7 @@ static void *health_main(void *arg)
     if (!gh_loop_run(loop, &err))
         gh_log(NULL, NULL, "health-error", "%s", err.msg);
     drop_checks();
+    gh_buf_cache_drain(); /* this thread's spare buffer blocks */
     return NULL;
 }
 
