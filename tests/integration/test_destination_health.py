@@ -449,3 +449,24 @@ def test_cli_shows_and_sets_the_new_fields(gatehouse, free_port):
         assert "tlsCaCertificateId" in r.stdout and "Health checks" in r.stdout, r
     finally:
         a.stop()
+
+
+def test_a_status_change_is_pushed(gatehouse, free_port):
+    import json
+
+    from test_jmap_push import Stream
+    a = Backend("a")
+    try:
+        did = destination(gatehouse, a.port, **FAST)
+        wait_status(gatehouse, did, "up")
+        st = Stream(gatehouse, "types=x:Destination&closeafter=no&ping=0")
+        a.stop()
+        ev = st.state_event(timeout=15)
+        assert ev is not None, "no push for the status change"
+        pushed = json.loads(ev["data"])["changed"]
+        ((_, changed),) = pushed.items()
+        _, res, _ = gatehouse.call("x:Destination/get", {"ids": [did]})
+        assert res["list"][0]["status"] == "down" and changed["x:Destination"] == res["state"]
+        st.close()
+    finally:
+        a.stop()
