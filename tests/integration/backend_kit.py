@@ -81,6 +81,7 @@ class Backend:
             self.ctx.load_cert_chain(*cert)
             self.ctx.sni_callback = lambda s, name, c: self.sni.append(name)
         self.headers, self.lines, self.errors = [], [], []
+        self.pre_tls = []  # commands received before a STARTTLS upgrade
         self.sessions = self.checks = 0
         self.lock = threading.Lock()
         self.port = port
@@ -120,6 +121,8 @@ class Backend:
             line = f.readline().rstrip(b"\r\n")
             if not line:
                 raise OSError("closed before STARTTLS")
+            with self.lock:
+                self.pre_tls.append(line)
             word = line.split(b" ")
             if self.protocol == "smtp" and word[0].upper() in (b"EHLO", b"LHLO"):
                 conn.sendall(b"250-" + self.name.encode() + b"\r\n250 STARTTLS\r\n")

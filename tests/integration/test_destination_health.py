@@ -344,6 +344,23 @@ def test_opportunistic_smtp_is_replayed_over_a_starttls_leg(gatehouse, free_port
         b.stop()
 
 
+def test_lmtp_starttls_leg_says_lhlo(gatehouse, free_port, pki):
+    b = Backend("lm", tls="starttls", cert=pki["ip"])  # answers LHLO like EHLO
+    try:
+        anchor = trust_anchor(gatehouse, pki["ca"].pem)
+        destination(gatehouse, b.port, protocol="lmtp", tls="starttls",
+                    tlsCaCertificateId=anchor, healthCheck=False)
+        port = free_port()
+        gatehouse.create_listener(protocol="lmtp", bind=[f"127.0.0.1:{port}"], useTls=False)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            assert s.recv(100) == b"220 lm ESMTP\r\n"
+            s.sendall(b"LHLO c.example\r\n")
+            assert s.recv(100) == b"250 lm got LHLO c.example\r\n"
+        assert [w.split()[0] for w in b.pre_tls] == [b"LHLO", b"STARTTLS"], b.pre_tls
+    finally:
+        b.stop()
+
+
 def test_starttls_imap_leg_hides_the_pre_tls_capabilities(gatehouse, free_port, pki):
     b = Backend("im", protocol="imap", tls="starttls", cert=pki["ip"])
     try:
