@@ -65,6 +65,7 @@ struct opts {
     unsigned churn_port;
     const char *churn_update_id; /* a listener updated on every cycle (optional) */
     unsigned churn_interval_ms;
+    const char *sink_cert, *sink_key; /* sink: speak implicit TLS with this certificate */
 };
 
 static struct opts O = {
@@ -1030,7 +1031,8 @@ static void usage(void)
             "  --body JSON         http: the JMAP request (default x:NetworkListener/get)\n"
             "  --churn-port P      create/update/destroy a listener on P (and P+1) in a loop\n"
             "  --churn-update ID   also update this listener's maxConnections each cycle\n"
-            "  --churn-interval MS pause between cycles (default 50)\n");
+            "  --churn-interval MS pause between cycles (default 50)\n"
+            "  --sink-cert F --sink-key F  sink: implicit TLS with this certificate and key\n");
     exit(2);
 }
 
@@ -1058,6 +1060,8 @@ static void parse_opts(int argc, char **argv)
                                        {"churn-port", 1, 0, 'C'},
                                        {"churn-update", 1, 0, 'U'},
                                        {"churn-interval", 1, 0, 'V'},
+                                       {"sink-cert", 1, 0, 'E'},
+                                       {"sink-key", 1, 0, 'K'},
                                        {0, 0, 0, 0}};
     int ch;
     unsigned pids[MAX_PIDS];
@@ -1076,6 +1080,12 @@ static void parse_opts(int argc, char **argv)
             break;
         case 'L':
             O.label = optarg;
+            break;
+        case 'E':
+            O.sink_cert = optarg;
+            break;
+        case 'K':
+            O.sink_key = optarg;
             break;
         case 'H':
             if (inet_pton(AF_INET, optarg, &O.host) != 1 || (ntohl(O.host.s_addr) >> 24) != 127)
@@ -1200,10 +1210,71 @@ static void warm_up_ticket(void)
         die("the server on port %u issued no session ticket", O.ports[0]);
 }
 
-/* The backend for relay throughput: greets each connection, then reads and discards
- * everything until the run ends. Reports the bytes received. */
+/* The sink's TLS side (--sink-cert): a server context, and a session per descriptor. */
+static SSL_CTX *sink_ctx;
+static SSL **sink_ssl;
+static int sink_nssl;
+
+static void sink_tls_init(void)
+{
+    if (!O.sink_cert)
+        return;
+    sink_ctx = SSL_CTX_new(TLS_server_method());
+    if (!sink_ctx || SSL_CTX_use_certificate_chain_file(sink_ctx, O.sink_cert) != 1 ||
+        SSL_CTX_use_PrivateKey_file(sink_ctx, O.sink_key ? O.sink_key : O.sink_cert,
+                                    SSL_FILETYPE_PEM) != 1)
+        die("sink: cannot load %s", O.sink_cert);
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    sink_nssl = (int)(rl.rlim_cur > 1048576 ? 1048576 : rl.rlim_cur);
+    sink_ssl = calloc((size_t)sink_nssl, sizeof *sink_ssl);
+    if (!sink_ssl)
+        die("sink: out of memory");
+}
+
+static void sink_close(int fd)
+{
+    if (sink_ssl && fd < sink_nssl && sink_ssl[fd]) {
+        SSL_free(sink_ssl[fd]);
+        sink_ssl[fd] = NULL;
+    }
+    close(fd); /* also leaves the epoll set */
+}
+
+/* Reads (TLS or not): >0 bytes, 0 when there is nothing more for now, -1 when closed. */
+static ssize_t sink_read(int fd, char *buf, size_t len)
+{
+    static const char greeting[] = "220 backend.localhost ESMTP\r\n";
+    SSL *ssl = sink_ssl && fd < sink_nssl ? sink_ssl[fd] : NULL;
+    if (!ssl) {
+        ssize_t r = recv(fd, buf, len, 0);
+        return r > 0 ? r : r == 0 || (errno != EAGAIN && errno != EINTR) ? -1 : 0;
+    }
+    /* the error queue is shared by every connection: one connection's failure left there
+     * would make SSL_get_error report it for the next one */
+    ERR_clear_error();
+    if (!SSL_is_init_finished(ssl)) {
+        int rc = SSL_do_handshake(ssl);
+        if (rc != 1) {
+            int e = SSL_get_error(ssl, rc);
+            return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? 0 : -1;
+        }
+        SSL_write(ssl, greeting, sizeof greeting - 1);
+        ERR_clear_error();
+    }
+    int r = SSL_read(ssl, buf, (int)len);
+    if (r > 0)
+        return r;
+    int e = SSL_get_error(ssl, r);
+    return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? 0 : -1;
+}
+
+/* The backend for relay throughput: greets each connection (after a TLS handshake with
+ * --sink-cert), then reads and discards everything until the run ends. Reports the bytes
+ * received. */
 static void run_sink(void)
 {
+    sink_tls_init();
     int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
     setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -1225,20 +1296,26 @@ static void run_sink(void)
                 int cfd;
                 while ((cfd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
                     conns++;
-                    send(cfd, greeting, sizeof greeting - 1, MSG_NOSIGNAL);
+                    if (sink_ctx && cfd < sink_nssl) {
+                        sink_ssl[cfd] = SSL_new(sink_ctx);
+                        SSL_set_fd(sink_ssl[cfd], cfd);
+                        SSL_set_accept_state(sink_ssl[cfd]);
+                    } else {
+                        send(cfd, greeting, sizeof greeting - 1, MSG_NOSIGNAL);
+                    }
                     struct epoll_event ce = {.events = EPOLLIN, .data.fd = cfd};
                     epoll_ctl(ep, EPOLL_CTL_ADD, cfd, &ce);
                 }
                 continue;
             }
             for (int k = 0; k < 16; k++) {
-                ssize_t r = recv(fd, buf, sizeof buf, 0);
+                ssize_t r = sink_read(fd, buf, sizeof buf);
                 if (r > 0) {
                     bytes += (uint64_t)r;
                     continue;
                 }
-                if (r == 0 || (errno != EAGAIN && errno != EINTR))
-                    close(fd); /* also leaves the epoll set */
+                if (r < 0)
+                    sink_close(fd);
                 break;
             }
         }

@@ -93,48 +93,50 @@ def main():
             w(f"**Note: {r.get('text', '').replace('_', ' ')}.**")
             w("")
 
-    # -- sessions and handshakes --
-    w("Rates are completed sessions (or handshakes) per second of wall time; **per CPU-s** is the")
-    w("same count divided by the CPU seconds the server's processes used (user + system, from")
-    w("/proc), which does not depend on how much CPU the load client and other programs took.")
-    if passes > 1:
-        w(f"Each cell pools {passes} passes, the servers taken in the opposite order each time;")
-        w("p99 is the worse of the passes.")
-    w("")
-    w("| workload | clients | Gatehouse /s | nginx /s | HAProxy /s | ratio | Gatehouse per CPU-s "
-      "| nginx per CPU-s | HAProxy per CPU-s | ratio per CPU | Gatehouse p99 ms | errors G/n/H |")
-    w("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    # -- sessions and handshakes (absent in a relay-only run) --
+    has_sessions = any(k[1] in ("smtp", "tls-full", "tls-resumed", "starttls") for k in res)
     targets = []
-    for work in ["smtp", "tls-full", "tls-resumed", "starttls"]:
-        concs = sorted({k[2] for k in res if k[1] == work}, key=lambda c: int(c or 0))
-        for conc in concs:
-            g = res.get(("gatehouse", work, conc))
-            n = res.get(("nginx", work, conc))
-            ns = res.get(("nginx-stream", work, conc))
-            h = res.get(("haproxy", work, conc))
+    if has_sessions:
+        w("Rates are completed sessions (or handshakes) per second of wall time; **per CPU-s** is the")
+        w("same count divided by the CPU seconds the server's processes used (user + system, from")
+        w("/proc), which does not depend on how much CPU the load client and other programs took.")
+        if passes > 1:
+            w(f"Each cell pools {passes} passes, the servers taken in the opposite order each time;")
+            w("p99 is the worse of the passes.")
+        w("")
+        w("| workload | clients | Gatehouse /s | nginx /s | HAProxy /s | ratio | Gatehouse per CPU-s "
+          "| nginx per CPU-s | HAProxy per CPU-s | ratio per CPU | Gatehouse p99 ms | errors G/n/H |")
+        w("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for work in ["smtp", "tls-full", "tls-resumed", "starttls"]:
+            concs = sorted({k[2] for k in res if k[1] == work}, key=lambda c: int(c or 0))
+            for conc in concs:
+                g = res.get(("gatehouse", work, conc))
+                n = res.get(("nginx", work, conc))
+                ns = res.get(("nginx-stream", work, conc))
+                h = res.get(("haproxy", work, conc))
 
-            def cells(key):
-                gv = num(g.get(key)) if g else None
-                nv = num(n.get(key)) if n else None
-                nsv = num(ns.get(key)) if ns else None
-                hv = num(h.get(key)) if h else None
-                best = max([v for v in (nv, nsv, hv) if v is not None] or [0])
-                ntext = fmt(nv)
-                if nsv is not None:
-                    ntext += f" (stream {fmt(nsv)})"
-                htext = fmt(hv) if h else "n/a: no SMTP STARTTLS" if work == "starttls" else "—"
-                return gv, ntext, htext, best
+                def cells(key):
+                    gv = num(g.get(key)) if g else None
+                    nv = num(n.get(key)) if n else None
+                    nsv = num(ns.get(key)) if ns else None
+                    hv = num(h.get(key)) if h else None
+                    best = max([v for v in (nv, nsv, hv) if v is not None] or [0])
+                    ntext = fmt(nv)
+                    if nsv is not None:
+                        ntext += f" (stream {fmt(nsv)})"
+                    htext = fmt(hv) if h else "n/a: no SMTP STARTTLS" if work == "starttls" else "—"
+                    return gv, ntext, htext, best
 
-            gv, ntext, htext, best = cells("rate")
-            gc, nctext, hctext, bestc = cells("ops_per_server_cpu_s")
-            errs = "/".join(str(int(num(x.get("errors")))) if x else "-" for x in (g, n, h))
-            p99 = num(g.get("lat_p99_us")) / 1000 if g else None
-            w(f"| {work} | {conc} | {fmt(gv)} | {ntext} | {htext} | {ratio(gv, best)} "
-              f"| {fmt(gc)} | {nctext} | {hctext} | {ratio(gc, bestc)} | {fmt(p99)} | {errs} |")
-            if work in ("smtp", "tls-full", "tls-resumed") and gv is not None:
-                targets.append(("rate", work, conc, gv / best if best else 0,
-                                gc / bestc if bestc else 0))
-    w("")
+                gv, ntext, htext, best = cells("rate")
+                gc, nctext, hctext, bestc = cells("ops_per_server_cpu_s")
+                errs = "/".join(str(int(num(x.get("errors")))) if x else "-" for x in (g, n, h))
+                p99 = num(g.get("lat_p99_us")) / 1000 if g else None
+                w(f"| {work} | {conc} | {fmt(gv)} | {ntext} | {htext} | {ratio(gv, best)} "
+                  f"| {fmt(gc)} | {nctext} | {hctext} | {ratio(gc, bestc)} | {fmt(p99)} | {errs} |")
+                if work in ("smtp", "tls-full", "tls-resumed") and gv is not None:
+                    targets.append(("rate", work, conc, gv / best if best else 0,
+                                    gc / bestc if bestc else 0))
+        w("")
     shares = []
     for server in ("gatehouse", "nginx", "nginx-stream", "haproxy"):
         parts = []
@@ -149,27 +151,30 @@ def main():
         w("")
 
     # -- relay throughput --
-    relay = {k: r for k, r in res.items() if k[1] == "relay"}
+    relay = {k: r for k, r in res.items() if k[1] in ("relay", "relay-tls")}
     if relay:
         w("Relay: each client completes a TLS 1.3 handshake on the server, reads the greeting of the")
         w("backend behind it (a sink that reads and discards), then writes 16 KB records for the")
         w("whole run. Megabytes per second written through the relay, and per server CPU-second.")
+        w("`TLS → TLS backend`: the backend leg is TLS too (Gatehouse `tls: implicit`, nginx")
+        w("`proxy_ssl`, HAProxy `ssl`), verified against the sink's certificate.")
         w("")
         w("| relay | clients | Gatehouse MB/s | nginx stream MB/s | HAProxy MB/s | ratio "
           "| Gatehouse MB per CPU-s | nginx MB per CPU-s | HAProxy MB per CPU-s | ratio per CPU "
           "| errors G/n/H |")
         w("|---|---|---|---|---|---|---|---|---|---|---|")
-        for conc in sorted({k[2] for k in relay}, key=int):
-            g, n, h = (relay.get((s, "relay", conc)) for s in ("gatehouse", "nginx-stream",
-                                                               "haproxy"))
-            mb = [num(x.get("mbytes_per_s")) if x else None for x in (g, n, h)]
-            cpu = [num(x.get("mbytes_per_server_cpu_s")) if x else None for x in (g, n, h)]
-            errs = "/".join(str(int(num(x.get("errors")))) if x else "-" for x in (g, n, h))
-            bm = max([v for v in mb[1:] if v] or [0])
-            bc = max([v for v in cpu[1:] if v] or [0])
-            w(f"| TLS → backend | {conc} | {fmt(mb[0])} | {fmt(mb[1])} | {fmt(mb[2])} "
-              f"| {ratio(mb[0], bm)} | {fmt(cpu[0])} | {fmt(cpu[1])} | {fmt(cpu[2])} "
-              f"| {ratio(cpu[0], bc)} | {errs} |")
+        for work, label in (("relay", "TLS → backend"), ("relay-tls", "TLS → TLS backend")):
+            for conc in sorted({k[2] for k in relay if k[1] == work}, key=int):
+                g, n, h = (relay.get((s, work, conc)) for s in ("gatehouse", "nginx-stream",
+                                                                "haproxy"))
+                mb = [num(x.get("mbytes_per_s")) if x else None for x in (g, n, h)]
+                cpu = [num(x.get("mbytes_per_server_cpu_s")) if x else None for x in (g, n, h)]
+                errs = "/".join(str(int(num(x.get("errors")))) if x else "-" for x in (g, n, h))
+                bm = max([v for v in mb[1:] if v] or [0])
+                bc = max([v for v in cpu[1:] if v] or [0])
+                w(f"| {label} | {conc} | {fmt(mb[0])} | {fmt(mb[1])} | {fmt(mb[2])} "
+                  f"| {ratio(mb[0], bm)} | {fmt(cpu[0])} | {fmt(cpu[1])} | {fmt(cpu[2])} "
+                  f"| {ratio(cpu[0], bc)} | {errs} |")
         w("")
 
     # -- crypto bound --
@@ -183,15 +188,17 @@ def main():
           f"per core**; a resumed one (PSK with ECDHE) two X25519 operations: "
           f"**{resumed:,.0f}/s per core**.")
         w("")
-        w("| handshake | clients | Gatehouse per CPU-s | bound per core | share of the bound |")
-        w("|---|---|---|---|---|")
-        for work, bound in (("tls-full", full), ("tls-resumed", resumed)):
-            for conc in sorted({k[2] for k in res if k[1] == work}, key=lambda c: int(c or 0)):
-                g = res.get(("gatehouse", work, conc))
-                if g:
-                    v = num(g.get("ops_per_server_cpu_s"))
-                    w(f"| {work} | {conc} | {fmt(v)} | {fmt(bound)} | {v / bound:.0%} |")
-        w("")
+        if has_sessions:
+            w("| handshake | clients | Gatehouse per CPU-s | bound per core | share of the bound |")
+            w("|---|---|---|---|---|")
+            for work, bound in (("tls-full", full), ("tls-resumed", resumed)):
+                for conc in sorted({k[2] for k in res if k[1] == work},
+                                   key=lambda c: int(c or 0)):
+                    g = res.get(("gatehouse", work, conc))
+                    if g:
+                        v = num(g.get("ops_per_server_cpu_s"))
+                        w(f"| {work} | {conc} | {fmt(v)} | {fmt(bound)} | {v / bound:.0%} |")
+            w("")
 
     # -- memory per idle connection --
     if any(k[1].startswith("idle-") for k in idle):
@@ -281,6 +288,9 @@ def main():
         w("")
 
     # -- targets --
+    if not targets and not has_sessions:
+        print("\n".join(out))
+        return
     w("Targets of the benchmark issue, in this run:")
     w("")
     for t in targets:

@@ -4,16 +4,18 @@
 # docs/BENCHMARKS.md with bench/loadgen, prints a table and appends it, with the command and
 # the date, to docs/BENCHMARKS.md. Bounded in time; stops everything it started.
 #
-#   bench/run.sh [--quick] [--workers N] [--no-append]
+#   bench/run.sh [--quick] [--relay-only] [--workers N] [--no-append]
 #
 # BENCH_KEEP=1 keeps the temporary directory (logs, configurations, raw results).
 # --quick: about a minute (1 s runs at 1 and 64 clients, 1,000 idle connections, no scale
-# check); the full run takes about ten minutes.
+# check); the full run takes about ten minutes. --relay-only: only the relay workloads (TLS to
+# the server, then a plain or a TLS leg to the backend), a minute or two.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 QUICK=0
+RELAY_ONLY=0
 APPEND=1
 WORKERS=$(nproc)
 BUILD=${BUILD:-build}
@@ -21,9 +23,10 @@ CMDLINE="bench/run.sh${*:+ $*}"
 while [ $# -gt 0 ]; do
     case "$1" in
     --quick) QUICK=1 ;;
+    --relay-only) RELAY_ONLY=1 ;;
     --no-append) APPEND=0 ;;
     --workers) WORKERS=$2; shift ;;
-    *) echo "usage: bench/run.sh [--quick] [--workers N] [--no-append]" >&2; exit 2 ;;
+    *) echo "usage: bench/run.sh [--quick] [--relay-only] [--workers N] [--no-append]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -33,6 +36,9 @@ if [ "$QUICK" = 1 ]; then
 else
     DUR=2; PASSES=2; LIMIT=660; IDLE_SIZES="10000 50000"; JMAP_CONC="1 64"; CONCS="1 64 1024"
 fi
+# relay only: 1 and 64 clients (1,024 TLS handshakes in one go measure the machine's
+# crypto, not the relay)
+[ "$RELAY_ONLY" = 1 ] && CONCS="1 64"
 START=$(date +%s)
 SECRET="bench-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
 
@@ -103,11 +109,12 @@ pick_base() {
 BASE=$(pick_base)
 G_API=$BASE G_PLAIN=$((BASE + 1)) G_TLS=$((BASE + 2)) G_STARTTLS=$((BASE + 3))
 G_PROBE=$((BASE + 4)) G_CHURN=$((BASE + 5)) # and BASE+6
-G_RELAY=$((BASE + 7))
+G_RELAY=$((BASE + 7)) G_RELAY_TLS=$((BASE + 8))
 N_PLAIN=$((BASE + 20)) N_TLS=$((BASE + 21)) N_STARTTLS=$((BASE + 22)) N_STREAM=$((BASE + 23))
-N_RELAY=$((BASE + 24))
-H_PLAIN=$((BASE + 40)) H_TLS=$((BASE + 41)) H_RELAY=$((BASE + 42))
-SINK=$((BASE + 60)) # the backend of the relay workload
+N_RELAY=$((BASE + 24)) N_RELAY_TLS=$((BASE + 25))
+H_PLAIN=$((BASE + 40)) H_TLS=$((BASE + 41)) H_RELAY=$((BASE + 42)) H_RELAY_TLS=$((BASE + 43))
+SINK=$((BASE + 60))     # the backend of the relay workload
+SINK_TLS=$((BASE + 61)) # the same behind implicit TLS: the relay-tls workload
 SCALE_BASE=$((BASE + 100)) # 1,000 listeners: a second block, checked when used
 
 wait_port() { # port [seconds]
@@ -157,9 +164,12 @@ EOF
  "tls":{"name":"tls",$l,"tlsImplicit":true,"bind":["127.0.0.1:$G_TLS"]},
  "starttls":{"name":"starttls",$l,"bind":["127.0.0.1:$G_STARTTLS"]},
  "probe":{"name":"probe",$l,"useTls":false,"bind":["127.0.0.1:$G_PROBE"]},
- "relay":{"name":"relay",$l,"tlsImplicit":true,"bind":["127.0.0.1:$G_RELAY"]}}},"0"],
+ "relay":{"name":"relay",$l,"tlsImplicit":true,"bind":["127.0.0.1:$G_RELAY"]},
+ "relaytls":{"name":"relaytls",$l,"tlsImplicit":true,"bind":["127.0.0.1:$G_RELAY_TLS"]}}},"0"],
  ["x:Destination/set",{"create":{"sink":{"name":"sink","protocol":"smtp",
- "address":"127.0.0.1:$SINK","forwarding":"none","listeners":["relay"]}}},"1"]]}
+ "address":"127.0.0.1:$SINK","forwarding":"none","listeners":["relay"]},
+ "sinktls":{"name":"sinktls","protocol":"smtp","address":"127.0.0.1:$SINK_TLS",
+ "forwarding":"none","listeners":["relaytls"],"tls":"implicit",$(sink_trust)}}},"1"]]}
 EOF
     grep -q '"notCreated":null' "$TMP/listeners.json" ||
         { echo "creating listeners failed: $(cat "$TMP/listeners.json")" >&2; exit 1; }
@@ -167,18 +177,33 @@ EOF
 print(r["methodResponses"][0][1]["created"]["probe"]["id"])' "$TMP/listeners.json")
 }
 gh_stop() { stop_pid "$GH_PID"; GH_PID=""; }
+# The TLS sink presents the bench certificate: verified against it as a trust anchor (the
+# uploaded x:Certificate) with its name, as a deployment would; unverified only when the
+# upload was refused.
+sink_trust() {
+    local id
+    id=$(python3 -c 'import json,sys
+try: print(json.load(open(sys.argv[1]))["methodResponses"][0][1]["created"]["b"]["id"])
+except Exception: pass' "$TMP/cert-set.json" 2>/dev/null)
+    if [ -n "$id" ]; then
+        printf '"tlsCaCertificateId":"%s","tlsServerName":"bench.localhost"' "$id"
+    else
+        printf '"tlsVerify":false'
+    fi
+}
 
 # ---- nginx and HAProxy ----
 fill() { # template → stdout
     sed -e "s#@WORKERS@#$WORKERS#g; s#@NOFILE@#$NOFILE#g; s#@MAXCONN@#$MAX_IDLE#g" \
-        -e "s#@P_SINK@#$SINK#g; s#@P_RELAY@#$6#g" \
+        -e "s#@P_SINK@#$SINK#g; s#@P_RELAY@#$6#g; s#@P_SINK_TLS@#$SINK_TLS#g" \
+        -e "s#@P_RELAY_TLS@#$7#g" \
         -e "s#@TMP@#$TMP#g; s#@BENCH@#$ROOT/bench#g" \
         -e "s#@P_PLAIN@#$2#g; s#@P_TLS@#$3#g; s#@P_STARTTLS@#$4#g; s#@P_STREAM@#$5#g" "$1"
 }
 NGX_PID="" HAP_PID=""
 ngx_start() {
     fill bench/nginx.conf.in "$N_PLAIN" "$N_TLS" "$N_STARTTLS" "$N_STREAM" "$N_RELAY" \
-        >"$TMP/nginx.conf"
+        "$N_RELAY_TLS" >"$TMP/nginx.conf"
     nginx -c "$TMP/nginx.conf" -p "$TMP" >>"$TMP/nginx.out" 2>&1 &
     NGX_PID=$!
     STARTED="$STARTED $NGX_PID"
@@ -187,7 +212,7 @@ ngx_start() {
 ngx_pids() { echo "$NGX_PID $(pgrep -P "$NGX_PID" | tr '\n' ' ')" | tr -s ' ' ',' | sed 's/,$//'; }
 ngx_stop() { stop_pid "$NGX_PID"; NGX_PID=""; }
 hap_start() {
-    fill bench/haproxy.cfg.in "$H_PLAIN" "$H_TLS" 0 0 "$H_RELAY" >"$TMP/haproxy.cfg"
+    fill bench/haproxy.cfg.in "$H_PLAIN" "$H_TLS" 0 0 "$H_RELAY" "$H_RELAY_TLS" >"$TMP/haproxy.cfg"
     haproxy -f "$TMP/haproxy.cfg" -db >>"$TMP/haproxy.out" 2>&1 &
     HAP_PID=$!
     STARTED="$STARTED $HAP_PID"
@@ -247,6 +272,7 @@ run_matrix() { # work loadgen-mode extra-args... ; servers and ports from the ca
         tls-*) servers="gatehouse:$G_TLS nginx:$N_TLS nginx-stream:$N_STREAM haproxy:$H_TLS" ;;
         starttls) servers="gatehouse:$G_STARTTLS nginx:$N_STARTTLS" ;;
         relay) servers="gatehouse:$G_RELAY nginx-stream:$N_RELAY haproxy:$H_RELAY" ;;
+        relay-tls) servers="gatehouse:$G_RELAY_TLS nginx-stream:$N_RELAY_TLS haproxy:$H_RELAY_TLS" ;;
         esac
         # Each pass takes the servers in the other order, so that none always runs first or
         # last; report.py pools the passes (sessions over seconds, over CPU-seconds).
@@ -264,21 +290,35 @@ run_matrix() { # work loadgen-mode extra-args... ; servers and ports from the ca
         log "$work at $conc clients done"
     done
 }
-run_matrix smtp smtp
-run_matrix tls-full tls
-run_matrix tls-resumed tls --resume
-run_matrix starttls starttls
+if [ "$RELAY_ONLY" = 0 ]; then
+    run_matrix smtp smtp
+    run_matrix tls-full tls
+    run_matrix tls-resumed tls --resume
+    run_matrix starttls starttls
+fi
 
-# ---- 7: bytes per second through a TLS session relayed to a backend (the sink) ----
+# ---- 7: bytes per second through a TLS session relayed to a backend (the sink), over a
+# plain backend leg and over a TLS one (relay-tls: both legs encrypted) ----
 "$LG" --mode sink --ports "$SINK" --duration 600 --label sink >"$TMP/sink.out" 2>&1 &
 SINK_PID=$!
-STARTED="$STARTED $SINK_PID"
+"$LG" --mode sink --ports "$SINK_TLS" --duration 600 --label sink-tls \
+    --sink-cert "$TMP/cert.pem" --sink-key "$TMP/key.pem" >"$TMP/sink-tls.out" 2>&1 &
+SINK_TLS_PID=$!
+STARTED="$STARTED $SINK_PID $SINK_TLS_PID"
 if wait_port "$SINK" 5; then
     run_matrix relay stream
 else
     log "the sink backend did not start: $(cat "$TMP/sink.out"); skipping relay"
 fi
+if wait_port "$SINK_TLS" 5; then
+    run_matrix relay-tls stream
+else
+    log "the TLS sink did not start: $(cat "$TMP/sink-tls.out"); skipping relay-tls"
+fi
 stop_pid "$SINK_PID"
+stop_pid "$SINK_TLS_PID"
+
+if [ "$RELAY_ONLY" = 0 ]; then # the rest of the workloads
 
 # ---- 5: JMAP requests ----
 for conc in $JMAP_CONC; do
@@ -368,6 +408,8 @@ print(len(r["methodResponses"][0][1].get("created") or {}))' "$TMP/scale-$b.json
     gh_stop
     log "scale check done"
 fi
+
+fi # the rest of the workloads
 
 # ---- crypto bound: one core's ECDSA P-256 signatures and X25519 operations ----
 SPEED_S=3

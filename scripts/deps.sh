@@ -5,7 +5,8 @@ set -eu
 
 BUILD="make gcc clang libclang-rt-14-dev pkg-config ca-certificates libssl-dev openssl libjansson-dev
  libsqlite3-dev libpq-dev libcurl4-openssl-dev libhttp-parser-dev scdoc"
-TEST="clang-format libcmocka-dev python3 python3-pytest iproute2 haproxy postgresql pebble prometheus"
+TEST="clang-format libcmocka-dev python3 python3-pytest iproute2 haproxy postgresql pebble prometheus
+ postfix dovecot-imapd dovecot-pop3d dovecot-managesieved"
 BROWSER="chromium"
 # Building and checking the Debian package (systemd only for `systemd-analyze verify`).
 PACKAGE="debhelper dpkg-dev fakeroot lintian systemd"

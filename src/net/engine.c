@@ -1135,6 +1135,7 @@ void gh_engine_free(struct gh_engine *e)
         gh_loop_free(w->loop);
         free(w->settings);
         gh_dest_set_unref(w->dests);
+        gh_wrr_free(w);
     }
     while (e->listeners) {
         struct lstate *st = e->listeners;
@@ -1142,7 +1143,6 @@ void gh_engine_free(struct gh_engine *e)
         lstate_free(e, st);
     }
     gh_engine_inherit_done(e);
-    gh_dest_latest_clear();
     free(e->trusted);
     free(e->workers);
     pthread_mutex_destroy(&e->mu);

@@ -1,25 +1,25 @@
 /*
- * handoff: the relay between a client connection and its destination. Stages: connect
- * (bounded by connectTimeout, the next destination on failure) → PROXY header → drop the
- * backend's greeting and hello reply when the client already had ours → relay. The relay
- * stops reading one side while the other side has a backlog, so memory stays bounded.
+ * handoff: the relay between a client connection and its destination. Stages: choose a
+ * destination (smooth weighted round-robin per listener, down ones last) → open the backend
+ * connection (net/backend.c: connect, PROXY header, TLS, greeting) → drop the backend's
+ * hello reply when the client already said hello to us → relay. The relay stops reading
+ * one side while the other side has a backlog, so memory stays bounded.
  */
 #include "net/handoff.h"
 
 #include <errno.h>
-#include <pthread.h>
-#include <stdio.h>
+#include <openssl/ssl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "core/buf.h"
 #include "core/log.h"
 #include "metrics/metrics.h"
+#include "net/backend.h"
 #include "net/conn.h"
 #include "net/engine.h"
 #include "net/proxy_protocol.h"
@@ -31,20 +31,20 @@
 #define GREETING_DEADLINE_MS 30000
 #define RELAY_IDLE_MS        (60 * 60 * 1000)
 
-enum relay_stage { RELAY_CONNECTING, RELAY_GREETING, RELAY_HELLO, RELAY_FLOWING };
+enum relay_stage { RELAY_OPENING, RELAY_HELLO, RELAY_FLOWING };
 
 /* Owner: the connection (c->relay), freed with it. */
 struct gh_relay {
-    struct gh_io io; /* the backend socket */
+    struct gh_backend b; /* the backend connection */
     struct gh_timer deadline;
     struct gh_conn *c;
     enum relay_stage stage;
-    bool swallow_greeting, backend_paused, want_write, registered;
+    bool swallow_greeting, backend_paused, want_write;
+    bool backend_spoke, client_spoke; /* a byte went to the client / to the backend */
     char *hello, *first;
-    struct gh_destination dest; /* the one being tried (a copy without listener names) */
-    struct gh_dest_set *set;    /* the set it came from (not a reference: compared only) */
-    unsigned index;             /* its place in that set */
-    unsigned start, walked; /* where this session's walk over the destinations began, and how far */
+    struct gh_dest_set *set;           /* a reference: the destinations as the session began */
+    const struct gh_destination *dest; /* the one being tried, in set */
+    bool *tried;                       /* one per destination of set */
     struct gh_buf to_backend, reply;
 };
 
@@ -71,117 +71,176 @@ bool gh_conn_has_destination(const struct gh_conn *c)
     return false;
 }
 
-/* The next destination for this connection. Each session starts at the worker's
- * round-robin position (load sharing) and then walks the set from there, so fail-over
- * tries every destination once even while other sessions move the position on. */
-static bool pick(struct gh_relay *r)
+bool gh_dest_usable(const struct gh_destination *d)
 {
-    struct gh_worker *w = r->c->worker;
-    struct gh_dest_set *s = w->dests;
-    if (!s || !s->n)
-        return false;
-    if (!r->walked)
-        r->start = w->dest_next++;
-    while (r->walked < s->n) {
-        unsigned i = (r->start + r->walked++) % s->n;
-        const struct gh_destination *d = &s->d[i];
-        if (!serves(d, r->c->conf))
-            continue;
-        r->set = s;
-        r->index = i;
-        r->dest = *d;
-        r->dest.listeners = NULL; /* the copy needs only the address and how to forward */
-        r->dest.nlisteners = 0;
-        return true;
+    return d->weight > 0 &&
+           atomic_load_explicit(&d->health->status, memory_order_relaxed) != GH_DEST_DOWN;
+}
+
+void gh_wrr_free(struct gh_worker *w)
+{
+    while (w->wrr) {
+        struct gh_wrr *next = w->wrr->next;
+        free(w->wrr);
+        w->wrr = next;
     }
-    return false;
+}
+
+/* This worker's round-robin state for one listener (created on first use). */
+static struct gh_wrr *wrr_for(struct gh_worker *w, const char *listener, unsigned n)
+{
+    for (struct gh_wrr *x = w->wrr; x; x = x->next)
+        if (x->n == n && !strcmp(x->listener, listener))
+            return x;
+    size_t size = sizeof(struct gh_wrr) + n * (sizeof(int64_t) + sizeof(uint32_t));
+    struct gh_wrr *x = calloc(1, size);
+    if (!x)
+        return NULL;
+    snprintf(x->listener, sizeof x->listener, "%s", listener);
+    x->n = n;
+    x->weight = (uint32_t *)(x->current + n);
+    x->next = w->wrr;
+    w->wrr = x;
+    return x;
+}
+
+int gh_swrr_pick(int64_t *current, const uint32_t *weight, unsigned n)
+{
+    int64_t total = 0;
+    int best = -1;
+    for (unsigned i = 0; i < n; i++) {
+        if (!weight[i])
+            continue;
+        current[i] += weight[i];
+        total += weight[i];
+        if (best < 0 || current[i] > current[best])
+            best = (int)i;
+    }
+    if (best >= 0)
+        current[best] -= total;
+    return best;
+}
+
+/*
+ * The next destination for this session: smooth weighted round-robin over the destinations
+ * of this listener not yet tried, first among those up, then — when none is — among those
+ * down, so every session still tries each once. weight 0 (draining) is never chosen. The
+ * state is per listener and per worker: no shared write, and each listener's sessions are
+ * shared by its own weights.
+ */
+static const struct gh_destination *choose(struct gh_relay *r)
+{
+    struct gh_dest_set *s = r->set;
+    struct gh_wrr *wrr = wrr_for(r->c->worker, r->c->conf->name, s->n);
+    for (int pass = 0; pass < 2; pass++) {
+        for (unsigned i = 0; i < s->n; i++) {
+            const struct gh_destination *d = &s->d[i];
+            bool eligible = !r->tried[i] && d->weight && serves(d, r->c->conf) &&
+                            gh_dest_usable(d) == (pass == 0);
+            if (!wrr && eligible) /* no memory for the state: the first will do */
+                return r->tried[i] = true, d;
+            if (wrr)
+                wrr->weight[i] = eligible ? d->weight : 0;
+        }
+        int best = wrr ? gh_swrr_pick(wrr->current, wrr->weight, s->n) : -1;
+        if (best >= 0) {
+            r->tried[best] = true;
+            return &s->d[best];
+        }
+    }
+    return NULL;
+}
+
+struct gh_dest_set *gh_dest_set_ref(struct gh_dest_set *s)
+{
+    atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+    return s;
+}
+
+static void health_unref(struct gh_dest_health *h)
+{
+    if (h && atomic_fetch_sub_explicit(&h->refs, 1, memory_order_acq_rel) == 1)
+        free(h);
 }
 
 void gh_dest_set_unref(struct gh_dest_set *s)
 {
     if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
         return;
-    for (unsigned i = 0; i < s->n; i++)
+    for (unsigned i = 0; i < s->n; i++) {
         free(s->d[i].listeners);
+        free(s->d[i].tls_ca_pem);
+        SSL_CTX_free(s->d[i].tls_ctx);
+        health_unref(s->d[i].health);
+    }
     free(s->d);
-    free(s->down);
     free(s);
 }
 
-/* Whether the destination just tried answered. Recorded in the set it was picked from while
- * that set is still the worker's (so it is alive), and only when it changes. */
-static void note_health(struct gh_relay *r, bool up)
+/* The health state to keep: the previous one while the destination is checked at the same
+ * place the same way; otherwise a fresh one ("unknown", usable). */
+static struct gh_dest_health *health_for(const struct gh_destination *d,
+                                         const struct gh_dest_set *prev)
 {
-    struct gh_dest_set *s = r->c->worker->dests;
-    if (r->set != s || r->index >= s->n)
-        return;
-    if (atomic_load_explicit(&s->down[r->index], memory_order_relaxed) != !up)
-        atomic_store_explicit(&s->down[r->index], !up, memory_order_relaxed);
-}
-
-/* The newest destinations, for the scrape's gatehouse_destination_up. */
-static struct {
-    pthread_mutex_t mu;
-    struct gh_dest_set *s; /* a reference */
-} latest = {.mu = PTHREAD_MUTEX_INITIALIZER};
-
-static void destination_up(struct gh_metrics_out *out, void *arg)
-{
-    pthread_mutex_lock(&latest.mu);
-    struct gh_dest_set *s = latest.s;
-    if (s)
-        atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
-    pthread_mutex_unlock(&latest.mu);
-    for (unsigned i = 0; s && i < s->n; i++) {
-        char name[2 * GH_DEST_NAME_MAX], labels[2 * GH_DEST_NAME_MAX + 16];
-        gh_metrics_escape(s->d[i].name, name, sizeof name);
-        snprintf(labels, sizeof labels, "destination=\"%s\"", name);
-        gh_metrics_sample(out, labels,
-                          atomic_load_explicit(&s->down[i], memory_order_relaxed) ? 0 : 1);
+    for (unsigned i = 0; prev && d->health_check && i < prev->n; i++) {
+        const struct gh_destination *p = &prev->d[i];
+        if (!strcmp(p->id, d->id) && p->health_check && p->protocol == d->protocol &&
+            p->is_unix == d->is_unix && p->tls == d->tls && p->forwarding == d->forwarding &&
+            (d->is_unix ? !strcmp(p->unix_path, d->unix_path)
+                        : gh_sockaddr_equal(&p->addr, &d->addr))) {
+            atomic_fetch_add_explicit(&p->health->refs, 1, memory_order_relaxed);
+            return p->health;
+        }
     }
-    gh_dest_set_unref(s);
+    struct gh_dest_health *h = calloc(1, sizeof *h);
+    if (h) {
+        atomic_init(&h->refs, 1);
+        atomic_init(&h->status, GH_DEST_UNKNOWN);
+    }
+    return h;
 }
 
-static void keep_latest(struct gh_dest_set *s)
+static bool dest_copy(struct gh_destination *to, const struct gh_destination *from,
+                      const struct gh_dest_set *prev)
 {
-    atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
-    pthread_mutex_lock(&latest.mu);
-    struct gh_dest_set *old = latest.s;
-    latest.s = s;
-    pthread_mutex_unlock(&latest.mu);
-    gh_dest_set_unref(old);
-    gh_metrics_set_gauge(GH_GAUGE_DESTINATION_UP, destination_up, NULL);
+    *to = *from;
+    to->listeners = NULL;
+    to->tls_ca_pem = NULL;
+    to->tls_ctx = NULL;
+    if (to->nlisteners && !(to->listeners = malloc(to->nlisteners * sizeof *to->listeners)))
+        return false;
+    if (to->nlisteners)
+        memcpy(to->listeners, from->listeners, to->nlisteners * sizeof *to->listeners);
+    if (from->tls_ca_pem && !(to->tls_ca_pem = strdup(from->tls_ca_pem)))
+        return false;
+    if (!(to->health = health_for(from, prev)))
+        return false;
+    if (to->tls != GH_BTLS_NONE) {
+        gh_err err = {0};
+        to->tls_ctx = gh_backend_tls_ctx(to->tls_verify, to->tls_ca_pem, &err);
+        if (!to->tls_ctx) /* sessions there fail over; the health check says why */
+            gh_log(NULL, NULL, "destination-tls-error", "destination %s: %s", to->name, err.msg);
+    }
+    return true;
 }
 
-void gh_dest_latest_clear(void)
-{
-    gh_metrics_set_gauge(GH_GAUGE_DESTINATION_UP, NULL, NULL);
-    pthread_mutex_lock(&latest.mu);
-    struct gh_dest_set *old = latest.s;
-    latest.s = NULL;
-    pthread_mutex_unlock(&latest.mu);
-    gh_dest_set_unref(old);
-}
-
-static struct gh_dest_set *dest_set_copy(const struct gh_destination *d, unsigned n)
+struct gh_dest_set *gh_dest_set_new(const struct gh_destination *d, unsigned n,
+                                    const struct gh_dest_set *prev, gh_err *err)
 {
     struct gh_dest_set *s = calloc(1, sizeof *s);
-    if (!s || (n && (!(s->d = calloc(n, sizeof *s->d)) || !(s->down = calloc(n, 1))))) {
-        if (s)
-            free(s->d);
+    if (!s || (n && !(s->d = calloc(n, sizeof *s->d)))) {
         free(s);
+        gh_fail(err, "destinations: out of memory");
         return NULL;
     }
     atomic_init(&s->refs, 1);
-    for (; s->n < n; s->n++) {
-        struct gh_destination *to = &s->d[s->n];
-        *to = d[s->n];
-        to->listeners = NULL;
-        if (to->nlisteners && (to->listeners = malloc(to->nlisteners * sizeof *to->listeners)))
-            memcpy(to->listeners, d[s->n].listeners, to->nlisteners * sizeof *to->listeners);
-        else
-            to->nlisteners = 0;
-    }
+    for (; s->n < n; s->n++)
+        if (!dest_copy(&s->d[s->n], &d[s->n], prev)) {
+            s->n++; /* so the partial copy is freed */
+            gh_dest_set_unref(s);
+            gh_fail(err, "destinations: out of memory");
+            return NULL;
+        }
     return s;
 }
 
@@ -191,9 +250,9 @@ static void install_destinations(struct gh_loop *loop, void *arg)
     struct gh_worker *w = gh_worker_current();
     if (!w)
         return;
-    atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
     gh_dest_set_unref(w->dests);
-    w->dests = s;
+    w->dests = gh_dest_set_ref(s);
+    gh_wrr_free(w); /* positions index the set: start again */
 }
 
 static void drop_creator_ref(void *arg)
@@ -201,37 +260,21 @@ static void drop_creator_ref(void *arg)
     gh_dest_set_unref(arg);
 }
 
-bool gh_engine_set_destinations(struct gh_engine *e, const struct gh_destination *d, unsigned n)
+void gh_engine_use_destinations(struct gh_engine *e, struct gh_dest_set *s)
 {
-    struct gh_dest_set *s = dest_set_copy(d, n);
-    if (!s)
-        return false;
-    keep_latest(s);
-    gh_engine_broadcast(e, install_destinations, s, drop_creator_ref);
-    return true;
+    gh_engine_broadcast(e, install_destinations, gh_dest_set_ref(s), drop_creator_ref);
 }
 
-/* ---- the backend socket ---- */
+/* ---- the backend connection ---- */
 
 static void relay_io(struct gh_io *io, uint32_t events);
 static void relay_deadline(struct gh_timer *t);
-static bool try_connect(struct gh_relay *r);
+static void attempt(struct gh_relay *r);
 
 static void backend_events(struct gh_relay *r)
 {
     uint32_t ev = (r->backend_paused ? 0 : EPOLLIN) | (r->want_write ? EPOLLOUT : 0);
-    if (r->stage == RELAY_CONNECTING)
-        ev = EPOLLOUT;
-    gh_io_mod(r->c->worker->loop, &r->io, ev | EPOLLRDHUP);
-}
-
-static void close_backend(struct gh_relay *r)
-{
-    if (!r->registered)
-        return;
-    gh_io_del(r->c->worker->loop, &r->io);
-    close(r->io.fd);
-    r->registered = false;
+    gh_io_mod(r->c->worker->loop, &r->b.io, ev | EPOLLRDHUP);
 }
 
 void gh_relay_close(struct gh_conn *c)
@@ -240,7 +283,7 @@ void gh_relay_close(struct gh_conn *c)
     if (!r)
         return;
     gh_timer_cancel(c->worker->loop, &r->deadline);
-    close_backend(r);
+    gh_backend_close(&r->b);
     gh_buf_free(&r->to_backend);
     gh_buf_free(&r->reply);
 }
@@ -252,6 +295,8 @@ void gh_relay_free(struct gh_conn *c)
         return;
     free(r->hello);
     free(r->first);
+    free(r->tried);
+    gh_dest_set_unref(r->set);
     free(r);
     c->relay = NULL;
 }
@@ -263,7 +308,7 @@ static void give_up(struct gh_relay *r, const char *why)
     gh_conn_log(c, "handoff-failed", "%s", why);
     gh_metrics_handoff(c->metrics, GH_HANDOFF_FAILED);
     gh_timer_cancel(c->worker->loop, &r->deadline);
-    close_backend(r);
+    gh_backend_close(&r->b);
     c->phase = GH_PHASE_PROTOCOL; /* so the reply leaves in clear or through TLS as before */
     if (c->proto->unavailable)
         gh_conn_write(c, c->proto->unavailable, strlen(c->proto->unavailable));
@@ -272,63 +317,72 @@ static void give_up(struct gh_relay *r, const char *why)
 
 static void next_destination(struct gh_relay *r, const char *why)
 {
-    note_health(r, false);
-    gh_conn_log(r->c, "handoff-retry", "destination %s: %s", r->dest.name, why);
+    gh_conn_log(r->c, "handoff-retry", "destination %s: %s", r->dest->name, why);
     gh_metrics_handoff(r->c->metrics, GH_HANDOFF_RETRIED);
-    close_backend(r);
+    gh_backend_close(&r->b);
+    gh_timer_cancel(r->c->worker->loop, &r->deadline);
+    gh_conn_pause_input(r->c, true);
     gh_buf_clear(&r->to_backend);
     gh_buf_clear(&r->reply);
-    if (!pick(r)) {
+    if (!(r->dest = choose(r))) {
         give_up(r, "no destination reachable");
         return;
     }
-    if (!try_connect(r))
-        next_destination(r, "cannot connect");
+    attempt(r);
 }
 
-static void queue_proxy_header(struct gh_relay *r)
+static size_t proxy_header(struct gh_relay *r, uint8_t *hdr, size_t cap)
 {
     struct gh_conn *c = r->c;
     gh_conn_fill_local(c);
-    if (r->dest.forwarding == GH_FWD_PROXY_V2) {
-        uint8_t hdr[GH_PROXY_V2_WRITE_MAX];
-        size_t n = gh_proxy_write_v2(&c->peer, &c->local, c->tls_active, hdr, sizeof hdr);
-        gh_buf_append(&r->to_backend, hdr, n);
-    } else if (r->dest.forwarding == GH_FWD_PROXY_V1) {
-        char hdr[GH_PROXY_V1_MAX + 1];
-        size_t n = gh_proxy_write_v1(&c->peer, &c->local, hdr, sizeof hdr);
-        gh_buf_append(&r->to_backend, hdr, n);
-    }
+    if (r->dest->forwarding == GH_FWD_PROXY_V2)
+        return gh_proxy_write_v2(&c->peer, &c->local, c->tls_active, hdr, cap);
+    if (r->dest->forwarding == GH_FWD_PROXY_V1)
+        return gh_proxy_write_v1(&c->peer, &c->local, (char *)hdr, cap);
+    return 0;
 }
 
-static bool try_connect(struct gh_relay *r)
+static void start_flowing(struct gh_relay *r);
+static bool send_to_backend(struct gh_relay *r);
+
+/* The backend is open (TLS and greeting done as the destination asks). */
+static void opened(struct gh_backend *b, const char *error)
 {
-    struct sockaddr_un un = {.sun_family = AF_UNIX};
-    const struct sockaddr *sa = &r->dest.addr.u.sa;
-    socklen_t len = r->dest.addr.len;
-    if (r->dest.is_unix) {
-        memcpy(un.sun_path, r->dest.unix_path, sizeof un.sun_path - 1);
-        sa = (const struct sockaddr *)&un;
-        len = sizeof un;
+    struct gh_relay *r = gh_container_of(b, struct gh_relay, b);
+    if (error) {
+        next_destination(r, error);
+        return;
     }
-    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return false;
-    if (connect(fd, sa, len) < 0 && errno != EINPROGRESS) {
-        close(fd);
-        return false;
+    b->io.fn = relay_io;
+    if (r->swallow_greeting && r->hello) {
+        r->stage = RELAY_HELLO;
+        gh_timer_set(r->c->worker->loop, &r->deadline, GREETING_DEADLINE_MS);
+        gh_buf_append(&r->to_backend, r->hello, strlen(r->hello));
+        gh_buf_append(&r->to_backend, "\r\n", 2);
+        backend_events(r);
+        if (!send_to_backend(r))
+            next_destination(r, "connection lost");
+        return;
     }
-    r->io.fd = fd;
-    r->io.fn = relay_io;
-    r->stage = RELAY_CONNECTING;
-    if (!gh_io_add(r->c->worker->loop, &r->io, EPOLLOUT | EPOLLRDHUP, NULL)) {
-        close(fd);
-        return false;
-    }
-    r->registered = true;
-    gh_timer_set(r->c->worker->loop, &r->deadline, r->dest.connect_timeout_ms);
-    queue_proxy_header(r);
-    return true;
+    if (!r->swallow_greeting && b->greeting) /* read to upgrade the leg: the client's now */
+        gh_conn_write(r->c, b->greeting, b->greeting_len);
+    r->backend_spoke = r->backend_spoke || (!r->swallow_greeting && b->greeting);
+    start_flowing(r);
+    backend_events(r);
+}
+
+static void attempt(struct gh_relay *r)
+{
+    uint8_t hdr[GH_PROXY_V2_WRITE_MAX > GH_PROXY_V1_MAX + 1 ? GH_PROXY_V2_WRITE_MAX
+                                                            : GH_PROXY_V1_MAX + 1];
+    size_t n = proxy_header(r, hdr, sizeof hdr);
+    memset(&r->b, 0, sizeof r->b);
+    r->stage = RELAY_OPENING;
+    r->want_write = r->backend_paused = false;
+    r->b.step_timeout_ms = GREETING_DEADLINE_MS;
+    snprintf(r->b.hello_name, sizeof r->b.hello_name, "%s", gh_conn_hostname(r->c));
+    if (!gh_backend_open(&r->b, r->c->worker->loop, r->dest, hdr, n, r->swallow_greeting, opened))
+        next_destination(r, "cannot connect");
 }
 
 void gh_conn_handoff(struct gh_conn *c, bool swallow_greeting, const char *hello, const char *first)
@@ -346,12 +400,16 @@ void gh_conn_handoff(struct gh_conn *c, bool swallow_greeting, const char *hello
     c->relay = r;
     c->phase = GH_PHASE_RELAY;
     gh_conn_pause_input(c, true); /* the client waits until the backend is ready */
-    if (!pick(r)) {
+    struct gh_dest_set *s = c->worker->dests;
+    if (s && s->n) {
+        r->set = gh_dest_set_ref(s);
+        r->tried = calloc(s->n, sizeof *r->tried);
+    }
+    if (!r->tried || !(r->dest = choose(r))) {
         give_up(r, "no destination for this listener");
         return;
     }
-    if (!try_connect(r))
-        next_destination(r, "cannot connect");
+    attempt(r);
 }
 
 /* ---- moving bytes ---- */
@@ -359,8 +417,7 @@ void gh_conn_handoff(struct gh_conn *c, bool swallow_greeting, const char *hello
 static bool send_to_backend(struct gh_relay *r)
 {
     while (gh_buf_len(&r->to_backend)) {
-        ssize_t n =
-            send(r->io.fd, gh_buf_head(&r->to_backend), gh_buf_len(&r->to_backend), MSG_NOSIGNAL);
+        ssize_t n = gh_backend_send(&r->b, gh_buf_head(&r->to_backend), gh_buf_len(&r->to_backend));
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
             break;
         if (n <= 0)
@@ -381,45 +438,6 @@ static bool send_to_backend(struct gh_relay *r)
     return true;
 }
 
-/* Length of the complete first reply in buf, or 0 while it is incomplete. */
-static size_t reply_length(enum gh_protocol p, const char *buf, size_t len)
-{
-    for (size_t i = 0; i < len; i++) {
-        if (buf[i] != '\n')
-            continue;
-        const char *line = buf;
-        for (size_t k = i; k > 0; k--)
-            if (buf[k - 1] == '\n') {
-                line = buf + k;
-                break;
-            }
-        size_t linelen = (size_t)(buf + i - line);
-        bool last = true;
-        if (p == GH_PROTO_SMTP || p == GH_PROTO_LMTP)
-            last = linelen < 4 || line[3] != '-'; /* "250-..." continues, "250 ..." ends */
-        else if (p == GH_PROTO_MANAGESIEVE)
-            last = linelen >= 2 && !strncasecmp(line, "OK", 2);
-        if (last)
-            return i + 1;
-    }
-    return 0;
-}
-
-static bool reply_is_positive(enum gh_protocol p, const char *buf)
-{
-    switch (p) {
-    case GH_PROTO_SMTP:
-    case GH_PROTO_LMTP:
-        return buf[0] == '2';
-    case GH_PROTO_IMAP:
-        return !strncasecmp(buf, "* OK", 4) || !strncasecmp(buf, "* PREAUTH", 9);
-    case GH_PROTO_POP3:
-        return !strncmp(buf, "+OK", 3);
-    default:
-        return true;
-    }
-}
-
 /* The backend is ready for the client's bytes: what the front door had taken first, then
  * what is still buffered, then everything as it comes. */
 static void start_flowing(struct gh_relay *r)
@@ -428,43 +446,38 @@ static void start_flowing(struct gh_relay *r)
     gh_timer_set(c->worker->loop, &r->deadline, RELAY_IDLE_MS);
     r->stage = RELAY_FLOWING;
     gh_metrics_handoff(c->metrics, GH_HANDOFF_OK);
-    note_health(r, true);
     if (r->first) {
         gh_buf_append(&r->to_backend, r->first, strlen(r->first));
         gh_buf_append(&r->to_backend, "\r\n", 2);
     }
     gh_buf_append(&r->to_backend, gh_buf_head(&c->in), gh_buf_len(&c->in));
     gh_buf_clear(&c->in);
+    r->client_spoke = r->client_spoke || gh_buf_len(&r->to_backend) > 0;
     gh_conn_pause_input(c, false);
     if (!send_to_backend(r))
         gh_conn_close_after_flush(c);
 }
 
-/* Reads the greeting or hello reply the client must not see; returns false on failure. */
-static bool swallow_reply(struct gh_relay *r)
+/* Reads the reply to our hello, which the client must not see; false on failure. */
+static bool swallow_hello_reply(struct gh_relay *r)
 {
     char chunk[4096];
-    ssize_t n = recv(r->io.fd, chunk, sizeof chunk, 0);
+    ssize_t n = gh_backend_recv(&r->b, chunk, sizeof chunk);
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return true;
     if (n <= 0 || !gh_buf_append(&r->reply, chunk, (size_t)n) ||
         gh_buf_len(&r->reply) > GREETING_MAX)
         return false;
-    size_t len = reply_length(r->c->conf->protocol, gh_buf_head(&r->reply), gh_buf_len(&r->reply));
+    enum gh_protocol p = r->c->conf->protocol;
+    size_t len = gh_backend_reply_length(p, gh_buf_head(&r->reply), gh_buf_len(&r->reply));
     if (!len)
         return true;
     gh_buf_append(&r->reply, "", 1); /* NUL for the checks below */
-    if (!reply_is_positive(r->c->conf->protocol, gh_buf_head(&r->reply)))
+    if (!gh_backend_reply_positive(p, gh_buf_head(&r->reply)))
         return false;
-    if (gh_buf_len(&r->reply) - 1 > len) /* a backend that speaks ahead of its turn */
-        return false;
+    if (gh_buf_len(&r->reply) - 1 > len || gh_backend_pending(&r->b))
+        return false; /* a backend that speaks ahead of its turn */
     gh_buf_clear(&r->reply);
-    if (r->stage == RELAY_GREETING && r->hello) {
-        r->stage = RELAY_HELLO;
-        gh_buf_append(&r->to_backend, r->hello, strlen(r->hello));
-        gh_buf_append(&r->to_backend, "\r\n", 2);
-        return send_to_backend(r);
-    }
     start_flowing(r);
     return true;
 }
@@ -472,63 +485,51 @@ static bool swallow_reply(struct gh_relay *r)
 static void backend_to_client(struct gh_relay *r)
 {
     char chunk[16384];
-    ssize_t n = recv(r->io.fd, chunk, sizeof chunk, 0);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR))
-        return;
-    if (n <= 0) {
-        close_backend(r);
-        gh_conn_close_after_flush(r->c); /* the backend ended the session */
-        return;
-    }
-    gh_timer_set(r->c->worker->loop, &r->deadline, RELAY_IDLE_MS);
-    gh_metrics_relay_bytes(r->c->metrics, GH_TO_CLIENT, (uint64_t)n);
-    gh_conn_write(r->c, chunk, (size_t)n);
-    if (!r->c->closed && gh_buf_len(&r->c->out) >= RELAY_HIGH && !r->backend_paused) {
-        r->backend_paused = true;
-        backend_events(r);
-    }
-}
-
-static void connected(struct gh_relay *r)
-{
-    int soerr = 0;
-    socklen_t len = sizeof soerr;
-    getsockopt(r->io.fd, SOL_SOCKET, SO_ERROR, &soerr, &len);
-    if (soerr) {
-        next_destination(r, strerror(soerr));
-        return;
-    }
-    gh_timer_set(r->c->worker->loop, &r->deadline, GREETING_DEADLINE_MS);
-    if (r->swallow_greeting) {
-        r->stage = RELAY_GREETING;
-        backend_events(r);
-        if (!send_to_backend(r))
-            next_destination(r, "connection lost");
-        return;
-    }
-    start_flowing(r);
-    backend_events(r);
+    do {
+        ssize_t n = gh_backend_recv(&r->b, chunk, sizeof chunk);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+        if (n <= 0 && !r->backend_spoke && !r->client_spoke) {
+            /* closed before its greeting (a backend stopping): nothing was said on either
+             * side, so the session can still go elsewhere */
+            next_destination(r, "closed before its greeting");
+            return;
+        }
+        if (n <= 0) {
+            gh_backend_close(&r->b);
+            gh_conn_close_after_flush(r->c); /* the backend ended the session */
+            return;
+        }
+        r->backend_spoke = true;
+        gh_timer_set(r->c->worker->loop, &r->deadline, RELAY_IDLE_MS);
+        gh_metrics_relay_bytes(r->c->metrics, GH_TO_CLIENT, (uint64_t)n);
+        gh_conn_write(r->c, chunk, (size_t)n);
+        if (!r->c->closed && gh_buf_len(&r->c->out) >= RELAY_HIGH && !r->backend_paused) {
+            r->backend_paused = true;
+            backend_events(r);
+        }
+        /* TLS may hold decrypted bytes epoll knows nothing of */
+    } while (!r->c->closed && !r->backend_paused && gh_backend_pending(&r->b));
 }
 
 static void relay_io(struct gh_io *io, uint32_t events)
 {
-    struct gh_relay *r = gh_container_of(io, struct gh_relay, io);
-    if (r->c->closed || !r->registered)
+    struct gh_relay *r = gh_container_of(io, struct gh_relay, b.io);
+    if (r->c->closed || !r->b.registered)
         return; /* an event of the same batch, after the session or this attempt ended */
-    if (r->stage == RELAY_CONNECTING) {
-        connected(r);
-        return;
-    }
     if ((events & EPOLLOUT) && !send_to_backend(r)) {
-        gh_conn_close(r->c);
+        if (r->stage == RELAY_HELLO)
+            next_destination(r, "connection lost");
+        else
+            gh_conn_close(r->c);
         return;
     }
     if (!(events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) || r->backend_paused)
         return;
     if (r->stage == RELAY_FLOWING)
         backend_to_client(r);
-    else if (!swallow_reply(r))
-        next_destination(r, "unexpected greeting");
+    else if (!swallow_hello_reply(r))
+        next_destination(r, "hello refused");
 }
 
 static void relay_deadline(struct gh_timer *t)
@@ -538,7 +539,7 @@ static void relay_deadline(struct gh_timer *t)
         gh_conn_close(r->c); /* an hour without a byte from the backend */
         return;
     }
-    next_destination(r, r->stage == RELAY_CONNECTING ? "connect timed out" : "no greeting in time");
+    next_destination(r, "no reply to hello in time");
 }
 
 void gh_relay_client_input(struct gh_conn *c)
@@ -548,6 +549,7 @@ void gh_relay_client_input(struct gh_conn *c)
         return; /* held in c->in until the backend is ready */
     gh_buf_append(&r->to_backend, gh_buf_head(&c->in), gh_buf_len(&c->in));
     gh_buf_clear(&c->in);
+    r->client_spoke = true;
     if (!send_to_backend(r))
         gh_conn_close(c);
 }
@@ -555,13 +557,15 @@ void gh_relay_client_input(struct gh_conn *c)
 void gh_relay_client_drained(struct gh_conn *c)
 {
     struct gh_relay *r = c->relay;
-    if (r && r->backend_paused && r->registered) {
+    if (r && r->backend_paused && r->b.registered) {
         r->backend_paused = false;
         backend_events(r);
+        if (r->stage == RELAY_FLOWING && gh_backend_pending(&r->b))
+            backend_to_client(r);
     }
 }
 
 const char *gh_relay_destination(const struct gh_conn *c)
 {
-    return c->relay && c->relay->stage == RELAY_FLOWING ? c->relay->dest.name : NULL;
+    return c->relay && c->relay->stage == RELAY_FLOWING ? c->relay->dest->name : NULL;
 }

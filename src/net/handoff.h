@@ -5,8 +5,11 @@
  */
 #ifndef GH_HANDOFF_H
 #define GH_HANDOFF_H
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+
+#include "core/err.h"
 
 #include "net/addr.h"
 #include "net/listener-t.h"
@@ -15,12 +18,30 @@ struct gh_conn;
 struct gh_engine;
 
 enum gh_forwarding { GH_FWD_PROXY_V2, GH_FWD_PROXY_V1, GH_FWD_NONE };
+enum gh_backend_tls { GH_BTLS_NONE, GH_BTLS_IMPLICIT, GH_BTLS_STARTTLS };
+enum gh_dest_status { GH_DEST_UNKNOWN, GH_DEST_UP, GH_DEST_DOWN };
 
 #define GH_DEST_NAME_MAX 65
 #define GH_DEST_UNIX_MAX 108
+#define GH_DEST_ID_MAX   72
+
+typedef struct ssl_ctx_st SSL_CTX;
+
+/*
+ * What the health checks found about one destination. Written by the health checker
+ * alone (status atomically; the counters are its own), read by every worker without a
+ * lock. Carried from one destination set to the next while the destination keeps its id
+ * and address. Owner: reference-counted (each set holding the destination).
+ */
+struct gh_dest_health {
+    atomic_uint refs;
+    atomic_int status;   /* enum gh_dest_status */
+    unsigned oks, fails; /* consecutive results, health checker only */
+};
 
 /* One backend as the engine sees it. */
 struct gh_destination {
+    char id[GH_DEST_ID_MAX];
     char name[GH_DEST_NAME_MAX];
     enum gh_protocol protocol;
     bool is_unix;
@@ -28,12 +49,46 @@ struct gh_destination {
     char unix_path[GH_DEST_UNIX_MAX]; /* when is_unix */
     enum gh_forwarding forwarding;
     uint32_t connect_timeout_ms;
+    uint32_t weight; /* 0: draining, no new sessions */
+    bool health_check;
+    uint32_t check_interval_ms, check_timeout_ms, rise, fall;
+    enum gh_backend_tls tls;
+    bool tls_verify;
+    char *tls_ca_pem; /* trust anchors (PEM); NULL: the system CA store */
+    char tls_server_name[256];
     unsigned nlisteners; /* 0: every listener of the protocol */
     char (*listeners)[GH_DEST_NAME_MAX];
+    /* filled in by gh_dest_set_new */
+    SSL_CTX *tls_ctx;              /* when tls != none */
+    struct gh_dest_health *health; /* never NULL in a set */
 };
 
-/* Replaces the destinations every worker uses for new hand-offs (copied). */
-bool gh_engine_set_destinations(struct gh_engine *e, const struct gh_destination *d, unsigned n);
+/* The destinations, immutable once built, shared by the workers and the health checker.
+ * Owner: reference-counted. */
+struct gh_dest_set {
+    atomic_uint refs;
+    unsigned n;
+    struct gh_destination *d;
+};
+
+/* A set from n destinations (copied), with their TLS client contexts; the health state of
+ * a destination of prev with the same id and address is carried over. NULL with err. */
+struct gh_dest_set *gh_dest_set_new(const struct gh_destination *d, unsigned n,
+                                    const struct gh_dest_set *prev, gh_err *err);
+struct gh_dest_set *gh_dest_set_ref(struct gh_dest_set *s);
+void gh_dest_set_unref(struct gh_dest_set *s);
+
+/* Whether new sessions may be sent there on the first try: weight above 0 and not down. */
+bool gh_dest_usable(const struct gh_destination *d);
+
+/* Smooth weighted round-robin (as nginx): each eligible destination (weight[i] > 0) gains its
+ * weight, the one with the most is chosen and loses the total. Over any run of sessions each
+ * gets its share within one session, interleaved. current (n values) is the state. Returns
+ * the index, or -1 when none is eligible. */
+int gh_swrr_pick(int64_t *current, const uint32_t *weight, unsigned n);
+
+/* Replaces the destinations every worker uses for new hand-offs (takes a reference). */
+void gh_engine_use_destinations(struct gh_engine *e, struct gh_dest_set *s);
 
 /* Whether a destination serves this connection's listener. */
 bool gh_conn_has_destination(const struct gh_conn *c);

@@ -712,7 +712,11 @@ static bool parse_key(const char *pem, struct parsed *p, gh_err *err)
 static bool parse_pair(const char *pem_chain, const char *pem_key, struct parsed *p, gh_err *err)
 {
     memset(p, 0, sizeof *p);
-    if (!parse_chain(pem_chain, p, err) || !parse_key(pem_key, p, err))
+    if (!parse_chain(pem_chain, p, err))
+        goto fail;
+    if (!pem_key || !*pem_key)
+        return true; /* a trust anchor: a chain without a key, never served */
+    if (!parse_key(pem_key, p, err))
         goto fail;
     if (X509_check_private_key(p->leaf, p->key) != 1) {
         ERR_clear_error();

@@ -47,14 +47,14 @@ struct gh_wsettings {
     struct gh_ipmask trusted[]; /* x:SystemSettings.proxyTrustedNetworks */
 };
 
-/* The destinations, immutable once built and shared by the workers.
- * Owner: reference-counted (each worker holds one reference). */
-struct gh_dest_set {
-    atomic_uint refs;
+/* Smooth weighted round-robin state of one listener on one worker (see handoff.c).
+ * Owner: the worker; dropped whenever the destinations change. */
+struct gh_wrr {
+    struct gh_wrr *next;
+    char listener[GH_DEST_NAME_MAX];
     unsigned n;
-    struct gh_destination *d;
-    atomic_uchar *down; /* per destination: its last hand-off attempt failed (written only
-                           when that changes, so steady traffic shares the line read-only) */
+    uint32_t *weight;  /* scratch: each destination's weight when eligible, else 0 */
+    int64_t current[]; /* one per destination of the set */
 };
 
 struct gh_worker {
@@ -67,7 +67,7 @@ struct gh_worker {
     unsigned nconns;
     struct gh_wsettings *settings;
     struct gh_dest_set *dests;
-    unsigned dest_next; /* round-robin position: load sharing without shared state */
+    struct gh_wrr *wrr; /* per-listener load sharing, without shared state */
     bool stopping;
     struct gh_timer grace; /* graceful stop deadline */
 };
@@ -97,8 +97,7 @@ void gh_relay_client_drained(struct gh_conn *c); /* c->out went below its high m
 void gh_relay_close(struct gh_conn *c);          /* at close: the backend socket and buffers */
 void gh_relay_free(struct gh_conn *c);           /* once the batch of events is over: the memory */
 void gh_dest_set_unref(struct gh_dest_set *s);
-/* handoff.c: drops the destinations kept for gatehouse_destination_up (engine teardown). */
-void gh_dest_latest_clear(void);
+void gh_wrr_free(struct gh_worker *w);
 
 /* engine.c: the worker running on the calling thread, or NULL. */
 struct gh_worker *gh_worker_current(void);

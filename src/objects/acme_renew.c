@@ -32,9 +32,6 @@
 #include "objects/model.h"
 #include "store/store.h"
 
-void gh_objects_lock(void);
-void gh_objects_unlock(void);
-
 #define BACKOFF_FIRST_SECS 60
 #define BACKOFF_MAX_SECS   (6 * 3600)
 #define GIVE_UP_SECS       (24 * 3600)

@@ -94,8 +94,8 @@ static const struct gh_prop props[] = {
      .label = "Private key (PEM)",
      .group = G_CERT,
      .description = "The certificate's private key, PEM; never returned. Without one, the "
-                    "chain is a trust anchor (for example the CA of a private ACME "
-                    "directory): kept, never served",
+                    "chain is a trust anchor: it verifies peers (a destination's "
+                    "tlsCaCertificateId, a private ACME directory) and is never served",
      .rule = "PEM; must match the certificate"},
     {.name = "acmeProviderId",
      .type = GH_PT_STRING,
@@ -360,27 +360,24 @@ void gh_certs_apply(void)
     struct gh_cert_input *in = calloc(n ? n : 1, sizeof *in);
     if (!in)
         return;
-    size_t last_default = n;
+    size_t last_default = n, k = 0;
     for (size_t i = 0; i < n; i++) {
         json_t *o = json_array_get(gh_type_certificate.objs, i);
         if (!json_object_get(o, "keyType"))
             leaf_details(o); /* stored before these details existed */
-        in[i].id = json_string_value(json_object_get(o, "id"));
-        in[i].pem_chain = json_string_value(json_object_get(o, "certificate"));
-        in[i].pem_key = json_string_value(json_object_get(o, "privateKey"));
-        if (!in[i].pem_chain || !in[i].pem_key) { /* not issued yet, or a trust anchor */
-            memset(&in[i], 0, sizeof in[i]);
-            continue;
-        }
+        const char *chain = json_string_value(json_object_get(o, "certificate"));
+        const char *key = json_string_value(json_object_get(o, "privateKey"));
+        if (!chain || !key)
+            continue; /* not issued yet, or a trust anchor: never served */
+        in[k].id = json_string_value(json_object_get(o, "id"));
+        in[k].pem_chain = chain;
+        in[k].pem_key = key;
         if (json_is_true(json_object_get(o, "isDefault")))
-            last_default = i;
+            last_default = k;
+        k++;
     }
-    if (last_default < n)
+    if (last_default < k)
         in[last_default].is_default = true;
-    size_t k = 0; /* only what can be served */
-    for (size_t i = 0; i < n; i++)
-        if (in[i].pem_chain)
-            in[k++] = in[i];
     gh_err err = {0};
     if (!gh_tls_certs_set(in, (unsigned)k, &err))
         gh_log(NULL, NULL, "certificates-error", "%s", err.msg);
@@ -391,6 +388,7 @@ static void committed(struct gh_objtype *t)
 {
     gh_certs_apply();
     gh_acme_renew_kick();
+    gh_destinations_apply(); /* a destination may trust one of them */
 }
 
 static const char *const groups[] = {G_CERT, G_ACME, NULL};

@@ -18,9 +18,6 @@
 #define MAX_FILTER_DEPTH 8
 #define ID_RANDOM_CHARS  11
 
-void gh_objects_lock(void);
-void gh_objects_unlock(void);
-
 static const struct gh_principal internal_admin = {.username = "admin", .admin = true};
 
 /* ---- argument helpers ---- */

@@ -11,6 +11,7 @@
 
 #include "jmap/jmap.h"
 #include "net/listener-t.h"
+#include "objects/objects.h"
 #include "objects/schema.h"
 
 struct gh_store;
@@ -80,11 +81,14 @@ bool gh_admin_secret_init(const char *configured, gh_err *err);
 bool gh_settings_ensure(gh_err *err);
 /* Applies every certificate to the TLS layer; logs a failure. */
 void gh_certs_apply(void);
-/* Hands every destination to the engine, for new hand-offs. */
+/* Hands every destination to the engine, for new hand-offs, and to the health checker. */
 void gh_destinations_apply(void);
 /* Creates the x:Metrics singleton when the store has none; hands it to the scrape. */
 bool gh_metrics_settings_ensure(gh_err *err);
 void gh_metrics_settings_apply(void);
+/* Connects the health checker's reports to the objects; drops the last set at shutdown. */
+void gh_destinations_init(void);
+void gh_destinations_release(void);
 /* Applies the settings singleton to the engine. */
 void gh_settings_apply(void);
 /* Rebuilds the listener snapshot behind gh_objects_listener_status. */

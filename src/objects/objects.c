@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "health/health.h"
 #include "net/engine.h"
 #include "net/tls.h"
 #include "objects/acme_renew.h"
@@ -528,6 +529,7 @@ bool gh_objects_init(const struct gh_objects_options *opt, gh_err *err)
     if (first && json_array_size(gh_type_certificate.objs) == 0)
         make_selfsigned();
     gh_certs_apply();
+    gh_destinations_init();
     gh_destinations_apply();
     apply_stored_listeners();
     if (first && json_array_size(gh_type_listener.objs) == 0 &&
@@ -560,6 +562,7 @@ out:
 
 void gh_objects_stop_background(void)
 {
+    gh_health_stop(); /* its reports take the management mutex: stopped before it is held */
     gh_acme_renew_stop();
     gh_security_set_wake(NULL);
     if (sync_running) {
@@ -581,6 +584,7 @@ void gh_objects_shutdown(void)
         gh_types[i]->objs = NULL;
     }
     gh_auth_clear();
+    gh_destinations_release();
     gh_security_shutdown(); /* the workers are gone: nothing reads the table any more */
     pthread_mutex_lock(&status.mu);
     json_decref(status.ids);
@@ -598,6 +602,7 @@ bool gh_objects_reload(gh_err *err)
     if (ok) {
         gh_settings_apply();
         gh_certs_apply();
+        gh_destinations_apply(); /* trust anchors come from the certificates */
     }
     pthread_mutex_unlock(&mgmt_mu);
     return ok;

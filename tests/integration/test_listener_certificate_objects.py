@@ -69,5 +69,5 @@ def test_refusals_name_the_property(gatehouse, tmp_path):
     assert nc["mismatch"]["properties"] == ["privateKey"]
     assert "match" in nc["mismatch"]["description"]
     assert nc["serverset"]["properties"] == ["fingerprint"]
-    # a chain without its key is a trust anchor: kept (never served)
-    assert list(res["created"]) == ["nokey"]
+    # a chain without a key is a trust anchor (for destinations), accepted and never served
+    assert list(res["created"]) == ["nokey"] and "nokey" not in nc
