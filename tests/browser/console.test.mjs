@@ -172,10 +172,11 @@ test('"Signing in…" is shown while the server holds the answer back', T, async
 
 // ---------- pages from the schema ----------
 
-test('sign-in opens the overview; without its module it says it is not available', T, async () => {
+test('sign-in opens the overview, whose module draws each listener from /api/stats', T, async () => {
   await heading('Overview').waitFor();
   assert.equal(new URL(page.url()).hash, '#/overview');
-  await page.locator('#overview-host').getByText('Overview not available').waitFor();
+  await page.locator('#overview-host').getByText(/^Updated /).waitFor();
+  await page.locator('#overview-host svg[role="img"]').first().waitFor();
   assert.match(await page.getByRole('navigation', { name: 'Breadcrumb' }).innerText(), /Overview/);
 });
 
@@ -206,7 +207,7 @@ test('a type added to the schema gets a page with no page code; one without a pa
     const res = await route.fetch();
     const body = await res.json();
     const base = body.types['x:Destination'];
-    body.types['x:BlockedIp'] = { ...base, name: 'BlockedIp', label: 'Blocked IP', permissionPrefix: 'sysBlockedIp', nav: ['Settings', 'Security', 'Blocked IPs'] };
+    body.types['x:Widget'] = { ...base, name: 'Widget', label: 'Widget', permissionPrefix: 'sysWidget', nav: ['Settings', 'Security', 'Widgets'] };
     body.types['x:Gadget'] = { ...base, name: 'Gadget', label: 'Gadget', permissionPrefix: 'sysGadget' };
     delete body.types['x:Gadget'].nav;
     await route.fulfill({ response: res, json: body });
@@ -215,15 +216,15 @@ test('a type added to the schema gets a page with no page code; one without a pa
   await page.reload();
   await heading('Overview').waitFor();
   const security = sections().locator('li.section', { has: page.locator('.section-name', { hasText: 'Security' }) });
-  await security.getByRole('link', { name: 'Blocked IPs' }).waitFor();
+  await security.getByRole('link', { name: 'Widgets' }).waitFor();
   const other = sections().locator('li.section', { has: page.locator('.section-name', { hasText: 'Other' }) });
   await other.getByRole('link', { name: 'Gadget' }).waitFor();
-  await security.getByRole('link', { name: 'Blocked IPs' }).click();
-  await heading('Blocked IPs').waitFor();
-  assert.equal(new URL(page.url()).hash, '#/blocked-ips');
+  await security.getByRole('link', { name: 'Widgets' }).click();
+  await heading('Widgets').waitFor();
+  assert.equal(new URL(page.url()).hash, '#/widgets');
   await page.unroute('**/api/schema');
   await page.reload();
-  await heading('Blocked IPs').waitFor({ state: 'detached' });
+  await heading('Widgets').waitFor({ state: 'detached' });
 });
 
 test('a listener that does not exist gets a clear not-found page', T, async () => {
