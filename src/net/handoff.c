@@ -19,6 +19,7 @@
 #include "core/log.h"
 #include "net/conn.h"
 #include "net/engine.h"
+#include "net/fd_reserve.h"
 #include "net/proxy_protocol.h"
 #include "net/worker.h"
 #include "proto/proto.h"
@@ -245,6 +246,10 @@ static bool try_connect(struct gh_relay *r)
     int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return false;
+    if (gh_fd_in_reserve(fd)) { /* kept for the management API */
+        close(fd);
+        return false;
+    }
     if (connect(fd, sa, len) < 0 && errno != EINPROGRESS) {
         close(fd);
         return false;
