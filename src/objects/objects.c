@@ -20,6 +20,7 @@
 #include "net/engine.h"
 #include "net/tls.h"
 #include "objects/model.h"
+#include "objects/startup.h"
 #include "store/store.h"
 
 struct gh_model gh_model;
@@ -172,6 +173,7 @@ static bool load_one(const char *id, const char *json, void *arg)
     json_t *o = json_loads(json, 0, NULL);
     if (!json_is_object(o)) {
         gh_log(NULL, NULL, "store-error", "%s %s: stored JSON unreadable; skipped", t->type, id);
+        gh_startup_note_unreadable(t, id);
         json_decref(o);
         return true;
     }
@@ -496,6 +498,7 @@ bool gh_objects_init(const struct gh_objects_options *opt, gh_err *err)
     if (!ensure_epoch(err) || !gh_store_kv_get(gh_model.store, "initialized", &initialized, err))
         goto out;
     bool first = !initialized;
+    gh_startup_reset();
     for (unsigned i = 0; i < GH_NTYPES; i++)
         if (!gh_type_load(gh_types[i], err))
             goto out;
@@ -514,6 +517,9 @@ bool gh_objects_init(const struct gh_objects_options *opt, gh_err *err)
     if (first && json_array_size(gh_type_listener.objs) == 0 &&
         !bootstrap_listener(opt->http_bind, err))
         goto out;
+    if (!gh_startup_check_management(err))
+        goto out;
+    gh_startup_check_writable();
     if (first && !(gh_store_begin(gh_model.store, err) &&
                    gh_store_kv_put(gh_model.store, "initialized", "1", err) &&
                    gh_store_commit(gh_model.store, err))) {
@@ -555,6 +561,7 @@ void gh_objects_stop_background(void)
 void gh_objects_shutdown(void)
 {
     gh_objects_stop_background();
+    gh_startup_reset();
     pthread_mutex_lock(&mgmt_mu);
     for (unsigned i = 0; i < GH_NTYPES; i++) {
         json_decref(gh_types[i]->objs);
