@@ -68,8 +68,9 @@ fuzz:
 fuzz-campaign:
 	@scripts/fuzz-campaign.sh
 
+SOAK_SECONDS ?= 600
 soak: all
-	@/usr/bin/python3 tests/soak/soak.py --gatehouse $(BUILD)/gatehouse
+	@/usr/bin/python3 tests/soak/soak.py --gatehouse $(BUILD)/gatehouse --seconds $(SOAK_SECONDS)
 
 format:
 	clang-format -i $$(git ls-files 'src/*.c' 'src/*.h' 'tests/unit/*.c' 'fuzz/*.c')
