@@ -15,7 +15,7 @@ weight, run one session and pause briefly (the machine may be shared):
 More kinds plug in by adding a function to KINDS (see the end of the traffic section).
 
 It fails on: any unexpected error in a session; the daemon dying or logging an event from
-BAD_EVENTS; VmRSS after warm-up growing by more than SOAK_RSS_MB (default 48 MiB) over its
+BAD_EVENTS; VmRSS after warm-up growing by more than SOAK_RSS_MB (default 16 MiB) over its
 value at the end of warm-up; open descriptors (/proc/PID/fd) not back at their start within
 20 s after the traffic stops; a graceful stop that does not exit 0.
 
@@ -618,7 +618,7 @@ def main():
     ap.add_argument("--gatehouse", default="build/gatehouse")
     ap.add_argument("--seconds", type=float, default=float(os.environ.get("SOAK_SECONDS", 600)))
     ap.add_argument("--clients", type=int, default=int(os.environ.get("SOAK_CLIENTS", 6)))
-    ap.add_argument("--rss-mb", type=float, default=float(os.environ.get("SOAK_RSS_MB", 48)),
+    ap.add_argument("--rss-mb", type=float, default=float(os.environ.get("SOAK_RSS_MB", 16)),
                     help="allowed VmRSS growth after warm-up, MiB")
     ap.add_argument("--warmup", type=float, default=None,
                     help="seconds before the memory baseline (default: a fifth, at most 60)")
