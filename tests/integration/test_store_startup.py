@@ -86,10 +86,11 @@ def test_writable_store_gives_no_warning(gatehouse):
 NOBODY = 65534
 
 
-def test_read_only_store_warns_at_start():
-    """The database file is not writable by the daemon's user: it starts and serves, and
-    says at once that changes will fail. (Root writes any file, so as root the daemon runs
-    as nobody; otherwise the file's mode is enough.)"""
+@pytest.mark.parametrize("what", ["file", "directory"])
+def test_read_only_store_warns_at_start(what):
+    """The database file, or its directory, is not writable by the daemon's user: it starts
+    and serves, and says at once that changes will fail. (Root writes anything, so as root
+    the daemon runs as nobody; otherwise the modes are enough.)"""
     root = os.geteuid() == 0
     top = tempfile.mkdtemp(prefix="gatehouse-ro-")
     os.chmod(top, 0o755)
@@ -103,7 +104,11 @@ def test_read_only_store_warns_at_start():
                 os.chown(dirpath, NOBODY, NOBODY)
                 for f in files:
                     os.chown(os.path.join(dirpath, f), NOBODY, NOBODY)
-        os.chmod(db_path(d), 0o444)
+        if what == "file":
+            os.chmod(db_path(d), 0o444)
+        else:  # WAL cannot make its -shm and -wal files beside the database
+            assert not os.path.exists(db_path(d) + "-wal")
+            os.chmod(data, 0o555)
         d.log = open(d.log_path, "ab")
 
         def drop():
@@ -126,4 +131,6 @@ def test_read_only_store_warns_at_start():
             not resp["methodResponses"][0][1]["created"], resp
     finally:
         d.stop()
+        if os.path.isdir(data):
+            os.chmod(data, 0o755)
         shutil.rmtree(top, ignore_errors=True)
