@@ -3,6 +3,9 @@
 # scripts/fuzz.sh) at once for FUZZ_SECONDS each (default 1800) at low priority, then merges
 # what they found into the kept corpus fuzz/corpus/NAME/, minimised with -merge=1 so it keeps
 # only inputs that add coverage. CI (scripts/fuzz.sh) replays that corpus on every run.
+# The merge counts covered edges only (-use_counters=0): the fewest inputs that reach every
+# edge reached, a few hundred at most, instead of one per hit-count bucket (thousands);
+# FUZZ_MERGE_COUNTERS=1 keeps the bucket-level corpus.
 #
 #   scripts/fuzz-campaign.sh               every target, 30 minutes each, all at once
 #   scripts/fuzz-campaign.sh proxy http    only these targets
@@ -79,11 +82,14 @@ fi
 
 # ---- merge: the kept corpus and the findings, minimised into a fresh directory ----
 failed=""
+merge_flags="-use_counters=0"
+[ "${FUZZ_MERGE_COUNTERS:-0}" = 1 ] && merge_flags=""
 for n in $names; do
   fresh="$WORK/$n.merged"
   rm -rf "$fresh"
   mkdir -p "$fresh" "fuzz/corpus/$n"
-  if ! nice -n "$NICE" "$OUT/fuzz_$n" -merge=1 -timeout=10 -rss_limit_mb=2048 \
+  # shellcheck disable=SC2086
+  if ! nice -n "$NICE" "$OUT/fuzz_$n" -merge=1 $merge_flags -timeout=10 -rss_limit_mb=2048 \
     "$fresh" "fuzz/corpus/$n" "$WORK/$n" >"$WORK/$n.merge.log" 2>&1; then
     tail -n 20 "$WORK/$n.merge.log"
     echo "campaign: merging fuzz_$n failed; the kept corpus is unchanged"
