@@ -519,7 +519,6 @@ bool gh_objects_init(const struct gh_objects_options *opt, gh_err *err)
         goto out;
     if (!gh_startup_check_management(err))
         goto out;
-    gh_startup_check_writable();
     if (first && !(gh_store_begin(gh_model.store, err) &&
                    gh_store_kv_put(gh_model.store, "initialized", "1", err) &&
                    gh_store_commit(gh_model.store, err))) {
@@ -528,6 +527,7 @@ bool gh_objects_init(const struct gh_objects_options *opt, gh_err *err)
     }
     gh_auth_rebuild();
     gh_status_rebuild();
+    gh_startup_check_writable(); /* after the status: it waits for the disk */
     /* Catches up with other nodes' changes (shared store) and retries listeners that
      * could not bind; unit tests run without an engine and without it. */
     if ((gh_store_shared(gh_model.store) || gh_model.engine) && !sync_running &&

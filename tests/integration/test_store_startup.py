@@ -7,6 +7,7 @@ import shutil
 import sqlite3
 import subprocess
 import tempfile
+import time
 
 import pytest
 
@@ -120,6 +121,9 @@ def test_read_only_store_warns_at_start(what):
                "--workers", "2"]
         d.proc = subprocess.Popen(cmd, env=d.env, stdout=d.log, stderr=d.log, preexec_fn=drop)
         assert wait_port(d.http_port), d.read_log()
+        end = time.time() + 10  # the listener may accept a moment before the check is done
+        while "store-readonly" not in d.read_log() and time.time() < end:
+            time.sleep(0.05)
         log = d.read_log()
         assert "store-readonly" in log and "the store cannot be written" in log, log[-2000:]
         # It serves what it holds; a change fails, as the warning said.
