@@ -104,11 +104,20 @@ test:
 fuzz:
 	@scripts/fuzz.sh
 
+# Long runs, outside CI: every fuzz target for FUZZ_SECONDS (default 1800) merged into the
+# kept corpus, and mixed traffic against one daemon for SOAK_SECONDS (default 600).
+fuzz-campaign:
+	@scripts/fuzz-campaign.sh
+
+SOAK_SECONDS ?= 600
+soak: all
+	@/usr/bin/python3 tests/soak/soak.py --gatehouse $(BUILD)/gatehouse --seconds $(SOAK_SECONDS)
+
 format:
 	clang-format -i $$(git ls-files 'src/*.c' 'src/*.h' 'tests/unit/*.c' 'fuzz/*.c')
 
 clean:
 	rm -rf build build-*
 
-.PHONY: all dist install uninstall deps run unit test fuzz format clean
+.PHONY: all dist install uninstall deps run unit test fuzz fuzz-campaign soak format clean
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

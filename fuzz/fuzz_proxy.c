@@ -58,6 +58,11 @@ static void parser_promises(const uint8_t *data, size_t size)
          * were it whole, the longer input would be that same header. */
         check(parse(copy, size / 2, &need2, &h2) != GH_PROXY_DONE);
     }
+    /* At the end of the stream the answer is final: the same, but never NEED_MORE. */
+    gh_err err = {0};
+    enum gh_proxy_result f = gh_proxy_parse_final(copy, size, &need2, &h2, &err);
+    check(f == (r == GH_PROXY_NEED_MORE ? GH_PROXY_INVALID : r));
+    check(f != GH_PROXY_INVALID || err.msg[0] != 0);
     free(copy);
 }
 

@@ -1,12 +1,15 @@
 #!/bin/sh
 # Builds every fuzz/fuzz_*.c as a libFuzzer binary (clang, ASan + UBSan) linked with the
-# library sources, and runs each for FUZZ_SECONDS (default 20). Fails when a target does not
-# build or finds a crash, leak or undefined behaviour; the input is kept under
-# build-fuzz/crashes/. Seeds come from fuzz/corpus/NAME/, a dictionary from fuzz/NAME.dict.
+# library sources, replays the whole kept corpus (fuzz/corpus/NAME/, and the crash
+# regressions in fuzz/regressions/NAME/) once, then fuzzes each for FUZZ_SECONDS (default
+# 20). Fails when a target does not build, a kept input fails, or the run finds a crash, leak
+# or undefined behaviour; the input is kept under build-fuzz/crashes/. A dictionary comes
+# from fuzz/NAME.dict. Long runs that grow the kept corpus: scripts/fuzz-campaign.sh.
 #
 #   scripts/fuzz.sh                 every target
 #   scripts/fuzz.sh proxy           only fuzz/fuzz_proxy.c
 #   FUZZ_SECONDS=300 scripts/fuzz.sh proxy
+#   FUZZ_BUILD_ONLY=1 scripts/fuzz.sh   build the binaries, run nothing
 #
 # Warnings are the main build's business (gcc, -Werror); here they would only stop a run
 # for reasons that have nothing to do with crashes, so they are not errors.
@@ -89,10 +92,25 @@ for t in $targets; do
     failed="$failed $name(build)"
     continue
   fi
+  [ "${FUZZ_BUILD_ONLY:-0}" = 1 ] && continue
+  # Every kept input once: what an earlier campaign found must still pass on today's code.
+  kept=$(find "fuzz/corpus/$short" "fuzz/regressions/$short" -type f 2>/dev/null || true)
+  if [ -n "$kept" ]; then
+    # shellcheck disable=SC2086
+    if ! echo "$kept" | xargs "$bin" -timeout=10 -rss_limit_mb=2048 \
+      -artifact_prefix="$OUT/crashes/$name-" >"$OUT/$name.replay.log" 2>&1; then
+      tail -n 40 "$OUT/$name.replay.log"
+      echo "fuzz: $name FAILED replaying the kept corpus (log: $OUT/$name.replay.log)"
+      failed="$failed $name(replay)"
+      continue
+    fi
+    echo "   replayed $(echo "$kept" | wc -l) kept inputs"
+  fi
   corpus="$OUT/corpus/$short"
   mkdir -p "$corpus"
   seeds=""
   [ -d "fuzz/corpus/$short" ] && seeds="fuzz/corpus/$short"
+  [ -d "fuzz/regressions/$short" ] && seeds="$seeds fuzz/regressions/$short"
   dict=""
   [ -f "fuzz/$short.dict" ] && dict="-dict=fuzz/$short.dict"
   # The first corpus directory collects new inputs; the seeds are only read.
@@ -112,5 +130,9 @@ done
 if [ -n "$failed" ]; then
   echo "fuzz: failed:$failed"
   exit 1
+fi
+if [ "${FUZZ_BUILD_ONLY:-0}" = 1 ]; then
+  echo "fuzz: built every target in $OUT"
+  exit 0
 fi
 echo "fuzz: all targets ran ${SECONDS_EACH}s without a crash"

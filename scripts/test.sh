@@ -1,7 +1,7 @@
 #!/bin/sh
-# The whole test suite: unit tests, integration tests against the real daemon, the same
-# under AddressSanitizer and UndefinedBehaviorSanitizer, a short fuzz run, the Debian
-# package, browser tests.
+# The whole test suite: unit tests, integration tests against the real daemon, a 20-second
+# soak, the same under AddressSanitizer and UndefinedBehaviorSanitizer, a short fuzz run
+# after replaying the kept fuzz corpus, the Debian package, browser tests.
 # Each stage prints its runner's closing line; the first failing stage stops the run.
 set -eu
 cd "$(dirname "$0")/.."
@@ -22,6 +22,9 @@ scripts/run-unit.sh build/tests/test_*
 
 echo "== integration tests"
 $PYTEST tests/integration
+
+echo "== soak smoke (20 s of mixed traffic; make soak runs it for 10 minutes)"
+/usr/bin/python3 tests/soak/soak.py --gatehouse build/gatehouse --seconds 20
 
 echo "== sanitizers (ASan + UBSan)"
 make -s -j"$JOBS" BUILD=build-asan SAN=1 all

@@ -20,6 +20,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "net/fd_reserve.h"
+#include "net/worker.h"
+
 #define REPLY_MAX       16384
 #define STEP_DEFAULT_MS 30000
 #define IMAP_TAG        "gh1"
@@ -488,6 +491,10 @@ bool gh_backend_open(struct gh_backend *b, struct gh_loop *loop, const struct gh
     int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return false;
+    if (gh_worker_current() && gh_fd_in_reserve(fd)) { /* a hand-off: kept for the API */
+        close(fd);
+        return false;
+    }
     if (connect(fd, sa, len) < 0 && errno != EINPROGRESS) {
         close(fd);
         return false;

@@ -525,8 +525,6 @@ static void start_protocol(struct gh_conn *c)
             gh_conn_close(c);
             return;
         }
-        if (c->phase == GH_PHASE_PROXY)
-            priv(c)->first_input_seen = true; /* a trusted peer already sent its header */
         c->phase = GH_PHASE_HANDSHAKE;
         gh_timer_set(c->worker->loop, &c->deadline, c->conf->tls_timeout_ms);
         if (priv(c)->first_input_seen)
@@ -567,7 +565,14 @@ static enum first_bytes screen_first_bytes(struct gh_conn *c, const uint8_t *b, 
     return FIRST_REFUSED;
 }
 
-static void read_proxy_header(struct gh_conn *c)
+/* Peeking never sees the end of the stream while unread bytes are queued: whether the peer
+ * has closed its side comes from the event. */
+static bool peer_closed(uint32_t events)
+{
+    return events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR);
+}
+
+static void read_proxy_header(struct gh_conn *c, uint32_t events)
 {
     uint8_t stack[1024], *buf = stack;
     size_t cap = sizeof stack, need = 0;
@@ -586,6 +591,8 @@ static void read_proxy_header(struct gh_conn *c)
         n = buf ? recv(c->io.fd, buf, need, MSG_PEEK) : -1;
         r = n > 0 ? gh_proxy_parse(buf, (size_t)n, &need, &h, &err) : GH_PROXY_NEED_MORE;
     }
+    if (r == GH_PROXY_NEED_MORE && need <= GH_PROXY_MAX && n > 0 && peer_closed(events))
+        r = gh_proxy_parse_final(buf, (size_t)n, &need, &h, &err); /* no more will come */
     if (buf != stack)
         free(buf);
     if (r == GH_PROXY_NEED_MORE && need <= GH_PROXY_MAX)
@@ -609,11 +616,13 @@ static void read_proxy_header(struct gh_conn *c)
     c->tls_active = h.ssl;
     if (h.unique_id[0])
         c->proxy_unique_id = strdup(h.unique_id);
+    if (c->conf->use_tls && c->conf->tls_implicit)
+        priv(c)->first_input_seen = true; /* the handshake follows the header at once */
     start_protocol(c);
 }
 
 /* Implicit TLS from an untrusted peer: a PROXY header it sends is refused, not parsed. */
-static void check_first_bytes(struct gh_conn *c)
+static void check_first_bytes(struct gh_conn *c, uint32_t events)
 {
     uint8_t b[12];
     ssize_t n = recv(c->io.fd, b, sizeof b, MSG_PEEK);
@@ -621,8 +630,11 @@ static void check_first_bytes(struct gh_conn *c)
         gh_conn_close(c);
         return;
     }
-    if (n > 0 && screen_first_bytes(c, b, (size_t)n) == FIRST_OK)
+    enum first_bytes f = n > 0 ? screen_first_bytes(c, b, (size_t)n) : FIRST_WAIT;
+    if (f == FIRST_OK)
         start_handshake(c);
+    else if (f == FIRST_WAIT && n > 0 && peer_closed(events))
+        gh_conn_close(c); /* a few bytes of a signature, then the end: nothing to wait for */
 }
 
 /* ---- TLS ---- */
@@ -795,14 +807,14 @@ static void on_io(struct gh_io *io, uint32_t events)
         return;
     switch (c->phase) {
     case GH_PHASE_PROXY:
-        read_proxy_header(c);
+        read_proxy_header(c, events);
         return;
     case GH_PHASE_HANDSHAKE:
         if (!c->ssl) {
             if (priv(c)->starttls_pending)
                 flush(c);
             else
-                check_first_bytes(c);
+                check_first_bytes(c, events);
         } else {
             continue_handshake(c);
         }

@@ -22,8 +22,10 @@
 #include "core/log.h"
 #include "metrics/metrics.h"
 #include "net/conn.h"
+#include "net/fd_reserve.h"
 #include "net/tls.h"
 #include "net/worker.h"
+#include "proto/proto.h"
 
 #define BACKOFF_MIN_MS       10
 #define BACKOFF_MAX_MS       1000
@@ -155,11 +157,29 @@ static void wsock_back_off(struct gh_wsock *ws, int err)
     ws->backoff_ms = ws->backoff_ms ? ws->backoff_ms * 2 : BACKOFF_MIN_MS;
     if (ws->backoff_ms > BACKOFF_MAX_MS)
         ws->backoff_ms = BACKOFF_MAX_MS;
-    gh_log(ws->conf->name, NULL, "accept-error", "%s; pausing accepts for %u ms", strerror(err),
-           ws->backoff_ms);
+    if (err)
+        gh_log(ws->conf->name, NULL, "accept-error", "%s; pausing accepts for %u ms", strerror(err),
+               ws->backoff_ms);
+    else
+        gh_log(ws->conf->name, NULL, "accept-error",
+               "descriptors nearly exhausted (the last %u of %u are kept for the management "
+               "API); pausing accepts for %u ms",
+               gh_fd_reserve(), gh_fd_limit(), ws->backoff_ms);
     gh_io_del(ws->worker->loop, &ws->io);
     ws->paused = true;
     gh_timer_set(ws->worker->loop, &ws->backoff, ws->backoff_ms);
+}
+
+/* A mail client whose descriptor fell in the management reserve: told to come back later
+ * when the protocol speaks first in clear (best effort, never waiting), then closed. */
+static void refuse_in_reserve(struct gh_wsock *ws, int fd)
+{
+    const struct gh_proto *proto = gh_proto_for(ws->conf->protocol);
+    bool implicit = ws->conf->use_tls && ws->conf->tls_implicit;
+    if (!implicit && proto && proto->over_limit)
+        (void)!send(fd, proto->over_limit, strlen(proto->over_limit), MSG_DONTWAIT | MSG_NOSIGNAL);
+    close(fd);
+    wsock_back_off(ws, 0);
 }
 
 static void on_accept(struct gh_io *io, uint32_t events)
@@ -181,6 +201,10 @@ static void on_accept(struct gh_io *io, uint32_t events)
                 gh_io_del(w->loop, io);
                 ws->paused = true;
             }
+            return;
+        }
+        if (ws->conf->protocol != GH_PROTO_HTTP && gh_fd_in_reserve(fd)) {
+            refuse_in_reserve(ws, fd);
             return;
         }
         ws->backoff_ms = 0;
@@ -1050,6 +1074,7 @@ struct gh_engine *gh_engine_new(unsigned workers, gh_err *err)
 
 bool gh_engine_start(struct gh_engine *e, gh_err *err)
 {
+    gh_fd_reserve_init();
     for (unsigned i = 0; i < e->nworkers; i++) {
         atomic_fetch_add(&e->running, 1);
         int rc = pthread_create(&e->workers[i].thread, NULL, worker_main, &e->workers[i]);

@@ -503,6 +503,21 @@ enum gh_proxy_result gh_proxy_parse(const uint8_t *buf, size_t len, size_t *need
     return not_a_header(err);
 }
 
+enum gh_proxy_result gh_proxy_parse_final(const uint8_t *buf, size_t len, size_t *need,
+                                          struct gh_proxy_header *out, gh_err *err)
+{
+    enum gh_proxy_result r = gh_proxy_parse(buf, len, need, out, err);
+    if (r != GH_PROXY_NEED_MORE)
+        return r;
+    memset(out, 0, sizeof *out);
+    if (len == 0)
+        return invalid(err, "PROXY header: connection closed before any byte");
+    /* *need is the fewest bytes a header could have had; v1's end is only known at CRLF. */
+    bool v1 = buf[0] == 'P';
+    return invalid(err, "PROXY %s header: connection closed after %zu of %s%zu bytes",
+                   v1 ? "v1" : "v2", len, v1 ? "at least " : "", *need);
+}
+
 /* ---- writers ------------------------------------------------------------------------ */
 
 /* Brings both ends to one family: unmapped IPv4 when both are IPv4, else both IPv6. Returns

@@ -51,6 +51,14 @@ enum gh_proxy_result {
 enum gh_proxy_result gh_proxy_parse(const uint8_t *buf, size_t len, size_t *need,
                                     struct gh_proxy_header *out, gh_err *err);
 
+/*
+ * As gh_proxy_parse, for bytes after which the peer has closed its side: nothing more will
+ * come, so a valid prefix (a truncated header, a bare v2 signature) is INVALID at once,
+ * with a message saying how much of the header arrived, instead of NEED_MORE.
+ */
+enum gh_proxy_result gh_proxy_parse_final(const uint8_t *buf, size_t len, size_t *need,
+                                          struct gh_proxy_header *out, gh_err *err);
+
 /* CRC32c (Castagnoli), chained: start with crc = 0 and pass each result on. */
 uint32_t gh_proxy_crc32c(uint32_t crc, const void *data, size_t len);
 

@@ -22,6 +22,7 @@
 #include "net/tls.h"
 #include "objects/acme_renew.h"
 #include "objects/model.h"
+#include "objects/startup.h"
 #include "security/security.h"
 #include "store/store.h"
 
@@ -176,6 +177,7 @@ static bool load_one(const char *id, const char *json, void *arg)
     json_t *o = json_loads(json, 0, NULL);
     if (!json_is_object(o)) {
         gh_log(NULL, NULL, "store-error", "%s %s: stored JSON unreadable; skipped", t->type, id);
+        gh_startup_note_unreadable(t, id);
         json_decref(o);
         return true;
     }
@@ -513,6 +515,7 @@ bool gh_objects_init(const struct gh_objects_options *opt, gh_err *err)
     if (!ensure_epoch(err) || !gh_store_kv_get(gh_model.store, "initialized", &initialized, err))
         goto out;
     bool first = !initialized;
+    gh_startup_reset();
     for (unsigned i = 0; i < GH_NTYPES; i++)
         if (!gh_type_load(gh_types[i], err))
             goto out;
@@ -535,6 +538,8 @@ bool gh_objects_init(const struct gh_objects_options *opt, gh_err *err)
     if (first && json_array_size(gh_type_listener.objs) == 0 &&
         !bootstrap_listener(opt->http_bind, err))
         goto out;
+    if (!gh_startup_check_management(err))
+        goto out;
     if (first && !(gh_store_begin(gh_model.store, err) &&
                    gh_store_kv_put(gh_model.store, "initialized", "1", err) &&
                    gh_store_commit(gh_model.store, err))) {
@@ -543,6 +548,7 @@ bool gh_objects_init(const struct gh_objects_options *opt, gh_err *err)
     }
     gh_auth_rebuild();
     gh_status_rebuild();
+    gh_startup_check_writable(); /* after the status: it waits for the disk */
     /* Catches up with other nodes' changes (shared store) and retries listeners that
      * could not bind; unit tests run without an engine and without it. */
     if ((gh_store_shared(gh_model.store) || gh_model.engine) && !sync_running &&
@@ -578,6 +584,7 @@ void gh_objects_stop_background(void)
 void gh_objects_shutdown(void)
 {
     gh_objects_stop_background();
+    gh_startup_reset();
     pthread_mutex_lock(&mgmt_mu);
     for (unsigned i = 0; i < GH_NTYPES; i++) {
         json_decref(gh_types[i]->objs);

@@ -69,6 +69,8 @@ static void capabilities(struct gh_conn *c)
     /* RFC 5804 §1.7: an empty SASL list tells the client to negotiate TLS first. */
     gh_conn_printf(c, "\"SASL\" \"%s\"\r\n", upgrade ? "" : "PLAIN");
     gh_conn_printf(c, "\"SIEVE\" \"" SIEVE_EXTENSIONS "\"\r\n");
+    /* RFC 5804 §1.7: "enotify" in SIEVE requires the NOTIFY line with its methods. */
+    gh_conn_printf(c, "\"NOTIFY\" \"mailto\"\r\n");
     if (upgrade)
         gh_conn_printf(c, "\"STARTTLS\"\r\n");
     gh_conn_printf(c, "\"VERSION\" \"1.0\"\r\n");

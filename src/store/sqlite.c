@@ -8,9 +8,11 @@
 #include <errno.h>
 #include <libgen.h>
 #include <sqlite3.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* Owner: whoever opened it; gh_store_close frees it. Used by one thread at a time (the
  * management mutex is held around every call). */
@@ -64,10 +66,10 @@ static bool make_parent(const char *path, gh_err *err)
 
 static const struct gh_store_ops sqlite_ops;
 
-struct gh_store *gh_sqlite_open(const char *path, gh_err *err)
+/* Opens and prepares the database with the given flags; *code is SQLite's answer when it
+ * fails, so the caller can tell a read-only store from a broken one. */
+static struct gh_store *open_with(const char *path, int flags, int *code, gh_err *err)
 {
-    if (!make_parent(path, err))
-        return NULL;
     struct sqlite_store *ss = calloc(1, sizeof *ss);
     if (!ss) {
         gh_fail(err, "out of memory");
@@ -75,8 +77,8 @@ struct gh_store *gh_sqlite_open(const char *path, gh_err *err)
     }
     ss->base.ops = &sqlite_ops;
     struct gh_store *s = &ss->base;
-    if (sqlite3_open_v2(path, &ss->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
-        SQLITE_OK) {
+    if (sqlite3_open_v2(path, &ss->db, flags, NULL) != SQLITE_OK) {
+        *code = ss->db ? sqlite3_errcode(ss->db) : SQLITE_NOMEM;
         gh_fail(err, "store %s: %s", path, ss->db ? sqlite3_errmsg(ss->db) : "cannot open");
         gh_store_close(s);
         return NULL;
@@ -84,9 +86,41 @@ struct gh_store *gh_sqlite_open(const char *path, gh_err *err)
     sqlite3_busy_timeout(ss->db, 5000);
     if (!exec(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;", err) ||
         !exec(s, schema_sql, err)) {
+        *code = sqlite3_errcode(ss->db);
         gh_err_context(err, "store %s", path);
         gh_store_close(s);
         return NULL;
+    }
+    return s;
+}
+
+/* "file:PATH" with the characters a URI gives a meaning escaped, then the query. */
+static bool file_uri(const char *path, const char *query, char *out, size_t cap)
+{
+    size_t n = (size_t)snprintf(out, cap, "file:");
+    for (const char *p = path; *p && n + 4 < cap; p++)
+        n += (size_t)(strchr("%?#", *p) ? snprintf(out + n, cap - n, "%%%02X", (unsigned char)*p)
+                                        : snprintf(out + n, cap - n, "%c", *p));
+    return n + strlen(query) + 1 < cap && snprintf(out + n, cap - n, "%s", query) > 0;
+}
+
+struct gh_store *gh_sqlite_open(const char *path, gh_err *err)
+{
+    if (!make_parent(path, err))
+        return NULL;
+    int code = SQLITE_OK;
+    struct gh_store *s = open_with(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &code, err);
+    /* A database in a directory that cannot be written is still read: WAL needs its -shm
+     * and -wal files there, so it is opened as immutable (nothing else may write it while
+     * the daemon cannot either). The daemon serves what it holds and the start-up check
+     * says that changes will fail, rather than not starting at all. */
+    char uri[4200];
+    if (!s && (code & 0xff) == SQLITE_READONLY && access(path, R_OK) == 0 &&
+        file_uri(path, "?immutable=1", uri, sizeof uri)) {
+        gh_err rw = *err;
+        s = open_with(uri, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, &code, err);
+        if (!s)
+            *err = rw;
     }
     return s;
 }

@@ -252,6 +252,41 @@ def test_out_of_descriptors_backs_off_and_recovers(make_daemon, free_port):
     assert "accept-error" in d.read_log()
 
 
+def test_management_api_answers_while_mail_has_every_descriptor(make_daemon, free_port):
+    """Mail clients that would take every descriptor leave the reserve to the management
+    listener: the API and the web page still answer 200, the refused mail clients are told
+    to come back later, and mail is served again once they leave."""
+    d = make_daemon(nofile=64)
+    port = free_port()
+    d.create_listener(protocol="smtp", bind=[f"127.0.0.1:{port}"], useTls=False)
+    held, refused = [], 0
+    for _ in range(80):  # more than the daemon can take
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        held.append(s)
+    time.sleep(1.0)  # accepted, refused or queued: the daemon has done what it will
+    for _ in range(3):  # several requests, each on a new connection
+        status, _, body = d.http("GET", "/.well-known/jmap", timeout=5)
+        assert status == 200, (status, body)
+        status, _, page = d.http("GET", "/", auth=False, timeout=5)
+        assert status == 200 and b"<html" in page.lower()
+    name, res, _ = d.call("x:NetworkListener/get", {"ids": None})
+    assert name == "x:NetworkListener/get" and len(res["list"]) >= 2, res
+    for s in held:
+        s.settimeout(0.2)
+        try:
+            got = s.recv(512)
+        except (socket.timeout, ConnectionResetError):
+            continue
+        if got.startswith(b"421 4.3.2") or got == b"":
+            refused += 1
+    assert refused > 0, "no mail client was refused: the limit was never reached"
+    assert "kept for the management API" in d.read_log()
+    for s in held:
+        s.close()
+    time.sleep(1.5)  # the longest accept pause is 1 s
+    assert smtp_greeting(port).startswith("220")
+
+
 def test_graceful_stop_says_goodbye(make_daemon, free_port):
     d = make_daemon()
     port = free_port()

@@ -316,6 +316,7 @@ def test_managesieve_plain_listener(gatehouse, free_port):
     greeting = sieve_block(s)
     assert greeting[0] == '"IMPLEMENTATION" "Gatehouse"\r\n'
     assert '"SASL" "PLAIN"\r\n' in greeting and '"VERSION" "1.0"\r\n' in greeting
+    assert '"NOTIFY" "mailto"\r\n' in greeting  # RFC 5804 §1.7, with "enotify"
     assert any(l.startswith('"SIEVE" "fileinto') for l in greeting)
     assert '"STARTTLS"\r\n' not in greeting
     assert re.fullmatch(r'OK "\S+ ready"\r\n', greeting[-1])

@@ -364,6 +364,37 @@ def test_truncated_or_late_header_closes_at_ten_seconds(trusted_port):
         s.close()
 
 
+def test_truncated_header_then_eof_closes_at_once(gatehouse, trusted_port):
+    """A client that sends part of a header (v1 or v2, or a bare v2 signature) and then
+    closes its side is closed at once, with the reason logged, not at the 10 s deadline."""
+    partials = [v2()[:20], SIG, SIG[:5], b"PROXY TCP4 203.0.113.7 12", b"PROX"]
+    socks = [connect(trusted_port) for _ in partials]
+    start = time.time()
+    for s, p in zip(socks, partials):
+        s.sendall(p)
+        s.shutdown(socket.SHUT_WR)
+    for s, p in zip(socks, partials):
+        assert_closed_without_reply(s, within=15)
+        assert time.time() - start < 4.0, (p, time.time() - start)
+        s.close()
+    assert wait_log(gatehouse, "PROXY v2 header: connection closed after 20 of"), \
+        gatehouse.read_log()[-2000:]
+    assert wait_log(gatehouse, "PROXY v1 header: connection closed after 25 of at least")
+
+
+def test_untrusted_implicit_tls_signature_then_eof_closes_at_once(gatehouse, free_port):
+    port = free_port()
+    smtp_listener(gatehouse, port, trusted=[], useTls=True, tlsImplicit=True)
+    for first in (b"PROX", SIG[:5]):
+        with connect(port) as s:
+            start = time.time()
+            s.sendall(first)
+            s.shutdown(socket.SHUT_WR)
+            assert_closed_without_reply(s, within=15)
+            assert time.time() - start < 4.0, (first, time.time() - start)
+    assert "tls-handshake-error" not in gatehouse.read_log()
+
+
 def test_no_greeting_before_the_header(trusted_port):
     with connect(trusted_port) as s:
         s.settimeout(0.5)
@@ -398,6 +429,9 @@ def test_untrusted_implicit_tls_header_closes(gatehouse, free_port):
         with connect(port) as s:
             s.sendall(header)
             assert_closed_without_reply(s)
+    # Refused for being a PROXY header, before TLS ever parses it.
+    assert wait_log(gatehouse, "proxy-untrusted"), gatehouse.read_log()[-2000:]
+    assert "tls-handshake-error" not in gatehouse.read_log()
 
 
 def test_server_wide_trusted_networks(gatehouse, free_port):

@@ -16,10 +16,12 @@
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "net/engine.h"
+#include "net/fd_reserve.h"
 
 static struct gh_engine *engine;
 
@@ -79,6 +81,32 @@ static int teardown(void **state)
     gh_engine_wait(engine);
     gh_engine_free(engine);
     return 0;
+}
+
+/* The reserve is the top sixteenth of the limit, 16 to 256 descriptors: a descriptor number
+ * at or above limit - reserve is in it. */
+static void descriptor_reserve_bounds(void **state)
+{
+    (void)state;
+    struct rlimit saved;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &saved), 0);
+    static const unsigned limits[][2] = {{64, 16}, {1024, 64}, {8192, 256}};
+    for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++) {
+        if (limits[i][0] > saved.rlim_max)
+            continue;
+        struct rlimit rl = {.rlim_cur = limits[i][0], .rlim_max = saved.rlim_max};
+        assert_int_equal(setrlimit(RLIMIT_NOFILE, &rl), 0);
+        gh_fd_reserve_init();
+        unsigned edge = limits[i][0] - limits[i][1];
+        assert_int_equal(gh_fd_limit(), limits[i][0]);
+        assert_int_equal(gh_fd_reserve(), limits[i][1]);
+        assert_false(gh_fd_in_reserve((int)edge - 1));
+        assert_true(gh_fd_in_reserve((int)edge));
+        assert_true(gh_fd_in_reserve((int)limits[i][0] - 1));
+        assert_false(gh_fd_in_reserve(-1));
+    }
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &saved), 0);
+    gh_fd_reserve_init();
 }
 
 static void apply_binds_before_returning(void **state)
@@ -267,6 +295,7 @@ static void wildcard_v6_conflicts_with_v4(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(descriptor_reserve_bounds),
         cmocka_unit_test(apply_binds_before_returning),
         cmocka_unit_test(failed_bind_changes_nothing),
         cmocka_unit_test(reuse_port_never_joins_a_foreign_listener),

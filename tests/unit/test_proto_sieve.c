@@ -15,7 +15,8 @@
 #define SIEVE_LINE                                                                                 \
     "\"SIEVE\" \"fileinto reject envelope encoded-character vacation subaddress "                  \
     "comparator-i;ascii-numeric relational regex imap4flags copy include variables body enotify "  \
-    "environment mailbox date index ihave duplicate mime foreverypart extracttext\"\r\n"
+    "environment mailbox date index ihave duplicate mime foreverypart extracttext\"\r\n"           \
+    "\"NOTIFY\" \"mailto\"\r\n"
 #define CAPS_TLS                                                                                   \
     "\"IMPLEMENTATION\" \"Gatehouse\"\r\n\"SASL\" \"\"\r\n" SIEVE_LINE                             \
     "\"STARTTLS\"\r\n\"VERSION\" \"1.0\"\r\n"
@@ -64,6 +65,25 @@ static void commands(void **state)
     assert_reply(conn_say(c, "AUTHENTICATE \"PLAIN\" \"AGJvYgBzZWNyZXQ=\"\r\n"),
                  "NO (ENCRYPT-NEEDED) \"Use STARTTLS first\"\r\n");
     conn_free(c);
+}
+
+/* RFC 5804 §1.7: a server listing "enotify" in SIEVE MUST send NOTIFY with the notification
+ * methods it supports, right where clients such as sieve-connect look for it. */
+static void enotify_comes_with_notify_methods(void **state)
+{
+    for (int tls = 0; tls < 2; tls++) {
+        struct gh_conn *c = conn_open(&gh_proto_managesieve, tls);
+        char *out = conn_out(c);
+        const char *sieve = strstr(out, "\"SIEVE\" \"");
+        assert_non_null(sieve);
+        const char *end = strstr(sieve, "\r\n");
+        assert_non_null(end);
+        const char *enotify = strstr(sieve, " enotify ");
+        assert_true(enotify && enotify < end);
+        assert_non_null(strstr(out, "\r\n\"NOTIFY\" \"mailto\"\r\n"));
+        free(out);
+        conn_free(c);
+    }
 }
 
 static void starttls_resends_capabilities(void **state)
@@ -128,6 +148,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(greeting),
         cmocka_unit_test(commands),
+        cmocka_unit_test(enotify_comes_with_notify_methods),
         cmocka_unit_test(starttls_resends_capabilities),
         cmocka_unit_test(literals_are_skipped),
         cmocka_unit_test(long_lines_and_errors),

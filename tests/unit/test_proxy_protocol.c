@@ -658,6 +658,59 @@ static void v2_tlv_crc32c(void **state)
     assert_invalid(h.b, h.n, "TLV 0x03 appears twice");
 }
 
+static struct parsed parse_final(const void *buf, size_t len)
+{
+    struct parsed p;
+    memset(&p, 0, sizeof p);
+    p.r = gh_proxy_parse_final(buf, len, &p.need, &p.h, &p.err);
+    return p;
+}
+
+/* After the peer's end of stream a prefix can never complete: refused at once, saying how
+ * much arrived; whole headers and invalid bytes get the same answer as without the end. */
+static void final_refuses_prefixes(void **state)
+{
+    (void)state;
+    uint8_t v2buf[28];
+    memcpy(v2buf, sig, sizeof sig);
+    const uint8_t rest[16] = {0x21, 0x11, 0x00, 0x0c, 203,  0,    113, 7,
+                              127,  0,    0,    1,    0x9c, 0x40, 0,   25};
+    memcpy(v2buf + 12, rest, sizeof rest);
+
+    struct parsed p = parse_final(v2buf, 20); /* truncated: 20 of 28 bytes */
+    assert_int_equal(p.r, GH_PROXY_INVALID);
+    assert_string_equal(p.err.msg, "PROXY v2 header: connection closed after 20 of 28 bytes");
+    assert_int_equal(p.h.version, 0);
+
+    p = parse_final(sig, sizeof sig); /* the bare signature */
+    assert_int_equal(p.r, GH_PROXY_INVALID);
+    assert_non_null(strstr(p.err.msg, "PROXY v2 header: connection closed after 12 of"));
+    p = parse_final(sig, 5);
+    assert_int_equal(p.r, GH_PROXY_INVALID);
+
+    const char *v1 = "PROXY TCP4 203.0.113.7 12";
+    p = parse_final(v1, strlen(v1));
+    assert_int_equal(p.r, GH_PROXY_INVALID);
+    assert_non_null(strstr(p.err.msg, "PROXY v1 header: connection closed after 25 of at least"));
+    p = parse_final("PROX", 4);
+    assert_int_equal(p.r, GH_PROXY_INVALID);
+    p = parse_final("", 0);
+    assert_int_equal(p.r, GH_PROXY_INVALID);
+
+    /* Every shorter length of a valid header is refused; the whole one is parsed. */
+    for (size_t n = 0; n < sizeof v2buf; n++)
+        assert_int_equal(parse_final(v2buf, n).r, GH_PROXY_INVALID);
+    p = parse_final(v2buf, sizeof v2buf);
+    assert_int_equal(p.r, GH_PROXY_DONE);
+    assert_int_equal(p.need, 28);
+    const char *whole = "PROXY TCP4 203.0.113.7 127.0.0.1 40000 25\r\n";
+    p = parse_final(whole, strlen(whole));
+    assert_int_equal(p.r, GH_PROXY_DONE);
+    p = parse_final("EHLO x\r\n", 8);
+    assert_int_equal(p.r, GH_PROXY_INVALID);
+    assert_non_null(strstr(p.err.msg, "no PROXY protocol header"));
+}
+
 static void crc32c_vector(void **state)
 {
     /* The check value of CRC-32C (RFC 3720 B.4 and the CRC catalogue). */
@@ -762,6 +815,7 @@ int main(void)
         cmocka_unit_test(v2_tlv_authority_and_unique_id),
         cmocka_unit_test(v2_tlv_framing),
         cmocka_unit_test(v2_tlv_crc32c),
+        cmocka_unit_test(final_refuses_prefixes),
         cmocka_unit_test(crc32c_vector),
         cmocka_unit_test(write_v1),
         cmocka_unit_test(write_v2),
