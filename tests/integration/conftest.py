@@ -160,3 +160,22 @@ def make_daemon(tmp_path):
     yield make
     for d in made:
         d.stop()
+
+
+# Tests whose cost is mostly a real component started for them (PostgreSQL, HAProxy, nginx,
+# Postfix, Dovecot, pebble) or a flood: scripts/test.sh runs them in the plain pass only and
+# sets GATEHOUSE_SKIP_REAL=1 for the sanitizer pass, so the suite stays quick.
+REAL_COMPONENT_MODULES = {
+    "test_acme_pebble", "test_backends_real", "test_proxy_by_user_real",
+    "test_persistence_postgres", "test_security_postgres", "test_proxy_haproxy",
+    "test_proxy_nginx", "test_security_flood",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("GATEHOUSE_SKIP_REAL") != "1":
+        return
+    skip = pytest.mark.skip(reason="real components run once, in the plain pass")
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in REAL_COMPONENT_MODULES:
+            item.add_marker(skip)
