@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "auth/service.h"
 #include "core/buf.h"
 #include "core/log.h"
 #include "net/conn.h"
@@ -1006,6 +1007,7 @@ static void *worker_main(void *arg)
     if (!gh_loop_run(w->loop, &err))
         gh_log(NULL, NULL, "worker-error", "worker %u: %s", w->index, err.msg);
     gh_buf_cache_drain();
+    gh_auth_thread_end();
     pthread_mutex_lock(&w->engine->done_mu);
     atomic_fetch_sub(&w->engine->running, 1);
     pthread_cond_broadcast(&w->engine->done_cv);

@@ -25,8 +25,9 @@ extern struct gh_objtype gh_type_acmeprovider;
 extern struct gh_objtype gh_type_blocked_ip;
 extern struct gh_objtype gh_type_allowed_ip;
 extern struct gh_objtype gh_type_security;
+extern struct gh_objtype gh_type_authservice;
 
-#define GH_NTYPES 9
+#define GH_NTYPES 10
 extern struct gh_objtype *const gh_types[GH_NTYPES];
 
 /* The process's object layer. Owner: objects.c; store and engine belong to main. */
@@ -80,6 +81,8 @@ bool gh_settings_ensure(gh_err *err);
 void gh_certs_apply(void);
 /* Hands every destination to the engine, for new hand-offs. */
 void gh_destinations_apply(void);
+/* Hands every auth service to the engine, for new logins. */
+void gh_auth_services_apply(void);
 /* Applies the settings singleton to the engine. */
 void gh_settings_apply(void);
 /* Rebuilds the listener snapshot behind gh_objects_listener_status. */
