@@ -4,6 +4,8 @@
  */
 #include "auth/service.h"
 
+#include "auth/client.h"
+
 #include <stdlib.h>
 #include <strings.h>
 
@@ -84,6 +86,7 @@ const struct gh_auth_service *gh_auth_service_for(const struct gh_auth_set *set,
 
 void gh_auth_thread_end(void)
 {
+    gh_auth_client_thread_end();
     gh_auth_set_unref(current);
     current = NULL;
 }
