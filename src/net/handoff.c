@@ -7,6 +7,7 @@
 #include "net/handoff.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -15,6 +16,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "auth/service.h"
 #include "core/buf.h"
 #include "core/log.h"
 #include "net/conn.h"
@@ -28,7 +30,7 @@
 #define GREETING_DEADLINE_MS 30000
 #define RELAY_IDLE_MS        (60 * 60 * 1000)
 
-enum relay_stage { RELAY_CONNECTING, RELAY_GREETING, RELAY_HELLO, RELAY_FLOWING };
+enum relay_stage { RELAY_CONNECTING, RELAY_GREETING, RELAY_HELLO, RELAY_LOGIN, RELAY_FLOWING };
 
 /* Owner: the connection (c->relay), freed with it. */
 struct gh_relay {
@@ -41,6 +43,8 @@ struct gh_relay {
     struct gh_destination dest; /* the one being tried (a copy without listener names) */
     unsigned start, walked; /* where this session's walk over the destinations began, and how far */
     struct gh_buf to_backend, reply;
+    bool direct;                   /* a backend chosen at run time: no other to try */
+    struct gh_backend_login login; /* direct: the login on the client's behalf */
 };
 
 /* ---- destinations ---- */
@@ -59,6 +63,10 @@ static bool serves(const struct gh_destination *d, const struct gh_listener_conf
 
 bool gh_conn_has_destination(const struct gh_conn *c)
 {
+    /* A listener served by an auth service logs clients in itself and hands each session
+     * to the backend the service names, never to a destination. */
+    if (gh_auth_service_for(gh_auth_set_current(), c->conf->name))
+        return false;
     const struct gh_dest_set *s = c->worker ? c->worker->dests : NULL;
     for (unsigned i = 0; s && i < s->n; i++)
         if (serves(&s->d[i], c->conf))
@@ -202,8 +210,28 @@ static void give_up(struct gh_relay *r, const char *why)
     gh_conn_close_after_flush(c);
 }
 
+/* A backend chosen at run time could not be reached or refused the login: the session
+ * goes back to its front door, which answers the client's command. */
+static void login_failed(struct gh_relay *r, const char *why)
+{
+    struct gh_conn *c = r->c;
+    if (why)
+        gh_log(c->conf->name, c->peer_text, "backend-login-failed", "%s", why);
+    gh_timer_cancel(c->worker->loop, &r->deadline);
+    close_backend(r);
+    gh_buf_clear(&r->to_backend);
+    gh_buf_clear(&r->reply);
+    c->phase = GH_PHASE_PROTOCOL;
+    gh_conn_pause_input(c, false);
+    r->login.failed(r->login.ctx, c, why);
+}
+
 static void next_destination(struct gh_relay *r, const char *why)
 {
+    if (r->direct) {
+        login_failed(r, why);
+        return;
+    }
     gh_log(r->c->conf->name, r->c->peer_text, "handoff-retry", "destination %s: %s", r->dest.name,
            why);
     close_backend(r);
@@ -283,6 +311,35 @@ void gh_conn_handoff(struct gh_conn *c, bool swallow_greeting, const char *hello
     }
     if (!try_connect(r))
         next_destination(r, "cannot connect");
+}
+
+void gh_conn_handoff_to(struct gh_conn *c, const struct gh_sockaddr *addr,
+                        enum gh_forwarding forwarding, uint32_t connect_timeout_ms,
+                        const struct gh_backend_login *login)
+{
+    struct gh_relay *r = c->relay; /* an earlier attempt's, closed: reused */
+    if (!r && !(r = calloc(1, sizeof *r))) {
+        gh_conn_close(c);
+        return;
+    }
+    free(r->hello);
+    free(r->first);
+    struct gh_buf keep_to = r->to_backend, keep_reply = r->reply;
+    *r = (struct gh_relay){
+        .c = c, .direct = true, .login = *login, .to_backend = keep_to, .reply = keep_reply};
+    gh_buf_clear(&r->to_backend);
+    gh_buf_clear(&r->reply);
+    r->deadline.fn = relay_deadline;
+    snprintf(r->dest.name, sizeof r->dest.name, "%s", "auth-service backend");
+    r->dest.protocol = c->conf->protocol;
+    r->dest.addr = *addr;
+    r->dest.forwarding = forwarding;
+    r->dest.connect_timeout_ms = connect_timeout_ms;
+    c->relay = r;
+    c->phase = GH_PHASE_RELAY;
+    gh_conn_pause_input(c, true); /* the client waits until the backend answered */
+    if (!try_connect(r))
+        login_failed(r, "cannot connect to the backend");
 }
 
 /* ---- moving bytes ---- */
@@ -396,6 +453,49 @@ static bool swallow_reply(struct gh_relay *r)
     return true;
 }
 
+/* The login dialogue: each complete backend line goes to the protocol's driver. */
+static void login_input(struct gh_relay *r)
+{
+    char chunk[4096];
+    ssize_t n = recv(r->io.fd, chunk, sizeof chunk, 0);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0 || !gh_buf_append(&r->reply, chunk, (size_t)n) ||
+        gh_buf_len(&r->reply) > GREETING_MAX) {
+        login_failed(r, n <= 0 ? "the backend closed the connection during the login"
+                               : "the backend's login replies are too long");
+        return;
+    }
+    for (;;) {
+        char *head = gh_buf_head(&r->reply);
+        char *nl = memchr(head, '\n', gh_buf_len(&r->reply));
+        if (!nl)
+            return;
+        size_t len = (size_t)(nl - head), used = len + 1;
+        if (len && head[len - 1] == '\r')
+            len--;
+        head[len] = 0;
+        enum gh_login_step step = r->login.line(r->login.ctx, r->c, head, len, &r->to_backend);
+        gh_buf_consume(&r->reply, used);
+        if (step == GH_LOGIN_REFUSED) {
+            login_failed(r, NULL);
+            return;
+        }
+        if (step == GH_LOGIN_DONE) {
+            /* the backend may already have spoken past its reply: the client's now */
+            gh_conn_write(r->c, gh_buf_head(&r->reply), gh_buf_len(&r->reply));
+            gh_buf_clear(&r->reply);
+            start_flowing(r);
+            backend_events(r);
+            return;
+        }
+        if (!send_to_backend(r)) {
+            login_failed(r, "connection to the backend lost");
+            return;
+        }
+    }
+}
+
 static void backend_to_client(struct gh_relay *r)
 {
     char chunk[16384];
@@ -425,6 +525,13 @@ static void connected(struct gh_relay *r)
         return;
     }
     gh_timer_set(r->c->worker->loop, &r->deadline, GREETING_DEADLINE_MS);
+    if (r->direct) {
+        r->stage = RELAY_LOGIN;
+        backend_events(r);
+        if (!send_to_backend(r))
+            login_failed(r, "connection to the backend lost");
+        return;
+    }
     if (r->swallow_greeting) {
         r->stage = RELAY_GREETING;
         backend_events(r);
@@ -453,6 +560,8 @@ static void relay_io(struct gh_io *io, uint32_t events)
         return;
     if (r->stage == RELAY_FLOWING)
         backend_to_client(r);
+    else if (r->stage == RELAY_LOGIN)
+        login_input(r);
     else if (!swallow_reply(r))
         next_destination(r, "unexpected greeting");
 }
@@ -464,7 +573,9 @@ static void relay_deadline(struct gh_timer *t)
         gh_conn_close(r->c); /* an hour without a byte from the backend */
         return;
     }
-    next_destination(r, r->stage == RELAY_CONNECTING ? "connect timed out" : "no greeting in time");
+    next_destination(r, r->stage == RELAY_CONNECTING ? "connect timed out"
+                        : r->stage == RELAY_LOGIN    ? "the backend's login timed out"
+                                                     : "no greeting in time");
 }
 
 void gh_relay_client_input(struct gh_conn *c)

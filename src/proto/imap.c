@@ -7,8 +7,11 @@
 #include "proto/proto.h"
 
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
+#include "proto/frontauth.h"
 #include "proto/line.h"
 
 #define IMAP_MAX_LINE    8192             /* a command line, literals apart */
@@ -28,6 +31,7 @@ enum action {
     A_ARGS,   /* a command that takes no arguments got some */
     A_NO_CMD, /* a tag and nothing else */
     A_BAD_TAG,
+    A_DONE, /* answered already (a login under way at the auth service) */
 };
 
 /* Owner: the connection (c->proto_state), allocated by gh_line_open, freed by gh_line_release. */
@@ -35,6 +39,8 @@ struct imap {
     struct gh_line_reader lines; /* first, where gh_line_* find it; literals: non-synchronizing */
     enum action pending;
     char tag[IMAP_TAG_MAX + 1];
+    bool sasl_wait;           /* AUTHENTICATE PLAIN sent "+": the next line is the response */
+    struct gh_front_auth *fa; /* logins through the listener's auth service; owned */
 };
 _Static_assert(offsetof(struct imap, lines) == 0, "gh_line_* find the reader at proto_state");
 
@@ -76,11 +82,249 @@ static bool valid_tag(const char *t, size_t len)
     return true;
 }
 
+/* ---- logins through the auth service ---- */
+
+static void imap_failed(struct gh_conn *c, bool temporary, const char *message,
+                        const char *smtp_code, bool last)
+{
+    struct imap *s = c->proto_state;
+    const char *tag = s->fa && s->fa->tag[0] ? s->fa->tag : "*";
+    if (temporary)
+        gh_conn_printf(
+            c, "%s NO [UNAVAILABLE] Service temporarily unavailable, try again later\r\n", tag);
+    else if (!s->fa || s->fa->stage != 3) /* the backend's own NO was passed on already */
+        gh_conn_printf(c, "%s NO [AUTHENTICATIONFAILED] %s\r\n", tag,
+                       message ? message : "Authentication failed");
+    if (last)
+        gh_conn_printf(c, "* BYE Too many failed logins\r\n");
+}
+
+static void imap_resume(struct gh_conn *c)
+{
+    struct imap *s = c->proto_state;
+    s->lines.stopped = false;
+    gh_line_input(c);
+}
+
+/* A string IMAP can carry quoted: printable ASCII, not too long. */
+static bool quotable(const char *v, size_t n)
+{
+    if (n > 1000)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)v[i] < 0x20 || (unsigned char)v[i] > 0x7e)
+            return false;
+    return true;
+}
+
+/* Appends v as an astring; a literal ends the current piece (a NUL marks where the backend's
+ * "+" is awaited) and its bytes begin the next. */
+static void astring(struct gh_buf *b, const char *v, size_t n)
+{
+    if (quotable(v, n)) {
+        gh_buf_append(b, "\"", 1);
+        for (size_t i = 0; i < n; i++) {
+            if (v[i] == '"' || v[i] == '\\')
+                gh_buf_append(b, "\\", 1);
+            gh_buf_append(b, v + i, 1);
+        }
+        gh_buf_append(b, "\"", 1);
+    } else {
+        gh_buf_printf(b, "{%zu}\r\n", n);
+        gh_buf_append(b, "", 1);
+        gh_buf_append(b, v, n);
+    }
+}
+
+/* Sends the next piece of the LOGIN command; true when it was the last. */
+static bool send_piece(struct gh_front_auth *fa, struct gh_buf *to_backend)
+{
+    const char *head = gh_buf_head(&fa->pieces);
+    size_t len = gh_buf_len(&fa->pieces);
+    const char *nul = memchr(head, 0, len);
+    size_t n = nul ? (size_t)(nul - head) : len;
+    gh_buf_append(to_backend, head, n);
+    gh_buf_consume(&fa->pieces, nul ? n + 1 : n);
+    return !nul;
+}
+
+/* Stages: 0 greeting, 1 waiting for "+" (literals), 2 waiting for the tagged reply,
+ * 3 refused (the backend's NO went to the client). */
+static enum gh_login_step imap_backend_line(struct gh_front_auth *fa, struct gh_conn *c,
+                                            const char *line, size_t len, struct gh_buf *to_backend)
+{
+    size_t tl = strlen(fa->tag);
+    if (fa->stage == 0) {
+        if (strncasecmp(line, "* OK", 4)) {
+            gh_conn_printf(c,
+                           "%s NO [UNAVAILABLE] Service temporarily unavailable, try again "
+                           "later\r\n",
+                           fa->tag);
+            fa->stage = 3;
+            return GH_LOGIN_REFUSED;
+        }
+        gh_buf_clear(&fa->pieces);
+        gh_buf_printf(&fa->pieces, "%s LOGIN ", fa->tag);
+        astring(&fa->pieces, fa->user, fa->user_len);
+        gh_buf_append(&fa->pieces, " ", 1);
+        astring(&fa->pieces, fa->pass, fa->pass_len);
+        gh_buf_append(&fa->pieces, "\r\n", 2);
+        fa->stage = send_piece(fa, to_backend) ? 2 : 1;
+        return GH_LOGIN_CONTINUE;
+    }
+    if (fa->stage == 1 && line[0] == '+') {
+        fa->stage = send_piece(fa, to_backend) ? 2 : 1;
+        return GH_LOGIN_CONTINUE;
+    }
+    if (len > tl && !strncmp(line, fa->tag, tl) && line[tl] == ' ') {
+        gh_conn_printf(c, "%s\r\n", line); /* the client's own command, the backend's answer */
+        if (!strncasecmp(line + tl + 1, "OK", 2))
+            return GH_LOGIN_DONE;
+        fa->stage = 3;
+        return GH_LOGIN_REFUSED;
+    }
+    if (line[0] == '*') {
+        gh_conn_printf(c, "%s\r\n", line); /* untagged data (capabilities) goes through */
+        return GH_LOGIN_CONTINUE;
+    }
+    gh_conn_printf(c, "%s NO [UNAVAILABLE] Service temporarily unavailable, try again later\r\n",
+                   fa->tag);
+    fa->stage = 3;
+    return GH_LOGIN_REFUSED;
+}
+
+static const struct gh_front_auth_ops imap_auth = {
+    .protocol = "imap",
+    .need_pass = true,
+    .failed = imap_failed,
+    .backend_line = imap_backend_line,
+    .resume = imap_resume,
+};
+
+/* One astring argument: an atom or a quoted string (literals are not taken here). Returns
+ * the rest of the line after it and its spaces, or NULL when malformed. */
+static const char *take_astring(const char *p, char *out, size_t cap, size_t *out_len)
+{
+    size_t n = 0;
+    if (*p == '"') {
+        for (p++; *p && *p != '"'; p++) {
+            if (*p == '\\' && (p[1] == '"' || p[1] == '\\'))
+                p++;
+            else if (*p == '\\')
+                return NULL;
+            if (n + 1 >= cap)
+                return NULL;
+            out[n++] = *p;
+        }
+        if (*p != '"')
+            return NULL;
+        p++;
+    } else {
+        for (; *p && *p != ' '; p++) {
+            if (strchr("(){%*\"\\", *p) || (unsigned char)*p < 0x20 || n + 1 >= cap)
+                return NULL;
+            out[n++] = *p;
+        }
+        if (!n)
+            return NULL;
+    }
+    if (*p && *p != ' ')
+        return NULL;
+    while (*p == ' ')
+        p++;
+    out[n] = 0;
+    *out_len = n;
+    return p;
+}
+
+static void start_login(struct gh_conn *c, struct imap *s, const char *user, size_t ul,
+                        const char *pass, size_t pl)
+{
+    s->pending = A_DONE;
+    s->lines.stopped = true; /* until the verdict */
+    gh_front_auth_start(&s->fa, c, &imap_auth, s->tag, user, ul, pass, pl);
+}
+
+static void login_command(struct gh_conn *c, struct imap *s, const char *args)
+{
+    char user[GH_FRONT_USER_MAX + 1], pass[GH_FRONT_PASS_MAX + 1];
+    size_t ul, pl;
+    const char *rest = take_astring(args, user, sizeof user, &ul);
+    rest = rest ? take_astring(rest, pass, sizeof pass, &pl) : NULL;
+    if (!rest || *rest) {
+        s->pending = A_ARGS;
+    } else {
+        start_login(c, s, user, ul, pass, pl);
+    }
+    explicit_bzero(pass, sizeof pass);
+}
+
+static void sasl_response(struct gh_conn *c, struct imap *s, const char *line, size_t len)
+{
+    char user[GH_FRONT_USER_MAX + 1], pass[GH_FRONT_PASS_MAX + 1];
+    size_t ul, pl;
+    s->sasl_wait = false;
+    s->pending = A_DONE;
+    if (len == 1 && line[0] == '*') {
+        error_reply(c, s->tag, "BAD Authentication cancelled");
+    } else if (!gh_sasl_plain(line, len, user, &ul, pass, &pl)) {
+        error_reply(c, s->tag, "BAD Invalid SASL PLAIN response");
+    } else {
+        start_login(c, s, user, ul, pass, pl);
+    }
+    explicit_bzero(pass, sizeof pass);
+}
+
+static void authenticate_command(struct gh_conn *c, struct imap *s, const char *args)
+{
+    size_t mlen;
+    const char *ir = gh_line_word(args, &mlen);
+    s->pending = A_DONE;
+    if (!gh_line_is(args, mlen, "PLAIN")) {
+        gh_conn_printf(c, "%s NO Unsupported authentication mechanism\r\n", s->tag);
+    } else if (!*ir) {
+        gh_conn_printf(c, "+ \r\n");
+        s->sasl_wait = true;
+    } else {
+        sasl_response(c, s, ir, strlen(ir));
+    }
+}
+
+/* LOGIN or AUTHENTICATE on a listener served by an auth service; false leaves the
+ * command to the usual answers (STARTTLS first, or a literal this front door skips). */
+static bool front_login(struct gh_conn *c, struct imap *s, const char *verb, size_t verb_len,
+                        const char *args, size_t line_len)
+{
+    if (!gh_front_auth_serves(c) || gh_conn_can_starttls(c))
+        return false;
+    uint64_t n;
+    bool nonsync;
+    if (gh_line_literal(args, strlen(args), &n, &nonsync)) {
+        s->pending = A_ARGS;
+        return true;
+    }
+    if (gh_line_is(verb, verb_len, "LOGIN"))
+        login_command(c, s, args);
+    else
+        authenticate_command(c, s, args);
+    return true;
+}
+
 /* The first line of a command: note its tag and what it asks for. */
 static void begin(struct gh_conn *c, const char *line, size_t len)
 {
     struct imap *s = c->proto_state;
     size_t tag_len, verb_len;
+    if (s->sasl_wait) {
+        if (strlen(line) != len) {
+            s->sasl_wait = false;
+            s->pending = A_DONE;
+            error_reply(c, s->tag, "BAD Invalid SASL PLAIN response");
+        } else {
+            sasl_response(c, s, line, len);
+        }
+        return;
+    }
     const char *verb = gh_line_word(line, &tag_len);
     s->tag[0] = '\0';
     if (strlen(line) != len || !valid_tag(line, tag_len)) {
@@ -101,6 +345,9 @@ static void begin(struct gh_conn *c, const char *line, size_t len)
         s->pending = bare ? A_LOGOUT : A_ARGS;
     else if (gh_line_is(verb, verb_len, "STARTTLS"))
         s->pending = bare ? A_STARTTLS : A_ARGS;
+    else if ((gh_line_is(verb, verb_len, "LOGIN") || gh_line_is(verb, verb_len, "AUTHENTICATE")) &&
+             front_login(c, s, verb, verb_len, args, len))
+        return;
     else if (gh_line_is(verb, verb_len, "LOGIN") || gh_line_is(verb, verb_len, "AUTHENTICATE"))
         s->pending = A_LOGIN;
     else if (gh_line_is_any(verb, verb_len, store_cmds))
@@ -169,6 +416,8 @@ static void finish(struct gh_conn *c)
     case A_BAD_TAG:
         error_reply(c, "*", "BAD Missing or invalid tag");
         break;
+    case A_DONE:
+        break;
     }
 }
 
@@ -201,13 +450,21 @@ static void imap_open(struct gh_conn *c)
     gh_conn_printf(c, "] %s ready\r\n", gh_conn_hostname(c));
 }
 
+static void imap_release(struct gh_conn *c)
+{
+    struct imap *s = c->proto_state;
+    if (s)
+        gh_front_auth_free(s->fa);
+    gh_line_release(c);
+}
+
 static void imap_tls_ready(struct gh_conn *c)
 {
     struct imap *s = c->proto_state;
     if (!s)
         return;
     /* RFC 9051 §6.2.1: the client asks for the capabilities again; nothing is sent. */
-    *s = (struct imap){.lines = s->lines};
+    *s = (struct imap){.lines = s->lines, .fa = s->fa};
     gh_line_restart(c);
 }
 
@@ -218,7 +475,7 @@ const struct gh_proto gh_proto_imap = {
     .tls_ready = imap_tls_ready,
     .idle = gh_line_idle,
     .shutdown = gh_line_shutdown,
-    .release = gh_line_release,
+    .release = imap_release,
     .over_limit = "* BYE Too many connections\r\n",
     .unavailable = "* BYE [UNAVAILABLE] Service not available\r\n",
 };

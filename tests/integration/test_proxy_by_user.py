@@ -1,0 +1,350 @@
+"""Logins at the front door through an nginx-compatible auth_http service (x:AuthService):
+a small service written here on loopback decides, scripted backends check the login made
+on the client's behalf; failures, Auth-Wait, the third failure, a service that is down,
+hangs or answers garbage; secrets never in the log."""
+import base64
+import http.server
+import socket
+import struct
+import threading
+import time
+import urllib.parse
+
+import pytest
+
+SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+class AuthService:
+    """nginx's auth_http protocol: one GET per login, the verdict in the answer headers."""
+
+    def __init__(self, decide):
+        self.requests, self.decide = [], decide
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"
+
+            def do_GET(self):
+                headers = {k: v for k, v in self.headers.items()}
+                outer.requests.append(headers)
+                status, answer = outer.decide(headers)
+                if status is None:
+                    time.sleep(30)
+                    return
+                if isinstance(answer, bytes):
+                    self.wfile.write(answer)
+                    return
+                self.send_response(status)
+                for k, v in answer.items():
+                    self.send_header(k, v)
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/auth"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class ImapBackend:
+    """A scripted IMAP server: reads the PROXY v2 header, greets, checks LOGIN, then echoes."""
+
+    def __init__(self, users, proxy=True):
+        self.users, self.proxy = users, proxy
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.headers, self.logins = [], []
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.session, args=(conn,), daemon=True).start()
+
+    def read_line(self, f):
+        return f.readline().rstrip(b"\r\n")
+
+    def session(self, conn):
+        with conn:
+            if self.proxy:
+                head = conn.recv(16, socket.MSG_WAITALL)
+                head += conn.recv(struct.unpack("!H", head[14:16])[0], socket.MSG_WAITALL)
+                self.headers.append(head)
+            f = conn.makefile("rb")
+            conn.sendall(b"* OK backend ready\r\n")
+            while True:
+                line = self.read_line(f)
+                if not line:
+                    return
+                tag, cmd, rest = (line.split(b" ", 2) + [b"", b""])[:3]
+                if cmd.upper() == b"LOGIN":
+                    user, rest = self.astring(rest, f, conn)
+                    password, _ = self.astring(rest.lstrip(b" "), f, conn)
+                    self.logins.append((user, password))
+                    if self.users.get(user) == password:
+                        conn.sendall(b"* CAPABILITY IMAP4rev1 backend\r\n" + tag +
+                                     b" OK [CAPABILITY IMAP4rev1] Logged in\r\n")
+                    else:
+                        conn.sendall(tag + b" NO [AUTHENTICATIONFAILED] backend says no\r\n")
+                else:
+                    conn.sendall(tag + b" OK backend did " + cmd + b"\r\n")
+
+    def astring(self, s, f, conn):
+        if s.startswith(b'"'):
+            out, i = b"", 1
+            while s[i:i + 1] != b'"':
+                if s[i:i + 1] == b"\\":
+                    i += 1
+                out += s[i:i + 1]
+                i += 1
+            return out, s[i + 1:]
+        if s.startswith(b"{"):
+            n = int(s[1:s.index(b"}")])
+            conn.sendall(b"+ go ahead\r\n")
+            data = f.read(n)
+            return data, self.read_line(f)
+        parts = s.split(b" ", 1)
+        return parts[0], parts[1] if len(parts) > 1 else b""
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def auth_service():
+    made = []
+
+    def make(decide):
+        s = AuthService(decide)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.close()
+
+
+@pytest.fixture
+def imap_backend():
+    made = []
+
+    def make(users, **kw):
+        b = ImapBackend(users, **kw)
+        made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        b.close()
+
+
+def route_to(port, users):
+    """A decide function: good passwords go to 127.0.0.1:port, others fail."""
+
+    def decide(h):
+        user = urllib.parse.unquote(h.get("Auth-User", ""))
+        password = urllib.parse.unquote(h.get("Auth-Pass", ""))
+        if users.get(user) == password:
+            return 200, {"Auth-Status": "OK", "Auth-Server": "127.0.0.1",
+                         "Auth-Port": str(port), "Auth-Pass": password}
+        return 200, {"Auth-Status": "Invalid login or password", "Auth-Wait": "0"}
+
+    return decide
+
+
+def front_door(gatehouse, free_port, svc, protocol="imap", **extra):
+    port = free_port()
+    gatehouse.create_listener(name="front", protocol=protocol, bind=[f"127.0.0.1:{port}"],
+                              useTls=False)
+    props = {"url": svc.url, "listeners": ["front"], "timeout": "2s"}
+    props.update(extra)
+    _, res, _ = gatehouse.call("x:AuthService/set", {"create": {"a": props}})
+    assert "a" in res.get("created", {}), res
+    time.sleep(0.3)  # the set reaches every worker by message
+    return port
+
+
+class Client:
+    def __init__(self, port):
+        self.s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.f = self.s.makefile("rb")
+
+    def line(self):
+        return self.f.readline().rstrip(b"\r\n")
+
+    def send(self, data):
+        self.s.sendall(data)
+
+    def until_tag(self, tag):
+        lines = []
+        while True:
+            line = self.line()
+            lines.append(line)
+            if line.startswith(tag + b" ") or not line:
+                return lines
+
+    def close(self):
+        self.s.close()
+
+
+def test_imap_login_goes_to_the_backend_the_service_names(gatehouse, free_port, auth_service,
+                                                           imap_backend):
+    users = {b"jo doe": b'p"ss\\word'}
+    b = imap_backend(users)
+    svc = auth_service(route_to(b.port, {k.decode(): v.decode() for k, v in users.items()}))
+    port = front_door(gatehouse, free_port, svc)
+    c = Client(port)
+    greeting = c.line()
+    assert greeting.startswith(b"* OK [CAPABILITY") and b"AUTH=PLAIN" in greeting
+    c.send(b'a1 LOGIN "jo doe" "p\\"ss\\\\word"\r\n')
+    lines = c.until_tag(b"a1")
+    assert lines[-1] == b"a1 OK [CAPABILITY IMAP4rev1] Logged in", lines
+    c.send(b"a2 SELECT INBOX\r\n")
+    assert c.line() == b"a2 OK backend did SELECT"
+    c.close()
+    assert b.logins == [(b"jo doe", b'p"ss\\word')]
+    h = svc.requests[0]
+    assert h["Auth-Method"] == "plain" and h["Auth-Protocol"] == "imap"
+    assert h["Auth-User"] == "jo%20doe" and h["Auth-Pass"] == 'p"ss\\word'
+    assert h["Auth-Login-Attempt"] == "1" and h["Client-IP"] == "127.0.0.1"
+    assert "Auth-SSL" not in h
+    assert b.headers[0][:12] == SIG  # PROXY v2 to the chosen backend
+    log = gatehouse.read_log()
+    assert "jo doe" in log and 'p"ss' not in log and "word" not in log
+
+
+def test_imap_authenticate_plain_sasl_ir_and_continuation(gatehouse, free_port, auth_service,
+                                                          imap_backend):
+    b = imap_backend({b"u1": b"secret1"})
+    svc = auth_service(route_to(b.port, {"u1": "secret1"}))
+    port = front_door(gatehouse, free_port, svc)
+    ir = base64.b64encode(b"\x00u1\x00secret1")
+    c = Client(port)
+    c.line()
+    c.send(b"t1 AUTHENTICATE PLAIN " + ir + b"\r\n")
+    assert c.until_tag(b"t1")[-1].startswith(b"t1 OK")
+    c.close()
+    c = Client(port)
+    c.line()
+    c.send(b"t1 AUTHENTICATE PLAIN\r\n")
+    assert c.line() == b"+ "
+    c.send(ir + b"\r\n")
+    assert c.until_tag(b"t1")[-1].startswith(b"t1 OK")
+    c.close()
+    assert b.logins == [(b"u1", b"secret1")] * 2
+
+
+def test_imap_failures_cancel_bad_input_and_third_failure(gatehouse, free_port, auth_service,
+                                                          imap_backend):
+    b = imap_backend({b"u1": b"secret1"})
+    svc = auth_service(route_to(b.port, {"u1": "secret1"}))
+    port = front_door(gatehouse, free_port, svc)
+    c = Client(port)
+    c.line()
+    c.send(b"t1 AUTHENTICATE PLAIN\r\n")
+    assert c.line() == b"+ "
+    c.send(b"*\r\n")
+    assert c.line() == b"t1 BAD Authentication cancelled"
+    c.send(b"t2 AUTHENTICATE PLAIN !!!notbase64\r\n")
+    assert c.line() == b"t2 BAD Invalid SASL PLAIN response"
+    c.send(b"t3 AUTHENTICATE PLAIN " + base64.b64encode(b"u1\x00secret1") + b"\r\n")
+    assert c.line() == b"t3 BAD Invalid SASL PLAIN response"  # one NUL only
+    c.send(b"t4 LOGIN u1 " + b"x" * 600 + b"\r\n")
+    assert c.line() == b"t4 BAD Invalid arguments"  # over-long password
+    c.send(b"t5 AUTHENTICATE CRAM-MD5\r\n")
+    assert c.line() == b"t5 NO Unsupported authentication mechanism"
+    for i in range(3):
+        c.send(b"f%d LOGIN u1 wrong\r\n" % i)
+        assert c.line() == b"f%d NO [AUTHENTICATIONFAILED] Authentication failed" % i
+    assert c.line() == b"* BYE Too many failed logins"
+    assert c.line() == b""  # closed
+    c.close()
+    assert b.logins == []
+    assert [r["Auth-Login-Attempt"] for r in svc.requests] == ["1", "2", "3"]
+
+
+def test_auth_wait_and_pass_error_message(gatehouse, free_port, auth_service):
+    def decide(h):
+        return 200, {"Auth-Status": "Go away", "Auth-Wait": "1"}
+
+    svc = auth_service(decide)
+    port = front_door(gatehouse, free_port, svc, passErrorMessage=True)
+    c = Client(port)
+    c.line()
+    t0 = time.monotonic()
+    c.send(b"a LOGIN u p\r\n")
+    assert c.line() == b"a NO [AUTHENTICATIONFAILED] Go away"
+    assert time.monotonic() - t0 >= 0.9
+    c.close()
+
+
+@pytest.mark.parametrize("kind", ["status500", "garbage", "no-server", "down", "hang"])
+def test_service_trouble_is_a_temporary_failure(gatehouse, free_port, auth_service, kind):
+    def decide(h):
+        if kind == "status500":
+            return 500, {"Auth-Status": "OK"}
+        if kind == "garbage":
+            return 200, b"\x00\xffnot http at all\r\n\r\n"
+        if kind == "no-server":
+            return 200, {"Auth-Status": "OK", "Auth-Pass": "x"}
+        return None, None
+
+    svc = auth_service(decide)
+    if kind == "down":
+        svc.close()
+    port = front_door(gatehouse, free_port, svc, timeout="1s")
+    c = Client(port)
+    c.line()
+    c.send(b"a LOGIN u p\r\n")
+    assert c.line() == b"a NO [UNAVAILABLE] Service temporarily unavailable, try again later"
+    c.send(b"b NOOP\r\n")  # the session goes on
+    assert c.line() == b"b OK NOOP completed"
+    c.close()
+
+
+def test_backend_refusal_is_passed_on(gatehouse, free_port, auth_service, imap_backend):
+    b = imap_backend({b"u1": b"other"})
+    svc = auth_service(route_to(b.port, {"u1": "secret1"}))
+    port = front_door(gatehouse, free_port, svc)
+    c = Client(port)
+    c.line()
+    c.send(b"a LOGIN u1 secret1\r\n")
+    assert c.line() == b"a NO [AUTHENTICATIONFAILED] backend says no"
+    c.send(b"b NOOP\r\n")
+    assert c.line() == b"b OK NOOP completed"
+    c.close()
+
+
+def test_literal_login_to_backend_for_8bit_password(gatehouse, free_port, auth_service,
+                                                    imap_backend):
+    pw = "pässwörd"
+    b = imap_backend({b"u1": pw.encode()})
+    svc = auth_service(route_to(b.port, {"u1": "secret1"}))
+
+    def decide(h):
+        status, ans = route_to(b.port, {"u1": "secret1"})(h)
+        if ans.get("Auth-Status") == "OK":
+            ans["Auth-Pass"] = pw.encode().decode("latin-1")  # raw bytes on the wire
+        return status, ans
+
+    svc.decide = decide
+    port = front_door(gatehouse, free_port, svc)
+    c = Client(port)
+    c.line()
+    c.send(b"a LOGIN u1 secret1\r\n")
+    assert c.until_tag(b"a")[-1].startswith(b"a OK")
+    c.close()
+    assert b.logins == [(b"u1", pw.encode())]
