@@ -348,3 +348,105 @@ def test_literal_login_to_backend_for_8bit_password(gatehouse, free_port, auth_s
     assert c.until_tag(b"a")[-1].startswith(b"a OK")
     c.close()
     assert b.logins == [(b"u1", pw.encode())]
+
+
+class Pop3Backend:
+    """A scripted POP3 server: PROXY v2, greeting, USER/PASS checked, then echoes."""
+
+    def __init__(self, users):
+        self.users, self.logins = users, []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.session, args=(conn,), daemon=True).start()
+
+    def session(self, conn):
+        with conn:
+            head = conn.recv(16, socket.MSG_WAITALL)
+            conn.recv(struct.unpack("!H", head[14:16])[0], socket.MSG_WAITALL)
+            f = conn.makefile("rb")
+            conn.sendall(b"+OK pop3 backend\r\n")
+            user = None
+            while True:
+                line = f.readline().rstrip(b"\r\n")
+                if not line:
+                    return
+                verb, _, arg = line.partition(b" ")
+                if verb == b"USER":
+                    user = arg
+                    conn.sendall(b"+OK\r\n")
+                elif verb == b"PASS":
+                    self.logins.append((user, arg))
+                    if self.users.get(user) == arg:
+                        conn.sendall(b"+OK Logged in.\r\n")
+                    else:
+                        conn.sendall(b"-ERR [AUTH] backend says no\r\n")
+                else:
+                    conn.sendall(b"+OK backend did " + verb + b"\r\n")
+
+    def close(self):
+        self.sock.close()
+
+
+def test_pop3_user_pass_and_auth_plain(gatehouse, free_port, auth_service):
+    b = Pop3Backend({b"u1": b"pass with spaces"})
+    try:
+        svc = auth_service(route_to(b.port, {"u1": "pass with spaces"}))
+        port = front_door(gatehouse, free_port, svc, protocol="pop3")
+        c = Client(port)
+        assert c.line().startswith(b"+OK")
+        c.send(b"PASS nope\r\n")
+        assert c.line() == b"-ERR USER first"
+        c.send(b"USER u1\r\nPASS pass with spaces\r\n")
+        assert c.line() == b"+OK"
+        assert c.line() == b"+OK Logged in."
+        c.send(b"STAT\r\n")
+        assert c.line() == b"+OK backend did STAT"
+        c.close()
+        c = Client(port)
+        c.line()
+        c.send(b"AUTH PLAIN\r\n")
+        assert c.line() == b"+ "
+        c.send(b"*\r\n")
+        assert c.line() == b"-ERR Authentication cancelled"
+        c.send(b"AUTH PLAIN " + base64.b64encode(b"\x00u1\x00pass with spaces") + b"\r\n")
+        assert c.line() == b"+OK Logged in."
+        c.close()
+        assert b.logins == [(b"u1", b"pass with spaces")] * 2
+        assert svc.requests[0]["Auth-Protocol"] == "pop3"
+        assert svc.requests[0]["Auth-Pass"] == "pass%20with%20spaces"
+    finally:
+        b.close()
+
+
+def test_pop3_failures(gatehouse, free_port, auth_service):
+    b = Pop3Backend({b"u1": b"other"})
+    try:
+        svc = auth_service(route_to(b.port, {"u1": "right"}))
+        port = front_door(gatehouse, free_port, svc, protocol="pop3")
+        c = Client(port)
+        c.line()
+        c.send(b"USER u1\r\nPASS right\r\n")
+        assert c.line() == b"+OK"
+        assert c.line() == b"-ERR [AUTH] backend says no"  # the backend's own answer
+        c.send(b"AUTH PLAIN ####\r\n")
+        assert c.line() == b"-ERR Invalid SASL PLAIN response"
+        c.send(b"USER u1\r\nPASS wrong\r\n")
+        assert c.line() == b"+OK"
+        assert c.line() == b"-ERR [AUTH] Authentication failed"
+        c.send(b"USER u1\r\nPASS wrong\r\n")
+        assert c.line() == b"+OK"
+        assert c.line() == b"-ERR [AUTH] Authentication failed"
+        assert c.line() == b""  # the third failure closes
+        c.close()
+    finally:
+        b.close()
