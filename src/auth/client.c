@@ -216,6 +216,11 @@ static bool add_headers(struct gh_auth_call *c, const struct gh_auth_service *sv
         if (!crlf)
             break;
         *crlf = 0;
+        /* an empty value ("Auth-User: ") is written "Auth-User;" for curl to send it */
+        if (crlf - (b.data + pos) >= 2 && crlf[-1] == ' ' && crlf[-2] == ':') {
+            crlf[-2] = ';';
+            crlf[-1] = 0;
+        }
         struct curl_slist *n = curl_slist_append(c->headers, b.data + pos);
         ok = n != NULL;
         c->headers = n ? n : c->headers;

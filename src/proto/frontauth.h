@@ -61,6 +61,7 @@ struct gh_front_auth {
     char *smtp_helo, *smtp_from, *smtp_to;
     /* for the protocol's driver */
     int stage;
+    unsigned flags;
     char tag[72];
     struct gh_buf pieces; /* literal parts still to send after "+" */
 };

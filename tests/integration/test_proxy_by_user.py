@@ -450,3 +450,165 @@ def test_pop3_failures(gatehouse, free_port, auth_service):
         c.close()
     finally:
         b.close()
+
+
+class SmtpBackend:
+    """A scripted submission server offering XCLIENT, as Postfix does with
+    smtpd_authorized_xclient_hosts: records every line it gets."""
+
+    def __init__(self, xclient=True):
+        self.xclient, self.lines = xclient, []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.session, args=(conn,), daemon=True).start()
+
+    def session(self, conn):
+        with conn:
+            head = conn.recv(16, socket.MSG_WAITALL)
+            conn.recv(struct.unpack("!H", head[14:16])[0], socket.MSG_WAITALL)
+            f = conn.makefile("rb")
+            conn.sendall(b"220 backend ESMTP\r\n")
+            while True:
+                line = f.readline().rstrip(b"\r\n")
+                if not line:
+                    return
+                self.lines.append(line)
+                verb = line.split(b" ")[0].upper()
+                if verb == b"EHLO":
+                    conn.sendall(b"250-backend\r\n" +
+                                 (b"250-XCLIENT ADDR LOGIN HELO\r\n" if self.xclient else b"") +
+                                 b"250 PIPELINING\r\n")
+                elif verb == b"XCLIENT":
+                    conn.sendall(b"220 backend ESMTP again\r\n")
+                elif verb == b"RCPT" and b"nobody" in line:
+                    conn.sendall(b"550 5.1.1 no such user here\r\n")
+                else:
+                    conn.sendall(b"250 2.0.0 backend got " + verb + b"\r\n")
+
+    def close(self):
+        self.sock.close()
+
+
+def smtp_reply(c):
+    lines = []
+    while True:
+        line = c.line()
+        lines.append(line)
+        if len(line) < 4 or line[3:4] != b"-":
+            return lines
+
+
+def test_smtp_auth_plain_and_login_with_xclient(gatehouse, free_port, auth_service):
+    b = SmtpBackend()
+    try:
+        svc = auth_service(route_to(b.port, {"jo": "pw"}))
+        port = front_door(gatehouse, free_port, svc, protocol="smtp")
+        c = Client(port)
+        assert c.line().startswith(b"220 ")
+        c.send(b"AUTH PLAIN " + base64.b64encode(b"\x00jo\x00pw") + b"\r\n")
+        assert c.line() == b"503 5.5.1 Send EHLO first"
+        c.send(b"EHLO client.example\r\n")
+        assert b"250-AUTH PLAIN LOGIN" in smtp_reply(c)
+        c.send(b"AUTH PLAIN " + base64.b64encode(b"\x00jo\x00pw") + b"\r\n")
+        assert c.line() == b"235 2.7.0 Authentication successful"
+        c.send(b"MAIL FROM:<jo@example.com>\r\n")
+        assert c.line() == b"250 2.0.0 backend got MAIL"
+        c.send(b"AUTH PLAIN " + base64.b64encode(b"\x00jo\x00pw") + b"\r\n")
+        assert c.line() == b"250 2.0.0 backend got AUTH"  # a second AUTH is the backend's
+        c.close()
+        assert b.lines[:4] == [b"EHLO client.example",
+                               b"XCLIENT ADDR=127.0.0.1 LOGIN=jo HELO=client.example",
+                               b"EHLO client.example", b"MAIL FROM:<jo@example.com>"]
+        assert svc.requests[0]["Auth-Protocol"] == "smtp"
+        assert svc.requests[0]["Client-Host"] == "[UNAVAILABLE]"
+
+        c = Client(port)
+        c.line()
+        c.send(b"EHLO c2\r\n")
+        smtp_reply(c)
+        c.send(b"AUTH LOGIN\r\n")
+        assert c.line() == b"334 VXNlcm5hbWU6"
+        c.send(base64.b64encode(b"jo") + b"\r\n")
+        assert c.line() == b"334 UGFzc3dvcmQ6"
+        c.send(base64.b64encode(b"wrong") + b"\r\n")
+        assert c.line() == b"535 5.7.8 Authentication credentials invalid"
+        c.send(b"AUTH LOGIN " + base64.b64encode(b"jo") + b"\r\n")
+        assert c.line() == b"334 UGFzc3dvcmQ6"
+        c.send(b"*\r\n")
+        assert c.line() == b"501 5.7.0 Authentication cancelled"
+        c.send(b"AUTH PLAIN\r\n")
+        assert c.line() == b"334 "
+        c.send(b"%%%%\r\n")
+        assert c.line() == b"501 5.5.2 Invalid SASL PLAIN response"
+        c.send(b"AUTH PLAIN " + base64.b64encode(b"\x00jo\x00" + b"p" * 600) + b"\r\n")
+        assert c.line() == b"501 5.5.2 Invalid SASL PLAIN response"  # over-long password
+        c.send(b"AUTH LOGIN " + base64.b64encode(b"jo") + b"\r\n")
+        c.line()
+        c.send(base64.b64encode(b"pw") + b"\r\n")
+        assert c.line() == b"235 2.7.0 Authentication successful"
+        c.close()
+    finally:
+        b.close()
+
+
+def test_smtp_auth_error_code_and_three_failures(gatehouse, free_port, auth_service):
+    def decide(h):
+        return 200, {"Auth-Status": "Bad password", "Auth-Error-Code": "535 5.7.0"}
+
+    svc = auth_service(decide)
+    port = front_door(gatehouse, free_port, svc, protocol="smtp")
+    c = Client(port)
+    c.line()
+    c.send(b"EHLO x\r\n")
+    smtp_reply(c)
+    for _ in range(3):
+        c.send(b"AUTH PLAIN " + base64.b64encode(b"\x00u\x00p") + b"\r\n")
+        assert c.line() == b"535 5.7.0 Authentication credentials invalid"
+    assert c.line().startswith(b"421 4.7.0")
+    assert c.line() == b""
+    c.close()
+
+
+def test_smtp_without_auth_is_routed_by_envelope(gatehouse, free_port, auth_service):
+    b = SmtpBackend()
+    try:
+        def decide(h):
+            if h["Auth-Method"] != "none":
+                return 200, {"Auth-Status": "no"}
+            return 200, {"Auth-Status": "OK", "Auth-Server": "127.0.0.1",
+                         "Auth-Port": str(b.port)}
+
+        svc = auth_service(decide)
+        port = front_door(gatehouse, free_port, svc, protocol="smtp")
+        c = Client(port)
+        c.line()
+        c.send(b"EHLO mx.example\r\n")
+        smtp_reply(c)
+        c.send(b"RCPT TO:<a@b>\r\n")
+        assert c.line() == b"503 5.5.1 Need MAIL command"
+        c.send(b"MAIL FROM:<s@example.org>\r\n")
+        assert c.line() == b"250 2.1.0 Ok"
+        c.send(b"RCPT TO:<u@example.net>\r\n")
+        assert c.line() == b"250 2.0.0 backend got RCPT"
+        c.send(b"RCPT TO:<nobody@example.net>\r\n")
+        assert c.line() == b"550 5.1.1 no such user here"
+        c.close()
+        h = svc.requests[0]
+        assert (h["Auth-Method"], h["Auth-User"], h["Auth-Pass"]) == ("none", "", "")
+        assert h["Auth-SMTP-Helo"] == "mx.example"
+        assert h["Auth-SMTP-From"] == "MAIL FROM:<s@example.org>"
+        assert h["Auth-SMTP-To"] == "RCPT TO:<u@example.net>"
+        assert b.lines[1] == b"XCLIENT ADDR=127.0.0.1 HELO=mx.example"
+        assert b.lines[3:5] == [b"MAIL FROM:<s@example.org>", b"RCPT TO:<u@example.net>"]
+    finally:
+        b.close()
