@@ -612,3 +612,99 @@ def test_smtp_without_auth_is_routed_by_envelope(gatehouse, free_port, auth_serv
         assert b.lines[3:5] == [b"MAIL FROM:<s@example.org>", b"RCPT TO:<u@example.net>"]
     finally:
         b.close()
+
+
+class SieveBackend:
+    """A scripted ManageSieve server: PROXY v2, capabilities, AUTHENTICATE "PLAIN"."""
+
+    def __init__(self, users):
+        self.users, self.logins = users, []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.session, args=(conn,), daemon=True).start()
+
+    def session(self, conn):
+        with conn:
+            head = conn.recv(16, socket.MSG_WAITALL)
+            conn.recv(struct.unpack("!H", head[14:16])[0], socket.MSG_WAITALL)
+            f = conn.makefile("rb")
+            conn.sendall(b'"IMPLEMENTATION" "backend"\r\n"SASL" "PLAIN"\r\nOK "ready"\r\n')
+            while True:
+                line = f.readline().rstrip(b"\r\n")
+                if not line:
+                    return
+                if line.startswith(b'AUTHENTICATE "PLAIN" "'):
+                    raw = base64.b64decode(line.split(b'"')[3])
+                    _, user, password = raw.split(b"\x00")
+                    self.logins.append((user, password))
+                    ok = self.users.get(user) == password
+                    conn.sendall(b'OK "Logged in."\r\n' if ok else b'NO "backend says no"\r\n')
+                else:
+                    conn.sendall(b'OK "backend did it"\r\n')
+
+    def close(self):
+        self.sock.close()
+
+
+def sieve_greeting(c):
+    lines = []
+    while True:
+        line = c.line()
+        lines.append(line)
+        if line.startswith(b"OK") or not line:
+            return lines
+
+
+def test_managesieve_authenticate_string_literal_and_continuation(gatehouse, free_port,
+                                                                  auth_service):
+    b = SieveBackend({b"u1": b"pw1"})
+    try:
+        svc = auth_service(route_to(b.port, {"u1": "pw1"}))
+        port = front_door(gatehouse, free_port, svc, protocol="manageSieve")
+        ir = base64.b64encode(b"\x00u1\x00pw1")
+        c = Client(port)
+        assert b'"SASL" "PLAIN"' in sieve_greeting(c)
+        c.send(b'AUTHENTICATE "DIGEST-MD5"\r\n')
+        assert c.line() == b'NO "Unsupported authentication mechanism"'
+        c.send(b'AUTHENTICATE "PLAIN" "' + ir + b'"\r\n')
+        assert c.line() == b'OK "Logged in."'
+        c.send(b"LISTSCRIPTS\r\n")
+        assert c.line() == b'OK "backend did it"'
+        c.close()
+        c = Client(port)
+        sieve_greeting(c)
+        c.send(b'AUTHENTICATE "PLAIN" {%d+}\r\n' % len(ir) + ir + b"\r\n")
+        assert c.line() == b'OK "Logged in."'
+        c.close()
+        c = Client(port)
+        sieve_greeting(c)
+        c.send(b'AUTHENTICATE "PLAIN"\r\n')
+        assert c.line() == b'""'
+        c.send(b'"*"\r\n')
+        assert c.line() == b'NO "Authentication cancelled"'
+        c.send(b'AUTHENTICATE "PLAIN"\r\n')
+        assert c.line() == b'""'
+        c.send(b"{%d+}\r\n" % len(ir) + ir + b"\r\n")
+        assert c.line() == b'OK "Logged in."'
+        c.close()
+        assert b.logins == [(b"u1", b"pw1")] * 3
+        assert svc.requests[0]["Auth-Protocol"] == "sieve"
+        c = Client(port)
+        sieve_greeting(c)
+        for _ in range(3):
+            c.send(b'AUTHENTICATE "PLAIN" "' + base64.b64encode(b"\x00u1\x00bad") + b'"\r\n')
+            assert c.line() == b'NO "Authentication failed"'
+        assert c.line() == b'BYE "Too many failed logins"'
+        c.close()
+    finally:
+        b.close()
