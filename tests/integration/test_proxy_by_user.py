@@ -4,7 +4,9 @@ on the client's behalf; failures, Auth-Wait, the third failure, a service that i
 hangs or answers garbage; secrets never in the log."""
 import base64
 import http.server
+import os
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -43,7 +45,10 @@ class AuthService:
             def log_message(self, *a):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(http.server.ThreadingHTTPServer):
+            request_queue_size = 1024  # many logins at once
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/auth"
@@ -708,3 +713,100 @@ def test_managesieve_authenticate_string_literal_and_continuation(gatehouse, fre
         c.close()
     finally:
         b.close()
+
+
+def tls_ctx():
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def starttls_front_door(gatehouse, free_port, svc, protocol):
+    port = free_port()
+    gatehouse.create_listener(name="front", protocol=protocol, bind=[f"127.0.0.1:{port}"],
+                              useTls=True, tlsImplicit=False)
+    _, res, _ = gatehouse.call("x:AuthService/set", {"create": {"a": {
+        "url": svc.url, "listeners": ["front"]}}})
+    assert "a" in res.get("created", {}), res
+    time.sleep(0.3)
+    return port
+
+
+def test_imap_credentials_wait_for_starttls(gatehouse, free_port, auth_service, imap_backend):
+    b = imap_backend({b"u1": b"pw"})
+    svc = auth_service(route_to(b.port, {"u1": "pw"}))
+    port = starttls_front_door(gatehouse, free_port, svc, "imap")
+    c = Client(port)
+    greeting = c.line()
+    assert b"LOGINDISABLED" in greeting and b"AUTH=PLAIN" not in greeting
+    c.send(b"a LOGIN u1 pw\r\n")
+    assert c.line() == b"a NO [PRIVACYREQUIRED] Use STARTTLS first"
+    c.send(b"b STARTTLS\r\n")
+    assert c.line().startswith(b"b OK")
+    s = tls_ctx().wrap_socket(c.s)
+    f = s.makefile("rb")
+    s.sendall(b"c CAPABILITY\r\n")
+    assert b"AUTH=PLAIN" in f.readline()
+    f.readline()
+    s.sendall(b"d LOGIN u1 pw\r\n")
+    lines = [f.readline(), f.readline()]
+    assert lines[-1].startswith(b"d OK"), lines
+    s.close()
+    assert svc.requests == [svc.requests[0]]  # the clear-text attempt never reached it
+    h = svc.requests[0]
+    assert h["Auth-SSL"] == "on" and h["Auth-SSL-Protocol"].startswith("TLSv1")
+    assert h.get("Auth-SSL-Cipher")
+    assert b.headers[0][:12] == SIG
+
+
+def test_smtp_auth_not_offered_in_clear_on_a_tls_listener(gatehouse, free_port, auth_service):
+    svc = auth_service(route_to(1, {}))
+    port = starttls_front_door(gatehouse, free_port, svc, "smtp")
+    c = Client(port)
+    c.line()
+    c.send(b"EHLO x\r\n")
+    assert not any(b"AUTH" in line for line in smtp_reply(c))
+    c.send(b"AUTH PLAIN " + base64.b64encode(b"\x00u\x00p") + b"\r\n")
+    assert c.line() == b"530 5.7.0 Must issue a STARTTLS command first"
+    c.close()
+    assert svc.requests == []
+
+
+def test_many_logins_in_flight_do_not_slow_other_sessions(make_daemon, free_port, auth_service):
+    """One worker; 300 logins wait on a service that takes 2 s while another session on the
+    same worker keeps getting prompt answers (bounded in count and time)."""
+    gatehouse = make_daemon(args=["--workers", "1"])
+
+    def slow(h):
+        time.sleep(2)
+        return 200, {"Auth-Status": "Invalid login"}
+
+    svc = auth_service(slow)
+    port = front_door(gatehouse, free_port, svc, timeout="20s")
+    n = int(os.environ.get("GATEHOUSE_LOGIN_LOAD", "300"))
+    clients = []
+    for i in range(n):
+        c = Client(port)
+        c.line()
+        c.send(b"x LOGIN user%d pw\r\n" % i)
+        clients.append(c)
+    probe = Client(port)
+    probe.line()
+    times = []
+    for i in range(100):
+        t0 = time.monotonic()
+        probe.send(b"p%d NOOP\r\n" % i)
+        assert probe.line() == b"p%d OK NOOP completed" % i
+        times.append(time.monotonic() - t0)
+    times.sort()
+    p99 = times[98]
+    print(f"NOOP p99 {p99 * 1000:.1f} ms with {n} logins in flight")
+    assert p99 < 0.1, times[-5:]  # generous: a shared, loaded machine
+    deadline = time.monotonic() + 30
+    for c in clients:
+        c.s.settimeout(max(0.1, deadline - time.monotonic()))
+        assert c.line() == b"x NO [AUTHENTICATIONFAILED] Authentication failed"
+        c.close()
+    probe.close()
+    assert len(svc.requests) == n
