@@ -810,3 +810,25 @@ def test_many_logins_in_flight_do_not_slow_other_sessions(make_daemon, free_port
         c.close()
     probe.close()
     assert len(svc.requests) == n
+
+
+def test_failed_logins_count_toward_auth_ban_rate(gatehouse, free_port, auth_service):
+    _, res, _ = gatehouse.call("x:Security/set", {"update": {"singleton": {
+        "authBanRate": {"count": 2, "period": "1h"}}}})
+    assert "singleton" in res.get("updated", {}), res
+    svc = auth_service(lambda h: (200, {"Auth-Status": "Invalid login"}))
+    port = front_door(gatehouse, free_port, svc)
+    s = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=("127.0.71.1", 0))
+    f = s.makefile("rb")
+    f.readline()
+    for i in range(2):
+        s.sendall(b"a%d LOGIN someone wrong\r\n" % i)
+        assert f.readline().startswith(b"a%d NO [AUTHENTICATIONFAILED]" % i)
+    s.close()
+    deadline = time.time() + 6
+    banned = None
+    while time.time() < deadline and not banned:
+        _, res, _ = gatehouse.call("x:BlockedIp/get", {"ids": None})
+        banned = [o for o in res["list"] if o["address"] == "127.0.71.1"]
+        time.sleep(0.1)
+    assert banned and banned[0]["reason"] == "authFailure", res
