@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -34,12 +35,21 @@ enum action {
     A_DONE, /* answered already (a login under way at the auth service) */
 };
 
+/* LOGIN's arguments while they arrive as literals. Owner: struct imap (acc). */
+struct login_acc {
+    char v[2][GH_FRONT_PASS_MAX + 1];
+    size_t len[2];
+    unsigned n;
+    size_t capture; /* bytes of a literal still to come before the rest of the line */
+};
+
 /* Owner: the connection (c->proto_state), allocated by gh_line_open, freed by gh_line_release. */
 struct imap {
     struct gh_line_reader lines; /* first, where gh_line_* find it; literals: non-synchronizing */
     enum action pending;
     char tag[IMAP_TAG_MAX + 1];
     bool sasl_wait;           /* AUTHENTICATE PLAIN sent "+": the next line is the response */
+    struct login_acc *acc;    /* LOGIN with literals, being read; owned */
     struct gh_front_auth *fa; /* logins through the listener's auth service; owned */
 };
 _Static_assert(offsetof(struct imap, lines) == 0, "gh_line_* find the reader at proto_state");
@@ -99,11 +109,13 @@ static void imap_failed(struct gh_conn *c, bool temporary, const char *message,
         gh_conn_printf(c, "* BYE Too many failed logins\r\n");
 }
 
+static void imap_input(struct gh_conn *c);
+
 static void imap_resume(struct gh_conn *c)
 {
     struct imap *s = c->proto_state;
     s->lines.stopped = false;
-    gh_line_input(c);
+    imap_input(c);
 }
 
 /* A string IMAP can carry quoted: printable ASCII, not too long. */
@@ -245,18 +257,105 @@ static void start_login(struct gh_conn *c, struct imap *s, const char *user, siz
     gh_front_auth_start(&s->fa, c, &imap_auth, s->tag, user, ul, pass, pl);
 }
 
+/* LOGIN's arguments in text: astrings into a, and a literal announced at its end sets
+ * a->capture (a "+" is sent for a synchronizing one). False when malformed. */
+static bool login_values(struct gh_conn *c, struct login_acc *a, const char *text)
+{
+    const char *p = text;
+    while (*p == ' ')
+        p++;
+    while (*p) {
+        uint64_t n;
+        bool nonsync;
+        if (*p == '{' && !strchr(p, ' ') && gh_line_literal(p, strlen(p), &n, &nonsync)) {
+            if (a->n >= 2 || n == 0 || n > GH_FRONT_PASS_MAX)
+                return false;
+            a->capture = (size_t)n;
+            if (!nonsync)
+                gh_conn_printf(c, "+ Ready for literal data\r\n");
+            return true;
+        }
+        if (a->n >= 2 || !(p = take_astring(p, a->v[a->n], sizeof a->v[0], &a->len[a->n])))
+            return false;
+        a->n++;
+    }
+    return true;
+}
+
+static bool login_complete(const struct login_acc *a)
+{
+    return a->n == 2 && !a->capture && a->len[0] && a->len[0] <= GH_FRONT_USER_MAX &&
+           !memchr(a->v[0], 0, a->len[0]) && !memchr(a->v[1], 0, a->len[1]);
+}
+
+static void acc_free(struct imap *s)
+{
+    if (s->acc) {
+        explicit_bzero(s->acc, sizeof *s->acc);
+        free(s->acc);
+        s->acc = NULL;
+    }
+}
+
 static void login_command(struct gh_conn *c, struct imap *s, const char *args)
 {
-    char user[GH_FRONT_USER_MAX + 1], pass[GH_FRONT_PASS_MAX + 1];
-    size_t ul, pl;
-    const char *rest = take_astring(args, user, sizeof user, &ul);
-    rest = rest ? take_astring(rest, pass, sizeof pass, &pl) : NULL;
-    if (!rest || *rest) {
+    struct login_acc a = {0};
+    if (!login_values(c, &a, args)) {
+        s->pending = A_ARGS;
+    } else if (a.capture) {
+        /* the literal is read by imap_input, not skipped by the line reader */
+        s->pending = A_DONE;
+        s->lines.stopped = true;
+        if ((s->acc = malloc(sizeof *s->acc)))
+            *s->acc = a;
+        else
+            gh_conn_close(c);
+    } else if (!login_complete(&a)) {
         s->pending = A_ARGS;
     } else {
-        start_login(c, s, user, ul, pass, pl);
+        start_login(c, s, a.v[0], a.len[0], a.v[1], a.len[1]);
     }
-    explicit_bzero(pass, sizeof pass);
+    explicit_bzero(&a, sizeof a);
+}
+
+/* Reads LOGIN's literals and the rest of its lines; false while more input is needed. */
+static bool take_login_literals(struct gh_conn *c, struct imap *s)
+{
+    struct login_acc *a = s->acc;
+    for (;;) {
+        if (a->capture) {
+            if (gh_buf_len(&c->in) < a->capture)
+                return false;
+            memcpy(a->v[a->n], gh_buf_head(&c->in), a->capture);
+            a->v[a->n][a->capture] = 0;
+            a->len[a->n++] = a->capture;
+            gh_conn_consume(c, a->capture);
+            a->capture = 0;
+        }
+        char *line;
+        size_t len;
+        bool skipping = false;
+        enum gh_line_result r = gh_line_take(&c->in, IMAP_MAX_LINE, &skipping, &line, &len);
+        if (r == GH_LINE_MORE)
+            return false;
+        bool ok = r == GH_LINE_OK && strlen(line) == len && login_values(c, a, line);
+        if (ok && a->capture)
+            continue;
+        struct login_acc done = *a;
+        acc_free(s);
+        s->lines.stopped = false;
+        if (r == GH_LINE_TOO_LONG) {
+            error_reply(c, s->tag, "BAD [TOOBIG] Line too long");
+            gh_conn_printf(c, "* BYE Line too long\r\n");
+            gh_line_stop(c);
+        } else if (!ok || !login_complete(&done)) {
+            error_reply(c, s->tag, "BAD Invalid arguments");
+        } else {
+            start_login(c, s, done.v[0], done.len[0], done.v[1], done.len[1]);
+        }
+        explicit_bzero(&done, sizeof done);
+        return true;
+    }
 }
 
 static void sasl_response(struct gh_conn *c, struct imap *s, const char *line, size_t len)
@@ -299,11 +398,12 @@ static bool front_login(struct gh_conn *c, struct imap *s, const char *verb, siz
         return false;
     uint64_t n;
     bool nonsync;
-    if (gh_line_literal(args, strlen(args), &n, &nonsync)) {
+    bool login = gh_line_is(verb, verb_len, "LOGIN");
+    if (!login && gh_line_literal(args, strlen(args), &n, &nonsync)) {
         s->pending = A_ARGS;
         return true;
     }
-    if (gh_line_is(verb, verb_len, "LOGIN"))
+    if (login)
         login_command(c, s, args);
     else
         authenticate_command(c, s, args);
@@ -450,11 +550,32 @@ static void imap_open(struct gh_conn *c)
     gh_conn_printf(c, "] %s ready\r\n", gh_conn_hostname(c));
 }
 
+/* gh_proto.input: LOGIN's literals are taken here (the line reader would skip them), then
+ * lines as usual. */
+static void imap_input(struct gh_conn *c)
+{
+    for (;;) {
+        struct imap *s = c->proto_state;
+        if (!s || c->closed)
+            return;
+        if (s->acc && !take_login_literals(c, s))
+            return;
+        if (c->closed || s->lines.stopped)
+            return;
+        gh_line_input(c);
+        s = c->proto_state;
+        if (c->closed || !s || !s->acc)
+            return;
+    }
+}
+
 static void imap_release(struct gh_conn *c)
 {
     struct imap *s = c->proto_state;
-    if (s)
+    if (s) {
         gh_front_auth_free(s->fa);
+        acc_free(s);
+    }
     gh_line_release(c);
 }
 
@@ -464,6 +585,7 @@ static void imap_tls_ready(struct gh_conn *c)
     if (!s)
         return;
     /* RFC 9051 §6.2.1: the client asks for the capabilities again; nothing is sent. */
+    acc_free(s);
     *s = (struct imap){.lines = s->lines, .fa = s->fa};
     gh_line_restart(c);
 }
@@ -471,7 +593,7 @@ static void imap_tls_ready(struct gh_conn *c)
 const struct gh_proto gh_proto_imap = {
     .name = "imap",
     .open = imap_open,
-    .input = gh_line_input,
+    .input = imap_input,
     .tls_ready = imap_tls_ready,
     .idle = gh_line_idle,
     .shutdown = gh_line_shutdown,

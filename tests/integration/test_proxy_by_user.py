@@ -832,3 +832,45 @@ def test_failed_logins_count_toward_auth_ban_rate(gatehouse, free_port, auth_ser
         banned = [o for o in res["list"] if o["address"] == "127.0.71.1"]
         time.sleep(0.1)
     assert banned and banned[0]["reason"] == "authFailure", res
+
+
+def test_imap_login_with_literals_from_the_client(gatehouse, free_port, auth_service,
+                                                  imap_backend):
+    pw = "pä ss".encode()
+    b = imap_backend({b"u1": pw})
+
+    def decide(h):
+        got = urllib.parse.unquote_to_bytes(h["Auth-Pass"].encode("latin-1"))
+        if h["Auth-User"] == "u1" and got == pw:
+            return 200, {"Auth-Status": "OK", "Auth-Server": "127.0.0.1",
+                         "Auth-Port": str(b.port), "Auth-Pass": pw.decode("latin-1")}
+        return 200, {"Auth-Status": "no"}
+
+    svc = auth_service(decide)
+    port = front_door(gatehouse, free_port, svc)
+    c = Client(port)
+    c.line()
+    c.send(b"a LOGIN {2}\r\n")  # synchronizing: wait for "+"
+    assert c.line().startswith(b"+ ")
+    c.send(b"u1 {%d}\r\n" % len(pw))
+    assert c.line().startswith(b"+ ")
+    c.send(pw + b"\r\n")
+    assert c.until_tag(b"a")[-1].startswith(b"a OK"), svc.requests
+    c.close()
+    c = Client(port)
+    c.line()
+    c.send(b'b LOGIN "u1" {%d+}\r\n' % len(pw) + pw + b"\r\n")  # LITERAL+, mixed
+    assert c.until_tag(b"b")[-1].startswith(b"b OK")
+    c.close()
+    c = Client(port)
+    c.line()
+    c.send(b"c LOGIN u1 {9999}\r\n")  # too large: refused, never asked for
+    assert c.line() == b"c BAD Invalid arguments"
+    c.send(b"d LOGIN {3+}\r\nu\x001 x\r\n")  # a NUL inside a name
+    assert c.line() == b"d BAD Invalid arguments"
+    c.send(b"e LOGIN {2+}\r\nu1 x y\r\n")  # three arguments
+    assert c.line() == b"e BAD Invalid arguments"
+    c.send(b"f NOOP\r\n")
+    assert c.line() == b"f OK NOOP completed"
+    c.close()
+    assert b.logins == [(b"u1", pw)] * 2
