@@ -2,13 +2,15 @@
  * fuzz_auth_http: libFuzzer target for the auth_http answer parser and the request
  * writer. Beyond memory safety: whatever a service sends, a value the front door would
  * copy into a client reply or use as a backend never holds a line break, and a request
- * built from any user name and password is exactly one header per line.
+ * built from any user name and password is exactly one header per line; a client's SASL
+ * PLAIN message that is accepted yields a user and a password within their limits.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "auth/auth_http.h"
+#include "proto/frontauth.h"
 
 static void check(int ok)
 {
@@ -64,9 +66,24 @@ static void request(const uint8_t *data, size_t size)
     gh_buf_free(&b);
 }
 
+/* SASL PLAIN from a client: what passes has a user and a password within their limits and
+ * without a NUL. */
+static void sasl_plain(const uint8_t *data, size_t size)
+{
+    char *copy = malloc(size ? size : 1);
+    memcpy(copy, data, size);
+    char user[GH_FRONT_USER_MAX + 1], pass[GH_FRONT_PASS_MAX + 1];
+    size_t ul, pl;
+    if (gh_sasl_plain(copy, size, user, &ul, pass, &pl))
+        check(ul >= 1 && ul <= GH_FRONT_USER_MAX && pl >= 1 && pl <= GH_FRONT_PASS_MAX &&
+              strlen(user) == ul && strlen(pass) == pl);
+    free(copy);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     answer(data, size);
     request(data, size);
+    sasl_plain(data, size);
     return 0;
 }
