@@ -48,6 +48,15 @@ void gh_front_auth_free(struct gh_front_auth *fa)
 
 /* ---- the verdict ---- */
 
+/* The session is saying goodbye (a graceful stop): a verdict arriving now is dropped. */
+static bool ending(struct gh_front_auth *fa)
+{
+    if (!fa->c->closed && fa->c->phase != GH_PHASE_CLOSING)
+        return false;
+    wipe(fa);
+    return true;
+}
+
 static void answer_failure(struct gh_front_auth *fa)
 {
     struct gh_conn *c = fa->c;
@@ -70,6 +79,8 @@ static void ask(struct gh_front_auth *fa);
 static void on_wait(struct gh_timer *t)
 {
     struct gh_front_auth *fa = gh_container_of(t, struct gh_front_auth, wait);
+    if (ending(fa))
+        return;
     switch (fa->timer_job) {
     case FA_RETRY:
         ask(fa);
@@ -156,6 +167,8 @@ static void done(void *arg, enum gh_auth_verdict v, struct gh_auth_answer *a, co
     struct gh_front_auth *fa = arg;
     struct gh_conn *c = fa->c;
     fa->call = NULL;
+    if (ending(fa))
+        return;
     switch (v) {
     case GH_AUTH_OK:
         go_to_backend(fa, a);
