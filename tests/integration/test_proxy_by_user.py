@@ -887,3 +887,29 @@ def test_imap_login_with_literals_from_the_client(gatehouse, free_port, auth_ser
     assert c.line() == b"f OK NOOP completed"
     c.close()
     assert b.logins == [(b"u1", pw)] * 2
+
+
+def test_daemon_stops_cleanly_with_logins_in_flight(make_daemon, free_port, auth_service):
+    gatehouse = make_daemon()
+    svc = auth_service(lambda h: (None, None))  # never answers
+    port = front_door(gatehouse, free_port, svc, timeout="30s")
+    clients = []
+    for i in range(20):
+        c = Client(port)
+        c.line()
+        c.send(b"a LOGIN u%d p\r\n" % i)
+        clients.append(c)
+    deadline = time.time() + 10
+    while len(svc.requests) < 20 and time.time() < deadline:
+        time.sleep(0.02)
+    t0 = time.monotonic()
+    assert gatehouse.stop() == 0
+    assert time.monotonic() - t0 < 12
+    for c in clients:
+        c.s.settimeout(5)
+        try:
+            rest = c.s.recv(100)
+        except ConnectionResetError:
+            rest = b""
+        assert b"OK" not in rest
+        c.close()
