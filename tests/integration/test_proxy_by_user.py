@@ -913,3 +913,42 @@ def test_daemon_stops_cleanly_with_logins_in_flight(make_daemon, free_port, auth
             rest = b""
         assert b"OK" not in rest
         c.close()
+
+
+def handoffs(gatehouse, result):
+    """gatehouse_handoffs_total{listener="front",result=...} from the scrape."""
+    _, _, body = gatehouse.http("GET", "/metrics/prometheus")
+    for line in body.decode().splitlines():
+        if (line.startswith("gatehouse_handoffs_total{") and 'listener="front"' in line
+                and f'result="{result}"' in line):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_backend_hand_offs_are_counted_and_an_unreachable_one_is_temporary(
+        gatehouse, free_port, auth_service, imap_backend):
+    b = imap_backend({b"u2": b"secret2", b"u3": b"other"})
+    dead = free_port()  # nothing listens there
+
+    def decide(h):
+        user = urllib.parse.unquote(h.get("Auth-User", ""))
+        port = dead if user == "u1" else b.port
+        return 200, {"Auth-Status": "OK", "Auth-Server": "127.0.0.1", "Auth-Port": str(port),
+                     "Auth-Pass": urllib.parse.unquote(h.get("Auth-Pass", ""))}
+
+    port = front_door(gatehouse, free_port, auth_service(decide))
+    c = Client(port)
+    c.line()
+    c.send(b"a LOGIN u1 secret1\r\n")  # the backend cannot be reached
+    assert c.line() == b"a NO [UNAVAILABLE] Service temporarily unavailable, try again later"
+    c.send(b"b LOGIN u3 secret3\r\n")  # the backend refuses: a login failure, not a hand-off's
+    assert c.line() == b"b NO [AUTHENTICATIONFAILED] backend says no"
+    c.send(b"c LOGIN u2 secret2\r\n")  # the third try, logged in and relayed
+    assert c.until_tag(b"c")[-1].startswith(b"c OK")
+    c.send(b"d SELECT INBOX\r\n")
+    assert c.line() == b"d OK backend did SELECT"
+    c.close()
+    assert handoffs(gatehouse, "failed") == 1 and handoffs(gatehouse, "ok") == 1
+    assert handoffs(gatehouse, "retried") == 0
+    log = gatehouse.read_log()
+    assert "backend-login-failed" in log and f"127.0.0.1:{dead}" in log
