@@ -1,7 +1,8 @@
 /*
- * handoff: passing a session to a backend mail server (an x:Destination) once the front
- * door's part is done — choosing one (load shared, failing over), connecting, telling it the
- * client's address (PROXY v2, v1 or nothing), then relaying bytes both ways.
+ * handoff: passing a session to a backend mail server (an x:Destination, or one named at run
+ * time for a login at the front door) once the front door's part is done — choosing one (load
+ * shared, failing over), connecting, telling it the client's address (PROXY v2, v1 or
+ * nothing), then relaying bytes both ways.
  */
 #ifndef GH_HANDOFF_H
 #define GH_HANDOFF_H
