@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "auth/service.h"
 #include "core/buf.h"
 #include "core/log.h"
 #include "metrics/metrics.h"
@@ -1039,6 +1040,7 @@ static void *worker_main(void *arg)
         gh_log(NULL, NULL, "worker-error", "worker %u: %s", w->index, err.msg);
     gh_log_detach(); /* session lines still buffered go out now */
     gh_buf_cache_drain();
+    gh_auth_thread_end();
     pthread_mutex_lock(&w->engine->done_mu);
     atomic_fetch_sub(&w->engine->running, 1);
     pthread_cond_broadcast(&w->engine->done_cv);

@@ -2,8 +2,11 @@
  * handoff: the relay between a client connection and its destination. Stages: choose a
  * destination (smooth weighted round-robin per listener, down ones last) → open the backend
  * connection (net/backend.c: connect, PROXY header, TLS, greeting) → drop the backend's
- * hello reply when the client already said hello to us → relay. The relay stops reading
- * one side while the other side has a backlog, so memory stays bounded.
+ * hello reply when the client already said hello to us → relay. A backend chosen at run time
+ * (a login at the front door) is opened the same way, plain, and has a login stage instead:
+ * the protocol's driver reads its lines and logs in; a refusal or failure gives the session
+ * back to the front door. The relay stops reading one side while the other side has a
+ * backlog, so memory stays bounded.
  */
 #include "net/handoff.h"
 
@@ -16,6 +19,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "auth/service.h"
 #include "core/buf.h"
 #include "core/log.h"
 #include "metrics/metrics.h"
@@ -31,7 +35,7 @@
 #define GREETING_DEADLINE_MS 30000
 #define RELAY_IDLE_MS        (60 * 60 * 1000)
 
-enum relay_stage { RELAY_OPENING, RELAY_HELLO, RELAY_FLOWING };
+enum relay_stage { RELAY_OPENING, RELAY_HELLO, RELAY_LOGIN, RELAY_FLOWING };
 
 /* Owner: the connection (c->relay), freed with it. */
 struct gh_relay {
@@ -46,6 +50,9 @@ struct gh_relay {
     const struct gh_destination *dest; /* the one being tried, in set */
     bool *tried;                       /* one per destination of set */
     struct gh_buf to_backend, reply;
+    /* A backend chosen at run time (login.line set): dest points to named, the only one. */
+    struct gh_backend_login login;
+    struct gh_destination named;
 };
 
 /* ---- destinations ---- */
@@ -64,6 +71,10 @@ static bool serves(const struct gh_destination *d, const struct gh_listener_conf
 
 bool gh_conn_has_destination(const struct gh_conn *c)
 {
+    /* A listener served by an auth service logs clients in itself and hands each session
+     * to the backend the service names, never to a destination. */
+    if (gh_auth_service_for(gh_auth_set_current(), c->conf->name))
+        return false;
     const struct gh_dest_set *s = c->worker ? c->worker->dests : NULL;
     for (unsigned i = 0; s && i < s->n; i++)
         if (serves(&s->d[i], c->conf))
@@ -315,8 +326,31 @@ static void give_up(struct gh_relay *r, const char *why)
     gh_conn_close_after_flush(c);
 }
 
+/* A backend chosen at run time could not be used (why says how) or refused the login (why
+ * NULL): the session goes back to its front door, which answers the client's command. The
+ * relay stays, closed, for the front door's next attempt. */
+static void login_failed(struct gh_relay *r, const char *why)
+{
+    struct gh_conn *c = r->c;
+    if (why) {
+        gh_conn_log(c, "backend-login-failed", "%s: %s", r->dest->name, why);
+        gh_metrics_handoff(c->metrics, GH_HANDOFF_FAILED);
+    }
+    gh_timer_cancel(c->worker->loop, &r->deadline);
+    gh_backend_close(&r->b);
+    gh_buf_clear(&r->to_backend);
+    gh_buf_clear(&r->reply);
+    c->phase = GH_PHASE_PROTOCOL;
+    gh_conn_pause_input(c, false);
+    r->login.failed(r->login.ctx, c, why);
+}
+
 static void next_destination(struct gh_relay *r, const char *why)
 {
+    if (r->login.line) { /* no other backend to try */
+        login_failed(r, why);
+        return;
+    }
     gh_conn_log(r->c, "handoff-retry", "destination %s: %s", r->dest->name, why);
     gh_metrics_handoff(r->c->metrics, GH_HANDOFF_RETRIED);
     gh_backend_close(&r->b);
@@ -354,6 +388,12 @@ static void opened(struct gh_backend *b, const char *error)
         return;
     }
     b->io.fn = relay_io;
+    if (r->login.line) { /* the driver reads the greeting and logs in */
+        r->stage = RELAY_LOGIN;
+        gh_timer_set(r->c->worker->loop, &r->deadline, GREETING_DEADLINE_MS);
+        backend_events(r);
+        return;
+    }
     if (r->swallow_greeting && r->hello) {
         r->stage = RELAY_HELLO;
         gh_timer_set(r->c->worker->loop, &r->deadline, GREETING_DEADLINE_MS);
@@ -409,6 +449,34 @@ void gh_conn_handoff(struct gh_conn *c, bool swallow_greeting, const char *hello
         give_up(r, "no destination for this listener");
         return;
     }
+    attempt(r);
+}
+
+void gh_conn_handoff_to(struct gh_conn *c, const struct gh_sockaddr *addr,
+                        enum gh_forwarding forwarding, uint32_t connect_timeout_ms,
+                        const struct gh_backend_login *login)
+{
+    struct gh_relay *r = c->relay; /* an earlier login's, its backend closed: reused */
+    if (!r && !(r = calloc(1, sizeof *r))) {
+        gh_conn_close(c);
+        return;
+    }
+    r->c = c;
+    r->deadline.fn = relay_deadline;
+    r->login = *login;
+    r->backend_spoke = r->client_spoke = false;
+    r->named = (struct gh_destination){.protocol = c->conf->protocol,
+                                       .addr = *addr,
+                                       .forwarding = forwarding,
+                                       .connect_timeout_ms = connect_timeout_ms,
+                                       .tls = GH_BTLS_NONE};
+    char text[GH_ADDR_TEXT];
+    gh_sockaddr_format(addr, text);
+    snprintf(r->named.name, sizeof r->named.name, "%s", text);
+    r->dest = &r->named;
+    c->relay = r;
+    c->phase = GH_PHASE_RELAY;
+    gh_conn_pause_input(c, true); /* the client waits until the login is done */
     attempt(r);
 }
 
@@ -482,6 +550,49 @@ static bool swallow_hello_reply(struct gh_relay *r)
     return true;
 }
 
+/* The login dialogue: each complete backend line goes to the protocol's driver. */
+static void login_input(struct gh_relay *r)
+{
+    char chunk[4096];
+    ssize_t n = gh_backend_recv(&r->b, chunk, sizeof chunk);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0 || !gh_buf_append(&r->reply, chunk, (size_t)n) ||
+        gh_buf_len(&r->reply) > GREETING_MAX) {
+        login_failed(r, n <= 0 ? "the backend closed the connection during the login"
+                               : "the backend's login replies are too long");
+        return;
+    }
+    char *head, *nl;
+    while ((nl = memchr(head = gh_buf_head(&r->reply), '\n', gh_buf_len(&r->reply)))) {
+        size_t len = (size_t)(nl - head), used = len + 1;
+        if (len && head[len - 1] == '\r')
+            len--;
+        head[len] = 0;
+        enum gh_login_step step = r->login.line(r->login.ctx, r->c, head, len, &r->to_backend);
+        if (r->c->closed) /* the driver ended the session */
+            return;
+        gh_buf_consume(&r->reply, used);
+        if (step == GH_LOGIN_REFUSED) {
+            login_failed(r, NULL);
+            return;
+        }
+        if (step == GH_LOGIN_DONE) {
+            /* the backend may already have spoken past its reply: the client's now */
+            gh_conn_write(r->c, gh_buf_head(&r->reply), gh_buf_len(&r->reply));
+            gh_buf_clear(&r->reply);
+            r->backend_spoke = true; /* its greeting: a close from now on ends the session */
+            start_flowing(r);
+            backend_events(r);
+            return;
+        }
+        if (!send_to_backend(r)) {
+            login_failed(r, "connection lost");
+            return;
+        }
+    }
+}
+
 static void backend_to_client(struct gh_relay *r)
 {
     char chunk[16384];
@@ -518,16 +629,18 @@ static void relay_io(struct gh_io *io, uint32_t events)
     if (r->c->closed || !r->b.registered)
         return; /* an event of the same batch, after the session or this attempt ended */
     if ((events & EPOLLOUT) && !send_to_backend(r)) {
-        if (r->stage == RELAY_HELLO)
-            next_destination(r, "connection lost");
-        else
+        if (r->stage == RELAY_FLOWING)
             gh_conn_close(r->c);
+        else
+            next_destination(r, "connection lost");
         return;
     }
     if (!(events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) || r->backend_paused)
         return;
     if (r->stage == RELAY_FLOWING)
         backend_to_client(r);
+    else if (r->stage == RELAY_LOGIN)
+        login_input(r);
     else if (!swallow_hello_reply(r))
         next_destination(r, "hello refused");
 }
@@ -539,7 +652,8 @@ static void relay_deadline(struct gh_timer *t)
         gh_conn_close(r->c); /* an hour without a byte from the backend */
         return;
     }
-    next_destination(r, "no reply to hello in time");
+    next_destination(r,
+                     r->stage == RELAY_LOGIN ? "the login timed out" : "no reply to hello in time");
 }
 
 void gh_relay_client_input(struct gh_conn *c)

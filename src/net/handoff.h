@@ -1,12 +1,14 @@
 /*
- * handoff: passing a session to a backend mail server (an x:Destination) once the front
- * door's part is done — choosing one (load shared, failing over), connecting, telling it the
- * client's address (PROXY v2, v1 or nothing), then relaying bytes both ways.
+ * handoff: passing a session to a backend mail server (an x:Destination, or one named at run
+ * time for a login at the front door) once the front door's part is done — choosing one (load
+ * shared, failing over), connecting, telling it the client's address (PROXY v2, v1 or
+ * nothing), then relaying bytes both ways.
  */
 #ifndef GH_HANDOFF_H
 #define GH_HANDOFF_H
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/err.h"
@@ -106,5 +108,33 @@ void gh_conn_handoff(struct gh_conn *c, bool swallow_greeting, const char *hello
 
 /* The destination bytes flow to, once the hand-off is done; NULL before or without one. */
 const char *gh_relay_destination(const struct gh_conn *c);
+
+/* A login on the client's behalf at a backend chosen at run time. The protocol's driver
+ * reads the backend's lines (greeting first) and answers them; ctx is the protocol's. */
+enum gh_login_step {
+    GH_LOGIN_CONTINUE, /* send what was queued in to_backend, read the next line */
+    GH_LOGIN_DONE,     /* logged in: what was written to the client stands, relay from now */
+    GH_LOGIN_REFUSED   /* the backend said no: the session goes back to the front door */
+};
+struct gh_buf;
+struct gh_backend_login {
+    /* line: NUL-terminated without its line end; the driver may gh_conn_write to c. */
+    enum gh_login_step (*line)(void *ctx, struct gh_conn *c, const char *line, size_t len,
+                               struct gh_buf *to_backend);
+    /* The session is back at the front door (phase PROTOCOL, input resumed): the backend
+     * refused (why NULL), or could not be reached or answered wrongly (why says what). */
+    void (*failed)(void *ctx, struct gh_conn *c, const char *why);
+    void *ctx;
+};
+
+/*
+ * Hands the session to addr (forwarding the client's address as asked) and runs login's
+ * driver there; on GH_LOGIN_DONE whatever the client sent meanwhile follows, then bytes
+ * flow both ways. On failure login->failed is called and the session stays with the
+ * front door, which may try again.
+ */
+void gh_conn_handoff_to(struct gh_conn *c, const struct gh_sockaddr *addr,
+                        enum gh_forwarding forwarding, uint32_t connect_timeout_ms,
+                        const struct gh_backend_login *login);
 
 #endif

@@ -26,10 +26,11 @@ extern struct gh_objtype gh_type_acmeprovider;
 extern struct gh_objtype gh_type_blocked_ip;
 extern struct gh_objtype gh_type_allowed_ip;
 extern struct gh_objtype gh_type_security;
+extern struct gh_objtype gh_type_authservice;
 
 extern struct gh_objtype gh_type_metrics;
 
-#define GH_NTYPES 10
+#define GH_NTYPES 11
 extern struct gh_objtype *const gh_types[GH_NTYPES];
 
 /* The process's object layer. Owner: objects.c; store and engine belong to main. */
@@ -89,6 +90,8 @@ void gh_metrics_settings_apply(void);
 /* Connects the health checker's reports to the objects; drops the last set at shutdown. */
 void gh_destinations_init(void);
 void gh_destinations_release(void);
+/* Hands every auth service to the engine, for new logins. */
+void gh_auth_services_apply(void);
 /* Applies the settings singleton to the engine. */
 void gh_settings_apply(void);
 /* Rebuilds the listener snapshot behind gh_objects_listener_status. */

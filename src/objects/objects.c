@@ -31,7 +31,7 @@ struct gh_model gh_model;
 struct gh_objtype *const gh_types[GH_NTYPES] = {
     &gh_type_listener,     &gh_type_settings,   &gh_type_certificate, &gh_type_apikey,
     &gh_type_destination,  &gh_type_blocked_ip, &gh_type_allowed_ip,  &gh_type_security,
-    &gh_type_acmeprovider, &gh_type_metrics,
+    &gh_type_acmeprovider, &gh_type_metrics,    &gh_type_authservice,
 };
 
 /* Taken by every entry point that reads or writes the objects from outside a JMAP call
@@ -534,6 +534,7 @@ bool gh_objects_init(const struct gh_objects_options *opt, gh_err *err)
     gh_certs_apply();
     gh_destinations_init();
     gh_destinations_apply();
+    gh_auth_services_apply();
     apply_stored_listeners();
     if (first && json_array_size(gh_type_listener.objs) == 0 &&
         !bootstrap_listener(opt->http_bind, err))
