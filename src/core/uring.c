@@ -216,8 +216,15 @@ void gh_uring_del(struct gh_uring *u, struct gh_io *io)
     struct watch *w = watch_of(u, io->fd, false);
     if (!w || w->io != io)
         return;
+    bool was_armed = w->armed;
     disarm(u, io->fd, w);
     w->io = NULL;
+    /* An exclusive watch (a listening socket shared by workers or processes) wakes only one
+     * waiter per connection: left in the ring until the turn ends, it could take a wake-up
+     * it will never act on, and the connection would wait for the next one. Removed now,
+     * as epoll_ctl would (listening sockets are rarely dropped, so this costs nothing). */
+    if (was_armed && (w->events & EPOLLEXCLUSIVE))
+        io_uring_submit(&u->ring);
 }
 
 int gh_uring_wait(struct gh_uring *u, int timeout_ms)

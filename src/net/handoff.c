@@ -2,7 +2,9 @@
  * handoff: the relay between a client connection and its destination. Stages: connect
  * (bounded by connectTimeout, the next destination on failure) → PROXY header → drop the
  * backend's greeting and hello reply when the client already had ours → relay. The relay
- * stops reading one side while the other side has a backlog, so memory stays bounded.
+ * stops reading one side while the other side has a backlog, so memory stays bounded. A
+ * session between two plain sockets that has moved SPLICE_AFTER bytes (a transfer, not a
+ * short exchange, which would only pay for the pipes) moves the rest with splice (net/splice.c).
  */
 #include "net/handoff.h"
 
@@ -20,6 +22,7 @@
 #include "net/conn.h"
 #include "net/engine.h"
 #include "net/proxy_protocol.h"
+#include "net/splice.h"
 #include "net/worker.h"
 #include "proto/proto.h"
 
@@ -27,6 +30,7 @@
 #define GREETING_MAX         16384
 #define GREETING_DEADLINE_MS 30000
 #define RELAY_IDLE_MS        (60 * 60 * 1000)
+#define SPLICE_AFTER         (64 * 1024) /* bytes copied before a plain relay moves to splice */
 
 enum relay_stage { RELAY_CONNECTING, RELAY_GREETING, RELAY_HELLO, RELAY_FLOWING };
 
@@ -41,6 +45,9 @@ struct gh_relay {
     struct gh_destination dest; /* the one being tried (a copy without listener names) */
     unsigned start, walked; /* where this session's walk over the destinations began, and how far */
     struct gh_buf to_backend, reply;
+    uint64_t copied;               /* bytes relayed through our buffers */
+    bool spliced;                  /* from then on: up and down move everything */
+    struct gh_splice_leg up, down; /* client → backend, backend → client */
 };
 
 /* ---- destinations ---- */
@@ -174,6 +181,11 @@ void gh_relay_close(struct gh_conn *c)
         return;
     gh_timer_cancel(c->worker->loop, &r->deadline);
     close_backend(r);
+    if (r->spliced) {
+        gh_splice_leg_close(&r->up);
+        gh_splice_leg_close(&r->down);
+        r->spliced = false;
+    }
     gh_buf_free(&r->to_backend);
     gh_buf_free(&r->reply);
 }
@@ -408,6 +420,7 @@ static void backend_to_client(struct gh_relay *r)
         return;
     }
     gh_timer_set(r->c->worker->loop, &r->deadline, RELAY_IDLE_MS);
+    r->copied += (size_t)n;
     gh_conn_write(r->c, chunk, (size_t)n);
     if (!r->c->closed && gh_buf_len(&r->c->out) >= RELAY_HIGH && !r->backend_paused) {
         r->backend_paused = true;
@@ -436,6 +449,65 @@ static void connected(struct gh_relay *r)
     backend_events(r);
 }
 
+/* ---- splice ---- */
+
+/* Both legs are plain (no TLS here; a backend leg with TLS must say so here too), nothing is
+ * held in our buffers, and the session has shown itself to be a transfer. */
+static bool can_splice(const struct gh_relay *r)
+{
+    const struct gh_conn *c = r->c;
+    return !r->spliced && r->stage == RELAY_FLOWING && r->copied >= SPLICE_AFTER && !c->ssl &&
+           !c->closed && c->phase == GH_PHASE_RELAY && !gh_buf_len(&c->in) &&
+           !gh_buf_len(&c->out) && !gh_buf_len(&r->to_backend) && r->registered;
+}
+
+static void splice_events(struct gh_relay *r)
+{
+    struct gh_loop *loop = r->c->worker->loop;
+    gh_io_mod(loop, &r->c->io, gh_splice_src_events(&r->up) | gh_splice_dst_events(&r->down));
+    gh_io_mod(loop, &r->io, gh_splice_src_events(&r->down) | gh_splice_dst_events(&r->up));
+}
+
+static void maybe_splice(struct gh_relay *r)
+{
+    if (!can_splice(r))
+        return;
+    r->up.rd = r->up.wr = r->down.rd = r->down.wr = -1;
+    if (!gh_splice_leg_open(&r->up) || !gh_splice_leg_open(&r->down)) {
+        gh_splice_leg_close(&r->up); /* out of descriptors: copying still works */
+        gh_splice_leg_close(&r->down);
+        r->copied = 0;
+        return;
+    }
+    r->spliced = true;
+    r->backend_paused = r->want_write = false;
+    splice_events(r);
+}
+
+/* Either socket of a spliced relay is ready: move what can move, end when both ends have. */
+static void splice_io(struct gh_relay *r)
+{
+    struct gh_conn *c = r->c;
+    ssize_t up = gh_splice_pump(&r->up, c->io.fd, r->io.fd);
+    ssize_t down = up < 0 ? -1 : gh_splice_pump(&r->down, r->io.fd, c->io.fd);
+    if (up < 0 || down < 0 || (gh_splice_leg_done(&r->up) && gh_splice_leg_done(&r->down))) {
+        gh_conn_close(c);
+        return;
+    }
+    if (up || down)
+        gh_timer_set(c->worker->loop, &r->deadline, RELAY_IDLE_MS);
+    splice_events(r);
+}
+
+bool gh_relay_client_io(struct gh_conn *c)
+{
+    struct gh_relay *r = c->relay;
+    if (!r || !r->spliced)
+        return false;
+    splice_io(r);
+    return true;
+}
+
 static void relay_io(struct gh_io *io, uint32_t events)
 {
     struct gh_relay *r = gh_container_of(io, struct gh_relay, io);
@@ -445,15 +517,21 @@ static void relay_io(struct gh_io *io, uint32_t events)
         connected(r);
         return;
     }
+    if (r->spliced) {
+        splice_io(r);
+        return;
+    }
     if ((events & EPOLLOUT) && !send_to_backend(r)) {
         gh_conn_close(r->c);
         return;
     }
     if (!(events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) || r->backend_paused)
         return;
-    if (r->stage == RELAY_FLOWING)
+    if (r->stage == RELAY_FLOWING) {
         backend_to_client(r);
-    else if (!swallow_reply(r))
+        if (!r->c->closed)
+            maybe_splice(r);
+    } else if (!swallow_reply(r))
         next_destination(r, "unexpected greeting");
 }
 
@@ -472,10 +550,13 @@ void gh_relay_client_input(struct gh_conn *c)
     struct gh_relay *r = c->relay;
     if (!r || r->stage != RELAY_FLOWING)
         return; /* held in c->in until the backend is ready */
+    r->copied += gh_buf_len(&c->in);
     gh_buf_append(&r->to_backend, gh_buf_head(&c->in), gh_buf_len(&c->in));
     gh_buf_clear(&c->in);
     if (!send_to_backend(r))
         gh_conn_close(c);
+    else
+        maybe_splice(r);
 }
 
 void gh_relay_client_drained(struct gh_conn *c)
@@ -485,4 +566,6 @@ void gh_relay_client_drained(struct gh_conn *c)
         r->backend_paused = false;
         backend_events(r);
     }
+    if (r)
+        maybe_splice(r);
 }
