@@ -187,8 +187,11 @@ void gh_loop_fds_shared(bool shared)
 
 void gh_io_close(struct gh_loop *loop, struct gh_io *io)
 {
-    /* A poll in the ring holds the file open: it is always removed first. */
-    if (loop->ring || atomic_load_explicit(&fds_shared, memory_order_relaxed))
+    if (loop->ring) {
+        gh_uring_close(loop->ring, io);
+        return;
+    }
+    if (atomic_load_explicit(&fds_shared, memory_order_relaxed))
         gh_io_del(loop, io);
     close(io->fd);
 }

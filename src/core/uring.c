@@ -12,7 +12,9 @@
  * an old generation and is dropped, so a handler never sees an event meant for an object
  * already freed, nor one meant for an earlier file under the same number.
  *
- * The loop's eventfd (cross-thread messages) is read through the ring.
+ * Closing a watched descriptor is queued too, behind the removal of its poll (which holds the
+ * file open until then): the number stays taken until the turn's enter, which only this
+ * thread could notice. The loop's eventfd (cross-thread messages) is read through the ring.
  */
 #include "core/uring.h"
 
@@ -225,6 +227,14 @@ void gh_uring_del(struct gh_uring *u, struct gh_io *io)
      * as epoll_ctl would (listening sockets are rarely dropped, so this costs nothing). */
     if (was_armed && (w->events & EPOLLEXCLUSIVE))
         io_uring_submit(&u->ring);
+}
+
+void gh_uring_close(struct gh_uring *u, struct gh_io *io)
+{
+    gh_uring_del(u, io);
+    struct io_uring_sqe *sqe = get_sqe(u);
+    io_uring_prep_close(sqe, io->fd);
+    io_uring_sqe_set_data64(sqe, UD_INTERNAL);
 }
 
 int gh_uring_wait(struct gh_uring *u, int timeout_ms)

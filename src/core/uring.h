@@ -23,6 +23,8 @@ void gh_uring_free(struct gh_uring *u);
 bool gh_uring_add(struct gh_uring *u, struct gh_io *io, uint32_t events, gh_err *err);
 bool gh_uring_mod(struct gh_uring *u, struct gh_io *io, uint32_t events);
 void gh_uring_del(struct gh_uring *u, struct gh_io *io);
+/* gh_uring_del, then the close itself, both done by the ring with the turn's wait. */
+void gh_uring_close(struct gh_uring *u, struct gh_io *io);
 
 /* Submits what the last turn queued and waits up to timeout_ms (-1: no limit) for at least
  * one completion; returns 0 or a negative errno. */
