@@ -14,7 +14,9 @@
  *
  * Closing a watched descriptor is queued too, behind the removal of its poll (which holds the
  * file open until then): the number stays taken until the turn's enter, which only this
- * thread could notice. The loop's eventfd (cross-thread messages) is read through the ring.
+ * thread could notice. A removal that meets its poll while the kernel is delivering it
+ * (EALREADY) is sent again until it lands: a multishot poll left behind would hold its file
+ * open for ever. The loop's eventfd (cross-thread messages) is read through the ring.
  */
 #include "core/uring.h"
 
@@ -26,8 +28,10 @@
 
 #define RING_ENTRIES 4096
 #define CQE_BATCH    256
-#define UD_INTERNAL  UINT64_MAX       /* removals: nothing to do when they complete */
+#define UD_INTERNAL  UINT64_MAX       /* closes: nothing to do when they complete */
 #define UD_WAKE      (UINT64_MAX - 1) /* the read of the wake eventfd */
+#define UD_REMOVE    (1ull << 63)     /* | the poll's own user data: a removal */
+#define GEN_MASK     0x7fffffffu      /* generations stay below UD_REMOVE */
 
 struct watch {
     struct gh_io *io; /* NULL when the descriptor is not watched */
@@ -158,7 +162,8 @@ static bool wants_readiness(uint32_t events)
 /* Queues a poll for w's current mask under a new generation. */
 static void arm(struct gh_uring *u, int fd, struct watch *w, bool multishot)
 {
-    w->gen = u->next_gen++;
+    w->gen = u->next_gen;
+    u->next_gen = (u->next_gen + 1) & GEN_MASK;
     if (!u->next_gen)
         u->next_gen = 1;
     struct io_uring_sqe *sqe = get_sqe(u);
@@ -171,13 +176,18 @@ static void arm(struct gh_uring *u, int fd, struct watch *w, bool multishot)
     w->armed = true;
 }
 
+static void remove_poll(struct gh_uring *u, uint64_t poll_data)
+{
+    struct io_uring_sqe *sqe = get_sqe(u);
+    io_uring_prep_poll_remove(sqe, poll_data);
+    io_uring_sqe_set_data64(sqe, UD_REMOVE | poll_data);
+}
+
 static void disarm(struct gh_uring *u, int fd, struct watch *w)
 {
     if (!w->armed)
         return;
-    struct io_uring_sqe *sqe = get_sqe(u);
-    io_uring_prep_poll_remove(sqe, user_data(fd, w->gen));
-    io_uring_sqe_set_data64(sqe, UD_INTERNAL);
+    remove_poll(u, user_data(fd, w->gen));
     w->armed = false;
 }
 
@@ -307,7 +317,10 @@ void gh_uring_dispatch(struct gh_uring *u)
                 continue;
             if (copy[i].user_data == UD_WAKE)
                 arm_wake(u); /* the messages themselves are drained by the loop */
-            else
+            else if (copy[i].user_data & UD_REMOVE) {
+                if (copy[i].res == -EALREADY)
+                    remove_poll(u, copy[i].user_data & ~UD_REMOVE);
+            } else
                 on_poll(u, &copy[i]);
         }
         if (n < CQE_BATCH)

@@ -180,3 +180,26 @@ def test_io_uring_waits_without_epoll_and_batches_its_waits(tmp_path):
     # a session has a handful of events (accept, EHLO, QUIT, close); each turn's wait submits
     # the turn's changes too, so there is at most one enter per event and never one per change
     assert calls.get("io_uring_enter", 0) < 5 * sessions, calls
+
+
+@pytest.mark.parametrize("engine", ["epoll", "io_uring"])
+def test_sockets_closed_mid_handshake_are_closed_at_once(make_daemon, engine):
+    """The server drops each of these clients as soon as their first bytes arrive (not TLS);
+    the client must see the end at once. On io_uring the socket's poll has just changed from
+    multishot to one-shot when the close comes: a removal that races the kernel's delivery
+    must still release the socket."""
+    if engine == "io_uring" and uring_refused():
+        pytest.skip(uring_refused())
+    d = make_daemon(args=["--engine", engine])
+    port = pick_port()
+    d.create_listener(protocol="smtp", bind=[f"{HOST}:{port}"], useTls=True, tlsImplicit=True)
+    assert wait_port(port)
+    for i in range(30):
+        with socket.create_connection((HOST, port), timeout=5) as s:
+            s.sendall(b"EHLO not-tls.example\r\n")
+            try:
+                assert s.recv(100) == b"", i
+            except ConnectionResetError:
+                pass
+            except socket.timeout:
+                pytest.fail(f"connection {i} still open after 5 s")
