@@ -350,6 +350,11 @@ static bool run_uring(struct gh_loop *loop, gh_err *err)
         if (rc < 0)
             return gh_fail_sys(err, -rc, "io_uring_enter");
         loop->now_ms = monotonic_ms();
+        /* Messages first: a change posted before a connection arrived (a new destination,
+         * settings) then applies to it. Safe here, unlike on epoll, because a completion
+         * for a watch a message removed is recognised as stale (core/uring.c). */
+        drain_messages(loop);
+        run_deferred(loop);
         gh_uring_dispatch(loop->ring);
         after_events(loop);
     }

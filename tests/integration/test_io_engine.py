@@ -158,7 +158,7 @@ def test_io_uring_waits_without_epoll_and_batches_its_waits(tmp_path):
         pytest.skip(uring_refused())
     t = Traced(tmp_path, ["-e", "trace=epoll_wait,epoll_pwait,epoll_ctl,io_uring_enter,accept4"],
                "io_uring")
-    sessions = 100
+    sessions = 96  # a multiple of run_sessions' 8 threads
     try:
         assert wait_port(t.http_port, timeout=30), t.read_log()
         from conftest import Daemon
