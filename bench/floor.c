@@ -65,7 +65,7 @@ static struct sockaddr_in backend_addr(void)
 /* ---- epoll ---- */
 
 struct econn {
-    int fd; /* -1 once closed */
+    int fd;              /* -1 once closed */
     struct econn *other; /* the other leg of a relay */
     struct econn *next_free;
 };
