@@ -293,6 +293,8 @@ static void on_poll(struct gh_uring *u, const struct io_uring_cqe *cqe)
     w = watch_of(u, fd, false);
     if (!w || w->io != io || w->gen != gen || w->armed)
         return;
+    if (cqe->res < 0)
+        return; /* a poll the kernel refused would fail again at once: left to the next mod */
     /* Level-triggered: poll again; it completes at once while the condition lasts. A
      * condition the mask did not ask for (a half-close while only writing) would complete
      * at once forever: wait for the next change of state instead. */
