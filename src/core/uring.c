@@ -129,6 +129,13 @@ void gh_uring_free(struct gh_uring *u)
 {
     if (!u)
         return;
+    /* The ring's own teardown is asynchronous, and its polls hold their sockets open until
+     * it runs: a listening socket would linger (and take connections it will never accept)
+     * after the loop is gone. Cancel everything first, and wait for it. */
+    struct io_uring_sqe *sqe = get_sqe(u);
+    io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+    io_uring_sqe_set_data64(sqe, UD_INTERNAL);
+    io_uring_submit_and_wait(&u->ring, 1);
     io_uring_queue_exit(&u->ring);
     free(u->watches);
     free(u);

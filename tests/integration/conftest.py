@@ -89,9 +89,30 @@ class Daemon:
         return self.proc.returncode if self.proc else None
 
     def kill9(self):
+        ports = self.listening_ports()
         self.proc.kill()
         self.proc.wait()
         self.log.close()
+        # A killed process's io_uring is torn down by the kernel after it exits, and the
+        # sockets its polls hold live until then: wait until its listeners are gone, as a
+        # supervisor's restart delay would, so the next start is not mistaken for ready.
+        end = time.time() + 5
+        while ports and time.time() < end:
+            out = subprocess.run(["ss", "-Htln"], capture_output=True, text=True).stdout
+            live = {int(f.rsplit(":", 1)[1]) for line in out.splitlines()
+                    for f in line.split()[3:4]}
+            if not ports & live:
+                break
+            time.sleep(0.02)
+
+    def listening_ports(self):
+        """The TCP ports this daemon listens on (empty when `ss` cannot tell)."""
+        try:
+            out = subprocess.run(["ss", "-Htlnp"], capture_output=True, text=True).stdout
+        except OSError:
+            return set()
+        return {int(line.split()[3].rsplit(":", 1)[1]) for line in out.splitlines()
+                if f"pid={self.proc.pid}," in line}
 
     def read_log(self):
         with open(self.log_path, "rb") as f:
