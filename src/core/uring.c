@@ -31,7 +31,8 @@
 #define UD_INTERNAL  UINT64_MAX       /* closes: nothing to do when they complete */
 #define UD_WAKE      (UINT64_MAX - 1) /* the read of the wake eventfd */
 #define UD_REMOVE    (1ull << 63)     /* | the poll's own user data: a removal */
-#define GEN_MASK     0x7fffffffu      /* generations stay below UD_REMOVE */
+#define UD_REARM     (1ull << 62)     /* | a watch's user data: its pause is over */
+#define GEN_MASK     0x3fffffffu      /* generations stay below both */
 
 struct watch {
     struct gh_io *io; /* NULL when the descriptor is not watched */
@@ -166,13 +167,19 @@ static bool wants_readiness(uint32_t events)
     return events & (EPOLLIN | EPOLLOUT | EPOLLPRI);
 }
 
-/* Queues a poll for w's current mask under a new generation. */
-static void arm(struct gh_uring *u, int fd, struct watch *w, bool multishot)
+static uint32_t new_gen(struct gh_uring *u)
 {
-    w->gen = u->next_gen;
+    uint32_t gen = u->next_gen;
     u->next_gen = (u->next_gen + 1) & GEN_MASK;
     if (!u->next_gen)
         u->next_gen = 1;
+    return gen;
+}
+
+/* Queues a poll for w's current mask under a new generation. */
+static void arm(struct gh_uring *u, int fd, struct watch *w, bool multishot)
+{
+    w->gen = new_gen(u);
     struct io_uring_sqe *sqe = get_sqe(u);
     uint32_t mask = w->events & ~(EPOLLET | EPOLLONESHOT);
     if (multishot)
@@ -196,6 +203,29 @@ static void disarm(struct gh_uring *u, int fd, struct watch *w)
         return;
     remove_poll(u, user_data(fd, w->gen));
     w->armed = false;
+    w->gen = 0; /* what the removed poll still delivers is stale from now on */
+}
+
+/* A poll that completes at once with nothing asked for (the peer's half-close, which the ring
+ * always reports, on a watch for room to write) would complete at once for ever: poll again
+ * after a short pause instead. (A multishot poll there missed the later room to write.) */
+static void rearm_later(struct gh_uring *u, int fd, struct watch *w)
+{
+    static const struct __kernel_timespec pause = {.tv_nsec = 5 * 1000000};
+    w->gen = new_gen(u);
+    struct io_uring_sqe *sqe = get_sqe(u);
+    io_uring_prep_timeout(sqe, (struct __kernel_timespec *)&pause, 0, 0);
+    io_uring_sqe_set_data64(sqe, UD_REARM | user_data(fd, w->gen));
+}
+
+static void arm_if_wanted(struct gh_uring *u, int fd, struct watch *w);
+
+static void on_rearm(struct gh_uring *u, uint64_t data)
+{
+    int fd = (int)(uint32_t)data;
+    struct watch *w = watch_of(u, fd, false);
+    if (w && w->io && !w->armed && w->gen == (uint32_t)(data >> 32))
+        arm_if_wanted(u, fd, w);
 }
 
 static void arm_if_wanted(struct gh_uring *u, int fd, struct watch *w)
@@ -302,11 +332,11 @@ static void on_poll(struct gh_uring *u, const struct io_uring_cqe *cqe)
         return;
     if (cqe->res < 0)
         return; /* a poll the kernel refused would fail again at once: left to the next mod */
-    /* Level-triggered: poll again; it completes at once while the condition lasts. A
-     * condition the mask did not ask for (a half-close while only writing) would complete
-     * at once forever: wait for the next change of state instead. */
-    if (wants_readiness(w->events))
-        arm(u, fd, w, !ready || (w->events & EPOLLET));
+    /* Level-triggered: poll again; it completes at once while the condition lasts. */
+    if (!ready && !(w->events & EPOLLET))
+        rearm_later(u, fd, w);
+    else if (wants_readiness(w->events))
+        arm(u, fd, w, w->events & EPOLLET);
 }
 
 void gh_uring_dispatch(struct gh_uring *u)
@@ -326,6 +356,8 @@ void gh_uring_dispatch(struct gh_uring *u)
                 continue;
             if (copy[i].user_data == UD_WAKE)
                 arm_wake(u); /* the messages themselves are drained by the loop */
+            else if (copy[i].user_data & UD_REARM)
+                on_rearm(u, copy[i].user_data & ~UD_REARM);
             else if (copy[i].user_data & UD_REMOVE) {
                 if (copy[i].res == -EALREADY)
                     remove_poll(u, copy[i].user_data & ~UD_REMOVE);
