@@ -5,7 +5,7 @@ VERSION := $(shell sed -n '1s/.*(\(.*\)).*/\1/p' debian/changelog 2>/dev/null ||
 BUILD   ?= build
 CC      ?= cc
 SAN     ?=
-PKGS    := openssl jansson sqlite3 libpq libcurl
+PKGS    := openssl jansson sqlite3 libpq libcurl liburing
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
            -DGH_VERSION='"$(VERSION)"' -Isrc -I$(BUILD) $(shell pkg-config --cflags $(PKGS))

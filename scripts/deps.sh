@@ -4,7 +4,7 @@
 set -eu
 
 BUILD="make gcc clang libclang-rt-14-dev pkg-config ca-certificates libssl-dev openssl libjansson-dev
- libsqlite3-dev libpq-dev libcurl4-openssl-dev libhttp-parser-dev scdoc"
+ libsqlite3-dev libpq-dev libcurl4-openssl-dev libhttp-parser-dev liburing-dev scdoc"
 TEST="clang-format libcmocka-dev python3 python3-pytest iproute2 haproxy postgresql pebble prometheus
  postfix dovecot-imapd dovecot-pop3d dovecot-managesieved"
 BROWSER="chromium"

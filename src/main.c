@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/loop.h"
 #include "jmap/http_api.h"
 #include "net/engine.h"
 #include "net/tls.h"
@@ -40,6 +41,7 @@ struct serve_args {
     enum gh_log_format log_format;
     const char *log_file;
     bool session_log;
+    enum gh_loop_backend engine;
 };
 
 static void usage(FILE *out)
@@ -48,6 +50,7 @@ static void usage(FILE *out)
             "usage: gatehouse serve [--data DIR] [--store URL] [--workers N] [--http ADDR]\n"
             "                       [--log-format text|json] [--log-file PATH]\n"
             "                       [--session-log on|off] [--user NAME]\n"
+            "                       [--engine auto|epoll|io_uring]\n"
             "       gatehouse upgrade [--data DIR | --pid-file FILE]\n"
             "       gatehouse schema | --version\n"
             "  --data DIR      data directory (default ./data)\n"
@@ -55,6 +58,8 @@ static void usage(FILE *out)
             "  --workers N     worker threads (default: one per core)\n"
             "  --http ADDR     address of the management listener created on first start\n"
             "                  (default 127.0.0.1:8080, or GATEHOUSE_HTTP)\n"
+            "  --engine E      how workers wait for sockets (default auto: io_uring when the\n"
+            "                  kernel allows it, else epoll; or GATEHOUSE_ENGINE)\n"
             "  --user NAME     started as root: become NAME, keeping only CAP_NET_BIND_SERVICE\n"
             "  --log-file PATH write the log there instead of stderr; reopened on SIGUSR1\n"
             "  --session-log   one line per finished session (default on)\n"
@@ -65,6 +70,9 @@ static bool parse_args(int argc, char **argv, struct serve_args *a, gh_err *err)
 {
     *a = (struct serve_args){.data_dir = "./data", .log_format = GH_LOG_TEXT, .session_log = true};
     a->http_bind = getenv("GATEHOUSE_HTTP") ? getenv("GATEHOUSE_HTTP") : "127.0.0.1:8080";
+    const char *engine = getenv("GATEHOUSE_ENGINE");
+    if (engine && *engine && !gh_loop_backend_parse(engine, &a->engine))
+        return gh_fail(err, "GATEHOUSE_ENGINE must be auto, epoll or io_uring");
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     a->workers = n > 0 ? (unsigned)n : 1;
     for (int i = 2; i < argc; i++) {
@@ -85,6 +93,9 @@ static bool parse_args(int argc, char **argv, struct serve_args *a, gh_err *err)
             if (*end || w < 1 || w > 256)
                 return gh_fail(err, "--workers must be a number from 1 to 256");
             a->workers = (unsigned)w;
+        } else if (!strcmp(opt, "--engine")) {
+            if (!gh_loop_backend_parse(val, &a->engine))
+                return gh_fail(err, "--engine must be auto, epoll or io_uring");
         } else if (!strcmp(opt, "--log-format")) {
             if (!strcmp(val, "json"))
                 a->log_format = GH_LOG_JSON;
@@ -231,6 +242,12 @@ static int serve(int argc, char **argv)
         return 2;
     }
     gh_log_init(args.log_format);
+    /* before anything else, so asking for an engine this kernel refuses fails at once */
+    if (!gh_loop_choose_backend(args.engine, &err)) {
+        fprintf(stderr, "gatehouse: %s\n", err.msg);
+        return 1;
+    }
+    gh_log(NULL, NULL, "engine", "%s", gh_loop_backend_name(gh_loop_backend()));
     gh_log_set_sessions(args.session_log);
     if (args.log_file && !gh_log_open_file(args.log_file, &err)) {
         fprintf(stderr, "gatehouse: %s\n", err.msg);

@@ -2,13 +2,18 @@
  * loop: epoll wait, then expired timers, then posted messages. Timers live in a
  * binary min-heap (index kept in the timer, so re-arming is O(log n)); messages come
  * through a mutex-guarded list and an eventfd. The mutex is only on the message path,
- * never on accept or read.
+ * never on accept or read. The wait itself is epoll's, or io_uring's (core/uring.c) when
+ * gh_loop_choose_backend picked it at start; everything above the wait is shared.
  */
 #include "core/loop.h"
+
+#include "core/log.h"
+#include "core/uring.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/epoll.h>
 #include <stdatomic.h>
 #include <sys/eventfd.h>
@@ -22,7 +27,8 @@ struct gh_msg {
 };
 
 struct gh_loop {
-    int epfd;
+    int epfd;              /* -1 on io_uring */
+    struct gh_uring *ring; /* NULL on epoll */
     bool stopping;
     uint64_t now_ms;
     struct gh_timer **heap; /* 1-based */
@@ -34,6 +40,42 @@ struct gh_loop {
 };
 
 static _Thread_local struct gh_loop *current_loop;
+static enum gh_loop_backend chosen_backend = GH_BACKEND_EPOLL;
+
+const char *gh_loop_backend_name(enum gh_loop_backend b)
+{
+    return b == GH_BACKEND_IO_URING ? "io_uring" : b == GH_BACKEND_EPOLL ? "epoll" : "auto";
+}
+
+bool gh_loop_backend_parse(const char *s, enum gh_loop_backend *out)
+{
+    for (enum gh_loop_backend b = GH_BACKEND_AUTO; b <= GH_BACKEND_IO_URING; b++)
+        if (!strcmp(s, gh_loop_backend_name(b))) {
+            *out = b;
+            return true;
+        }
+    return false;
+}
+
+bool gh_loop_choose_backend(enum gh_loop_backend want, gh_err *err)
+{
+    gh_err why = {0};
+    if (want == GH_BACKEND_EPOLL || !gh_uring_probe(&why)) {
+        if (want == GH_BACKEND_IO_URING)
+            return gh_fail(err, "--engine io_uring: %s", why.msg);
+        if (want == GH_BACKEND_AUTO)
+            gh_log(NULL, NULL, "engine", "epoll: io_uring unavailable (%s)", why.msg);
+        chosen_backend = GH_BACKEND_EPOLL;
+        return true;
+    }
+    chosen_backend = GH_BACKEND_IO_URING;
+    return true;
+}
+
+enum gh_loop_backend gh_loop_backend(void)
+{
+    return chosen_backend;
+}
 
 static uint64_t monotonic_ms(void)
 {
@@ -60,11 +102,21 @@ struct gh_loop *gh_loop_new(gh_err *err)
         gh_fail(err, "out of memory");
         return NULL;
     }
-    loop->epfd = epoll_create1(EPOLL_CLOEXEC);
     loop->wake.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     loop->wake.fn = on_wake;
     pthread_mutex_init(&loop->msg_lock, NULL);
     loop->now_ms = monotonic_ms();
+    if (chosen_backend == GH_BACKEND_IO_URING) {
+        loop->epfd = -1;
+        if (loop->wake.fd < 0 || !(loop->ring = gh_uring_new(loop->wake.fd, err))) {
+            if (loop->wake.fd < 0)
+                gh_fail_sys(err, errno, "event loop");
+            gh_loop_free(loop);
+            return NULL;
+        }
+        return loop;
+    }
+    loop->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (loop->epfd < 0 || loop->wake.fd < 0 || !gh_io_add(loop, &loop->wake, EPOLLIN, err)) {
         if (loop->epfd < 0 || loop->wake.fd < 0)
             gh_fail_sys(err, errno, "event loop");
@@ -82,6 +134,7 @@ void gh_loop_free(struct gh_loop *loop)
     run_deferred(loop);
     if (loop->epfd >= 0)
         close(loop->epfd);
+    gh_uring_free(loop->ring);
     if (loop->wake.fd >= 0)
         close(loop->wake.fd);
     pthread_mutex_destroy(&loop->msg_lock);
@@ -101,6 +154,8 @@ struct gh_loop *gh_loop_current(void)
 
 bool gh_io_add(struct gh_loop *loop, struct gh_io *io, uint32_t events, gh_err *err)
 {
+    if (loop->ring)
+        return gh_uring_add(loop->ring, io, events, err);
     struct epoll_event ev = {.events = events, .data.ptr = io};
     if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, io->fd, &ev) < 0)
         return gh_fail_sys(err, errno, "epoll add fd %d", io->fd);
@@ -109,13 +164,18 @@ bool gh_io_add(struct gh_loop *loop, struct gh_io *io, uint32_t events, gh_err *
 
 bool gh_io_mod(struct gh_loop *loop, struct gh_io *io, uint32_t events)
 {
+    if (loop->ring)
+        return gh_uring_mod(loop->ring, io, events);
     struct epoll_event ev = {.events = events, .data.ptr = io};
     return epoll_ctl(loop->epfd, EPOLL_CTL_MOD, io->fd, &ev) == 0;
 }
 
 void gh_io_del(struct gh_loop *loop, struct gh_io *io)
 {
-    epoll_ctl(loop->epfd, EPOLL_CTL_DEL, io->fd, NULL);
+    if (loop->ring)
+        gh_uring_del(loop->ring, io);
+    else
+        epoll_ctl(loop->epfd, EPOLL_CTL_DEL, io->fd, NULL);
 }
 
 static atomic_bool fds_shared;
@@ -127,6 +187,10 @@ void gh_loop_fds_shared(bool shared)
 
 void gh_io_close(struct gh_loop *loop, struct gh_io *io)
 {
+    if (loop->ring) {
+        gh_uring_close(loop->ring, io);
+        return;
+    }
     if (atomic_load_explicit(&fds_shared, memory_order_relaxed))
         gh_io_del(loop, io);
     close(io->fd);
@@ -270,10 +334,39 @@ void gh_loop_stop(struct gh_loop *loop)
     loop->stopping = true;
 }
 
+static void after_events(struct gh_loop *loop)
+{
+    run_deferred(loop);
+    run_timers(loop);
+    run_deferred(loop);
+    drain_messages(loop);
+    run_deferred(loop);
+}
+
+static bool run_uring(struct gh_loop *loop, gh_err *err)
+{
+    while (!loop->stopping) {
+        int rc = gh_uring_wait(loop->ring, next_timeout(loop));
+        if (rc < 0)
+            return gh_fail_sys(err, -rc, "io_uring_enter");
+        loop->now_ms = monotonic_ms();
+        /* Messages first: a change posted before a connection arrived (a new destination,
+         * settings) then applies to it. Safe here, unlike on epoll, because a completion
+         * for a watch a message removed is recognised as stale (core/uring.c). */
+        drain_messages(loop);
+        run_deferred(loop);
+        gh_uring_dispatch(loop->ring);
+        after_events(loop);
+    }
+    return true;
+}
+
 bool gh_loop_run(struct gh_loop *loop, gh_err *err)
 {
     struct epoll_event events[256];
     current_loop = loop;
+    if (loop->ring)
+        return run_uring(loop, err);
     while (!loop->stopping) {
         int n = epoll_wait(loop->epfd, events, 256, next_timeout(loop));
         if (n < 0 && errno != EINTR)
@@ -283,11 +376,7 @@ bool gh_loop_run(struct gh_loop *loop, gh_err *err)
             struct gh_io *io = events[i].data.ptr;
             io->fn(io, events[i].events);
         }
-        run_deferred(loop);
-        run_timers(loop);
-        run_deferred(loop);
-        drain_messages(loop);
-        run_deferred(loop);
+        after_events(loop);
     }
     return true;
 }

@@ -1,5 +1,5 @@
 /*
- * loop: one epoll event loop per thread, with timers and cross-thread messages.
+ * loop: one event loop per thread (epoll or io_uring), with timers and cross-thread messages.
  * Only the owning thread touches a loop, except gh_loop_post, which any thread may call.
  */
 #ifndef GH_LOOP_H
@@ -33,10 +33,19 @@ struct gh_timer {
     gh_timer_fn fn;
 };
 
+/* How loops wait for readiness; chosen once at start, before the first gh_loop_new. */
+enum gh_loop_backend { GH_BACKEND_AUTO, GH_BACKEND_EPOLL, GH_BACKEND_IO_URING };
+bool gh_loop_backend_parse(const char *s, enum gh_loop_backend *out);
+const char *gh_loop_backend_name(enum gh_loop_backend b);
+/* auto takes io_uring when the kernel offers what it needs, else epoll with one log line
+ * saying why; io_uring fails with the reason when it cannot be had. */
+bool gh_loop_choose_backend(enum gh_loop_backend want, gh_err *err);
+enum gh_loop_backend gh_loop_backend(void);
+
 struct gh_loop *gh_loop_new(gh_err *err);
 void gh_loop_free(struct gh_loop *loop);
 
-/* Runs until gh_loop_stop; returns false with err only when epoll itself fails. */
+/* Runs until gh_loop_stop; returns false with err only when the wait itself fails. */
 bool gh_loop_run(struct gh_loop *loop, gh_err *err);
 void gh_loop_stop(struct gh_loop *loop);
 

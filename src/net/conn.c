@@ -820,6 +820,8 @@ static void on_io(struct gh_io *io, uint32_t events)
         }
         return;
     case GH_PHASE_RELAY:
+        if (gh_relay_client_io(c))
+            return;
         if (events & EPOLLOUT)
             flush(c);
         if (!c->closed && (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && read_input(c))

@@ -6,7 +6,9 @@
  * (a login at the front door) is opened the same way, plain, and has a login stage instead:
  * the protocol's driver reads its lines and logs in; a refusal or failure gives the session
  * back to the front door. The relay stops reading one side while the other side has a
- * backlog, so memory stays bounded.
+ * backlog, so memory stays bounded. A session between two plain sockets that has moved
+ * SPLICE_AFTER bytes (a transfer, not a short exchange, which would only pay for the pipes)
+ * moves the rest with splice (net/splice.c).
  */
 #include "net/handoff.h"
 
@@ -27,6 +29,7 @@
 #include "net/conn.h"
 #include "net/engine.h"
 #include "net/proxy_protocol.h"
+#include "net/splice.h"
 #include "net/worker.h"
 #include "proto/proto.h"
 
@@ -34,6 +37,7 @@
 #define GREETING_MAX         16384
 #define GREETING_DEADLINE_MS 30000
 #define RELAY_IDLE_MS        (60 * 60 * 1000)
+#define SPLICE_AFTER         (64 * 1024) /* bytes copied before a plain relay moves to splice */
 
 enum relay_stage { RELAY_OPENING, RELAY_HELLO, RELAY_LOGIN, RELAY_FLOWING };
 
@@ -53,6 +57,9 @@ struct gh_relay {
     /* A backend chosen at run time (login.line set): dest points to named, the only one. */
     struct gh_backend_login login;
     struct gh_destination named;
+    uint64_t copied;               /* bytes relayed through our buffers */
+    bool spliced;                  /* from then on: up and down move everything */
+    struct gh_splice_leg up, down; /* client → backend, backend → client */
 };
 
 /* ---- destinations ---- */
@@ -295,6 +302,11 @@ void gh_relay_close(struct gh_conn *c)
         return;
     gh_timer_cancel(c->worker->loop, &r->deadline);
     gh_backend_close(&r->b);
+    if (r->spliced) {
+        gh_splice_leg_close(&r->up);
+        gh_splice_leg_close(&r->down);
+        r->spliced = false;
+    }
     gh_buf_free(&r->to_backend);
     gh_buf_free(&r->reply);
 }
@@ -614,6 +626,7 @@ static void backend_to_client(struct gh_relay *r)
         r->backend_spoke = true;
         gh_timer_set(r->c->worker->loop, &r->deadline, RELAY_IDLE_MS);
         gh_metrics_relay_bytes(r->c->metrics, GH_TO_CLIENT, (uint64_t)n);
+        r->copied += (size_t)n;
         gh_conn_write(r->c, chunk, (size_t)n);
         if (!r->c->closed && gh_buf_len(&r->c->out) >= RELAY_HIGH && !r->backend_paused) {
             r->backend_paused = true;
@@ -623,11 +636,79 @@ static void backend_to_client(struct gh_relay *r)
     } while (!r->c->closed && !r->backend_paused && gh_backend_pending(&r->b));
 }
 
+/* ---- splice ---- */
+
+/* Both legs are plain (no TLS on either side), nothing is held in our buffers, and the session has
+ * shown itself to be a transfer. */
+static bool can_splice(const struct gh_relay *r)
+{
+    const struct gh_conn *c = r->c;
+    return !r->spliced && r->stage == RELAY_FLOWING && r->copied >= SPLICE_AFTER && !c->ssl &&
+           !r->b.ssl && !gh_backend_pending(&r->b) && !c->closed && c->phase == GH_PHASE_RELAY &&
+           !gh_buf_len(&c->in) && !gh_buf_len(&c->out) && !gh_buf_len(&r->to_backend) &&
+           r->b.registered;
+}
+
+static void splice_events(struct gh_relay *r)
+{
+    struct gh_loop *loop = r->c->worker->loop;
+    gh_io_mod(loop, &r->c->io, gh_splice_src_events(&r->up) | gh_splice_dst_events(&r->down));
+    gh_io_mod(loop, &r->b.io, gh_splice_src_events(&r->down) | gh_splice_dst_events(&r->up));
+}
+
+static void maybe_splice(struct gh_relay *r)
+{
+    if (!can_splice(r))
+        return;
+    r->up.rd = r->up.wr = r->down.rd = r->down.wr = -1;
+    if (!gh_splice_leg_open(&r->up) || !gh_splice_leg_open(&r->down)) {
+        gh_splice_leg_close(&r->up); /* out of descriptors: copying still works */
+        gh_splice_leg_close(&r->down);
+        r->copied = 0;
+        return;
+    }
+    r->spliced = true;
+    r->backend_paused = r->want_write = false;
+    splice_events(r);
+}
+
+/* Either socket of a spliced relay is ready: move what can move, end when both ends have. */
+static void splice_io(struct gh_relay *r)
+{
+    struct gh_conn *c = r->c;
+    ssize_t up = gh_splice_pump(&r->up, c->io.fd, r->b.io.fd);
+    ssize_t down = up < 0 ? -1 : gh_splice_pump(&r->down, r->b.io.fd, c->io.fd);
+    if (up > 0)
+        gh_metrics_relay_bytes(c->metrics, GH_TO_DESTINATION, (uint64_t)up);
+    if (down > 0)
+        gh_metrics_relay_bytes(c->metrics, GH_TO_CLIENT, (uint64_t)down);
+    if (up < 0 || down < 0 || (gh_splice_leg_done(&r->up) && gh_splice_leg_done(&r->down))) {
+        gh_conn_close(c);
+        return;
+    }
+    if (up || down)
+        gh_timer_set(c->worker->loop, &r->deadline, RELAY_IDLE_MS);
+    splice_events(r);
+}
+
+bool gh_relay_client_io(struct gh_conn *c)
+{
+    struct gh_relay *r = c->relay;
+    if (!r || !r->spliced)
+        return false;
+    splice_io(r);
+    return true;
+}
+
 static void relay_io(struct gh_io *io, uint32_t events)
 {
     struct gh_relay *r = gh_container_of(io, struct gh_relay, b.io);
     if (r->c->closed || !r->b.registered)
         return; /* an event of the same batch, after the session or this attempt ended */
+    if (r->spliced) {
+        splice_io(r);
+        return;
+    }
     if ((events & EPOLLOUT) && !send_to_backend(r)) {
         if (r->stage == RELAY_FLOWING)
             gh_conn_close(r->c);
@@ -637,9 +718,11 @@ static void relay_io(struct gh_io *io, uint32_t events)
     }
     if (!(events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) || r->backend_paused)
         return;
-    if (r->stage == RELAY_FLOWING)
+    if (r->stage == RELAY_FLOWING) {
         backend_to_client(r);
-    else if (r->stage == RELAY_LOGIN)
+        if (!r->c->closed)
+            maybe_splice(r);
+    } else if (r->stage == RELAY_LOGIN)
         login_input(r);
     else if (!swallow_hello_reply(r))
         next_destination(r, "hello refused");
@@ -661,11 +744,14 @@ void gh_relay_client_input(struct gh_conn *c)
     struct gh_relay *r = c->relay;
     if (!r || r->stage != RELAY_FLOWING)
         return; /* held in c->in until the backend is ready */
+    r->copied += gh_buf_len(&c->in);
     gh_buf_append(&r->to_backend, gh_buf_head(&c->in), gh_buf_len(&c->in));
     gh_buf_clear(&c->in);
     r->client_spoke = true;
     if (!send_to_backend(r))
         gh_conn_close(c);
+    else
+        maybe_splice(r);
 }
 
 void gh_relay_client_drained(struct gh_conn *c)
@@ -677,6 +763,8 @@ void gh_relay_client_drained(struct gh_conn *c)
         if (r->stage == RELAY_FLOWING && gh_backend_pending(&r->b))
             backend_to_client(r);
     }
+    if (r)
+        maybe_splice(r);
 }
 
 const char *gh_relay_destination(const struct gh_conn *c)

@@ -94,8 +94,10 @@ void gh_conn_shutdown(struct gh_conn *c);
 /* handoff.c: relay hooks the connection calls in the RELAY phase. */
 void gh_relay_client_input(struct gh_conn *c);   /* new bytes from the client are in c->in */
 void gh_relay_client_drained(struct gh_conn *c); /* c->out went below its high mark */
-void gh_relay_close(struct gh_conn *c);          /* at close: the backend socket and buffers */
-void gh_relay_free(struct gh_conn *c);           /* once the batch of events is over: the memory */
+/* The client socket is ready while its relay splices: true when the relay took the event. */
+bool gh_relay_client_io(struct gh_conn *c);
+void gh_relay_close(struct gh_conn *c); /* at close: the backend socket and buffers */
+void gh_relay_free(struct gh_conn *c);  /* once the batch of events is over: the memory */
 void gh_dest_set_unref(struct gh_dest_set *s);
 void gh_wrr_free(struct gh_worker *w);
 

@@ -4,6 +4,8 @@ Fixtures:
   gatehouse  -- a fresh daemon per test (own data dir), with helpers below
   free_port  -- a function returning a free TCP port on 127.0.0.1
 The binary is $GATEHOUSE_BIN, else build/gatehouse (the ASan run points it at build-asan).
+$GATEHOUSE_ENGINE (auto, epoll or io_uring) is passed as --engine, so the suite runs under
+either event engine; daemons started by hand in a test inherit it from the environment.
 """
 import base64
 import json
@@ -20,6 +22,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.environ.get("GATEHOUSE_BIN", os.path.join(ROOT, "build", "gatehouse"))
+ENGINE = os.environ.get("GATEHOUSE_ENGINE")
+ENGINE_ARGS = ["--engine", ENGINE] if ENGINE else []
 SECRET = "test-admin-secret"
 USING = ["urn:ietf:params:jmap:core", "urn:stalwart:jmap"]
 
@@ -59,7 +63,7 @@ class Daemon:
         os.makedirs(self.data_dir, exist_ok=True)  # the log lives in it
         self.log = open(self.log_path, "ab")
         cmd = [BIN, "serve", "--data", self.data_dir, "--http", f"127.0.0.1:{self.http_port}",
-               "--workers", "2"] + self.args
+               "--workers", "2"] + ENGINE_ARGS + self.args
         limit = None
         if self.nofile:
             import resource
@@ -85,9 +89,30 @@ class Daemon:
         return self.proc.returncode if self.proc else None
 
     def kill9(self):
+        ports = self.listening_ports()
         self.proc.kill()
         self.proc.wait()
         self.log.close()
+        # A killed process's io_uring is torn down by the kernel after it exits, and the
+        # sockets its polls hold live until then: wait until its listeners are gone, as a
+        # supervisor's restart delay would, so the next start is not mistaken for ready.
+        end = time.time() + 5
+        while ports and time.time() < end:
+            out = subprocess.run(["ss", "-Htln"], capture_output=True, text=True).stdout
+            live = {int(f.rsplit(":", 1)[1]) for line in out.splitlines()
+                    for f in line.split()[3:4]}
+            if not ports & live:
+                break
+            time.sleep(0.02)
+
+    def listening_ports(self):
+        """The TCP ports this daemon listens on (empty when `ss` cannot tell)."""
+        try:
+            out = subprocess.run(["ss", "-Htlnp"], capture_output=True, text=True).stdout
+        except OSError:
+            return set()
+        return {int(line.split()[3].rsplit(":", 1)[1]) for line in out.splitlines()
+                if f"pid={self.proc.pid}," in line}
 
     def read_log(self):
         with open(self.log_path, "rb") as f:

@@ -1,0 +1,35 @@
+/*
+ * uring: the io_uring back end of the event loop — readiness of watched descriptors reported
+ * through the ring, so a loop turn costs one io_uring_enter however many sockets change.
+ */
+#ifndef GH_URING_H
+#define GH_URING_H
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/err.h"
+#include "core/loop.h"
+
+struct gh_uring;
+
+/* True when this kernel offers everything the back end needs; otherwise err says why. */
+bool gh_uring_probe(gh_err *err);
+
+/* A ring that also reads wake_fd (an eventfd) whenever it is written. */
+struct gh_uring *gh_uring_new(int wake_fd, gh_err *err);
+void gh_uring_free(struct gh_uring *u);
+
+/* The same contract as gh_io_add/mod/del: events are EPOLL* bits, EPOLLET included. */
+bool gh_uring_add(struct gh_uring *u, struct gh_io *io, uint32_t events, gh_err *err);
+bool gh_uring_mod(struct gh_uring *u, struct gh_io *io, uint32_t events);
+void gh_uring_del(struct gh_uring *u, struct gh_io *io);
+/* gh_uring_del, then the close itself, both done by the ring with the turn's wait. */
+void gh_uring_close(struct gh_uring *u, struct gh_io *io);
+
+/* Submits what the last turn queued and waits up to timeout_ms (-1: no limit) for at least
+ * one completion; returns 0 or a negative errno. */
+int gh_uring_wait(struct gh_uring *u, int timeout_ms);
+/* Calls the handler of every descriptor reported ready since the last call. */
+void gh_uring_dispatch(struct gh_uring *u);
+
+#endif

@@ -1,0 +1,195 @@
+"""A relay between two plain sockets (SPEC §17): bytes arrive exact both ways, large transfers
+in both directions at once, each side's end passed on only after its last byte (half-close);
+a transfer moves to splice, a short exchange never makes a pipe.
+
+A relay starts by copying and moves to splice once it has carried 64 KiB; only a spliced relay
+passes a half-close on (a copying one ends the session at either side's end, as before). So
+each side here ends its own direction only once it has also read START of the other's."""
+import hashlib
+import os
+import random
+import shutil
+import socket
+import threading
+
+import pytest
+
+from conftest import pick_port, wait_port
+
+HOST = "127.0.0.1"
+GREETING = b"220 sink ESMTP\r\n"
+START = 1 << 20
+
+
+def payload(seed, size):
+    return random.Random(seed).randbytes(size)
+
+
+def send_then_end(sock, data, started):
+    """Sends data, then ends this direction once the other has started (see above)."""
+    try:
+        sock.sendall(data)
+        started.wait(60)
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
+class Sink:
+    """A backend that greets, then sends `down` bytes and ends its side, while it reads
+    everything the client sends until the client's end; records what it read."""
+
+    def __init__(self, down, up_size=0):
+        self.sock = socket.socket()
+        self.sock.bind((HOST, 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.down = down
+        self.wait_for = min(up_size, START)
+        self.received = []
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.session, args=(conn,), daemon=True).start()
+
+    def session(self, conn):
+        with conn:
+            conn.sendall(GREETING)
+            started = threading.Event()
+            sender = threading.Thread(target=send_then_end, args=(conn, self.down, started),
+                                      daemon=True)
+            sender.start()
+            got = hashlib.sha256()
+            n = 0
+            while True:
+                if n >= self.wait_for:
+                    started.set()
+                try:
+                    chunk = conn.recv(65536)
+                except OSError:  # wait_port's probe, dropped before the greeting was read
+                    chunk = b""
+                if not chunk:
+                    break
+                got.update(chunk)
+                n += len(chunk)
+            started.set()
+            sender.join(60)
+            self.received.append((n, got.hexdigest()))
+
+    def close(self):
+        self.sock.close()
+
+
+def relay_through(gatehouse, down, up_size=0):
+    sink = Sink(down, up_size)
+    name, res, _ = gatehouse.call("x:Destination/set", {"create": {"d": {
+        "protocol": "smtp", "address": f"{HOST}:{sink.port}", "forwarding": "none"}}})
+    assert "d" in (res.get("created") or {}), res
+    port = pick_port()
+    gatehouse.create_listener(protocol="smtp", bind=[f"{HOST}:{port}"], useTls=False)
+    assert wait_port(port)
+    return sink, port
+
+
+def transfer(port, up, down_size=0):
+    """After the greeting, sends up and ends our side while reading everything until the far
+    end; returns all it read, the greeting included."""
+    with socket.create_connection((HOST, port), timeout=30) as s:
+        data = bytearray()
+        while not data.endswith(b"\r\n"):
+            chunk = s.recv(1)
+            assert chunk, data
+            data += chunk
+
+        started = threading.Event()
+        sender = threading.Thread(target=send_then_end, args=(s, up, started), daemon=True)
+        sender.start()
+        while True:
+            if len(data) - len(GREETING) >= min(down_size, START):
+                started.set()
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        started.set()
+        sender.join(60)
+        return bytes(data)
+
+
+def digest(b):
+    return hashlib.sha256(b).hexdigest()
+
+
+@pytest.mark.parametrize("up_size,down_size", [(8 << 20, 8 << 20), (3 << 20, 1000),
+                                                (200, 5 << 20)])
+def test_large_transfers_both_ways_arrive_exact(gatehouse, up_size, down_size):
+    up, down = payload(1, up_size), payload(2, down_size)
+    sink, port = relay_through(gatehouse, down, len(up))
+    try:
+        got = transfer(port, up, len(down))
+        assert len(got) == len(GREETING) + len(down)
+        assert got == GREETING + down
+        for _ in range(400):  # the sink hashes what it read: slow under ASan
+            if len(sink.received) == 2:  # wait_port's probe, then ours
+                break
+            threading.Event().wait(0.05)
+        assert (len(up), digest(up)) in sink.received
+    finally:
+        sink.close()
+
+
+def test_half_close_waits_for_the_other_direction(gatehouse):
+    """The client ends its side early; the backend's 6 MB still arrive in full after it, and
+    the backend saw every byte before the client's end."""
+    down, up = payload(3, 6 << 20), payload(4, 256 << 10)
+    sink, port = relay_through(gatehouse, down, len(up))
+    try:
+        got = transfer(port, up, len(down))
+        assert got == GREETING + down
+        for _ in range(400):  # the sink hashes what it read: slow under ASan
+            if len(sink.received) == 2:
+                break
+            threading.Event().wait(0.05)
+        assert (len(up), digest(up)) in sink.received
+    finally:
+        sink.close()
+
+
+@pytest.mark.skipif(not shutil.which("strace"), reason="needs strace")
+def test_transfers_splice_and_short_exchanges_do_not(tmp_path):
+    from test_io_engine import Traced
+    from conftest import Daemon
+    t = Traced(tmp_path, ["-e", "trace=pipe2,splice"], os.environ.get("GATEHOUSE_ENGINE", "auto"))
+    try:
+        assert wait_port(t.http_port, timeout=30), t.read_log()
+        api = Daemon(str(tmp_path / "data"), t.http_port)
+        sink, port = relay_through(api, payload(5, 4 << 20), 4 << 20)
+        short = Sink(b"250 ok\r\n")
+        name, res, _ = api.call("x:Destination/set", {"create": {"s": {
+            "protocol": "pop3", "address": f"{HOST}:{short.port}", "forwarding": "none"}}})
+        assert "s" in (res.get("created") or {}), res
+        pport = pick_port()
+        api.create_listener(protocol="pop3", bind=[f"{HOST}:{pport}"], useTls=False)
+        assert wait_port(pport)
+        pipes_before = t.out.read_text().count(" pipe2(")
+        for _ in range(5):
+            with socket.create_connection((HOST, pport), timeout=30) as s:
+                s.sendall(b"QUIT\r\n")  # the backend answers, then ends the session
+                data = b""
+                while chunk := s.recv(4096):
+                    data += chunk
+                assert data == GREETING + b"250 ok\r\n"
+        assert t.out.read_text().count(" pipe2(") == pipes_before
+        assert transfer(port, payload(6, 4 << 20), 4 << 20) == GREETING + payload(5, 4 << 20)
+    finally:
+        t.stop()
+        sink.close()
+    calls = [line.split(None, 1)[1].split("(")[0] for line in t.out.read_text().splitlines()
+             if "(" in line and " " in line]
+    assert calls.count("pipe2") == pipes_before + 2, calls[:10]
+    assert calls.count("splice") > 20

@@ -1,0 +1,249 @@
+/*
+ * test_loop: the event loop's readiness contract, the same on epoll and on io_uring —
+ * level-triggered watches report again while data remains, EPOLLET ones only on new data,
+ * a changed mask takes effect, a removed watch is silent, gh_io_close ends the socket for
+ * the peer within the turn, timers fire, and posted messages run on the loop.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/loop.h"
+
+struct watched {
+    struct gh_io io;
+    int calls;
+    uint32_t last;
+    size_t read_each; /* bytes read per call (0: none) */
+};
+
+static void on_ready(struct gh_io *io, uint32_t events)
+{
+    struct watched *w = gh_container_of(io, struct watched, io);
+    w->calls++;
+    w->last = events;
+    char b[64];
+    if (w->read_each && (events & EPOLLIN))
+        (void)!read(io->fd, b, w->read_each);
+}
+
+static void stop_loop(struct gh_timer *t)
+{
+    (void)t;
+    gh_loop_stop(gh_loop_current());
+}
+
+/* A step of a test run from the loop, at a set time (a stopped loop does not run again). */
+struct step {
+    struct gh_timer t;
+    void (*fn)(void *arg);
+    void *arg;
+};
+
+static void run_step(struct gh_timer *t)
+{
+    struct step *s = gh_container_of(t, struct step, t);
+    s->fn(s->arg);
+}
+
+/* Runs the loop for about ms milliseconds. */
+static void run_for(struct gh_loop *loop, uint64_t ms)
+{
+    struct gh_timer stop = {.fn = stop_loop};
+    gh_timer_set(loop, &stop, ms);
+    gh_err err = {0};
+    assert_true(gh_loop_run(loop, &err));
+}
+
+static bool use(enum gh_loop_backend b)
+{
+    gh_err err = {0};
+    return gh_loop_choose_backend(b, &err);
+}
+
+static struct gh_loop *new_loop(void)
+{
+    gh_err err = {0};
+    struct gh_loop *loop = gh_loop_new(&err);
+    assert_non_null(loop);
+    return loop;
+}
+
+static void pair(int sv[2])
+{
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+}
+
+static void level_reports_while_data_remains(enum gh_loop_backend b)
+{
+    if (!use(b))
+        skip();
+    struct gh_loop *loop = new_loop();
+    int sv[2];
+    pair(sv);
+    struct watched w = {.io = {.fd = sv[0], .fn = on_ready}, .read_each = 1};
+    assert_true(gh_io_add(loop, &w.io, EPOLLIN, NULL));
+    assert_int_equal(write(sv[1], "abc", 3), 3);
+    run_for(loop, 50);
+    assert_int_equal(w.calls, 3); /* one byte each time, then nothing left */
+    gh_loop_free(loop);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+static void edge_reports_only_new_data(enum gh_loop_backend b)
+{
+    if (!use(b))
+        skip();
+    struct gh_loop *loop = new_loop();
+    int sv[2];
+    pair(sv);
+    struct watched w = {.io = {.fd = sv[0], .fn = on_ready}, .read_each = 1};
+    assert_true(gh_io_add(loop, &w.io, EPOLLIN | EPOLLET, NULL));
+    assert_int_equal(write(sv[1], "abc", 3), 3);
+    run_for(loop, 50);
+    assert_int_equal(w.calls, 1);
+    gh_loop_free(loop);
+    loop = new_loop();
+    gh_io_add(loop, &w.io, EPOLLIN | EPOLLET, NULL); /* armed afresh: two bytes still wait */
+    run_for(loop, 30);
+    assert_int_equal(w.calls, 2);
+    gh_loop_free(loop);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+static struct gh_loop *del_loop;
+static int del_peer;
+
+static void del_and_write(void *arg)
+{
+    struct watched *w = arg;
+    gh_io_del(del_loop, &w->io);
+    assert_int_equal(write(del_peer, "x", 1), 1);
+}
+
+static void close_it(void *arg)
+{
+    struct watched *w = arg;
+    gh_io_close(del_loop, &w->io);
+}
+
+static void mod_and_del(enum gh_loop_backend b)
+{
+    if (!use(b))
+        skip();
+    struct gh_loop *loop = new_loop();
+    int sv[2];
+    pair(sv);
+    struct watched w = {.io = {.fd = sv[0], .fn = on_ready}};
+    assert_true(gh_io_add(loop, &w.io, EPOLLIN, NULL));
+    run_for(loop, 20);
+    assert_int_equal(w.calls, 0); /* nothing to read */
+    gh_loop_free(loop);
+
+    loop = new_loop();
+    assert_true(gh_io_add(loop, &w.io, EPOLLIN, NULL));
+    assert_true(gh_io_mod(loop, &w.io, EPOLLOUT | EPOLLET));
+    struct step del = {.t.fn = run_step, .fn = del_and_write, .arg = &w};
+    del_loop = loop;
+    del_peer = sv[1];
+    gh_timer_set(loop, &del.t, 20);
+    run_for(loop, 50);
+    assert_int_equal(w.calls, 1); /* the EPOLLOUT; then removed: silent */
+    assert_true(w.last & EPOLLOUT);
+    gh_loop_free(loop);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+static void close_ends_the_socket_for_the_peer(enum gh_loop_backend b)
+{
+    if (!use(b))
+        skip();
+    struct gh_loop *loop = new_loop();
+    int sv[2];
+    pair(sv);
+    struct watched w = {.io = {.fd = sv[0], .fn = on_ready}};
+    assert_true(gh_io_add(loop, &w.io, EPOLLIN | EPOLLET, NULL));
+    struct step cl = {.t.fn = run_step, .fn = close_it, .arg = &w};
+    del_loop = loop;
+    gh_timer_set(loop, &cl.t, 10);
+    run_for(loop, 30);
+    char c;
+    assert_int_equal(read(sv[1], &c, 1), 0); /* end of stream, not EAGAIN */
+    gh_loop_free(loop);
+    close(sv[1]);
+}
+
+static int posted;
+static void on_post(struct gh_loop *loop, void *arg)
+{
+    posted += (int)(intptr_t)arg;
+    if (posted == 100)
+        gh_loop_stop(loop);
+}
+
+static void *poster(void *arg)
+{
+    for (int i = 0; i < 100; i++)
+        gh_loop_post(arg, on_post, (void *)1);
+    return NULL;
+}
+
+static void messages_from_another_thread(enum gh_loop_backend b)
+{
+    if (!use(b))
+        skip();
+    struct gh_loop *loop = new_loop();
+    posted = 0;
+    pthread_t t;
+    pthread_create(&t, NULL, poster, loop);
+    run_for(loop, 5000); /* stopped by the hundredth message */
+    pthread_join(t, NULL);
+    assert_int_equal(posted, 100);
+    gh_loop_free(loop);
+}
+
+#define BOTH(fn)                                                                                   \
+    static void fn##_epoll(void **s)                                                               \
+    {                                                                                              \
+        (void)s;                                                                                   \
+        fn(GH_BACKEND_EPOLL);                                                                      \
+    }                                                                                              \
+    static void fn##_io_uring(void **s)                                                            \
+    {                                                                                              \
+        (void)s;                                                                                   \
+        fn(GH_BACKEND_IO_URING);                                                                   \
+    }
+
+BOTH(level_reports_while_data_remains)
+BOTH(edge_reports_only_new_data)
+BOTH(mod_and_del)
+BOTH(close_ends_the_socket_for_the_peer)
+BOTH(messages_from_another_thread)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(level_reports_while_data_remains_epoll),
+        cmocka_unit_test(level_reports_while_data_remains_io_uring),
+        cmocka_unit_test(edge_reports_only_new_data_epoll),
+        cmocka_unit_test(edge_reports_only_new_data_io_uring),
+        cmocka_unit_test(mod_and_del_epoll),
+        cmocka_unit_test(mod_and_del_io_uring),
+        cmocka_unit_test(close_ends_the_socket_for_the_peer_epoll),
+        cmocka_unit_test(close_ends_the_socket_for_the_peer_io_uring),
+        cmocka_unit_test(messages_from_another_thread_epoll),
+        cmocka_unit_test(messages_from_another_thread_io_uring),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
