@@ -20,7 +20,7 @@ SECONDS_EACH=${FUZZ_SECONDS:-20}
 OUT=${FUZZ_BUILD:-build-fuzz}
 CC=${FUZZ_CC:-clang}
 JOBS=$(nproc 2>/dev/null || echo 2)
-PKGS="openssl jansson sqlite3 libpq libcurl"
+PKGS="openssl jansson sqlite3 libpq libcurl liburing" # as the Makefile
 
 if [ "$#" -gt 0 ]; then
   targets=""

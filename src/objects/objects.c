@@ -535,6 +535,7 @@ bool gh_objects_init(const struct gh_objects_options *opt, gh_err *err)
     gh_destinations_init();
     gh_destinations_apply();
     gh_auth_services_apply();
+    gh_status_rebuild(); /* before the management listener answers /api/status */
     apply_stored_listeners();
     if (first && json_array_size(gh_type_listener.objs) == 0 &&
         !bootstrap_listener(opt->http_bind, err))

@@ -105,8 +105,13 @@ def test_listener_that_cannot_bind_at_start_comes_up_later(make_daemon, free_por
         s.bind(("127.0.0.1", port))
         s.listen()
         d.start()
-        _, _, body = d.http("GET", "/api/status")
-        entry = json.loads(body)["listeners"][lid]
+        end = time.time() + 5  # the API may answer before the listener's bind was tried
+        while True:
+            _, _, body = d.http("GET", "/api/status")
+            entry = json.loads(body)["listeners"].get(lid, {})
+            if "error" in entry or time.time() > end:
+                break
+            time.sleep(0.05)
         assert "in use" in entry["error"].lower()
         assert "listener=late" in d.read_log() and "not started" in d.read_log()
     end = time.time() + 5

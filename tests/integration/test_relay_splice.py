@@ -88,7 +88,8 @@ class Sink:
 def relay_through(gatehouse, down, up_size=0):
     sink = Sink(down, up_size)
     name, res, _ = gatehouse.call("x:Destination/set", {"create": {"d": {
-        "protocol": "smtp", "address": f"{HOST}:{sink.port}", "forwarding": "none"}}})
+        "protocol": "smtp", "address": f"{HOST}:{sink.port}", "forwarding": "none",
+        "healthCheck": False}}})
     assert "d" in (res.get("created") or {}), res
     port = pick_port()
     gatehouse.create_listener(protocol="smtp", bind=[f"{HOST}:{port}"], useTls=False)
@@ -171,7 +172,8 @@ def test_transfers_splice_and_short_exchanges_do_not(tmp_path):
         sink, port = relay_through(api, payload(5, 4 << 20), 4 << 20)
         short = Sink(b"250 ok\r\n")
         name, res, _ = api.call("x:Destination/set", {"create": {"s": {
-            "protocol": "pop3", "address": f"{HOST}:{short.port}", "forwarding": "none"}}})
+            "protocol": "pop3", "address": f"{HOST}:{short.port}", "forwarding": "none",
+            "healthCheck": False}}})
         assert "s" in (res.get("created") or {}), res
         pport = pick_port()
         api.create_listener(protocol="pop3", bind=[f"{HOST}:{pport}"], useTls=False)
