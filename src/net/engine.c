@@ -2,6 +2,8 @@
  * engine: listeners and workers. The control side (apply/remove, under one mutex that
  * the accept path never takes) binds and shuts sockets synchronously, then tells each
  * worker by message which sockets to watch; workers own the descriptors they are given.
+ * Moves of addresses between listeners are in engine_move.c, binary upgrades in
+ * engine_upgrade.c; the types all three share are in engine-t.h.
  */
 #include "net/engine.h"
 
@@ -23,14 +25,14 @@
 #include "core/log.h"
 #include "metrics/metrics.h"
 #include "net/conn.h"
+#include "net/engine-t.h"
 #include "net/fd_reserve.h"
 #include "net/tls.h"
 #include "net/worker.h"
 #include "proto/proto.h"
 
-#define BACKOFF_MIN_MS       10
-#define BACKOFF_MAX_MS       1000
-#define GRACE_AFTER_DRAIN_MS 10000 /* sessions still open when an upgrade's drain ends */
+#define BACKOFF_MIN_MS 10
+#define BACKOFF_MAX_MS 1000
 
 struct gh_engine *gh_engine_global;
 static _Thread_local struct gh_worker *current_worker;
@@ -39,49 +41,6 @@ struct gh_worker *gh_worker_current(void)
 {
     return current_worker;
 }
-
-/* One address of a listener: the engine's descriptors (one per worker with
- * SO_REUSEPORT, else one), each also given to a worker as a dup. */
-struct bound {
-    struct gh_sockaddr addr;
-    bool reuseport, reuseaddr;
-    unsigned nfds;
-    int *wfds; /* the dup each worker was given, to name it in the removal message */
-    int fds[]; /* then wfds[nworkers] */
-};
-
-/* The control side's view of a listener. Owner: the engine (under e->mu). */
-struct lstate {
-    struct gh_listener_rt *rt;
-    struct gh_listener_conf *conf;
-    SSL_CTX *ctx;
-    unsigned nbound;
-    struct bound **bound;
-    struct lstate *next;
-};
-
-struct gh_engine {
-    pthread_mutex_t mu; /* control side only: apply, remove, settings */
-    unsigned nworkers;
-    struct gh_worker *workers;
-    struct lstate *listeners;
-    char hostname[256];
-    unsigned ntrusted;
-    struct gh_ipmask *trusted;
-    atomic_uint running;         /* workers still running */
-    struct inherited *inherited; /* sockets passed by the process this one replaces */
-    bool handed_over;            /* the sockets live on in a new process: never shut them */
-    pthread_mutex_t done_mu;
-    pthread_cond_t done_cv;
-};
-
-/* A listening socket inherited from the process this one replaces, until a listener
- * with its address adopts it. Owner: the engine. */
-struct inherited {
-    struct gh_sockaddr addr;
-    int fd;
-    struct inherited *next;
-};
 
 /* ---- listener runtime ---- */
 
@@ -125,7 +84,7 @@ struct msg_update {
     SSL_CTX *ctx;
 };
 
-static struct gh_worker *worker_of(struct gh_loop *loop, struct gh_engine *e)
+struct gh_worker *gh_engine_worker_of(struct gh_loop *loop, struct gh_engine *e)
 {
     for (unsigned i = 0; i < e->nworkers; i++)
         if (e->workers[i].loop == loop)
@@ -133,7 +92,7 @@ static struct gh_worker *worker_of(struct gh_loop *loop, struct gh_engine *e)
     return NULL;
 }
 
-static void wsock_free(struct gh_wsock *ws)
+void gh_engine_wsock_free(struct gh_wsock *ws)
 {
     gh_timer_cancel(ws->worker->loop, &ws->backoff);
     if (!ws->paused)
@@ -216,7 +175,7 @@ static void on_accept(struct gh_io *io, uint32_t events)
 static void do_add(struct gh_loop *loop, void *arg)
 {
     struct msg_add *m = arg;
-    struct gh_worker *w = worker_of(loop, gh_engine_global);
+    struct gh_worker *w = gh_engine_worker_of(loop, gh_engine_global);
     struct gh_wsock *ws = calloc(1, sizeof *ws);
     if (!ws || !w) {
         free(ws);
@@ -234,7 +193,7 @@ static void do_add(struct gh_loop *loop, void *arg)
     if (w->stopping ||
         !gh_io_add(loop, &ws->io, EPOLLIN | (m->exclusive ? EPOLLEXCLUSIVE : 0), &err)) {
         ws->paused = true;
-        wsock_free(ws);
+        gh_engine_wsock_free(ws);
         goto out;
     }
     ws->next = w->socks;
@@ -249,7 +208,7 @@ out:
 static void do_update(struct gh_loop *loop, void *arg)
 {
     struct msg_update *m = arg;
-    struct gh_worker *w = worker_of(loop, gh_engine_global);
+    struct gh_worker *w = gh_engine_worker_of(loop, gh_engine_global);
     for (struct gh_wsock *ws = w ? w->socks : NULL; ws; ws = ws->next) {
         if (ws->rt != m->rt)
             continue;
@@ -272,12 +231,12 @@ struct msg_remove {
 static void do_remove(struct gh_loop *loop, void *arg)
 {
     struct msg_remove *m = arg;
-    struct gh_worker *w = worker_of(loop, gh_engine_global);
+    struct gh_worker *w = gh_engine_worker_of(loop, gh_engine_global);
     for (struct gh_wsock **pp = w ? &w->socks : NULL; pp && *pp; pp = &(*pp)->next) {
         if ((*pp)->io.fd == m->fd && (*pp)->rt == m->rt) {
             struct gh_wsock *ws = *pp;
             *pp = ws->next;
-            wsock_free(ws);
+            gh_engine_wsock_free(ws);
             break;
         }
     }
@@ -288,7 +247,7 @@ static void do_remove(struct gh_loop *loop, void *arg)
 static void do_settings(struct gh_loop *loop, void *arg)
 {
     struct gh_wsettings *s = arg;
-    struct gh_worker *w = worker_of(loop, gh_engine_global);
+    struct gh_worker *w = gh_engine_worker_of(loop, gh_engine_global);
     if (!w) {
         free(s);
         return;
@@ -315,8 +274,8 @@ static bool set_int(int fd, int level, int opt, int value, const char *what,
  * the listening socket to every socket it accepts, so setting them here once gives each
  * accepted socket its options without a system call per connection.
  */
-static bool tune_socket(int fd, const struct gh_listener_conf *c, const struct gh_sockaddr *a,
-                        gh_err *err)
+bool gh_engine_tune_socket(int fd, const struct gh_listener_conf *c, const struct gh_sockaddr *a,
+                           gh_err *err)
 {
     int ttl = c->ttl ? c->ttl : -1; /* -1 puts the system default back */
     if (c->rcvbuf && !set_int(fd, SOL_SOCKET, SO_RCVBUF, c->rcvbuf, "SO_RCVBUF", a, err))
@@ -342,7 +301,7 @@ static int open_socket(const struct gh_listener_conf *c, const struct gh_sockadd
     }
     if (!set_int(fd, SOL_SOCKET, SO_REUSEADDR, c->reuseaddr, "SO_REUSEADDR", a, err) ||
         !set_int(fd, SOL_SOCKET, SO_REUSEPORT, c->reuseport, "SO_REUSEPORT", a, err) ||
-        !tune_socket(fd, c, a, err))
+        !gh_engine_tune_socket(fd, c, a, err))
         goto fail;
     /* A socket whose bind failed is never put into listen: Linux would auto-bind it. */
     if (bind(fd, &a->u.sa, a->len) < 0) {
@@ -359,7 +318,7 @@ fail:
     return -1;
 }
 
-static void bound_close(struct bound *b)
+void gh_engine_bound_close(struct bound *b)
 {
     for (unsigned i = 0; i < b->nfds; i++)
         close(b->fds[i]);
@@ -405,7 +364,7 @@ static int adopt_inherited(struct gh_engine *e, const struct gh_listener_conf *c
         *pp = in->next;
         int fd = in->fd;
         free(in);
-        if (!tune_socket(fd, c, a, err) || listen(fd, (int)c->backlog) < 0) {
+        if (!gh_engine_tune_socket(fd, c, a, err) || listen(fd, (int)c->backlog) < 0) {
             if (!err->msg[0])
                 gh_fail_sys(err, errno, "listen on an inherited socket");
             close(fd);
@@ -416,8 +375,8 @@ static int adopt_inherited(struct gh_engine *e, const struct gh_listener_conf *c
     return -1;
 }
 
-static struct bound *bound_open(struct gh_engine *e, const struct gh_listener_conf *c,
-                                const struct gh_sockaddr *a, gh_err *err)
+struct bound *gh_engine_bound_open(struct gh_engine *e, const struct gh_listener_conf *c,
+                                   const struct gh_sockaddr *a, gh_err *err)
 {
     /* Sockets handed over by an upgrade are adopted as they are: binding anew would find
      * the address taken (by those very sockets). */
@@ -439,7 +398,7 @@ static struct bound *bound_open(struct gh_engine *e, const struct gh_listener_co
     for (; b->nfds < n; b->nfds++) {
         b->fds[b->nfds] = adopt ? adopt_inherited(e, c, a, err) : open_socket(c, a, err);
         if (b->fds[b->nfds] < 0) {
-            bound_close(b);
+            gh_engine_bound_close(b);
             return NULL;
         }
     }
@@ -448,7 +407,7 @@ static struct bound *bound_open(struct gh_engine *e, const struct gh_listener_co
 
 /* Hands the sockets of b to the workers: worker i watches a dup of fds[i] (or of the one
  * shared socket, with EPOLLEXCLUSIVE so one worker wakes per connection). */
-static void bound_publish(struct gh_engine *e, struct bound *b, struct lstate *st)
+void gh_engine_bound_publish(struct gh_engine *e, struct bound *b, struct lstate *st)
 {
     for (unsigned i = 0; i < e->nworkers; i++) {
         struct msg_add *m = calloc(1, sizeof *m);
@@ -470,7 +429,7 @@ static void bound_publish(struct gh_engine *e, struct bound *b, struct lstate *s
 
 /* Stops accepting at once (shutdown of a listening socket unhashes it, so the address
  * refuses new connections before this returns), then lets each worker close its dup. */
-static void withdraw(struct gh_engine *e, struct lstate *st, struct bound *b)
+void gh_engine_withdraw(struct gh_engine *e, struct lstate *st, struct bound *b)
 {
     for (unsigned i = 0; i < b->nfds && !e->handed_over; i++)
         shutdown(b->fds[i], SHUT_RDWR);
@@ -484,10 +443,24 @@ static void withdraw(struct gh_engine *e, struct lstate *st, struct bound *b)
         m->rt = gh_listener_rt_ref(st->rt);
         gh_loop_post(e->workers[i].loop, do_remove, m);
     }
-    bound_close(b);
+    gh_engine_bound_close(b);
 }
 
-static struct lstate *find_state(struct gh_engine *e, const char *id)
+/* Workers stop watching b for st, without closing it: the sockets change hands. */
+void gh_engine_release(struct gh_engine *e, struct lstate *st, struct bound *b)
+{
+    for (unsigned i = 0; i < e->nworkers; i++) {
+        struct msg_remove *m = b->wfds[i] >= 0 ? malloc(sizeof *m) : NULL;
+        if (m) {
+            m->fd = b->wfds[i];
+            m->rt = gh_listener_rt_ref(st->rt);
+            gh_loop_post(e->workers[i].loop, do_remove, m);
+        }
+        b->wfds[i] = -1;
+    }
+}
+
+struct lstate *gh_engine_find_state(struct gh_engine *e, const char *id)
 {
     for (struct lstate *st = e->listeners; st; st = st->next)
         if (!strcmp(st->rt->id, id))
@@ -495,7 +468,7 @@ static struct lstate *find_state(struct gh_engine *e, const char *id)
     return NULL;
 }
 
-static struct bound *find_bound(struct lstate *st, const struct gh_sockaddr *a)
+struct bound *gh_engine_find_bound(struct lstate *st, const struct gh_sockaddr *a)
 {
     for (unsigned i = 0; st && i < st->nbound; i++)
         if (st->bound[i] && gh_sockaddr_equal(&st->bound[i]->addr, a))
@@ -523,12 +496,12 @@ static bool conflicts_elsewhere(struct gh_engine *e, const char *id, const struc
     return false;
 }
 
-static bool needs_tls(const struct gh_listener_conf *c)
+bool gh_engine_needs_tls(const struct gh_listener_conf *c)
 {
     return c->use_tls && (c->tls_implicit || c->protocol != GH_PROTO_HTTP);
 }
 
-static void post_update(struct gh_engine *e, struct lstate *st)
+void gh_engine_post_update(struct gh_engine *e, struct lstate *st)
 {
     for (unsigned i = 0; i < e->nworkers; i++) {
         struct msg_update *m = malloc(sizeof *m);
@@ -543,8 +516,8 @@ static void post_update(struct gh_engine *e, struct lstate *st)
 
 /* Options that only take effect at bind time, or buffer sizes that setsockopt cannot take
  * back to the system default, need fresh sockets. */
-static bool needs_recreate(const struct bound *old, const struct gh_listener_conf *was,
-                           const struct gh_listener_conf *now)
+bool gh_engine_needs_recreate(const struct bound *old, const struct gh_listener_conf *was,
+                              const struct gh_listener_conf *now)
 {
     return old->reuseport != now->reuseport || old->reuseaddr != now->reuseaddr ||
            (was->rcvbuf && !now->rcvbuf) || (was->sndbuf && !now->sndbuf);
@@ -562,13 +535,13 @@ static bool recreate(struct gh_engine *e, struct lstate *st, struct bound *old,
     while (st->bound[slot] != old)
         slot++;
     struct gh_sockaddr addr = old->addr;
-    withdraw(e, st, old);
+    gh_engine_withdraw(e, st, old);
     st->bound[slot] = NULL;
-    if ((*fresh = bound_open(e, conf, &addr, err)))
+    if ((*fresh = gh_engine_bound_open(e, conf, &addr, err)))
         return true;
     gh_err ignored = {0};
-    if ((st->bound[slot] = bound_open(e, st->conf, &addr, &ignored)))
-        bound_publish(e, st->bound[slot], st);
+    if ((st->bound[slot] = gh_engine_bound_open(e, st->conf, &addr, &ignored)))
+        gh_engine_bound_publish(e, st->bound[slot], st);
     return false;
 }
 
@@ -588,19 +561,19 @@ static bool open_new_addresses(struct gh_engine *e, struct lstate *st,
             return false;
     }
     for (unsigned i = 0; i < conf->nbind; i++)
-        if (!find_bound(st, &conf->bind[i]) &&
-            !(fresh[i] = bound_open(e, conf, &conf->bind[i], err)))
+        if (!gh_engine_find_bound(st, &conf->bind[i]) &&
+            !(fresh[i] = gh_engine_bound_open(e, conf, &conf->bind[i], err)))
             goto fail;
     for (unsigned i = 0; i < conf->nbind; i++) {
-        struct bound *old = find_bound(st, &conf->bind[i]);
-        if (old && needs_recreate(old, st->conf, conf) &&
+        struct bound *old = gh_engine_find_bound(st, &conf->bind[i]);
+        if (old && gh_engine_needs_recreate(old, st->conf, conf) &&
             !recreate(e, st, old, conf, &fresh[i], err))
             goto fail;
     }
     for (unsigned i = 0; i < conf->nbind; i++) {
-        struct bound *old = fresh[i] ? NULL : find_bound(st, &conf->bind[i]);
+        struct bound *old = fresh[i] ? NULL : gh_engine_find_bound(st, &conf->bind[i]);
         for (unsigned k = 0; old && k < old->nfds; k++) {
-            if (!tune_socket(old->fds[k], conf, &conf->bind[i], err))
+            if (!gh_engine_tune_socket(old->fds[k], conf, &conf->bind[i], err))
                 goto fail;
             if (listen(old->fds[k], (int)conf->backlog) < 0) {
                 gh_fail_sys(err, errno, "listen");
@@ -612,7 +585,7 @@ static bool open_new_addresses(struct gh_engine *e, struct lstate *st,
 fail:
     for (unsigned i = 0; i < conf->nbind; i++)
         if (fresh[i])
-            bound_close(fresh[i]);
+            gh_engine_bound_close(fresh[i]);
     return false;
 }
 
@@ -628,8 +601,8 @@ bool gh_engine_apply(struct gh_engine *e, struct gh_listener_conf *conf, gh_err 
         return gh_fail(err, "out of memory");
     }
     pthread_mutex_lock(&e->mu);
-    struct lstate *st = find_state(e, conf->id);
-    bool ok = (!needs_tls(conf) || (ctx = gh_tls_ctx_new(conf, err))) &&
+    struct lstate *st = gh_engine_find_state(e, conf->id);
+    bool ok = (!gh_engine_needs_tls(conf) || (ctx = gh_tls_ctx_new(conf, err))) &&
               open_new_addresses(e, st, conf, fresh, err);
     if (!ok) {
         pthread_mutex_unlock(&e->mu);
@@ -658,7 +631,7 @@ bool gh_engine_apply(struct gh_engine *e, struct gh_listener_conf *conf, gh_err 
         pthread_mutex_unlock(&e->mu);
         for (unsigned i = 0; i < conf->nbind; i++)
             if (fresh[i])
-                bound_close(fresh[i]);
+                gh_engine_bound_close(fresh[i]);
         SSL_CTX_free(ctx);
         gh_listener_conf_unref(conf);
         free(fresh);
@@ -672,18 +645,18 @@ bool gh_engine_apply(struct gh_engine *e, struct gh_listener_conf *conf, gh_err 
     st->ctx = ctx;
     /* Kept addresses get the new settings first, then new addresses go live, then the
      * addresses no longer wanted are withdrawn. */
-    post_update(e, st);
+    gh_engine_post_update(e, st);
     for (unsigned i = 0; i < conf->nbind; i++) {
-        next[i] = fresh[i] ? fresh[i] : find_bound(st, &conf->bind[i]);
+        next[i] = fresh[i] ? fresh[i] : gh_engine_find_bound(st, &conf->bind[i]);
         if (fresh[i])
-            bound_publish(e, fresh[i], st);
+            gh_engine_bound_publish(e, fresh[i], st);
     }
     for (unsigned i = 0; i < st->nbound; i++) {
         bool kept = false;
         for (unsigned k = 0; k < conf->nbind && !kept; k++)
             kept = next[k] == st->bound[i];
         if (!kept && st->bound[i])
-            withdraw(e, st, st->bound[i]);
+            gh_engine_withdraw(e, st, st->bound[i]);
     }
     free(st->bound);
     st->bound = next;
@@ -693,219 +666,11 @@ bool gh_engine_apply(struct gh_engine *e, struct gh_listener_conf *conf, gh_err 
     return true;
 }
 
-/* ---- several listeners as one change: addresses that move between them ---- */
-
-/* One listener of a gh_engine_apply_set: its settings and, per address, the sockets it
- * will have (kept, moved from another member, or fresh). */
-struct member {
-    struct gh_listener_conf *conf; /* owned until committed */
-    struct lstate *st;
-    SSL_CTX *ctx;
-    struct bound **next;
-    struct lstate **from; /* the member an address moves from; NULL when kept or fresh */
-    bool *fresh;
-};
-
-static bool member_keeps(const struct member *m, const struct gh_sockaddr *a)
-{
-    for (unsigned k = 0; k < m->conf->nbind; k++)
-        if (gh_sockaddr_equal(&m->conf->bind[k], a))
-            return true;
-    return false;
-}
-
-static bool in_any_next(const struct member *ms, unsigned n, const struct bound *b)
-{
-    for (unsigned i = 0; i < n; i++)
-        for (unsigned k = 0; k < ms[i].conf->nbind; k++)
-            if (ms[i].next[k] == b)
-                return true;
-    return false;
-}
-
-static struct member *member_of(struct member *ms, unsigned n, const struct lstate *st)
-{
-    for (unsigned i = 0; i < n; i++)
-        if (ms[i].st == st)
-            return &ms[i];
-    return NULL;
-}
-
-/* Where address k of member i gets its sockets: its own, a member that lets it go, or a
- * fresh bind when no listener outside the move holds anything that overlaps. */
-static bool member_address(struct gh_engine *e, struct member *ms, unsigned n, unsigned i,
-                           unsigned k, gh_err *err)
-{
-    struct member *m = &ms[i];
-    const struct gh_sockaddr *a = &m->conf->bind[k];
-    char text[GH_ADDR_TEXT];
-    gh_sockaddr_format(a, text);
-    struct bound *own = find_bound(m->st, a);
-    if (own && needs_recreate(own, m->st->conf, m->conf))
-        return gh_fail(err,
-                       "bind %s: socketReusePort, socketReuseAddress or a buffer size back to "
-                       "the default needs new sockets; change it in a /set of its own",
-                       text);
-    if (own) {
-        m->next[k] = own;
-        return true;
-    }
-    for (struct lstate *st = e->listeners; st; st = st->next) {
-        if (st == m->st)
-            continue;
-        struct member *other = member_of(ms, n, st);
-        for (unsigned b = 0; b < st->nbound; b++) {
-            struct bound *ob = st->bound[b];
-            if (!ob || !gh_sockaddr_conflict(&ob->addr, a))
-                continue;
-            if (other && gh_sockaddr_equal(&ob->addr, a) && !member_keeps(other, a) &&
-                !in_any_next(ms, n, ob)) {
-                if (ob->reuseport != m->conf->reuseport || ob->reuseaddr != m->conf->reuseaddr)
-                    return gh_fail(err,
-                                   "bind %s moves from listener \"%s\" with its sockets: both "
-                                   "need the same socketReusePort and socketReuseAddress",
-                                   text, st->conf->name);
-                m->next[k] = ob;
-                m->from[k] = st;
-                return true;
-            }
-            char held[GH_ADDR_TEXT];
-            gh_sockaddr_format(&ob->addr, held);
-            return gh_fail(err, "bind %s: address already used by listener \"%s\" (%s)", text,
-                           st->conf->name, held);
-        }
-    }
-    m->fresh[k] = true;
-    return (m->next[k] = bound_open(e, m->conf, a, err)) != NULL;
-}
-
-static bool member_prepare(struct gh_engine *e, struct member *ms, unsigned n, unsigned i,
-                           gh_err *err)
-{
-    struct member *m = &ms[i];
-    unsigned nb = m->conf->nbind ? m->conf->nbind : 1;
-    m->next = calloc(nb, sizeof *m->next);
-    m->from = calloc(nb, sizeof *m->from);
-    m->fresh = calloc(nb, sizeof *m->fresh);
-    if (!m->next || !m->from || !m->fresh)
-        return gh_fail(err, "out of memory");
-    if (!(m->st = find_state(e, m->conf->id)))
-        return gh_fail(err, "listener %s is not running", m->conf->id);
-    if (needs_tls(m->conf) && !(m->ctx = gh_tls_ctx_new(m->conf, err)))
-        return false;
-    return true;
-}
-
-/* Re-tunes kept and moved sockets to the member's settings (as gh_engine_apply does). */
-static bool member_tune(struct member *m, gh_err *err)
-{
-    for (unsigned k = 0; k < m->conf->nbind; k++) {
-        struct bound *b = m->fresh[k] ? NULL : m->next[k];
-        for (unsigned f = 0; b && f < b->nfds; f++) {
-            if (!tune_socket(b->fds[f], m->conf, &m->conf->bind[k], err))
-                return false;
-            if (listen(b->fds[f], (int)m->conf->backlog) < 0)
-                return gh_fail_sys(err, errno, "listen");
-        }
-    }
-    return true;
-}
-
-/* Workers stop watching b for st, without closing it: the sockets change hands. */
-static void release_to_workers(struct gh_engine *e, struct lstate *st, struct bound *b)
-{
-    for (unsigned i = 0; i < e->nworkers; i++) {
-        struct msg_remove *m = b->wfds[i] >= 0 ? malloc(sizeof *m) : NULL;
-        if (m) {
-            m->fd = b->wfds[i];
-            m->rt = gh_listener_rt_ref(st->rt);
-            gh_loop_post(e->workers[i].loop, do_remove, m);
-        }
-        b->wfds[i] = -1;
-    }
-}
-
-static void members_commit(struct gh_engine *e, struct member *ms, unsigned n)
-{
-    for (unsigned i = 0; i < n; i++)
-        for (unsigned k = 0; k < ms[i].conf->nbind; k++)
-            if (ms[i].from[k])
-                release_to_workers(e, ms[i].from[k], ms[i].next[k]);
-    for (unsigned i = 0; i < n; i++) {
-        struct member *m = &ms[i];
-        gh_listener_conf_unref(m->st->conf);
-        m->st->conf = m->conf;
-        SSL_CTX_free(m->st->ctx);
-        m->st->ctx = m->ctx;
-        post_update(e, m->st);
-        for (unsigned k = 0; k < m->conf->nbind; k++)
-            if (m->fresh[k] || m->from[k])
-                bound_publish(e, m->next[k], m->st);
-    }
-    for (unsigned i = 0; i < n; i++) {
-        struct lstate *st = ms[i].st;
-        for (unsigned b = 0; b < st->nbound; b++)
-            if (st->bound[b] && !in_any_next(ms, n, st->bound[b]))
-                withdraw(e, st, st->bound[b]);
-    }
-    for (unsigned i = 0; i < n; i++) {
-        struct lstate *st = ms[i].st;
-        free(st->bound);
-        st->bound = ms[i].next;
-        st->nbound = ms[i].conf->nbind;
-        ms[i].next = NULL;
-        ms[i].conf = NULL;
-        ms[i].ctx = NULL;
-    }
-}
-
-static void members_free(struct member *ms, unsigned n)
-{
-    for (unsigned i = 0; i < n; i++) {
-        for (unsigned k = 0; ms[i].next && ms[i].conf && k < ms[i].conf->nbind; k++)
-            if (ms[i].fresh[k] && ms[i].next[k])
-                bound_close(ms[i].next[k]);
-        gh_listener_conf_unref(ms[i].conf);
-        SSL_CTX_free(ms[i].ctx);
-        free(ms[i].next);
-        free(ms[i].from);
-        free(ms[i].fresh);
-    }
-    free(ms);
-}
-
-bool gh_engine_apply_set(struct gh_engine *e, struct gh_listener_conf **confs, unsigned n,
-                         gh_err *err)
-{
-    struct member *ms = calloc(n ? n : 1, sizeof *ms);
-    if (!ms) {
-        for (unsigned i = 0; i < n; i++)
-            gh_listener_conf_unref(confs[i]);
-        return gh_fail(err, "out of memory");
-    }
-    for (unsigned i = 0; i < n; i++)
-        ms[i].conf = confs[i];
-    pthread_mutex_lock(&e->mu);
-    bool ok = true;
-    for (unsigned i = 0; i < n && ok; i++)
-        ok = member_prepare(e, ms, n, i, err);
-    for (unsigned i = 0; i < n && ok; i++)
-        for (unsigned k = 0; k < ms[i].conf->nbind && ok; k++)
-            ok = member_address(e, ms, n, i, k, err);
-    for (unsigned i = 0; i < n && ok; i++)
-        ok = member_tune(&ms[i], err);
-    if (ok)
-        members_commit(e, ms, n);
-    pthread_mutex_unlock(&e->mu);
-    members_free(ms, n);
-    return ok;
-}
-
-static void lstate_free(struct gh_engine *e, struct lstate *st)
+void gh_engine_lstate_free(struct gh_engine *e, struct lstate *st)
 {
     for (unsigned i = 0; i < st->nbound; i++)
         if (st->bound[i])
-            withdraw(e, st, st->bound[i]);
+            gh_engine_withdraw(e, st, st->bound[i]);
     free(st->bound);
     gh_listener_conf_unref(st->conf);
     SSL_CTX_free(st->ctx);
@@ -921,7 +686,7 @@ void gh_engine_remove(struct gh_engine *e, const char *id)
         if (!strcmp((*pp)->rt->id, id)) {
             struct lstate *st = *pp;
             *pp = st->next;
-            lstate_free(e, st);
+            gh_engine_lstate_free(e, st);
             break;
         }
     }
@@ -932,7 +697,7 @@ uint32_t gh_engine_live(struct gh_engine *e, const char *id)
 {
     uint32_t n = 0;
     pthread_mutex_lock(&e->mu);
-    struct lstate *st = find_state(e, id);
+    struct lstate *st = gh_engine_find_state(e, id);
     if (st)
         n = atomic_load(&st->rt->live);
     pthread_mutex_unlock(&e->mu);
@@ -1096,7 +861,7 @@ void gh_worker_maybe_finish(struct gh_worker *w)
     }
 }
 
-static void on_grace_over(struct gh_timer *t)
+void gh_engine_grace_over(struct gh_timer *t)
 {
     struct gh_worker *w = gh_container_of(t, struct gh_worker, grace);
     while (w->conns) {
@@ -1108,16 +873,16 @@ static void on_grace_over(struct gh_timer *t)
 
 static void do_stop(struct gh_loop *loop, void *arg)
 {
-    struct gh_worker *w = worker_of(loop, gh_engine_global);
+    struct gh_worker *w = gh_engine_worker_of(loop, gh_engine_global);
     if (!w)
         return;
     w->stopping = true;
     while (w->socks) {
         struct gh_wsock *ws = w->socks;
         w->socks = ws->next;
-        wsock_free(ws);
+        gh_engine_wsock_free(ws);
     }
-    w->grace.fn = on_grace_over;
+    w->grace.fn = gh_engine_grace_over;
     gh_timer_set(loop, &w->grace, (uint32_t)(uintptr_t)arg);
     for (struct gh_conn *c = w->conns, *next; c; c = next) {
         next = c->next;
@@ -1132,7 +897,7 @@ void gh_engine_stop(struct gh_engine *e, uint32_t grace_ms)
     while (e->listeners) {
         struct lstate *st = e->listeners;
         e->listeners = st->next;
-        lstate_free(e, st);
+        gh_engine_lstate_free(e, st);
     }
     pthread_mutex_unlock(&e->mu);
     for (unsigned i = 0; i < e->nworkers; i++)
@@ -1155,7 +920,7 @@ void gh_engine_free(struct gh_engine *e)
         while (w->socks) {
             struct gh_wsock *ws = w->socks;
             w->socks = ws->next;
-            wsock_free(ws);
+            gh_engine_wsock_free(ws);
         }
         while (w->conns)
             gh_conn_close(w->conns);
@@ -1167,7 +932,7 @@ void gh_engine_free(struct gh_engine *e)
     while (e->listeners) {
         struct lstate *st = e->listeners;
         e->listeners = st->next;
-        lstate_free(e, st);
+        gh_engine_lstate_free(e, st);
     }
     gh_engine_inherit_done(e);
     free(e->trusted);
@@ -1176,102 +941,4 @@ void gh_engine_free(struct gh_engine *e)
     if (gh_engine_global == e)
         gh_engine_global = NULL;
     free(e);
-}
-
-/* ---- binary upgrade: sockets that outlive the process ---- */
-
-bool gh_engine_inherit(struct gh_engine *e, const struct gh_sockaddr *a, int fd, gh_err *err)
-{
-    struct inherited *in = malloc(sizeof *in);
-    if (!in)
-        return gh_fail(err, "out of memory");
-    in->addr = *a;
-    in->fd = fd;
-    pthread_mutex_lock(&e->mu);
-    in->next = e->inherited;
-    e->inherited = in;
-    pthread_mutex_unlock(&e->mu);
-    return true;
-}
-
-unsigned gh_engine_inherit_done(struct gh_engine *e)
-{
-    unsigned n = 0;
-    pthread_mutex_lock(&e->mu);
-    while (e->inherited) {
-        struct inherited *in = e->inherited;
-        e->inherited = in->next;
-        close(in->fd);
-        free(in);
-        n++;
-    }
-    pthread_mutex_unlock(&e->mu);
-    return n;
-}
-
-void gh_engine_each_socket(struct gh_engine *e,
-                           void (*fn)(void *arg, const struct gh_sockaddr *a, int fd), void *arg)
-{
-    pthread_mutex_lock(&e->mu);
-    for (struct lstate *st = e->listeners; st; st = st->next)
-        for (unsigned i = 0; i < st->nbound; i++)
-            for (unsigned k = 0; st->bound[i] && k < st->bound[i]->nfds; k++)
-                fn(arg, &st->bound[i]->addr, st->bound[i]->fds[k]);
-    pthread_mutex_unlock(&e->mu);
-}
-
-/* After the drain, what gh_engine_stop does at once: every session gets its goodbye. */
-static void on_drain_over(struct gh_timer *t)
-{
-    struct gh_worker *w = gh_container_of(t, struct gh_worker, grace);
-    w->grace.fn = on_grace_over;
-    gh_timer_set(w->loop, &w->grace, GRACE_AFTER_DRAIN_MS);
-    for (struct gh_conn *c = w->conns, *next; c; c = next) {
-        next = c->next;
-        gh_conn_shutdown(c);
-    }
-    gh_worker_maybe_finish(w);
-}
-
-/* Stops watching the listening sockets; mail sessions go on undisturbed, while HTTP
- * connections close after the response in flight (their next request would reach a
- * management layer that no longer owns the store). */
-static void do_drain(struct gh_loop *loop, void *arg)
-{
-    struct gh_worker *w = worker_of(loop, gh_engine_global);
-    if (!w)
-        return;
-    w->stopping = true;
-    while (w->socks) {
-        struct gh_wsock *ws = w->socks;
-        w->socks = ws->next;
-        wsock_free(ws);
-    }
-    w->grace.fn = on_drain_over;
-    gh_timer_set(loop, &w->grace, (uint32_t)(uintptr_t)arg);
-    for (struct gh_conn *c = w->conns, *next; c; c = next) {
-        next = c->next;
-        if (c->conf->protocol == GH_PROTO_HTTP)
-            gh_conn_shutdown(c);
-    }
-    gh_worker_maybe_finish(w);
-}
-
-bool gh_engine_running(struct gh_engine *e)
-{
-    return atomic_load(&e->running) > 0;
-}
-
-void gh_engine_hand_over(struct gh_engine *e, uint32_t drain_ms)
-{
-    pthread_mutex_lock(&e->mu);
-    e->handed_over = true;
-    while (e->listeners) {
-        struct lstate *st = e->listeners;
-        e->listeners = st->next;
-        lstate_free(e, st);
-    }
-    pthread_mutex_unlock(&e->mu);
-    for (unsigned i = 0; i < e->nworkers; i++)
-        gh_loop_post(e->workers[i].loop, do_drain, (void *)(uintptr_t)drain_ms);
 }
