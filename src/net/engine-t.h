@@ -62,6 +62,10 @@ struct inherited {
 struct gh_worker *gh_engine_worker_of(struct gh_loop *loop, struct gh_engine *e);
 void gh_engine_wsock_free(struct gh_wsock *ws);
 void gh_engine_grace_over(struct gh_timer *t);
+/* A worker stops accepting and arms its grace timer (grace_over); its sessions get their
+ * goodbye (only the HTTP ones with http_only: a hand-over lets mail sessions finish). */
+void gh_engine_wind_down(struct gh_worker *w, void (*grace_over)(struct gh_timer *),
+                         uint32_t grace_ms, bool http_only);
 bool gh_engine_tune_socket(int fd, const struct gh_listener_conf *c, const struct gh_sockaddr *a,
                            gh_err *err);
 struct bound *gh_engine_bound_open(struct gh_engine *e, const struct gh_listener_conf *c,

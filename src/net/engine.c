@@ -871,24 +871,30 @@ void gh_engine_grace_over(struct gh_timer *t)
     gh_loop_stop(w->loop);
 }
 
-static void do_stop(struct gh_loop *loop, void *arg)
+void gh_engine_wind_down(struct gh_worker *w, void (*grace_over)(struct gh_timer *),
+                         uint32_t grace_ms, bool http_only)
 {
-    struct gh_worker *w = gh_engine_worker_of(loop, gh_engine_global);
-    if (!w)
-        return;
     w->stopping = true;
     while (w->socks) {
         struct gh_wsock *ws = w->socks;
         w->socks = ws->next;
         gh_engine_wsock_free(ws);
     }
-    w->grace.fn = gh_engine_grace_over;
-    gh_timer_set(loop, &w->grace, (uint32_t)(uintptr_t)arg);
+    w->grace.fn = grace_over;
+    gh_timer_set(w->loop, &w->grace, grace_ms);
     for (struct gh_conn *c = w->conns, *next; c; c = next) {
         next = c->next;
-        gh_conn_shutdown(c);
+        if (!http_only || c->conf->protocol == GH_PROTO_HTTP)
+            gh_conn_shutdown(c);
     }
     gh_worker_maybe_finish(w);
+}
+
+static void do_stop(struct gh_loop *loop, void *arg)
+{
+    struct gh_worker *w = gh_engine_worker_of(loop, gh_engine_global);
+    if (w)
+        gh_engine_wind_down(w, gh_engine_grace_over, (uint32_t)(uintptr_t)arg, false);
 }
 
 void gh_engine_stop(struct gh_engine *e, uint32_t grace_ms)

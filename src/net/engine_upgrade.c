@@ -71,22 +71,8 @@ static void on_drain_over(struct gh_timer *t)
 static void do_drain(struct gh_loop *loop, void *arg)
 {
     struct gh_worker *w = gh_engine_worker_of(loop, gh_engine_global);
-    if (!w)
-        return;
-    w->stopping = true;
-    while (w->socks) {
-        struct gh_wsock *ws = w->socks;
-        w->socks = ws->next;
-        gh_engine_wsock_free(ws);
-    }
-    w->grace.fn = on_drain_over;
-    gh_timer_set(loop, &w->grace, (uint32_t)(uintptr_t)arg);
-    for (struct gh_conn *c = w->conns, *next; c; c = next) {
-        next = c->next;
-        if (c->conf->protocol == GH_PROTO_HTTP)
-            gh_conn_shutdown(c);
-    }
-    gh_worker_maybe_finish(w);
+    if (w) /* mail sessions run on; HTTP ones end, so the new process serves the API */
+        gh_engine_wind_down(w, on_drain_over, (uint32_t)(uintptr_t)arg, true);
 }
 
 bool gh_engine_running(struct gh_engine *e)
