@@ -332,6 +332,7 @@ static void give_up(struct gh_relay *r, const char *why)
     gh_metrics_handoff(c->metrics, GH_HANDOFF_FAILED);
     gh_timer_cancel(c->worker->loop, &r->deadline);
     gh_backend_close(&r->b);
+    r->stage = RELAY_OPENING; /* nothing flows: the session is not handed off */
     c->phase = GH_PHASE_PROTOCOL; /* so the reply leaves in clear or through TLS as before */
     if (c->proto->unavailable)
         gh_conn_write(c, c->proto->unavailable, strlen(c->proto->unavailable));
@@ -769,5 +770,6 @@ void gh_relay_client_drained(struct gh_conn *c)
 
 const char *gh_relay_destination(const struct gh_conn *c)
 {
-    return c->relay && c->relay->stage == RELAY_FLOWING ? c->relay->dest->name : NULL;
+    const struct gh_relay *r = c->relay;
+    return r && r->stage == RELAY_FLOWING && r->dest ? r->dest->name : NULL;
 }
