@@ -332,7 +332,7 @@ static void give_up(struct gh_relay *r, const char *why)
     gh_metrics_handoff(c->metrics, GH_HANDOFF_FAILED);
     gh_timer_cancel(c->worker->loop, &r->deadline);
     gh_backend_close(&r->b);
-    r->stage = RELAY_OPENING; /* nothing flows: the session is not handed off */
+    r->stage = RELAY_OPENING;     /* nothing flows: the session is not handed off */
     c->phase = GH_PHASE_PROTOCOL; /* so the reply leaves in clear or through TLS as before */
     if (c->proto->unavailable)
         gh_conn_write(c, c->proto->unavailable, strlen(c->proto->unavailable));
