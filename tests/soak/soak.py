@@ -221,16 +221,23 @@ class Sink:
             threading.Thread(target=self.session, args=(conn,), daemon=True).start()
 
     def read_header(self, conn):
-        first = conn.recv(16, socket.MSG_WAITALL)
+        first = conn.recv(15, socket.MSG_WAITALL)  # "PROXY UNKNOWN\r\n" is 15 bytes long
+        if first == b"PROXY UNKNOWN\r\n":  # a health check of a destination forwarding v1
+            return "check"
+        if not first:  # closed before a byte: a health check ended by a live change
+            return "check"
         if first.startswith(SIG):
+            first += conn.recv(1, socket.MSG_WAITALL)
             body = conn.recv(struct.unpack("!H", first[14:16])[0], socket.MSG_WAITALL)
+            if first[12] & 0x0F == 0:  # LOCAL: the daemon's own health check
+                return "check"
             fam = first[13] >> 4
             expect(fam in (1, 2) and len(body) >= 12, f"sink: v2 family {fam}")
             return "v2"
         head = first
         while not head.endswith(b"\r\n"):
             more = conn.recv(1)
-            expect(more, "sink: v1 header cut")
+            expect(more, f"sink: v1 header cut: {head!r}")
             head += more
         expect(head.startswith(b"PROXY TCP4 127.0.0.1 "), f"sink: v1 {head!r}")
         return "v1"
@@ -240,6 +247,13 @@ class Sink:
             with conn:
                 conn.settimeout(TIMEOUT)
                 kind = self.read_header(conn)
+                if kind == "check":  # greeting, goodbye; how the checker hangs up is its own
+                    try:
+                        conn.sendall(b"220 sink ready\r\n")
+                        conn.recv(4096)
+                    except OSError:
+                        pass
+                    return
                 conn.sendall(f"220 sink {kind} ready\r\n".encode())
                 buf = b""
                 while True:
