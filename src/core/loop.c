@@ -17,6 +17,7 @@
 #include <sys/epoll.h>
 #include <stdatomic.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -179,6 +180,38 @@ void gh_io_del(struct gh_loop *loop, struct gh_io *io)
 }
 
 static atomic_bool fds_shared;
+
+ssize_t gh_io_recv(struct gh_loop *loop, struct gh_io *io, void *buf, size_t len)
+{
+    if (loop->ring)
+        return gh_uring_recv(loop->ring, io, buf, len);
+    return recv(io->fd, buf, len, 0);
+}
+
+ssize_t gh_io_send(struct gh_loop *loop, struct gh_io *io, const void *buf, size_t len)
+{
+    if (loop->ring)
+        return gh_uring_send(loop->ring, io, buf, len);
+    return send(io->fd, buf, len, MSG_NOSIGNAL);
+}
+
+void gh_io_shutdown_write(struct gh_loop *loop, struct gh_io *io)
+{
+    if (loop->ring)
+        gh_uring_shutdown_write(loop->ring, io);
+    else
+        shutdown(io->fd, SHUT_WR);
+}
+
+bool gh_io_ring(struct gh_loop *loop, struct gh_io *io, bool on)
+{
+    return loop->ring && gh_uring_ring(loop->ring, io, on);
+}
+
+bool gh_io_ring_idle(struct gh_loop *loop, const struct gh_io *io)
+{
+    return !loop->ring || gh_uring_ring_idle(loop->ring, io);
+}
 
 void gh_loop_fds_shared(bool shared)
 {

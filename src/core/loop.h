@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "core/err.h"
 
@@ -57,6 +58,23 @@ void gh_io_del(struct gh_loop *loop, struct gh_io *io);
  * holds a copy of the descriptor table between fork and exec) it is taken out first. */
 void gh_io_close(struct gh_loop *loop, struct gh_io *io);
 void gh_loop_fds_shared(bool shared);
+
+/*
+ * Socket I/O through the loop, with recv(2)/send(2)'s returns (-1 and EAGAIN when nothing is
+ * ready). On epoll they are those system calls. On io_uring, a watch switched to ring I/O has
+ * its reads done by the ring ahead of its handler (EPOLLIN then means the bytes are here) and
+ * its writes sent with the turn's one io_uring_enter; a close (gh_io_close) or
+ * gh_io_shutdown_write waits for the writes before it. Everything written is accepted up to
+ * a bound, past which the send says EAGAIN and EPOLLOUT follows.
+ */
+ssize_t gh_io_recv(struct gh_loop *loop, struct gh_io *io, void *buf, size_t len);
+ssize_t gh_io_send(struct gh_loop *loop, struct gh_io *io, const void *buf, size_t len);
+void gh_io_shutdown_write(struct gh_loop *loop, struct gh_io *io);
+/* Ring I/O on or off for a watched socket; false where the loop cannot do it (epoll). Off
+ * lets the ring finish what it holds: system calls of the owner's own on the descriptor
+ * (peeks, splice) are safe once gh_io_ring_idle says so; gh_io_recv/send are always safe. */
+bool gh_io_ring(struct gh_loop *loop, struct gh_io *io, bool on);
+bool gh_io_ring_idle(struct gh_loop *loop, const struct gh_io *io);
 
 /* Monotonic milliseconds, cached once per loop turn. */
 uint64_t gh_loop_now(const struct gh_loop *loop);

@@ -7,10 +7,17 @@
  *
  * Level-triggered watches (no EPOLLET) are one-shot polls re-armed after their handler runs,
  * which reports readiness again while it lasts, as epoll does. EPOLLET watches are multishot
- * polls. Every poll carries the descriptor and a generation in its user data: a completion
+ * polls. Every request carries the descriptor and a generation in its user data: a completion
  * from a poll that was removed or replaced (the descriptor closed, or its mask changed) names
  * an old generation and is dropped, so a handler never sees an event meant for an object
  * already freed, nor one meant for an earlier file under the same number.
+ *
+ * A socket switched to ring I/O (gh_uring_ring) has no poll for its data: the ring receives
+ * for it, into a buffer of the ring's provided-buffer group picked only when bytes arrive (an
+ * idle connection holds none), and reports EPOLLIN once they are there; gh_uring_recv then
+ * hands them over with no system call. Its writes are queued, and the turn's sends leave with
+ * the turn's single enter; a close or shutdown asked for meanwhile is linked behind them. So a
+ * request-reply exchange costs no system call of its own.
  *
  * Closing a watched descriptor is queued too, behind the removal of its poll (which holds the
  * file open until then): the number stays taken until the turn's enter, which only this
@@ -25,20 +32,52 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+
+#include "core/buf.h"
 
 #define RING_ENTRIES 4096
 #define CQE_BATCH    256
-#define UD_INTERNAL  UINT64_MAX       /* closes: nothing to do when they complete */
-#define UD_WAKE      (UINT64_MAX - 1) /* the read of the wake eventfd */
-#define UD_REMOVE    (1ull << 63)     /* | the poll's own user data: a removal */
-#define UD_REARM     (1ull << 62)     /* | a watch's user data: its pause is over */
-#define GEN_MASK     0x3fffffffu      /* generations stay below both */
+#define RX_BUFS      256  /* provided receive buffers per ring (a power of two) */
+#define RX_BUF_SIZE  4096 /* one TLS record takes a few; a command line, one */
+#define RX_GROUP     0
+#define TX_CAP       (256 * 1024) /* queued for one socket before sends say EAGAIN */
+
+/* User data: what the request is (top 6 bits), a generation (26 bits), the descriptor. */
+enum kind { K_POLL, K_REMOVE, K_REARM, K_RECV, K_SEND, K_KICK, K_TAIL, K_INTERNAL = 63 };
+#define UD_INTERNAL UINT64_MAX       /* closes and cancels: nothing to do when they complete */
+#define UD_WAKE     (UINT64_MAX - 1) /* the read of the wake eventfd */
+#define GEN_MASK    0x03ffffffu
+
+/* Ring I/O of one socket: bytes the ring received ahead of the owner's read, and bytes its
+ * sends carry. Kept with the descriptor's slot and reset for each new owner. */
+struct rio {
+    uint32_t gen;          /* of its receive and kick: completions of another are stale */
+    bool on;               /* the owner asked for ring I/O */
+    bool recv_inflight;    /* a receive is in the ring */
+    bool send_inflight;    /* a send of `sending` is in the ring */
+    bool kick_pending;     /* a no-op is in the ring to report what is already here */
+    bool direct;           /* out of provided buffers: the next read is a system call */
+    bool eof;              /* a receive returned 0: the peer ended its stream */
+    bool close_pending;    /* close once the sends are out */
+    bool shut_pending;     /* shutdown(SHUT_WR) once the sends are out */
+    bool tail_linked;      /* that close or shutdown is linked behind the send in flight */
+    bool dirty;            /* in the ring's list of sockets with bytes to send */
+    int err;               /* a receive or send failed: later calls fail with it */
+    int buf;               /* the provided buffer holding unread bytes, or -1 */
+    uint32_t off, len;     /* of those bytes */
+    struct gh_buf sending; /* carried by the send in flight: unchanged until it completes */
+    struct gh_buf queued;  /* written since; goes out with the next turn */
+};
 
 struct watch {
     struct gh_io *io; /* NULL when the descriptor is not watched */
     uint32_t events;  /* as asked, EPOLL* bits */
+    uint32_t pmask;   /* of the poll in the ring */
     uint32_t gen;     /* of the poll now in the ring */
     bool armed;       /* a poll for gen is in the ring */
+    struct rio *rio;  /* once ring I/O was asked for on this slot */
 };
 
 struct gh_uring {
@@ -48,11 +87,29 @@ struct gh_uring {
     uint32_t next_gen;
     int wake_fd;
     uint64_t wake_count;
+    struct io_uring_buf_ring *rx_ring; /* NULL when the kernel took no provided buffers */
+    char *rx_base;
+    int *dirty; /* descriptors with bytes queued to send this turn */
+    size_t ndirty, capdirty;
+    unsigned sends_inflight;
+    bool draining; /* the loop has ended: completions are not reported to owners */
 };
 
-static uint64_t user_data(int fd, uint32_t gen)
+static uint64_t user_data(enum kind k, uint32_t gen, int fd)
 {
-    return (uint64_t)gen << 32 | (uint32_t)fd;
+    return (uint64_t)k << 58 | (uint64_t)(gen & GEN_MASK) << 32 | (uint32_t)fd;
+}
+static enum kind ud_kind(uint64_t d)
+{
+    return (enum kind)(d >> 58);
+}
+static uint32_t ud_gen(uint64_t d)
+{
+    return (uint32_t)(d >> 32) & GEN_MASK;
+}
+static int ud_fd(uint64_t d)
+{
+    return (int)(uint32_t)d;
 }
 
 bool gh_uring_probe(gh_err *err)
@@ -106,6 +163,39 @@ static void arm_wake(struct gh_uring *u)
     io_uring_sqe_set_data64(sqe, UD_WAKE);
 }
 
+/* ---- provided receive buffers ---- */
+
+static void rx_recycle(struct gh_uring *u, int bid)
+{
+    io_uring_buf_ring_add(u->rx_ring, u->rx_base + (size_t)bid * RX_BUF_SIZE, RX_BUF_SIZE,
+                          (unsigned short)bid, io_uring_buf_ring_mask(RX_BUFS), 0);
+    io_uring_buf_ring_advance(u->rx_ring, 1);
+}
+
+/* Ring I/O is an optimisation: a kernel that refuses provided buffers (before 5.19) keeps
+ * every socket on polls and system calls. */
+static void rx_setup(struct gh_uring *u)
+{
+    size_t ring_bytes = RX_BUFS * sizeof(struct io_uring_buf);
+    void *ring = mmap(NULL, ring_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (ring == MAP_FAILED)
+        return;
+    u->rx_ring = ring;
+    io_uring_buf_ring_init(u->rx_ring);
+    struct io_uring_buf_reg reg = {
+        .ring_addr = (unsigned long)ring, .ring_entries = RX_BUFS, .bgid = RX_GROUP};
+    if (!(u->rx_base = malloc((size_t)RX_BUFS * RX_BUF_SIZE)) ||
+        io_uring_register_buf_ring(&u->ring, &reg, 0) < 0) {
+        free(u->rx_base);
+        u->rx_base = NULL;
+        munmap(ring, ring_bytes);
+        u->rx_ring = NULL;
+        return;
+    }
+    for (int i = 0; i < RX_BUFS; i++)
+        rx_recycle(u, i);
+}
+
 struct gh_uring *gh_uring_new(int wake_fd, gh_err *err)
 {
     struct gh_uring *u = calloc(1, sizeof *u);
@@ -120,16 +210,56 @@ struct gh_uring *gh_uring_new(int wake_fd, gh_err *err)
         free(u);
         return NULL;
     }
+    /* The ring's own descriptor is not registered (io_uring_register_ring_fd): with it,
+     * liburing 2.3's timed wait (the loop's only wait) fails with EINVAL. */
+    rx_setup(u);
     u->wake_fd = wake_fd;
     u->next_gen = 1;
     arm_wake(u);
     return u;
 }
 
+static void rio_free(struct rio *r)
+{
+    if (!r)
+        return;
+    gh_buf_free(&r->sending);
+    gh_buf_free(&r->queued);
+    free(r);
+}
+
+static void flush_sends(struct gh_uring *u);
+static void on_send(struct gh_uring *u, const struct io_uring_cqe *cqe);
+
+/* Bytes written before the loop ended (goodbyes at stop) go out with their closes before the
+ * ring is torn down, as send(2) would have handed them to the kernel; bounded to a second. */
+static void drain_sends(struct gh_uring *u)
+{
+    u->draining = true;
+    for (int i = 0; i < 100; i++) {
+        flush_sends(u);
+        if (!u->sends_inflight)
+            break;
+        struct __kernel_timespec ts = {.tv_nsec = 10 * 1000000};
+        struct io_uring_cqe *cqe;
+        io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
+        unsigned head, n = 0;
+        io_uring_for_each_cqe(&u->ring, head, cqe)
+        {
+            n++;
+            if (ud_kind(cqe->user_data) == K_SEND && cqe->user_data != UD_INTERNAL)
+                on_send(u, cqe);
+        }
+        io_uring_cq_advance(&u->ring, n);
+    }
+    io_uring_submit(&u->ring); /* the closes queued behind the last sends */
+}
+
 void gh_uring_free(struct gh_uring *u)
 {
     if (!u)
         return;
+    drain_sends(u);
     /* The ring's own teardown is asynchronous, and its polls hold their sockets open until
      * it runs: a listening socket would linger (and take connections it will never accept)
      * after the loop is gone. Cancel everything first, and wait for it. */
@@ -138,7 +268,13 @@ void gh_uring_free(struct gh_uring *u)
     io_uring_sqe_set_data64(sqe, UD_INTERNAL);
     io_uring_submit_and_wait(&u->ring, 1);
     io_uring_queue_exit(&u->ring);
+    for (size_t i = 0; i < u->nwatches; i++)
+        rio_free(u->watches[i].rio);
     free(u->watches);
+    if (u->rx_ring)
+        munmap(u->rx_ring, RX_BUFS * sizeof(struct io_uring_buf));
+    free(u->rx_base);
+    free(u->dirty);
     free(u);
 }
 
@@ -176,17 +312,140 @@ static uint32_t new_gen(struct gh_uring *u)
     return gen;
 }
 
-/* Queues a poll for w's current mask under a new generation. */
-static void arm(struct gh_uring *u, int fd, struct watch *w, bool multishot)
+/* ---- ring I/O state ---- */
+
+static bool rio_sends_busy(const struct rio *r)
+{
+    return r->send_inflight || gh_buf_len(&r->sending) || gh_buf_len(&r->queued) ||
+           r->close_pending || r->shut_pending;
+}
+
+static bool rio_has_input(const struct rio *r)
+{
+    return r->buf >= 0 || r->eof || r->err || r->direct;
+}
+
+static bool rio_reads(const struct rio *r)
+{
+    return r->on || r->recv_inflight || rio_has_input(r);
+}
+
+static bool rio_writes(const struct rio *r)
+{
+    return r->on || rio_sends_busy(r);
+}
+
+static bool rio_room(const struct rio *r)
+{
+    return gh_buf_len(&r->sending) + gh_buf_len(&r->queued) < TX_CAP / 2;
+}
+
+/* What the ring itself can report to the owner now, without the kernel's poll. */
+static uint32_t rio_ready(const struct watch *w)
+{
+    const struct rio *r = w->rio;
+    uint32_t ready = 0;
+    if (r->buf >= 0 || r->direct)
+        ready |= EPOLLIN;
+    if (r->eof)
+        ready |= EPOLLIN | EPOLLRDHUP;
+    if (r->err)
+        ready |= EPOLLERR;
+    if (r->on && !r->err && rio_room(r))
+        ready |= EPOLLOUT;
+    return ready & (w->events | EPOLLERR | EPOLLHUP);
+}
+
+/* What is left to the kernel's poll: the directions the ring does not carry. */
+static uint32_t poll_mask(const struct watch *w)
+{
+    uint32_t m = w->events;
+    if (w->rio && rio_reads(w->rio))
+        m &= ~(uint32_t)(EPOLLIN | EPOLLRDHUP | EPOLLPRI);
+    if (w->rio && rio_writes(w->rio))
+        m &= ~(uint32_t)EPOLLOUT;
+    return m;
+}
+
+static void rio_reset(struct gh_uring *u, struct rio *r)
+{
+    if (r->buf >= 0)
+        rx_recycle(u, r->buf);
+    r->gen = new_gen(u); /* a receive or kick still in the ring is stale from now on */
+    r->on = r->recv_inflight = r->kick_pending = r->direct = r->eof = false;
+    r->err = 0;
+    r->buf = -1;
+    r->off = r->len = 0;
+}
+
+static void cancel_recv(struct gh_uring *u, int fd, struct rio *r)
+{
+    struct io_uring_sqe *sqe = get_sqe(u);
+    io_uring_prep_cancel64(sqe, user_data(K_RECV, r->gen, fd), 0);
+    io_uring_sqe_set_data64(sqe, UD_INTERNAL);
+}
+
+static void queue_recv(struct gh_uring *u, int fd, struct rio *r)
+{
+    struct io_uring_sqe *sqe = get_sqe(u);
+    io_uring_prep_recv(sqe, fd, NULL, RX_BUF_SIZE, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = RX_GROUP;
+    io_uring_sqe_set_data64(sqe, user_data(K_RECV, r->gen, fd));
+    r->recv_inflight = true;
+}
+
+/* A no-op through the ring: its completion reports what is already here, from the loop
+ * rather than from inside the handler that made it so. */
+static void kick(struct gh_uring *u, int fd, struct rio *r)
+{
+    if (r->kick_pending)
+        return;
+    struct io_uring_sqe *sqe = get_sqe(u);
+    io_uring_prep_nop(sqe);
+    io_uring_sqe_set_data64(sqe, user_data(K_KICK, r->gen, fd));
+    r->kick_pending = true;
+}
+
+static void rio_arm(struct gh_uring *u, int fd, struct watch *w)
+{
+    struct rio *r = w->rio;
+    if (rio_ready(w))
+        kick(u, fd, r);
+    else if (r->on && (w->events & EPOLLIN) && !r->recv_inflight && !rio_has_input(r))
+        queue_recv(u, fd, r);
+}
+
+static void mark_dirty(struct gh_uring *u, int fd, struct rio *r)
+{
+    if (r->dirty)
+        return;
+    if (u->ndirty == u->capdirty) {
+        size_t n = u->capdirty ? 2 * u->capdirty : 256;
+        int *d = realloc(u->dirty, n * sizeof *d);
+        if (!d)
+            return; /* sent when its next write or completion comes */
+        u->dirty = d;
+        u->capdirty = n;
+    }
+    u->dirty[u->ndirty++] = fd;
+    r->dirty = true;
+}
+
+/* ---- polls ---- */
+
+/* Queues a poll for mask under a new generation. */
+static void arm(struct gh_uring *u, int fd, struct watch *w, uint32_t mask, bool multishot)
 {
     w->gen = new_gen(u);
+    w->pmask = mask;
     struct io_uring_sqe *sqe = get_sqe(u);
-    uint32_t mask = w->events & ~(EPOLLET | EPOLLONESHOT);
+    mask &= ~(uint32_t)(EPOLLET | EPOLLONESHOT);
     if (multishot)
         io_uring_prep_poll_multishot(sqe, fd, mask & ~EPOLLEXCLUSIVE);
     else
         io_uring_prep_poll_add(sqe, fd, mask);
-    io_uring_sqe_set_data64(sqe, user_data(fd, w->gen));
+    io_uring_sqe_set_data64(sqe, user_data(K_POLL, w->gen, fd));
     w->armed = true;
 }
 
@@ -194,14 +453,14 @@ static void remove_poll(struct gh_uring *u, uint64_t poll_data)
 {
     struct io_uring_sqe *sqe = get_sqe(u);
     io_uring_prep_poll_remove(sqe, poll_data);
-    io_uring_sqe_set_data64(sqe, UD_REMOVE | poll_data);
+    io_uring_sqe_set_data64(sqe, user_data(K_REMOVE, ud_gen(poll_data), ud_fd(poll_data)));
 }
 
 static void disarm(struct gh_uring *u, int fd, struct watch *w)
 {
     if (!w->armed)
         return;
-    remove_poll(u, user_data(fd, w->gen));
+    remove_poll(u, user_data(K_POLL, w->gen, fd));
     w->armed = false;
     w->gen = 0; /* what the removed poll still delivers is stale from now on */
 }
@@ -215,23 +474,25 @@ static void rearm_later(struct gh_uring *u, int fd, struct watch *w)
     w->gen = new_gen(u);
     struct io_uring_sqe *sqe = get_sqe(u);
     io_uring_prep_timeout(sqe, (struct __kernel_timespec *)&pause, 0, 0);
-    io_uring_sqe_set_data64(sqe, UD_REARM | user_data(fd, w->gen));
+    io_uring_sqe_set_data64(sqe, user_data(K_REARM, w->gen, fd));
 }
 
-static void arm_if_wanted(struct gh_uring *u, int fd, struct watch *w);
+/* Puts in the ring what the watch needs: a receive or a report for what ring I/O carries, a
+ * poll for the rest. */
+static void arm_if_wanted(struct gh_uring *u, int fd, struct watch *w)
+{
+    if (w->rio)
+        rio_arm(u, fd, w);
+    uint32_t mask = poll_mask(w);
+    if (!w->armed && wants_readiness(mask))
+        arm(u, fd, w, mask, w->events & EPOLLET);
+}
 
 static void on_rearm(struct gh_uring *u, uint64_t data)
 {
-    int fd = (int)(uint32_t)data;
-    struct watch *w = watch_of(u, fd, false);
-    if (w && w->io && !w->armed && w->gen == (uint32_t)(data >> 32))
-        arm_if_wanted(u, fd, w);
-}
-
-static void arm_if_wanted(struct gh_uring *u, int fd, struct watch *w)
-{
-    if (wants_readiness(w->events))
-        arm(u, fd, w, w->events & EPOLLET);
+    struct watch *w = watch_of(u, ud_fd(data), false);
+    if (w && w->io && !w->armed && w->gen == ud_gen(data))
+        arm_if_wanted(u, ud_fd(data), w);
 }
 
 bool gh_uring_add(struct gh_uring *u, struct gh_io *io, uint32_t events, gh_err *err)
@@ -242,7 +503,10 @@ bool gh_uring_add(struct gh_uring *u, struct gh_io *io, uint32_t events, gh_err 
     /* A watch left on this number belongs to a file closed without gh_io_close: release
      * that file's poll (epoll forgets a closed file by itself). */
     disarm(u, io->fd, w);
-    *w = (struct watch){.io = io, .events = events};
+    struct rio *r = w->rio;
+    *w = (struct watch){.io = io, .events = events, .rio = r};
+    if (r)
+        rio_reset(u, r);
     arm_if_wanted(u, io->fd, w);
     return true;
 }
@@ -252,10 +516,9 @@ bool gh_uring_mod(struct gh_uring *u, struct gh_io *io, uint32_t events)
     struct watch *w = watch_of(u, io->fd, false);
     if (!w || w->io != io)
         return false;
-    if (w->armed && w->events == events)
-        return true; /* the same mask again: nothing to change */
-    disarm(u, io->fd, w);
     w->events = events;
+    if (w->armed && w->pmask != poll_mask(w))
+        disarm(u, io->fd, w);
     arm_if_wanted(u, io->fd, w);
     return true;
 }
@@ -268,6 +531,11 @@ void gh_uring_del(struct gh_uring *u, struct gh_io *io)
     bool was_armed = w->armed;
     disarm(u, io->fd, w);
     w->io = NULL;
+    if (w->rio) {
+        if (w->rio->recv_inflight)
+            cancel_recv(u, io->fd, w->rio);
+        rio_reset(u, w->rio); /* what was received is the departed owner's */
+    }
     /* An exclusive watch (a listening socket shared by workers or processes) wakes only one
      * waiter per connection: left in the ring until the turn ends, it could take a wake-up
      * it will never act on, and the connection would wait for the next one. Removed now,
@@ -276,18 +544,290 @@ void gh_uring_del(struct gh_uring *u, struct gh_io *io)
         io_uring_submit(&u->ring);
 }
 
-void gh_uring_close(struct gh_uring *u, struct gh_io *io)
+static void queue_close(struct gh_uring *u, int fd)
 {
-    gh_uring_del(u, io);
     struct io_uring_sqe *sqe = get_sqe(u);
-    io_uring_prep_close(sqe, io->fd);
+    io_uring_prep_close(sqe, fd);
     io_uring_sqe_set_data64(sqe, UD_INTERNAL);
 }
+
+void gh_uring_close(struct gh_uring *u, struct gh_io *io)
+{
+    struct watch *w = watch_of(u, io->fd, false);
+    struct rio *r = w && w->io == io ? w->rio : NULL;
+    gh_uring_del(u, io);
+    if (r && rio_sends_busy(r)) { /* the client gets every byte written before the close */
+        r->close_pending = true;
+        mark_dirty(u, io->fd, r);
+        return;
+    }
+    queue_close(u, io->fd);
+}
+
+/* ---- ring I/O: the owner's calls ---- */
+
+static struct rio *rio_for(struct gh_uring *u, const struct gh_io *io)
+{
+    struct watch *w = watch_of(u, io->fd, false);
+    return w && w->io == io ? w->rio : NULL;
+}
+
+bool gh_uring_ring(struct gh_uring *u, struct gh_io *io, bool on)
+{
+    struct watch *w = watch_of(u, io->fd, false);
+    if (!u->rx_ring || !w || w->io != io)
+        return false;
+    if (!w->rio) {
+        if (!on || !(w->rio = calloc(1, sizeof *w->rio)))
+            return !on;
+        w->rio->buf = -1;
+        w->rio->gen = new_gen(u);
+    }
+    struct rio *r = w->rio;
+    if (r->on == on)
+        return true;
+    r->on = on;
+    /* Off: a receive in the ring may already hold bytes that come before anything a system
+     * call would read, so reads wait for its end (data or cancelled) before going direct. */
+    if (!on && r->recv_inflight)
+        cancel_recv(u, io->fd, r);
+    if (w->armed && w->pmask != poll_mask(w))
+        disarm(u, io->fd, w);
+    arm_if_wanted(u, io->fd, w);
+    return true;
+}
+
+bool gh_uring_ring_idle(struct gh_uring *u, const struct gh_io *io)
+{
+    const struct rio *r = rio_for(u, io);
+    return !r || (!r->on && !r->recv_inflight && !rio_has_input(r) && !rio_sends_busy(r));
+}
+
+static ssize_t rx_take(struct gh_uring *u, struct rio *r, void *buf, size_t len)
+{
+    size_t n = len < r->len ? len : r->len;
+    memcpy(buf, u->rx_base + (size_t)r->buf * RX_BUF_SIZE + r->off, n);
+    r->off += (uint32_t)n;
+    r->len -= (uint32_t)n;
+    if (!r->len) {
+        rx_recycle(u, r->buf);
+        r->buf = -1;
+    }
+    return (ssize_t)n;
+}
+
+ssize_t gh_uring_recv(struct gh_uring *u, struct gh_io *io, void *buf, size_t len)
+{
+    struct rio *r = rio_for(u, io);
+    if (!r)
+        return recv(io->fd, buf, len, 0);
+    if (r->buf >= 0)
+        return rx_take(u, r, buf, len);
+    if (r->err) {
+        errno = r->err;
+        return -1;
+    }
+    if (r->eof)
+        return 0;
+    if (r->recv_inflight || (r->on && !r->direct)) {
+        errno = EAGAIN; /* reported by the receive's completion */
+        return -1;
+    }
+    r->direct = false;
+    return recv(io->fd, buf, len, 0);
+}
+
+ssize_t gh_uring_send(struct gh_uring *u, struct gh_io *io, const void *buf, size_t len)
+{
+    struct rio *r = rio_for(u, io);
+    if (!r || !rio_writes(r))
+        return send(io->fd, buf, len, MSG_NOSIGNAL);
+    if (r->err) {
+        errno = r->err;
+        return -1;
+    }
+    size_t busy = gh_buf_len(&r->sending) + gh_buf_len(&r->queued);
+    if (!r->on) {
+        errno = EAGAIN; /* handing the socket back: what the ring holds goes first */
+        return -1;
+    }
+    if (busy >= TX_CAP) {
+        errno = EAGAIN; /* EPOLLOUT comes once the ring has sent half of it */
+        return -1;
+    }
+    size_t n = len < TX_CAP - busy ? len : TX_CAP - busy;
+    if (!gh_buf_append(&r->queued, buf, n)) {
+        errno = ENOMEM;
+        return -1;
+    }
+    mark_dirty(u, io->fd, r);
+    return (ssize_t)n;
+}
+
+void gh_uring_shutdown_write(struct gh_uring *u, struct gh_io *io)
+{
+    struct rio *r = rio_for(u, io);
+    if (!r || !rio_sends_busy(r)) {
+        shutdown(io->fd, SHUT_WR);
+        return;
+    }
+    r->shut_pending = true;
+    mark_dirty(u, io->fd, r);
+}
+
+/* ---- ring I/O: sends, and what follows them ---- */
+
+static void queue_tail(struct gh_uring *u, int fd, struct rio *r, bool linked)
+{
+    struct io_uring_sqe *sqe = get_sqe(u);
+    if (r->close_pending)
+        io_uring_prep_close(sqe, fd);
+    else
+        io_uring_prep_shutdown(sqe, fd, SHUT_WR);
+    io_uring_sqe_set_data64(sqe, user_data(K_TAIL, r->gen, fd));
+    r->tail_linked = linked;
+    if (!linked)
+        r->close_pending = r->shut_pending = false;
+}
+
+/* Sends what is queued (one send for everything written since the last), with a close or
+ * shutdown that waits for it linked behind. MSG_WAITALL: a send completes whole or failed,
+ * and only a whole one lets the linked close run. */
+static void start_send(struct gh_uring *u, int fd, struct rio *r)
+{
+    if (r->send_inflight)
+        return;
+    if (r->err) {
+        gh_buf_clear(&r->sending);
+        gh_buf_clear(&r->queued);
+    }
+    if (!gh_buf_len(&r->sending)) {
+        struct gh_buf t = r->sending;
+        r->sending = r->queued;
+        r->queued = t;
+    }
+    bool tail = r->close_pending || r->shut_pending;
+    if (!gh_buf_len(&r->sending)) {
+        if (tail)
+            queue_tail(u, fd, r, false);
+        return;
+    }
+    if (tail && io_uring_sq_space_left(&u->ring) < 2)
+        io_uring_submit(&u->ring); /* a link must not be split across two submissions */
+    struct io_uring_sqe *sqe = get_sqe(u);
+    io_uring_prep_send(sqe, fd, gh_buf_head(&r->sending), gh_buf_len(&r->sending),
+                       MSG_NOSIGNAL | MSG_WAITALL);
+    io_uring_sqe_set_data64(sqe, user_data(K_SEND, 0, fd));
+    r->send_inflight = true;
+    u->sends_inflight++;
+    if (tail && !gh_buf_len(&r->queued)) {
+        sqe->flags |= IOSQE_IO_LINK;
+        queue_tail(u, fd, r, true);
+    }
+}
+
+static void flush_sends(struct gh_uring *u)
+{
+    for (size_t i = 0; i < u->ndirty; i++) {
+        struct watch *w = watch_of(u, u->dirty[i], false);
+        if (!w || !w->rio)
+            continue;
+        w->rio->dirty = false;
+        start_send(u, u->dirty[i], w->rio);
+    }
+    u->ndirty = 0;
+}
+
+/* Tells the owner what the ring has for it, then puts back in the ring what it still needs. */
+static void rio_report(struct gh_uring *u, int fd, struct watch *w)
+{
+    struct gh_io *io = w->io;
+    if (!io || u->draining)
+        return;
+    uint32_t ready = rio_ready(w);
+    if (ready)
+        io->fn(io, ready);
+    w = watch_of(u, fd, false);
+    if (w && w->io == io && w->rio)
+        arm_if_wanted(u, fd, w);
+}
+
+static void on_send(struct gh_uring *u, const struct io_uring_cqe *cqe)
+{
+    int fd = ud_fd(cqe->user_data);
+    struct watch *w = watch_of(u, fd, false);
+    struct rio *r = w ? w->rio : NULL;
+    if (!r || !r->send_inflight)
+        return;
+    r->send_inflight = false;
+    u->sends_inflight--;
+    if (cqe->res < 0 && cqe->res != -EINTR && cqe->res != -EAGAIN)
+        r->err = -cqe->res;
+    else if (cqe->res > 0)
+        gh_buf_consume(&r->sending, (size_t)cqe->res);
+    if (r->tail_linked) {
+        r->tail_linked = false;
+        if (!r->err && !gh_buf_len(&r->sending)) /* the linked close or shutdown ran */
+            r->close_pending = r->shut_pending = false;
+    }
+    if (r->err && !r->close_pending)
+        r->shut_pending = false; /* nothing more will go out on this socket */
+    start_send(u, fd, r);
+    gh_buf_release_if_empty(&r->sending);
+    gh_buf_release_if_empty(&r->queued);
+    if (w->io && (w->events & EPOLLOUT || r->err))
+        rio_report(u, fd, w);
+}
+
+static void on_recv(struct gh_uring *u, const struct io_uring_cqe *cqe)
+{
+    int fd = ud_fd(cqe->user_data);
+    struct watch *w = watch_of(u, fd, false);
+    struct rio *r = w ? w->rio : NULL;
+    bool has_buf = cqe->flags & IORING_CQE_F_BUFFER;
+    int bid = (int)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+    if (!r || r->gen != ud_gen(cqe->user_data) || !r->recv_inflight) {
+        if (has_buf)
+            rx_recycle(u, bid); /* for an owner gone since */
+        return;
+    }
+    r->recv_inflight = false;
+    if (cqe->res > 0 && has_buf) {
+        r->buf = bid;
+        r->off = 0;
+        r->len = (uint32_t)cqe->res;
+        has_buf = false;
+    } else if (cqe->res == 0) {
+        r->eof = true;
+    } else if (cqe->res == -ENOBUFS) {
+        r->direct = true; /* bytes wait in the socket: read them with a system call */
+    } else if (cqe->res < 0 && cqe->res != -ECANCELED && cqe->res != -EINTR) {
+        r->err = -cqe->res;
+    }
+    if (has_buf)
+        rx_recycle(u, bid);
+    if (w->armed && w->pmask != poll_mask(w))
+        disarm(u, fd, w);
+    rio_report(u, fd, w);
+}
+
+static void on_kick(struct gh_uring *u, uint64_t data)
+{
+    int fd = ud_fd(data);
+    struct watch *w = watch_of(u, fd, false);
+    if (!w || !w->rio || w->rio->gen != ud_gen(data))
+        return;
+    w->rio->kick_pending = false;
+    rio_report(u, fd, w);
+}
+
+/* ---- the turn ---- */
 
 int gh_uring_wait(struct gh_uring *u, int timeout_ms)
 {
     struct io_uring_cqe *cqe;
     int rc;
+    flush_sends(u);
     if (timeout_ms < 0)
         rc = io_uring_submit_and_wait(&u->ring, 1);
     else {
@@ -302,10 +842,10 @@ int gh_uring_wait(struct gh_uring *u, int timeout_ms)
 
 static void on_poll(struct gh_uring *u, const struct io_uring_cqe *cqe)
 {
-    int fd = (int)(uint32_t)cqe->user_data;
-    uint32_t gen = (uint32_t)(cqe->user_data >> 32);
+    int fd = ud_fd(cqe->user_data);
+    uint32_t gen = ud_gen(cqe->user_data);
     struct watch *w = watch_of(u, fd, false);
-    if (!w || !w->io || w->gen != gen)
+    if (!w || !w->io || !w->armed || w->gen != gen)
         return; /* removed or replaced since */
     bool more = cqe->flags & IORING_CQE_F_MORE;
     if (!more)
@@ -322,7 +862,7 @@ static void on_poll(struct gh_uring *u, const struct io_uring_cqe *cqe)
         }
     }
     uint32_t ready = cqe->res < 0 ? EPOLLERR : (uint32_t)cqe->res;
-    ready &= w->events | EPOLLERR | EPOLLHUP;
+    ready &= w->pmask | EPOLLERR | EPOLLHUP;
     struct gh_io *io = w->io;
     if (ready)
         io->fn(io, ready);
@@ -335,8 +875,43 @@ static void on_poll(struct gh_uring *u, const struct io_uring_cqe *cqe)
     /* Level-triggered: poll again; it completes at once while the condition lasts. */
     if (!ready && !(w->events & EPOLLET))
         rearm_later(u, fd, w);
-    else if (wants_readiness(w->events))
-        arm(u, fd, w, w->events & EPOLLET);
+    else
+        arm_if_wanted(u, fd, w);
+}
+
+static void dispatch_one(struct gh_uring *u, const struct io_uring_cqe *cqe)
+{
+    uint64_t d = cqe->user_data;
+    if (d == UD_INTERNAL)
+        return;
+    if (d == UD_WAKE) {
+        arm_wake(u); /* the messages themselves are drained by the loop */
+        return;
+    }
+    switch (ud_kind(d)) {
+    case K_POLL:
+        on_poll(u, cqe);
+        return;
+    case K_REMOVE:
+        if (cqe->res == -EALREADY)
+            remove_poll(u, user_data(K_POLL, ud_gen(d), ud_fd(d)));
+        return;
+    case K_REARM:
+        on_rearm(u, d);
+        return;
+    case K_RECV:
+        on_recv(u, cqe);
+        return;
+    case K_SEND:
+        on_send(u, cqe);
+        return;
+    case K_KICK:
+        on_kick(u, d);
+        return;
+    case K_TAIL: /* its send's completion says whether it ran */
+    case K_INTERNAL:
+        return;
+    }
 }
 
 void gh_uring_dispatch(struct gh_uring *u)
@@ -351,19 +926,8 @@ void gh_uring_dispatch(struct gh_uring *u)
         for (unsigned i = 0; i < n; i++)
             copy[i] = *batch[i];
         io_uring_cq_advance(&u->ring, n);
-        for (unsigned i = 0; i < n; i++) {
-            if (copy[i].user_data == UD_INTERNAL)
-                continue;
-            if (copy[i].user_data == UD_WAKE)
-                arm_wake(u); /* the messages themselves are drained by the loop */
-            else if (copy[i].user_data & UD_REARM)
-                on_rearm(u, copy[i].user_data & ~UD_REARM);
-            else if (copy[i].user_data & UD_REMOVE) {
-                if (copy[i].res == -EALREADY)
-                    remove_poll(u, copy[i].user_data & ~UD_REMOVE);
-            } else
-                on_poll(u, &copy[i]);
-        }
+        for (unsigned i = 0; i < n; i++)
+            dispatch_one(u, &copy[i]);
         if (n < CQE_BATCH)
             return;
     }

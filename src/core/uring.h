@@ -6,6 +6,7 @@
 #define GH_URING_H
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "core/err.h"
 #include "core/loop.h"
@@ -25,6 +26,13 @@ bool gh_uring_mod(struct gh_uring *u, struct gh_io *io, uint32_t events);
 void gh_uring_del(struct gh_uring *u, struct gh_io *io);
 /* gh_uring_del, then the close itself, both done by the ring with the turn's wait. */
 void gh_uring_close(struct gh_uring *u, struct gh_io *io);
+
+/* Ring I/O (see core/loop.h, gh_io_ring): false when this ring cannot do it. */
+bool gh_uring_ring(struct gh_uring *u, struct gh_io *io, bool on);
+bool gh_uring_ring_idle(struct gh_uring *u, const struct gh_io *io);
+ssize_t gh_uring_recv(struct gh_uring *u, struct gh_io *io, void *buf, size_t len);
+ssize_t gh_uring_send(struct gh_uring *u, struct gh_io *io, const void *buf, size_t len);
+void gh_uring_shutdown_write(struct gh_uring *u, struct gh_io *io);
 
 /* Submits what the last turn queued and waits up to timeout_ms (-1: no limit) for at least
  * one completion; returns 0 or a negative errno. */

@@ -25,6 +25,7 @@
 #include "net/handoff.h"
 #include "net/proxy_protocol.h"
 #include "net/tls.h"
+#include "net/tls_io.h"
 #include "net/session_log.h"
 #include "net/worker.h"
 #include "proto/proto.h"
@@ -62,6 +63,12 @@ static void on_deadline(struct gh_timer *t);
 static void start_protocol(struct gh_conn *c);
 static void start_handshake(struct gh_conn *c);
 static void flush(struct gh_conn *c);
+/* Once nothing peeks at the socket any more (PROXY header, first bytes), its reads and writes
+ * can be the loop's own: on io_uring they then cost no system call each (core/uring.c). */
+static void use_ring(struct gh_conn *c)
+{
+    gh_io_ring(c->worker->loop, &c->io, true);
+}
 /* Every refusal at admission goes through refuse(), which logs and counts it. */
 static void refuse(struct gh_conn *c, enum gh_refusal why);
 
@@ -334,7 +341,7 @@ static void flush(struct gh_conn *c)
             }
             n = r;
         } else {
-            n = send(c->io.fd, gh_buf_head(&c->out), gh_buf_len(&c->out), MSG_NOSIGNAL);
+            n = gh_io_send(c->worker->loop, &c->io, gh_buf_head(&c->out), gh_buf_len(&c->out));
             if (n < 0) {
                 if (errno == EAGAIN || errno == EINTR)
                     break;
@@ -361,7 +368,7 @@ static void flush(struct gh_conn *c)
         return;
     }
     if (c->phase == GH_PHASE_CLOSING && priv(c)->lingering) {
-        shutdown(c->io.fd, SHUT_WR); /* the client sees the answer end; its input drains */
+        gh_io_shutdown_write(c->worker->loop, &c->io); /* the answer ends; input drains */
     } else if (c->phase == GH_PHASE_CLOSING) {
         gh_conn_close(c);
     } else if (priv(c)->starttls_pending) {
@@ -536,6 +543,7 @@ static void start_protocol(struct gh_conn *c)
         set_events(c);
     }
     gh_timer_cancel(c->worker->loop, &c->deadline);
+    use_ring(c);
     open_session(c);
 }
 
@@ -697,7 +705,8 @@ static void continue_handshake(struct gh_conn *c)
 
 static void start_handshake(struct gh_conn *c)
 {
-    if (!priv(c)->ctx || !(c->ssl = SSL_new(priv(c)->ctx)) || !SSL_set_fd(c->ssl, c->io.fd)) {
+    use_ring(c);
+    if (!priv(c)->ctx || !(c->ssl = SSL_new(priv(c)->ctx)) || !gh_tls_io_attach(c->ssl, &c->io)) {
         conn_log(c, "tls-error", "cannot start a TLS session");
         gh_conn_close(c);
         return;
@@ -740,7 +749,7 @@ static bool read_input(struct gh_conn *c)
             }
             n = r;
         } else {
-            n = recv(c->io.fd, dst, room, 0);
+            n = gh_io_recv(c->worker->loop, &c->io, dst, room);
             if (n < 0 && (errno == EAGAIN || errno == EINTR))
                 return true;
             if (n <= 0) {
@@ -778,7 +787,7 @@ static void on_readable(struct gh_conn *c)
 {
     if (c->phase == GH_PHASE_CLOSING) {
         char sink[4096]; /* draining what a closing client still sends */
-        ssize_t n = recv(c->io.fd, sink, sizeof sink, 0);
+        ssize_t n = gh_io_recv(c->worker->loop, &c->io, sink, sizeof sink);
         if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
             gh_conn_close(c);
         return;

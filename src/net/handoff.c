@@ -661,6 +661,13 @@ static void maybe_splice(struct gh_relay *r)
 {
     if (!can_splice(r))
         return;
+    /* splice reads the client's socket itself: the loop's ring I/O must hand it back first
+     * (what it already holds still arrives through the copying relay). */
+    struct gh_loop *loop = r->c->worker->loop;
+    if (!gh_io_ring_idle(loop, &r->c->io)) {
+        gh_io_ring(loop, &r->c->io, false);
+        return;
+    }
     r->up.rd = r->up.wr = r->down.rd = r->down.wr = -1;
     if (!gh_splice_leg_open(&r->up) || !gh_splice_leg_open(&r->down)) {
         gh_splice_leg_close(&r->up); /* out of descriptors: copying still works */
