@@ -203,8 +203,17 @@ struct gh_uring *gh_uring_new(int wake_fd, gh_err *err)
         gh_fail(err, "out of memory");
         return NULL;
     }
-    struct io_uring_params params = {.flags = IORING_SETUP_CQSIZE, .cq_entries = 4 * RING_ENTRIES};
+    /* COOP_TASKRUN: the kernel finishes requests when the thread next enters, which it does
+     * every turn, instead of interrupting it to do so (about a sixth less CPU per session
+     * here). A kernel older than 5.19 refuses the flag: then without it. */
+    struct io_uring_params params = {.flags = IORING_SETUP_CQSIZE | IORING_SETUP_COOP_TASKRUN,
+                                     .cq_entries = 4 * RING_ENTRIES};
     int rc = io_uring_queue_init_params(RING_ENTRIES, &u->ring, &params);
+    if (rc == -EINVAL) {
+        params =
+            (struct io_uring_params){.flags = IORING_SETUP_CQSIZE, .cq_entries = 4 * RING_ENTRIES};
+        rc = io_uring_queue_init_params(RING_ENTRIES, &u->ring, &params);
+    }
     if (rc < 0) {
         gh_fail_sys(err, -rc, "io_uring_queue_init");
         free(u);

@@ -419,6 +419,7 @@ void gh_conn_accepted(struct gh_worker *w, struct gh_wsock *ws, int fd,
     if (ws->ctx && SSL_CTX_up_ref(ws->ctx))
         p->ctx = ws->ctx;
     c->tcp_peer = *peer;
+    c->local = ws->local;
     set_peer(c, peer);
     if (c->conf->protocol == GH_PROTO_HTTP)
         gh_conn_fill_local(c); /* session URLs may be built from it */

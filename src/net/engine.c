@@ -172,6 +172,18 @@ static void on_accept(struct gh_io *io, uint32_t events)
     }
 }
 
+/* A socket bound to one address gives its connections their local address for free. */
+static void learn_local(struct gh_wsock *ws)
+{
+    struct gh_sockaddr a = {.len = sizeof a.u};
+    if (getsockname(ws->io.fd, &a.u.sa, &a.len) < 0)
+        return;
+    bool wildcard = a.u.sa.sa_family == AF_INET ? a.u.v4.sin_addr.s_addr == htonl(INADDR_ANY)
+                                                : IN6_IS_ADDR_UNSPECIFIED(&a.u.v6.sin6_addr);
+    if (!wildcard)
+        ws->local = a;
+}
+
 static void do_add(struct gh_loop *loop, void *arg)
 {
     struct msg_add *m = arg;
@@ -189,6 +201,7 @@ static void do_add(struct gh_loop *loop, void *arg)
     ws->rt = gh_listener_rt_ref(m->rt);
     ws->conf = gh_listener_conf_ref(m->conf);
     ws->ctx = m->ctx && SSL_CTX_up_ref(m->ctx) ? m->ctx : NULL;
+    learn_local(ws);
     gh_err err = {0};
     if (w->stopping ||
         !gh_io_add(loop, &ws->io, EPOLLIN | (m->exclusive ? EPOLLEXCLUSIVE : 0), &err)) {

@@ -37,6 +37,8 @@ struct gh_wsock {
     struct gh_listener_conf *conf; /* a reference: the settings new connections get */
     SSL_CTX *ctx;                  /* a reference, or NULL when the listener has no TLS */
     bool paused;                   /* taken out of epoll (back-off, or shut down) */
+    struct gh_sockaddr local;      /* bound to one address: every connection's own (len 0
+                                    * for a wildcard, where each needs a getsockname) */
     struct gh_wsock *next;
 };
 
