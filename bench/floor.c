@@ -277,7 +277,9 @@ static void *uring_thread(void *arg)
     (void)arg;
     int lfd = listen_socket();
     struct io_uring ring;
-    if (io_uring_queue_init(4096, &ring, 0) < 0) {
+    /* as the daemon's engine: requests finish when the thread enters, not by interrupting it */
+    struct io_uring_params params = {.flags = IORING_SETUP_COOP_TASKRUN};
+    if (io_uring_queue_init_params(4096, &ring, &params) < 0) {
         fprintf(stderr, "floor: io_uring_queue_init failed\n");
         exit(1);
     }

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "net/fd_reserve.h"
+#include "net/tls_io.h"
 #include "net/worker.h"
 
 #define REPLY_MAX       16384
@@ -87,7 +88,7 @@ SSL_CTX *gh_backend_tls_ctx(bool verify, const char *ca_pem, gh_err *err)
 static bool tls_start(struct gh_backend *b)
 {
     const struct gh_destination *d = b->dest;
-    if (!d->tls_ctx || !(b->ssl = SSL_new(d->tls_ctx)) || SSL_set_fd(b->ssl, b->io.fd) != 1)
+    if (!d->tls_ctx || !(b->ssl = SSL_new(d->tls_ctx)) || !gh_tls_io_attach(b->ssl, &b->io))
         return false;
     if (d->tls_server_name[0]) {
         SSL_set_tlsext_host_name(b->ssl, d->tls_server_name);
@@ -109,7 +110,7 @@ static bool tls_start(struct gh_backend *b)
 ssize_t gh_backend_recv(struct gh_backend *b, void *buf, size_t len)
 {
     if (!b->ssl)
-        return recv(b->io.fd, buf, len, 0);
+        return gh_io_recv(b->loop, &b->io, buf, len);
     ERR_clear_error();
     int n = SSL_read(b->ssl, buf, (int)(len > 1 << 30 ? 1 << 30 : len));
     if (n > 0)
@@ -128,7 +129,7 @@ ssize_t gh_backend_recv(struct gh_backend *b, void *buf, size_t len)
 ssize_t gh_backend_send(struct gh_backend *b, const void *buf, size_t len)
 {
     if (!b->ssl)
-        return send(b->io.fd, buf, len, MSG_NOSIGNAL);
+        return gh_io_send(b->loop, &b->io, buf, len);
     ERR_clear_error();
     int n = SSL_write(b->ssl, buf, (int)(len > 1 << 30 ? 1 << 30 : len));
     if (n > 0)
@@ -415,7 +416,7 @@ static const char *after_header(struct gh_backend *b)
 static const char *write_header(struct gh_backend *b)
 {
     while (gh_buf_len(&b->out)) {
-        ssize_t n = send(b->io.fd, gh_buf_head(&b->out), gh_buf_len(&b->out), MSG_NOSIGNAL);
+        ssize_t n = gh_io_send(b->loop, &b->io, gh_buf_head(&b->out), gh_buf_len(&b->out));
         if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
             b->stage = B_HEADER;
             watch(b, EPOLLOUT);
@@ -436,6 +437,7 @@ static const char *connected(struct gh_backend *b)
     getsockopt(b->io.fd, SOL_SOCKET, SO_ERROR, &soerr, &len);
     if (soerr)
         return strerror(soerr);
+    gh_io_ring(b->loop, &b->io, true); /* connected: reads and writes go through the ring */
     return write_header(b);
 }
 
@@ -517,10 +519,9 @@ void gh_backend_close(struct gh_backend *b)
     if (b->loop)
         gh_timer_cancel(b->loop, &b->timer);
     if (b->registered) {
-        gh_io_del(b->loop, &b->io);
+        gh_io_close(b->loop, &b->io); /* after what was written to it */
         if (b->ssl)
             SSL_free(b->ssl); /* no close_notify: the session is over either way */
-        close(b->io.fd);
         b->registered = false;
     }
     b->ssl = NULL;

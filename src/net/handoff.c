@@ -661,11 +661,14 @@ static void maybe_splice(struct gh_relay *r)
 {
     if (!can_splice(r))
         return;
-    /* splice reads the client's socket itself: the loop's ring I/O must hand it back first
+    /* splice reads both sockets itself: the loop's ring I/O must hand them back first
      * (what it already holds still arrives through the copying relay). */
     struct gh_loop *loop = r->c->worker->loop;
-    if (!gh_io_ring_idle(loop, &r->c->io)) {
+    bool client_idle = gh_io_ring_idle(loop, &r->c->io),
+         backend_idle = gh_io_ring_idle(loop, &r->b.io);
+    if (!client_idle || !backend_idle) {
         gh_io_ring(loop, &r->c->io, false);
+        gh_io_ring(loop, &r->b.io, false);
         return;
     }
     r->up.rd = r->up.wr = r->down.rd = r->down.wr = -1;
