@@ -128,7 +128,7 @@ G_CHURN=$((BASE + 80)) # and BASE+81: the listener created and destroyed by the 
 N_PLAIN=$((BASE + 20)) N_TLS=$((BASE + 21)) N_STARTTLS=$((BASE + 22)) N_STREAM=$((BASE + 23))
 N_RELAY=$((BASE + 24)) N_RELAY_TLS=$((BASE + 25)) N_HANDOFF=$((BASE + 26))
 H_PLAIN=$((BASE + 40)) H_TLS=$((BASE + 41)) H_RELAY=$((BASE + 42)) H_RELAY_TLS=$((BASE + 43))
-H_HANDOFF=$((BASE + 44))
+H_HANDOFF=$((BASE + 44)) H_RELAY_PLAIN=$((BASE + 45))
 SINK=$((BASE + 60))     # the backend of the relay, relay-plain and handoff workloads
 SINK_TLS=$((BASE + 61)) # the same behind implicit TLS: the relay-tls workload
 # the floors: answering the session (smtp), and relaying it to the sink (handoff)
@@ -214,7 +214,7 @@ except Exception: pass' "$1" 2>/dev/null)
 fill() { # template → stdout
     sed -e "s#@WORKERS@#$WORKERS#g; s#@NOFILE@#$NOFILE#g; s#@MAXCONN@#$MAX_IDLE#g" \
         -e "s#@P_SINK@#$SINK#g; s#@P_RELAY@#$6#g; s#@P_SINK_TLS@#$SINK_TLS#g" \
-        -e "s#@P_RELAY_TLS@#$7#g; s#@P_HANDOFF@#$8#g" \
+        -e "s#@P_RELAY_TLS@#$7#g; s#@P_HANDOFF@#$8#g; s#@P_RELAY_PLAIN@#${9:-0}#g" \
         -e "s#@TMP@#$TMP#g; s#@BENCH@#$ROOT/bench#g" \
         -e "s#@P_PLAIN@#$2#g; s#@P_TLS@#$3#g; s#@P_STARTTLS@#$4#g; s#@P_STREAM@#$5#g" "$1"
 }
@@ -229,7 +229,7 @@ ngx_start() {
 ngx_stop() { stop_pid "$NGX_PID"; NGX_PID=""; }
 hap_start() {
     fill bench/haproxy.cfg.in "$H_PLAIN" "$H_TLS" 0 0 "$H_RELAY" "$H_RELAY_TLS" "$H_HANDOFF" \
-        >"$TMP/haproxy.cfg"
+        "$H_RELAY_PLAIN" >"$TMP/haproxy.cfg"
     spawn "$TMP/haproxy.out" haproxy -f "$TMP/haproxy.cfg" -db
     HAP_PID=$LAST
     wait_port "$H_TLS" 10 || { cat "$TMP/haproxy.out" >&2; exit 1; }
@@ -328,7 +328,7 @@ run_matrix() { # work loadgen-mode extra-args... ; servers and ports from the ca
         handoff) servers="$(gh_servers $O_HANDOFF)nginx-stream:$N_HANDOFF haproxy:$H_HANDOFF $(floor_servers handoff)" ;;
         relay) servers="$(gh_servers $O_RELAY)nginx-stream:$N_RELAY haproxy:$H_RELAY" ;;
         relay-tls) servers="$(gh_servers $O_RELAY_TLS)nginx-stream:$N_RELAY_TLS haproxy:$H_RELAY_TLS" ;;
-        relay-plain) servers="$(gh_servers $O_HANDOFF)nginx-stream:$N_HANDOFF haproxy:$H_HANDOFF" ;;
+        relay-plain) servers="$(gh_servers $O_HANDOFF)nginx-stream:$N_HANDOFF haproxy:$H_RELAY_PLAIN" ;;
         esac
         # Each pass takes the servers in the other order, so that none always runs first or
         # last; report.py pools the passes (sessions over seconds, over CPU-seconds).
