@@ -143,7 +143,10 @@ def main():
                 for server in ordered(cell):
                     r = cell[server]
                     v = num(r.get("ops_per_server_cpu_s"))
-                    vs_floor = ratio(v, floor) if floor and not server.startswith("floor") else ""
+                    vs_floor = ""
+                    if floor and v and not server.startswith("floor"):
+                        side = "below" if v < floor else "above"
+                        vs_floor = f"{v / floor:.2f}× ({abs(1 - v / floor):.0%} {side})"
                     calls = syscalls.get((server, work, conc))
                     w(f"| {work} | {conc} | {server} | {fmt(num(r.get('rate')))} | {fmt(v)} "
                       f"| {ratio(v, best)} | {vs_floor} | {calls or ''} "
