@@ -40,7 +40,19 @@
 
 /* ---- options ---- */
 
-enum mode { MODE_NONE, MODE_SMTP, MODE_TLS, MODE_STARTTLS, MODE_HTTP, MODE_STREAM, MODE_SINK };
+enum mode {
+    MODE_NONE,
+    MODE_SMTP,
+    MODE_TLS,
+    MODE_STARTTLS,
+    MODE_HTTP,
+    MODE_STREAM,
+    MODE_SINK,
+    MODE_TRANSACTION,
+    MODE_STREAM_PLAIN
+};
+static const char *const mode_names[] = {"none",   "smtp", "tls",         "starttls",    "http",
+                                         "stream", "sink", "transaction", "stream-plain"};
 
 struct opts {
     enum mode mode;
@@ -266,6 +278,26 @@ static const struct step script_http[] = {{S_HTTP, NULL}};
 /* Relay throughput: the greeting comes from the backend behind the server. */
 static const struct step script_stream[] = {
     {S_HANDSHAKE, NULL}, {S_EXPECT, "220"}, {S_STREAM, NULL}};
+/* The same without TLS on either side of the server: a relay it may splice. */
+static const struct step script_stream_plain[] = {{S_EXPECT, "220"}, {S_STREAM, NULL}};
+/* A short handed-off session: one small message through the server to the backend (a sink,
+ * which answers each command), the way every real session goes. */
+static const struct step script_transaction[] = {
+    {S_EXPECT, "220"},
+    {S_SEND, "EHLO bench.example\r\n"},
+    {S_EXPECT, "250"},
+    {S_SEND, "MAIL FROM:<sender@bench.example>\r\n"},
+    {S_EXPECT, "250"},
+    {S_SEND, "RCPT TO:<rcpt@bench.example>\r\n"},
+    {S_EXPECT, "250"},
+    {S_SEND, "DATA\r\n"},
+    {S_EXPECT, "354"},
+    {S_SEND, "From: <sender@bench.example>\r\nTo: <rcpt@bench.example>\r\n"
+             "Subject: bench\r\n\r\nA short message.\r\nIts second line.\r\n.\r\n"},
+    {S_EXPECT, "250"},
+    {S_SEND, "QUIT\r\n"},
+    {S_EXPECT, "221"},
+    {S_DONE, NULL}};
 
 enum err_kind { E_REFUSED, E_NOADDR, E_CONNECT, E_TIMEOUT, E_EOF, E_PROTO, E_TLS, E_IO, E_COUNT };
 static const char *const err_names[E_COUNT] = {"refused", "noaddr", "connect", "timeout",
@@ -472,6 +504,24 @@ static bool http_response(struct lconn *c, int *status)
     return c->len >= c->http_need;
 }
 
+/* Writes part of a stream, TLS or not: bytes written, 0 when the socket is full, -1 on
+ * error. */
+static int stream_write(struct lconn *c, const char *p, size_t n)
+{
+    if (!c->ssl) {
+        ssize_t r = send(c->fd, p, n, MSG_NOSIGNAL);
+        if (r < 0)
+            return errno == EAGAIN || errno == EINTR ? 0 : -1;
+        return (int)r;
+    }
+    ERR_clear_error();
+    int r = SSL_write(c->ssl, p, (int)n);
+    if (r > 0)
+        return r;
+    int e = SSL_get_error(c->ssl, r);
+    return e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ ? 0 : -1;
+}
+
 /* Runs the script from the current step until it must wait for the network. */
 static void advance(struct lconn *c)
 {
@@ -589,14 +639,12 @@ static void advance(struct lconn *c)
                     finish(c, -1);
                     return;
                 }
-                ERR_clear_error();
-                int r = SSL_write(c->ssl, chunk, sizeof chunk);
-                if (r <= 0) {
-                    int e = SSL_get_error(c->ssl, r);
-                    if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
-                        set_events(c, EPOLLOUT);
-                        return;
-                    }
+                int r = stream_write(c, chunk, sizeof chunk);
+                if (r == 0) {
+                    set_events(c, EPOLLOUT);
+                    return;
+                }
+                if (r < 0) {
                     finish(c, E_IO);
                     return;
                 }
@@ -715,6 +763,10 @@ static const struct step *work_script(void)
         return script_http;
     case MODE_STREAM:
         return script_stream;
+    case MODE_STREAM_PLAIN:
+        return script_stream_plain;
+    case MODE_TRANSACTION:
+        return script_transaction;
     default:
         return NULL;
     }
@@ -1010,9 +1062,13 @@ static unsigned parse_list(const char *s, unsigned *out, unsigned max, const cha
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: loadgen --mode smtp|tls|starttls|http|stream|sink|none [options]\n"
+            "usage: loadgen --mode MODE [options]\n"
+            "  MODE smtp|tls|starttls|http|transaction|stream|stream-plain|sink|none\n"
+            "  transaction: greeting, EHLO, MAIL, RCPT, DATA, a short message, QUIT\n"
             "  stream: implicit TLS, then write 16 KB chunks for the whole run (relay\n"
-            "          throughput); sink: be the backend on --ports: greet, read, discard\n"
+            "          throughput); stream-plain: the same without TLS\n"
+            "  sink: be the backend on --ports: greet, answer SMTP commands (250, 354 to\n"
+            "        DATA, 221 to QUIT), discard everything else\n"
             "  --label TEXT        name echoed in the result lines\n"
             "  --host A            server address in 127.0.0.0/8 (default 127.0.0.1)\n"
             "  --ports LIST        workload ports, e.g. 2525 or 2525,2526 or 3000-3003\n"
@@ -1069,14 +1125,16 @@ static void parse_opts(int argc, char **argv)
     while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (ch) {
         case 'm':
-            O.mode = !strcmp(optarg, "smtp")       ? MODE_SMTP
-                     : !strcmp(optarg, "tls")      ? MODE_TLS
-                     : !strcmp(optarg, "starttls") ? MODE_STARTTLS
-                     : !strcmp(optarg, "http")     ? MODE_HTTP
-                     : !strcmp(optarg, "stream")   ? MODE_STREAM
-                     : !strcmp(optarg, "sink")     ? MODE_SINK
-                     : !strcmp(optarg, "none")     ? MODE_NONE
-                                                   : (die("unknown mode %s", optarg), MODE_NONE);
+            O.mode = !strcmp(optarg, "smtp")           ? MODE_SMTP
+                     : !strcmp(optarg, "tls")          ? MODE_TLS
+                     : !strcmp(optarg, "starttls")     ? MODE_STARTTLS
+                     : !strcmp(optarg, "http")         ? MODE_HTTP
+                     : !strcmp(optarg, "stream")       ? MODE_STREAM
+                     : !strcmp(optarg, "sink")         ? MODE_SINK
+                     : !strcmp(optarg, "transaction")  ? MODE_TRANSACTION
+                     : !strcmp(optarg, "stream-plain") ? MODE_STREAM_PLAIN
+                     : !strcmp(optarg, "none")         ? MODE_NONE
+                                               : (die("unknown mode %s", optarg), MODE_NONE);
             break;
         case 'L':
             O.label = optarg;
@@ -1210,13 +1268,28 @@ static void warm_up_ticket(void)
         die("the server on port %u issued no session ticket", O.ports[0]);
 }
 
-/* The sink's TLS side (--sink-cert): a server context, and a session per descriptor. */
+/* The sink's state per descriptor: its TLS session (--sink-cert: a server context) and
+ * where it is in the SMTP dialogue. */
+struct sink_smtp {
+    bool data;     /* between 354 and the final "." */
+    bool overlong; /* the command line outgrew line[]: dropped up to its end */
+    int dot;       /* in data: 1 at a line start, 2 after ".", 3 after ".\r", else 0 */
+    size_t len;
+    char line[256];
+};
 static SSL_CTX *sink_ctx;
 static SSL **sink_ssl;
-static int sink_nssl;
+static struct sink_smtp **sink_state;
+static int sink_nfd;
 
-static void sink_tls_init(void)
+static void sink_init(void)
 {
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    sink_nfd = (int)(rl.rlim_cur > 1048576 ? 1048576 : rl.rlim_cur);
+    sink_state = calloc((size_t)sink_nfd, sizeof *sink_state);
+    if (!sink_state)
+        die("sink: out of memory");
     if (!O.sink_cert)
         return;
     sink_ctx = SSL_CTX_new(TLS_server_method());
@@ -1224,28 +1297,118 @@ static void sink_tls_init(void)
         SSL_CTX_use_PrivateKey_file(sink_ctx, O.sink_key ? O.sink_key : O.sink_cert,
                                     SSL_FILETYPE_PEM) != 1)
         die("sink: cannot load %s", O.sink_cert);
-    struct rlimit rl;
-    getrlimit(RLIMIT_NOFILE, &rl);
-    sink_nssl = (int)(rl.rlim_cur > 1048576 ? 1048576 : rl.rlim_cur);
-    sink_ssl = calloc((size_t)sink_nssl, sizeof *sink_ssl);
+    sink_ssl = calloc((size_t)sink_nfd, sizeof *sink_ssl);
     if (!sink_ssl)
         die("sink: out of memory");
 }
 
 static void sink_close(int fd)
 {
-    if (sink_ssl && fd < sink_nssl && sink_ssl[fd]) {
+    if (sink_ssl && fd < sink_nfd && sink_ssl[fd]) {
         SSL_free(sink_ssl[fd]);
         sink_ssl[fd] = NULL;
     }
+    if (fd < sink_nfd) {
+        free(sink_state[fd]);
+        sink_state[fd] = NULL;
+    }
     close(fd); /* also leaves the epoll set */
+}
+
+static void sink_reply(int fd, const char *text)
+{
+    SSL *ssl = sink_ssl && fd < sink_nfd ? sink_ssl[fd] : NULL;
+    if (ssl) {
+        ERR_clear_error();
+        SSL_write(ssl, text, (int)strlen(text));
+    } else {
+        send(fd, text, strlen(text), MSG_NOSIGNAL);
+    }
+}
+
+/* Answers one command line; false after QUIT (the connection is to be closed). */
+static bool sink_command(int fd, struct sink_smtp *st)
+{
+    char verb[5] = {0};
+    for (size_t i = 0; i < 4 && i < st->len; i++)
+        verb[i] = (char)(st->line[i] & ~0x20); /* upper case, enough for the verbs */
+    if (!strcmp(verb, "QUIT")) {
+        sink_reply(fd, "221 2.0.0 Bye\r\n");
+        return false;
+    }
+    if (!strcmp(verb, "DATA")) {
+        st->data = true;
+        st->dot = 1;
+        sink_reply(fd, "354 End data with <CR><LF>.<CR><LF>\r\n");
+    } else if (!strcmp(verb, "EHLO") || !strcmp(verb, "HELO")) {
+        sink_reply(fd, "250 backend.localhost\r\n");
+    } else if (!strcmp(verb, "MAIL") || !strcmp(verb, "RCPT") || !strcmp(verb, "RSET") ||
+               !strcmp(verb, "NOOP")) {
+        sink_reply(fd, "250 2.0.0 OK\r\n");
+    } else {
+        sink_reply(fd, "500 5.5.2 Command not recognized\r\n");
+    }
+    return true;
+}
+
+/* Follows the message until its final ".": returns the bytes of p it took. */
+static size_t sink_data(int fd, struct sink_smtp *st, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char ch = p[i];
+        if (ch == '\n' && st->dot >= 2) {
+            st->data = false;
+            sink_reply(fd, "250 2.0.0 Queued\r\n");
+            return i + 1;
+        }
+        st->dot = ch == '\n'                   ? 1
+                  : ch == '.' && st->dot == 1  ? 2
+                  : ch == '\r' && st->dot == 2 ? 3
+                                               : 0;
+    }
+    return n;
+}
+
+/* Takes received bytes: complete command lines are answered, a message is followed to its
+ * end; anything else (a relay's stream has no line ends) is dropped, in bounded memory.
+ * False once the connection is to be closed. */
+static bool sink_feed(int fd, const char *p, size_t n)
+{
+    if (fd >= sink_nfd)
+        return true;
+    struct sink_smtp *st = sink_state[fd];
+    if (!st && !(st = sink_state[fd] = calloc(1, sizeof *st)))
+        die("sink: out of memory");
+    while (n) {
+        size_t took;
+        if (st->data) {
+            took = sink_data(fd, st, p, n);
+        } else {
+            const char *eol = memchr(p, '\n', n);
+            took = eol ? (size_t)(eol - p) + 1 : n;
+            size_t room = sizeof st->line - st->len, copy = took < room ? took : room;
+            memcpy(st->line + st->len, p, copy);
+            st->len += copy;
+            st->overlong |= copy < took;
+            if (eol) {
+                bool keep = st->overlong || sink_command(fd, st);
+                st->len = 0;
+                st->overlong = false;
+                if (!keep)
+                    return false;
+            }
+        }
+        p += took;
+        n -= took;
+    }
+    return true;
 }
 
 /* Reads (TLS or not): >0 bytes, 0 when there is nothing more for now, -1 when closed. */
 static ssize_t sink_read(int fd, char *buf, size_t len)
 {
     static const char greeting[] = "220 backend.localhost ESMTP\r\n";
-    SSL *ssl = sink_ssl && fd < sink_nssl ? sink_ssl[fd] : NULL;
+    SSL *ssl = sink_ssl && fd < sink_nfd ? sink_ssl[fd] : NULL;
     if (!ssl) {
         ssize_t r = recv(fd, buf, len, 0);
         return r > 0 ? r : r == 0 || (errno != EAGAIN && errno != EINTR) ? -1 : 0;
@@ -1269,12 +1432,12 @@ static ssize_t sink_read(int fd, char *buf, size_t len)
     return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? 0 : -1;
 }
 
-/* The backend for relay throughput: greets each connection (after a TLS handshake with
- * --sink-cert), then reads and discards everything until the run ends. Reports the bytes
- * received. */
+/* The backend for relays and hand-offs: greets each connection (after a TLS handshake with
+ * --sink-cert), answers SMTP commands and discards everything else until the run ends.
+ * Reports the bytes received. */
 static void run_sink(void)
 {
-    sink_tls_init();
+    sink_init();
     int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
     setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -1296,7 +1459,7 @@ static void run_sink(void)
                 int cfd;
                 while ((cfd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
                     conns++;
-                    if (sink_ctx && cfd < sink_nssl) {
+                    if (sink_ctx && cfd < sink_nfd) {
                         sink_ssl[cfd] = SSL_new(sink_ctx);
                         SSL_set_fd(sink_ssl[cfd], cfd);
                         SSL_set_accept_state(sink_ssl[cfd]);
@@ -1312,7 +1475,9 @@ static void run_sink(void)
                 ssize_t r = sink_read(fd, buf, sizeof buf);
                 if (r > 0) {
                     bytes += (uint64_t)r;
-                    continue;
+                    if (sink_feed(fd, buf, (size_t)r))
+                        continue;
+                    r = -1; /* QUIT answered */
                 }
                 if (r < 0)
                     sink_close(fd);
@@ -1426,17 +1591,15 @@ int main(int argc, char **argv)
         for (int i = 0; i < E_COUNT; i++)
             errs += W.errs[i];
         double scpu = cpu1 - cpu0;
-        printf(
-            "RESULT label=%s mode=%s conc=%u secs=%.2f ops=%llu rate=%.1f errors=%llu", O.label,
-            (const char *[]){"none", "smtp", "tls", "starttls", "http", "stream", "sink"}[O.mode],
-            O.conc, elapsed, (unsigned long long)W.ops, (double)W.ops / elapsed,
-            (unsigned long long)errs);
+        printf("RESULT label=%s mode=%s conc=%u secs=%.2f ops=%llu rate=%.1f errors=%llu", O.label,
+               mode_names[O.mode], O.conc, elapsed, (unsigned long long)W.ops,
+               (double)W.ops / elapsed, (unsigned long long)errs);
         for (int i = 0; i < E_COUNT; i++)
             if (W.errs[i])
                 printf(" err_%s=%llu", err_names[i], (unsigned long long)W.errs[i]);
         if (O.mode == MODE_TLS || O.mode == MODE_STARTTLS)
             printf(" reused=%llu", (unsigned long long)W.reused);
-        if (O.mode == MODE_STREAM)
+        if (O.mode == MODE_STREAM || O.mode == MODE_STREAM_PLAIN)
             printf(" bytes=%llu mbytes_per_s=%.1f mbytes_per_server_cpu_s=%.1f",
                    (unsigned long long)W.bytes, (double)W.bytes / 1e6 / elapsed,
                    scpu > 0 ? (double)W.bytes / 1e6 / scpu : 0);

@@ -1,45 +1,64 @@
 #!/usr/bin/env bash
-# bench/run.sh: Gatehouse against nginx (mail and stream modules) and HAProxy, side by side on
-# loopback, with the same certificate and the same number of workers. Runs every workload of
-# docs/BENCHMARKS.md with bench/loadgen, prints a table and appends it, with the command and
-# the date, to docs/BENCHMARKS.md. Bounded in time; stops everything it started.
+# bench/run.sh: Gatehouse, on each of its engines (epoll and io_uring), against nginx (mail and
+# stream modules) and HAProxy, side by side on loopback, with the same certificate and the
+# same number of workers, and beside the floor (bench/floor.c, the smallest server for the
+# same session). Runs every workload of docs/BENCHMARKS.md with bench/loadgen, counts the
+# servers' system calls per session (perf), prints a table and appends it, with the command
+# and the date, to docs/BENCHMARKS.md. Bounded in time; stops everything it started.
 #
-#   bench/run.sh [--quick] [--relay-only] [--workers N] [--no-append]
+#   bench/run.sh [--quick] [--relay-only] [--workers N] [--engines "epoll io_uring"] [--no-append]
 #
 # BENCH_KEEP=1 keeps the temporary directory (logs, configurations, raw results).
-# --quick: about a minute (1 s runs at 1 and 64 clients, 1,000 idle connections, no scale
-# check); the full run takes about ten minutes. --relay-only: only the relay workloads (TLS to
-# the server, then a plain or a TLS leg to the backend), a minute or two.
+# --quick: about three minutes (1 s runs at 1 and 64 clients, 1,000 idle connections, no scale
+# check); the full run takes about fifteen minutes. --relay-only: only the relay workloads
+# (TLS to the server with a plain or a TLS leg to the backend, and plain on both legs), a few
+# minutes. --engines: the Gatehouse engines to measure (the last one also serves the
+# single-server stages: JMAP, live changes, memory, scale).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 QUICK=0
 RELAY_ONLY=0
 APPEND=1
 WORKERS=$(nproc)
+ENGINES="epoll io_uring"
 BUILD=${BUILD:-build}
 CMDLINE="bench/run.sh${*:+ $*}"
+USAGE='usage: bench/run.sh [--quick] [--relay-only] [--workers N] [--engines "epoll io_uring"] [--no-append]'
 while [ $# -gt 0 ]; do
     case "$1" in
     --quick) QUICK=1 ;;
     --relay-only) RELAY_ONLY=1 ;;
     --no-append) APPEND=0 ;;
     --workers) WORKERS=$2; shift ;;
-    *) echo "usage: bench/run.sh [--quick] [--relay-only] [--workers N] [--no-append]" >&2; exit 2 ;;
+    --engines) ENGINES=$2; shift ;;
+    *) echo "$USAGE" >&2; exit 2 ;;
     esac
     shift
 done
+for e in $ENGINES; do
+    case $e in epoll | io_uring) ;; *) echo "$USAGE" >&2; exit 2 ;; esac
+done
+MAIN=${ENGINES##* } # the engine of the single-server stages
 
+# SYSCALL_CONCS: the client counts at which a separate cell counts each server's system calls
+# (perf attached for that cell only, so that its cost stays out of the CPU figures).
 if [ "$QUICK" = 1 ]; then
-    DUR=1; PASSES=1; LIMIT=100; IDLE_SIZES="1000"; JMAP_CONC="1 16"; CONCS="1 64"
+    DUR=1; PASSES=1; LIMIT=200; IDLE_SIZES="1000"; JMAP_CONC="1 16"; CONCS="1 64"
+    SYSCALL_CONCS="64"
 else
-    DUR=2; PASSES=2; LIMIT=660; IDLE_SIZES="10000 50000"; JMAP_CONC="1 64"; CONCS="1 64 1024"
+    DUR=2; PASSES=2; LIMIT=840; IDLE_SIZES="10000 50000"; JMAP_CONC="1 64"; CONCS="1 64 1024"
+    SYSCALL_CONCS="64 1024"
 fi
+SYSCALL_DUR=1
 # relay only: 1 and 64 clients (1,024 TLS handshakes in one go measure the machine's
 # crypto, not the relay)
 [ "$RELAY_ONLY" = 1 ] && CONCS="1 64"
 START=$(date +%s)
+LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
 SECRET="bench-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
 
 log() { printf '[%3ds] %s\n' "$(($(date +%s) - START))" "$*" >&2; }
@@ -56,6 +75,8 @@ fi
 make -s -f bench/Makefile BUILD="$BUILD" >&2
 LG="$ROOT/$BUILD/bench/loadgen"
 GH="$ROOT/$BUILD/gatehouse"
+FLOOR="$ROOT/$BUILD/bench/floor"
+command -v perf >/dev/null || echo "note: no perf (linux-perf): system calls are not counted" >&2
 
 # Descriptors: root without CAP_SYS_RESOURCE cannot go above the hard limit, so the largest
 # idle set is what the hard limit allows (each server needs one descriptor per connection).
@@ -66,18 +87,7 @@ MAX_IDLE=$((NOFILE - 1500))
 TMP=$(mktemp -d /tmp/gatehouse-bench.XXXXXX)
 RES="$TMP/results.txt"
 : >"$RES"
-STARTED=""
 
-stop_pid() { # graceful, then forced, bounded to 12 s
-    local pid=$1 i
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for i in $(seq 1 120); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 cleanup() {
     local p
     for p in $STARTED; do stop_pid "$p"; done
@@ -107,24 +117,25 @@ pick_base() {
     exit 1
 }
 BASE=$(pick_base)
-G_API=$BASE G_PLAIN=$((BASE + 1)) G_TLS=$((BASE + 2)) G_STARTTLS=$((BASE + 3))
-G_PROBE=$((BASE + 4)) G_CHURN=$((BASE + 5)) # and BASE+6
-G_RELAY=$((BASE + 7)) G_RELAY_TLS=$((BASE + 8))
+# Gatehouse: ten ports per engine (epoll from BASE, io_uring from BASE+10), at these offsets.
+# "handoff" is a plain listener whose sessions go to the sink: the handoff and relay-plain
+# workloads.
+declare -A GH_BASE GH_PID
+GH_BASE[epoll]=$BASE GH_BASE[io_uring]=$((BASE + 10))
+O_API=0 O_PLAIN=1 O_TLS=2 O_STARTTLS=3 O_PROBE=4 O_RELAY=5 O_RELAY_TLS=6 O_HANDOFF=7
+gp() { echo $((GH_BASE[$1] + $2)); } # engine offset → port
+G_CHURN=$((BASE + 80)) # and BASE+81: the listener created and destroyed by the churn
 N_PLAIN=$((BASE + 20)) N_TLS=$((BASE + 21)) N_STARTTLS=$((BASE + 22)) N_STREAM=$((BASE + 23))
-N_RELAY=$((BASE + 24)) N_RELAY_TLS=$((BASE + 25))
+N_RELAY=$((BASE + 24)) N_RELAY_TLS=$((BASE + 25)) N_HANDOFF=$((BASE + 26))
 H_PLAIN=$((BASE + 40)) H_TLS=$((BASE + 41)) H_RELAY=$((BASE + 42)) H_RELAY_TLS=$((BASE + 43))
-SINK=$((BASE + 60))     # the backend of the relay workload
+H_HANDOFF=$((BASE + 44)) H_RELAY_PLAIN=$((BASE + 45))
+SINK=$((BASE + 60))     # the backend of the relay, relay-plain and handoff workloads
 SINK_TLS=$((BASE + 61)) # the same behind implicit TLS: the relay-tls workload
+# the floors: answering the session (smtp), and relaying it to the sink (handoff)
+declare -A FLOOR_PORT FLOOR_RELAY_PORT FLOOR_PID FLOOR_RELAY_PID
+FLOOR_PORT[epoll]=$((BASE + 70)) FLOOR_PORT[io_uring]=$((BASE + 71))
+FLOOR_RELAY_PORT[epoll]=$((BASE + 72)) FLOOR_RELAY_PORT[io_uring]=$((BASE + 73))
 SCALE_BASE=$((BASE + 100)) # 1,000 listeners: a second block, checked when used
-
-wait_port() { # port [seconds]
-    local i
-    for i in $(seq 1 $((${2:-10} * 20))); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    return 1
-}
 
 # ---- the certificate every server presents: ECDSA P-256 ----
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 \
@@ -132,59 +143,66 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 \
     -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>/dev/null
 cat "$TMP/cert.pem" "$TMP/key.pem" >"$TMP/both.pem"
 
-# ---- Gatehouse ----
-api() { # JSON body on stdin → response on stdout
+# ---- Gatehouse: one daemon per engine ----
+api() { # engine; JSON body on stdin → response on stdout
     curl -sS --max-time 60 -H "Authorization: Bearer $SECRET" \
-        -H 'Content-Type: application/json' --data-binary @- "http://127.0.0.1:$G_API/jmap"
+        -H 'Content-Type: application/json' --data-binary @- "http://127.0.0.1:$(gp "$1" $O_API)/jmap"
 }
 USING='"using":["urn:ietf:params:jmap:core","urn:stalwart:jmap"]'
-GH_PID=""
 GH_CERT="uploaded"
 
-gh_start() {
-    rm -rf "$TMP/gh"
-    mkdir -p "$TMP/gh"
-    GATEHOUSE_ADMIN_SECRET=$SECRET "$GH" serve --data "$TMP/gh" --http "127.0.0.1:$G_API" \
-        --workers "$WORKERS" >>"$TMP/gatehouse.log" 2>&1 &
-    GH_PID=$!
-    STARTED="$STARTED $GH_PID"
-    wait_port "$G_API" 10 || { tail "$TMP/gatehouse.log" >&2; exit 1; }
-    python3 - "$TMP/cert.pem" "$TMP/key.pem" <<EOF | api >"$TMP/cert-set.json"
+gh_start() { # engine
+    local e=$1 d="$TMP/gh-$1"
+    rm -rf "$d"
+    mkdir -p "$d"
+    spawn "$TMP/gatehouse-$e.log" env GATEHOUSE_ADMIN_SECRET="$SECRET" "$GH" serve --data "$d" \
+        --http "127.0.0.1:$(gp "$e" $O_API)" --workers "$WORKERS" --engine "$e"
+    GH_PID[$e]=$LAST
+    wait_port "$(gp "$e" $O_API)" 10 || { tail "$TMP/gatehouse-$e.log" >&2; exit 1; }
+    python3 - "$TMP/cert.pem" "$TMP/key.pem" <<EOF | api "$e" >"$d/cert-set.json"
 import json, sys
 cert, key = open(sys.argv[1]).read(), open(sys.argv[2]).read()
 print(json.dumps({"using": ["urn:ietf:params:jmap:core", "urn:stalwart:jmap"],
   "methodCalls": [["x:Certificate/set", {"create": {"b": {"name": "bench", "certificate": cert,
   "privateKey": key, "isDefault": True}}}, "0"]]}))
 EOF
-    grep -q '"created":{"b"' "$TMP/cert-set.json" || GH_CERT="generated P-256 (upload refused)"
+    grep -q '"created":{"b"' "$d/cert-set.json" || GH_CERT="generated P-256 (upload refused)"
     local l='"maxConnections":100000,"protocol":"smtp"'
-    api >"$TMP/listeners.json" <<EOF
+    # The sinks start and stop with the workloads that use them, and nginx and HAProxy check
+    # no backend: no health checks here either.
+    local sink='"protocol":"smtp","forwarding":"none","healthCheck":false'
+    api "$e" >"$d/listeners.json" <<EOF
 {$USING,"methodCalls":[["x:NetworkListener/set",{"create":{
- "plain":{"name":"plain",$l,"useTls":false,"bind":["127.0.0.1:$G_PLAIN"]},
- "tls":{"name":"tls",$l,"tlsImplicit":true,"bind":["127.0.0.1:$G_TLS"]},
- "starttls":{"name":"starttls",$l,"bind":["127.0.0.1:$G_STARTTLS"]},
- "probe":{"name":"probe",$l,"useTls":false,"bind":["127.0.0.1:$G_PROBE"]},
- "relay":{"name":"relay",$l,"tlsImplicit":true,"bind":["127.0.0.1:$G_RELAY"]},
- "relaytls":{"name":"relaytls",$l,"tlsImplicit":true,"bind":["127.0.0.1:$G_RELAY_TLS"]}}},"0"],
- ["x:Destination/set",{"create":{"sink":{"name":"sink","protocol":"smtp",
- "address":"127.0.0.1:$SINK","forwarding":"none","listeners":["relay"]},
- "sinktls":{"name":"sinktls","protocol":"smtp","address":"127.0.0.1:$SINK_TLS",
- "forwarding":"none","listeners":["relaytls"],"tls":"implicit",$(sink_trust)}}},"1"]]}
+ "plain":{"name":"plain",$l,"useTls":false,"bind":["127.0.0.1:$(gp "$e" $O_PLAIN)"]},
+ "tls":{"name":"tls",$l,"tlsImplicit":true,"bind":["127.0.0.1:$(gp "$e" $O_TLS)"]},
+ "starttls":{"name":"starttls",$l,"bind":["127.0.0.1:$(gp "$e" $O_STARTTLS)"]},
+ "probe":{"name":"probe",$l,"useTls":false,"bind":["127.0.0.1:$(gp "$e" $O_PROBE)"]},
+ "relay":{"name":"relay",$l,"tlsImplicit":true,"bind":["127.0.0.1:$(gp "$e" $O_RELAY)"]},
+ "relaytls":{"name":"relaytls",$l,"tlsImplicit":true,"bind":["127.0.0.1:$(gp "$e" $O_RELAY_TLS)"]},
+ "handoff":{"name":"handoff",$l,"useTls":false,"bind":["127.0.0.1:$(gp "$e" $O_HANDOFF)"]}}},"0"],
+ ["x:Destination/set",{"create":{"sink":{"name":"sink",$sink,"address":"127.0.0.1:$SINK",
+ "listeners":["relay","handoff"]},
+ "sinktls":{"name":"sinktls",$sink,"address":"127.0.0.1:$SINK_TLS",
+ "listeners":["relaytls"],"tls":"implicit",$(sink_trust "$d/cert-set.json")}}},"1"]]}
 EOF
-    grep -q '"notCreated":null' "$TMP/listeners.json" ||
-        { echo "creating listeners failed: $(cat "$TMP/listeners.json")" >&2; exit 1; }
-    PROBE_ID=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))
-print(r["methodResponses"][0][1]["created"]["probe"]["id"])' "$TMP/listeners.json")
+    grep -q '"notCreated":null' "$d/listeners.json" ||
+        { echo "creating listeners failed: $(cat "$d/listeners.json")" >&2; exit 1; }
+    [ "$e" = "$MAIN" ] && PROBE_ID=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))
+print(r["methodResponses"][0][1]["created"]["probe"]["id"])' "$d/listeners.json")
+    return 0
 }
-gh_stop() { stop_pid "$GH_PID"; GH_PID=""; }
+gh_stop() { # engine
+    [ -n "${GH_PID[$1]:-}" ] && stop_pid "${GH_PID[$1]}"
+    GH_PID[$1]=""
+}
 # The TLS sink presents the bench certificate: verified against it as a trust anchor (the
 # uploaded x:Certificate) with its name, as a deployment would; unverified only when the
 # upload was refused.
-sink_trust() {
+sink_trust() { # cert-set response
     local id
     id=$(python3 -c 'import json,sys
 try: print(json.load(open(sys.argv[1]))["methodResponses"][0][1]["created"]["b"]["id"])
-except Exception: pass' "$TMP/cert-set.json" 2>/dev/null)
+except Exception: pass' "$1" 2>/dev/null)
     if [ -n "$id" ]; then
         printf '"tlsCaCertificateId":"%s","tlsServerName":"bench.localhost"' "$id"
     else
@@ -196,26 +214,24 @@ except Exception: pass' "$TMP/cert-set.json" 2>/dev/null)
 fill() { # template → stdout
     sed -e "s#@WORKERS@#$WORKERS#g; s#@NOFILE@#$NOFILE#g; s#@MAXCONN@#$MAX_IDLE#g" \
         -e "s#@P_SINK@#$SINK#g; s#@P_RELAY@#$6#g; s#@P_SINK_TLS@#$SINK_TLS#g" \
-        -e "s#@P_RELAY_TLS@#$7#g" \
+        -e "s#@P_RELAY_TLS@#$7#g; s#@P_HANDOFF@#$8#g; s#@P_RELAY_PLAIN@#${9:-0}#g" \
         -e "s#@TMP@#$TMP#g; s#@BENCH@#$ROOT/bench#g" \
         -e "s#@P_PLAIN@#$2#g; s#@P_TLS@#$3#g; s#@P_STARTTLS@#$4#g; s#@P_STREAM@#$5#g" "$1"
 }
 NGX_PID="" HAP_PID=""
 ngx_start() {
     fill bench/nginx.conf.in "$N_PLAIN" "$N_TLS" "$N_STARTTLS" "$N_STREAM" "$N_RELAY" \
-        "$N_RELAY_TLS" >"$TMP/nginx.conf"
-    nginx -c "$TMP/nginx.conf" -p "$TMP" >>"$TMP/nginx.out" 2>&1 &
-    NGX_PID=$!
-    STARTED="$STARTED $NGX_PID"
+        "$N_RELAY_TLS" "$N_HANDOFF" >"$TMP/nginx.conf"
+    spawn "$TMP/nginx.out" nginx -c "$TMP/nginx.conf" -p "$TMP"
+    NGX_PID=$LAST
     wait_port "$N_STREAM" 10 || { cat "$TMP/nginx.out" "$TMP/nginx-error.log" >&2; exit 1; }
 }
-ngx_pids() { echo "$NGX_PID $(pgrep -P "$NGX_PID" | tr '\n' ' ')" | tr -s ' ' ',' | sed 's/,$//'; }
 ngx_stop() { stop_pid "$NGX_PID"; NGX_PID=""; }
 hap_start() {
-    fill bench/haproxy.cfg.in "$H_PLAIN" "$H_TLS" 0 0 "$H_RELAY" "$H_RELAY_TLS" >"$TMP/haproxy.cfg"
-    haproxy -f "$TMP/haproxy.cfg" -db >>"$TMP/haproxy.out" 2>&1 &
-    HAP_PID=$!
-    STARTED="$STARTED $HAP_PID"
+    fill bench/haproxy.cfg.in "$H_PLAIN" "$H_TLS" 0 0 "$H_RELAY" "$H_RELAY_TLS" "$H_HANDOFF" \
+        "$H_RELAY_PLAIN" >"$TMP/haproxy.cfg"
+    spawn "$TMP/haproxy.out" haproxy -f "$TMP/haproxy.cfg" -db
+    HAP_PID=$LAST
     wait_port "$H_TLS" 10 || { cat "$TMP/haproxy.out" >&2; exit 1; }
 }
 hap_stop() { stop_pid "$HAP_PID"; HAP_PID=""; }
@@ -228,15 +244,31 @@ cell() {
     out=$("$LG" --label "$server:$work:$conc" --conc "$conc" "$@" 2>>"$TMP/loadgen.err" || true)
     printf '%s\n' "$out" | grep -E '^(RESULT|IDLE|CHURN) ' >>"$RES" || true
 }
+# The same workload once more, with perf counting the server's system calls: a SYSCALLS line
+# (calls and the sessions completed meanwhile). A cell of its own, so that perf's cost stays
+# out of the measured CPU.
+count_cell() { # server work conc port loadgen-mode
+    local ops
+    count_syscalls "$TMP/calls" "$(pids_of "$1" "$2")" "$LG" --label "$1:$2:$3" --conc "$3" \
+        --mode "$5" --ports "$4" --duration "$SYSCALL_DUR" >"$TMP/count.out" \
+        2>>"$TMP/loadgen.err" || true
+    ops=$(sed -n 's/^RESULT .* ops=\([0-9]*\) .*/\1/p' "$TMP/count.out")
+    [ -s "$TMP/calls" ] &&
+        echo "SYSCALLS label=$1:$2:$3 calls=$(cat "$TMP/calls") ops=${ops:-0}" >>"$RES"
+    return 0
+}
 # A server that died is reported (with the end of its log) and started again, so that one
 # crash does not void the stages after it.
 check_alive() { # stage
-    if [ -n "$GH_PID" ] && ! kill -0 "$GH_PID" 2>/dev/null; then
-        log "Gatehouse exited during $1; its log ends:"
-        tail -n 20 "$TMP/gatehouse.log" >&2
-        echo "NOTE text=Gatehouse_exited_during_$1_(restarted)" >>"$RES"
-        gh_start
-    fi
+    local e
+    for e in $ENGINES; do
+        if [ -n "${GH_PID[$e]:-}" ] && ! kill -0 "${GH_PID[$e]}" 2>/dev/null; then
+            log "Gatehouse ($e) exited during $1; its log ends:"
+            tail -n 20 "$TMP/gatehouse-$e.log" >&2
+            echo "NOTE text=Gatehouse_($e)_exited_during_$1_(restarted)" >>"$RES"
+            gh_start "$e"
+        fi
+    done
     if [ -n "$NGX_PID" ] && ! kill -0 "$NGX_PID" 2>/dev/null; then
         echo "NOTE text=nginx_exited_during_$1_(restarted)" >>"$RES"
         ngx_start
@@ -246,21 +278,43 @@ check_alive() { # stage
         hap_start
     fi
 }
-pids_of() {
+pids_of() { # server [workload]
     case $1 in
-    gatehouse) echo "$GH_PID" ;;
-    nginx | nginx-stream) ngx_pids ;;
+    gatehouse) echo "${GH_PID[$MAIN]}" ;;
+    gatehouse-*) echo "${GH_PID[${1#gatehouse-}]}" ;;
+    nginx | nginx-stream) with_children "$NGX_PID" ;;
     haproxy) echo "$HAP_PID" ;;
+    floor-*) if [ "${2:-}" = handoff ]; then echo "${FLOOR_RELAY_PID[${1#floor-}]}"; else
+        echo "${FLOOR_PID[${1#floor-}]}"; fi ;;
     esac
 }
+gh_servers() { # port offset → "gatehouse-epoll:port gatehouse-io_uring:port"
+    local e
+    for e in $ENGINES; do printf 'gatehouse-%s:%s ' "$e" "$(gp "$e" "$1")"; done
+}
+floor_servers() { # smtp|handoff
+    local e
+    for e in epoll io_uring; do
+        if [ "$1" = handoff ]; then printf 'floor-%s:%s ' "$e" "${FLOOR_RELAY_PORT[$e]}"; else
+            printf 'floor-%s:%s ' "$e" "${FLOOR_PORT[$e]}"; fi
+    done
+}
 
-log "Gatehouse $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $WORKERS workers each; ports from $BASE; descriptor limit $NOFILE"
-gh_start
+log "Gatehouse $(git rev-parse --short HEAD 2>/dev/null || echo '?') (engines: $ENGINES), $WORKERS workers each; ports from $BASE; descriptor limit $NOFILE"
+for e in $ENGINES; do gh_start "$e"; done
 ngx_start
 hap_start
+for e in epoll io_uring; do
+    floor_start "$FLOOR" "$e" "${FLOOR_PORT[$e]}" "$WORKERS" "$TMP/floor.log" ||
+        { log "the $e floor did not start: $(tail -3 "$TMP/floor.log")"; exit 1; }
+    FLOOR_PID[$e]=$LAST
+    floor_start "$FLOOR" "$e" "${FLOOR_RELAY_PORT[$e]}" "$WORKERS" "$TMP/floor.log" "$SINK" ||
+        { log "the $e relay floor did not start: $(tail -3 "$TMP/floor.log")"; exit 1; }
+    FLOOR_RELAY_PID[$e]=$LAST
+done
 [ "$GH_CERT" = uploaded ] || log "note: Gatehouse uses its $GH_CERT certificate"
 
-# ---- 1-3: sessions and handshakes, the servers taking turns in each cell ----
+# ---- sessions, handshakes, hand-offs and relays, the servers taking turns in each cell ----
 run_matrix() { # work loadgen-mode extra-args... ; servers and ports from the case below
     local work=$1 mode=$2 conc s port
     shift 2
@@ -268,11 +322,13 @@ run_matrix() { # work loadgen-mode extra-args... ; servers and ports from the ca
         time_left || { log "time limit: skipping $work"; return; }
         local servers
         case $work in
-        smtp) servers="gatehouse:$G_PLAIN nginx:$N_PLAIN haproxy:$H_PLAIN" ;;
-        tls-*) servers="gatehouse:$G_TLS nginx:$N_TLS nginx-stream:$N_STREAM haproxy:$H_TLS" ;;
-        starttls) servers="gatehouse:$G_STARTTLS nginx:$N_STARTTLS" ;;
-        relay) servers="gatehouse:$G_RELAY nginx-stream:$N_RELAY haproxy:$H_RELAY" ;;
-        relay-tls) servers="gatehouse:$G_RELAY_TLS nginx-stream:$N_RELAY_TLS haproxy:$H_RELAY_TLS" ;;
+        smtp) servers="$(gh_servers $O_PLAIN)nginx:$N_PLAIN haproxy:$H_PLAIN $(floor_servers smtp)" ;;
+        tls-*) servers="$(gh_servers $O_TLS)nginx:$N_TLS nginx-stream:$N_STREAM haproxy:$H_TLS" ;;
+        starttls) servers="$(gh_servers $O_STARTTLS)nginx:$N_STARTTLS" ;;
+        handoff) servers="$(gh_servers $O_HANDOFF)nginx-stream:$N_HANDOFF haproxy:$H_HANDOFF $(floor_servers handoff)" ;;
+        relay) servers="$(gh_servers $O_RELAY)nginx-stream:$N_RELAY haproxy:$H_RELAY" ;;
+        relay-tls) servers="$(gh_servers $O_RELAY_TLS)nginx-stream:$N_RELAY_TLS haproxy:$H_RELAY_TLS" ;;
+        relay-plain) servers="$(gh_servers $O_HANDOFF)nginx-stream:$N_HANDOFF haproxy:$H_RELAY_PLAIN" ;;
         esac
         # Each pass takes the servers in the other order, so that none always runs first or
         # last; report.py pools the passes (sessions over seconds, over CPU-seconds).
@@ -283,9 +339,16 @@ run_matrix() { # work loadgen-mode extra-args... ; servers and ports from the ca
             for s in $order; do
                 port=${s#*:}
                 cell "${s%%:*}" "$work" "$conc" --mode "$mode" --ports "$port" --duration "$DUR" \
-                    --pid "$(pids_of "${s%%:*}")" "$@"
+                    --pid "$(pids_of "${s%%:*}" "$work")" "$@"
             done
         done
+        # system calls per session: plain sessions and hand-offs, at the larger client counts
+        case " $SYSCALL_CONCS " in
+        *" $conc "*)
+            if [ "$work" = smtp ] || [ "$work" = handoff ]; then
+                for s in $servers; do count_cell "${s%%:*}" "$work" "$conc" "${s#*:}" "$mode"; done
+            fi ;;
+        esac
         check_alive "$work at $conc clients"
         log "$work at $conc clients done"
     done
@@ -297,18 +360,22 @@ if [ "$RELAY_ONLY" = 0 ]; then
     run_matrix starttls starttls
 fi
 
-# ---- 7: bytes per second through a TLS session relayed to a backend (the sink), over a
-# plain backend leg and over a TLS one (relay-tls: both legs encrypted) ----
-"$LG" --mode sink --ports "$SINK" --duration 600 --label sink >"$TMP/sink.out" 2>&1 &
-SINK_PID=$!
-"$LG" --mode sink --ports "$SINK_TLS" --duration 600 --label sink-tls \
-    --sink-cert "$TMP/cert.pem" --sink-key "$TMP/key.pem" >"$TMP/sink-tls.out" 2>&1 &
-SINK_TLS_PID=$!
-STARTED="$STARTED $SINK_PID $SINK_TLS_PID"
+# ---- the backend behind the server: the sink greets, answers SMTP commands and discards
+# the rest (loadgen --mode sink); the TLS sink does the same behind implicit TLS ----
+spawn "$TMP/sink.out" "$LG" --mode sink --ports "$SINK" --duration 600 --label sink
+SINK_PID=$LAST
+spawn "$TMP/sink-tls.out" "$LG" --mode sink --ports "$SINK_TLS" --duration 600 --label sink-tls \
+    --sink-cert "$TMP/cert.pem" --sink-key "$TMP/key.pem"
+SINK_TLS_PID=$LAST
 if wait_port "$SINK" 5; then
+    # short handed-off sessions: greeting from the backend, one small message, QUIT
+    [ "$RELAY_ONLY" = 0 ] && run_matrix handoff transaction
+    # bytes per second relayed to the backend: TLS to the server and a plain backend leg;
+    # TLS on both legs (relay-tls, below); plain on both, which Gatehouse may splice
     run_matrix relay stream
+    run_matrix relay-plain stream-plain
 else
-    log "the sink backend did not start: $(cat "$TMP/sink.out"); skipping relay"
+    log "the sink backend did not start: $(cat "$TMP/sink.out"); skipping handoff and relay"
 fi
 if wait_port "$SINK_TLS" 5; then
     run_matrix relay-tls stream
@@ -322,26 +389,26 @@ if [ "$RELAY_ONLY" = 0 ]; then # the rest of the workloads
 
 # ---- 5: JMAP requests ----
 for conc in $JMAP_CONC; do
-    cell gatehouse jmap-get "$conc" --mode http --api "$G_API" --token "$SECRET" \
-        --duration "$DUR" --pid "$GH_PID"
+    cell gatehouse jmap-get "$conc" --mode http --api "$(gp "$MAIN" $O_API)" --token "$SECRET" \
+        --duration "$DUR" --pid "${GH_PID[$MAIN]}"
 done
 check_alive "JMAP"
 log "JMAP done"
 
 # ---- 6: listener changes: /set → accepting, then under 10,000 live sessions ----
 if time_left; then
-    cell gatehouse set-to-accept 1 --mode none --api "$G_API" --token "$SECRET" \
-        --churn-port "$G_CHURN" --duration "$DUR" --pid "$GH_PID"
+    cell gatehouse set-to-accept 1 --mode none --api "$(gp "$MAIN" $O_API)" --token "$SECRET" \
+        --churn-port "$G_CHURN" --duration "$DUR" --pid "${GH_PID[$MAIN]}"
     live=10000
     [ "$QUICK" = 1 ] && live=2000
     [ "$live" -gt "$MAX_IDLE" ] && live=$MAX_IDLE
-    cell gatehouse "changes-under-$live" 8 --mode smtp --ports "$G_PROBE" --duration $((DUR + 2)) \
-        --idle "$live" --idle-ports "$G_PLAIN" --api "$G_API" --token "$SECRET" \
-        --churn-port "$G_CHURN" --churn-update "$PROBE_ID" --pid "$GH_PID"
+    cell gatehouse "changes-under-$live" 8 --mode smtp --ports "$(gp "$MAIN" $O_PROBE)" \
+        --duration $((DUR + 2)) --idle "$live" --idle-ports "$(gp "$MAIN" $O_PLAIN)" \
+        --api "$(gp "$MAIN" $O_API)" --token "$SECRET" --churn-port "$G_CHURN" --churn-update "$PROBE_ID" --pid "${GH_PID[$MAIN]}"
     log "live changes done"
 fi
 
-gh_stop
+for e in $ENGINES; do gh_stop "$e"; done
 ngx_stop
 hap_stop
 
@@ -352,7 +419,7 @@ for n in $IDLE_SIZES; do
         for s in gatehouse nginx haproxy; do
             time_left || { log "time limit: skipping idle $kind $n"; continue; }
             case $s in
-            gatehouse) gh_start; port=$([ $kind = tls ] && echo "$G_TLS" || echo "$G_PLAIN") ;;
+            gatehouse) gh_start "$MAIN"; port=$(gp "$MAIN" "$([ $kind = tls ] && echo $O_TLS || echo $O_PLAIN)") ;;
             nginx) ngx_start; port=$([ $kind = tls ] && echo "$N_TLS" || echo "$N_PLAIN") ;;
             haproxy) hap_start; port=$([ $kind = tls ] && echo "$H_TLS" || echo "$H_PLAIN") ;;
             esac
@@ -362,7 +429,7 @@ for n in $IDLE_SIZES; do
             cell "$s" "idle-$kind-$n" 1 --mode none --duration 0.1 --idle "$n" \
                 --idle-ports "$port" --hold 1 --timeout 30000 --pid "$(pids_of "$s")" $extra
             case $s in
-            gatehouse) gh_stop ;;
+            gatehouse) gh_stop "$MAIN" ;;
             nginx) ngx_stop ;;
             haproxy) hap_stop ;;
             esac
@@ -375,14 +442,14 @@ done
 # spread over all of them ----
 SCALE_NOTE=""
 if [ "$QUICK" = 0 ] && time_left; then
-    gh_start
+    gh_start "$MAIN"
     if [ -n "$(ss -Htan "( sport >= :$SCALE_BASE and sport < :$((SCALE_BASE + 1000)) )")" ]; then
         SCALE_NOTE="skipped: ports $SCALE_BASE.. in use"
     else
         t0=$(date +%s.%N)
         created=0
         for b in $(seq 0 9); do
-            python3 - "$SCALE_BASE" "$b" <<'EOF' | api >"$TMP/scale-$b.json"
+            python3 - "$SCALE_BASE" "$b" <<'EOF' | api "$MAIN" >"$TMP/scale-$b.json"
 import json, sys
 base, b = int(sys.argv[1]), int(sys.argv[2])
 create = {f"s{i}": {"name": f"scale-{i}", "protocol": "smtp", "useTls": False,
@@ -395,17 +462,17 @@ print(len(r["methodResponses"][0][1].get("created") or {}))' "$TMP/scale-$b.json
             created=$((created + n))
         done
         t1=$(date +%s.%N)
-        rss=$(awk '/VmRSS/ {print $2}' "/proc/$GH_PID/status")
-        fds=$(ls "/proc/$GH_PID/fd" | wc -l)
+        rss=$(awk '/VmRSS/ {print $2}' "/proc/${GH_PID[$MAIN]}/status")
+        fds=$(ls "/proc/${GH_PID[$MAIN]}/fd" | wc -l)
         echo "SCALE label=gatehouse:listeners:1000 created=$created secs=$(awk "BEGIN {print $t1 - $t0}") rss_kb=$rss fds=$fds" >>"$RES"
         log "created $created listeners"
         big=$((MAX_IDLE - fds - 500))
         [ "$big" -gt 50000 ] && big=50000
         ports="$SCALE_BASE-$((SCALE_BASE + 999))"
         cell gatehouse "scale-1000-listeners" 64 --mode smtp --ports "$ports" --duration "$DUR" \
-            --idle "$big" --idle-ports "$ports" --idle-inflight 1024 --pid "$GH_PID"
+            --idle "$big" --idle-ports "$ports" --idle-inflight 1024 --pid "${GH_PID[$MAIN]}"
     fi
-    gh_stop
+    gh_stop "$MAIN"
     log "scale check done"
 fi
 
@@ -421,7 +488,7 @@ echo "SPEED sign_per_s=${SIGN:-0} x25519_per_s=${X25519:-0}" >>"$RES"
 
 # ---- the table ----
 meta="$(date -u '+%Y-%m-%d %H:%M UTC') · \`$CMDLINE\` · Gatehouse $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
-meta="$meta · $WORKERS workers · $(nproc) cores · load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+meta="$meta · engines $ENGINES · $WORKERS workers · $(nproc) cores · load average before: $LOADAVG"
 meta="$meta · nginx $(nginx -v 2>&1 | sed 's#.*/##') · HAProxy $(haproxy -v | awk 'NR==1 {print $3}')"
 meta="$meta · $(openssl version | cut -d' ' -f1-2) · descriptor limit $NOFILE · certificate: $GH_CERT"
 python3 bench/report.py "$RES" "$meta" ${SCALE_NOTE:+--note "$SCALE_NOTE"} >"$TMP/table.md"

@@ -15,6 +15,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 DUR=1
 CONCS="64 1024"
 WORKERS=$(nproc)
@@ -35,7 +37,6 @@ LG=$ROOT/build/bench/loadgen FLOOR=$ROOT/build/bench/floor GH=$ROOT/build/gateho
 ulimit -n "$(ulimit -Hn)"
 
 TMP=$(mktemp -d /tmp/gatehouse-syscalls.XXXXXX)
-STARTED=""
 stop_all() {
     local p
     for p in $STARTED; do kill -TERM "$p" 2>/dev/null || true; done
@@ -49,24 +50,10 @@ trap 'exit 130' INT TERM
 
 BASE=$((20000 + (RANDOM % 200) * 50))
 P_BACKEND=$BASE
-wait_port() {
-    local i
-    for i in $(seq 1 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "port $1 did not open" >&2
-    return 1
-}
-start() { # command... → pid in LAST
-    "$@" >>"$TMP/servers.log" 2>&1 &
-    LAST=$!
-    STARTED="$STARTED $LAST"
-}
+start() { spawn "$TMP/servers.log" "$@"; } # command... → pid in LAST
 
 # The backend every hand-off goes to: a floor server (epoll), outside every measurement.
-start "$FLOOR" --engine epoll --port "$P_BACKEND" --threads 1
-wait_port "$P_BACKEND"
+floor_start "$FLOOR" epoll "$P_BACKEND" 1 "$TMP/servers.log"
 
 declare -A PIDS PORT_SMTP PORT_HANDOFF
 SECRET="bench-$RANDOM$RANDOM"
@@ -142,18 +129,14 @@ PIDS[haproxy]=$LAST PORT_SMTP[haproxy]=$((BASE + 41)) PORT_HANDOFF[haproxy]=$((B
 wait_port "$((BASE + 42))"
 
 for e in epoll io_uring; do
-    start "$FLOOR" --engine $e --port "$((BASE + 43 + ${#e}))" --threads "$WORKERS"
+    floor_start "$FLOOR" $e "$((BASE + 43 + ${#e}))" "$WORKERS" "$TMP/servers.log"
     PIDS[floor-$e]=$LAST PORT_SMTP[floor-$e]=$((BASE + 43 + ${#e}))
-    wait_port "$((BASE + 43 + ${#e}))"
-    start "$FLOOR" --engine $e --port "$((BASE + 60 + ${#e}))" --threads "$WORKERS" --relay "$P_BACKEND"
+    floor_start "$FLOOR" $e "$((BASE + 60 + ${#e}))" "$WORKERS" "$TMP/servers.log" "$P_BACKEND"
     PIDS[floor-relay-$e]=$LAST PORT_HANDOFF[floor-$e]=$((BASE + 60 + ${#e}))
-    wait_port "$((BASE + 60 + ${#e}))"
 done
 
 pids_of() { # the server's processes, comma-separated (nginx: master and workers)
-    local p=${PIDS[$1]}
-    [ "$1" = nginx ] && p="$p $(pgrep -P "$p" | tr '\n' ' ')"
-    echo "$p" | tr -s ' ' ',' | sed 's/,$//'
+    if [ "$1" = nginx ]; then with_children "${PIDS[$1]}"; else echo "${PIDS[$1]}"; fi
 }
 
 SERVERS="gatehouse-epoll gatehouse-io_uring nginx haproxy floor-epoll floor-io_uring"
@@ -167,14 +150,10 @@ for work in smtp handoff; do
             [ "$s" = floor-epoll ] && [ $work = handoff ] && pidname=floor-relay-epoll
             [ "$s" = floor-io_uring ] && [ $work = handoff ] && pidname=floor-relay-io_uring
             pids=$(pids_of "$pidname")
-            perf stat -x, -e raw_syscalls:sys_enter -p "$pids" -o "$TMP/perf.txt" &
-            perf_pid=$!
-            sleep 0.2
-            out=$("$LG" --mode smtp --ports "$port" --conc "$conc" --duration "$DUR" \
-                --label "$s" --pid "$pids" 2>/dev/null | grep '^RESULT' || true)
-            kill -INT "$perf_pid" 2>/dev/null || true
-            wait "$perf_pid" 2>/dev/null || true
-            calls=$(awk -F, '/raw_syscalls/ {print $1}' "$TMP/perf.txt")
+            count_syscalls "$TMP/calls" "$pids" "$LG" --mode smtp --ports "$port" --conc "$conc" \
+                --duration "$DUR" --label "$s" --pid "$pids" >"$TMP/out" 2>/dev/null || true
+            out=$(grep '^RESULT' "$TMP/out" || true)
+            calls=$(cat "$TMP/calls")
             python3 - "$work" "$conc" "$s" "$calls" "$out" <<'EOF'
 import sys
 work, conc, server, calls, out = sys.argv[1:6]

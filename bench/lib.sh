@@ -1,0 +1,70 @@
+# shellcheck shell=bash
+# bench/lib.sh: shell functions shared by the benchmark scripts (sourced, never run): waiting
+# for a port, starting and stopping the processes a script owns, the floor servers, and
+# counting a server's system calls while a load runs.
+#
+# STARTED collects the ids of the processes started here, for the sourcing script to stop.
+
+STARTED=${STARTED:-}
+
+wait_port() { # port [seconds]: true once 127.0.0.1:port accepts a connection
+    local i
+    for i in $(seq 1 $((${2:-10} * 20))); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+stop_pid() { # pid: graceful, then forced, bounded to 12 s
+    local pid=$1 i
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for i in $(seq 1 120); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+spawn() { # log-file command...: runs it in the background; its pid in LAST and in STARTED
+    local log=$1
+    shift
+    "$@" >>"$log" 2>&1 &
+    LAST=$!
+    STARTED="$STARTED $LAST"
+}
+
+with_children() { # pid → the pid and its children's, comma-separated (nginx: master, workers)
+    echo "$1 $(pgrep -P "$1" | tr '\n' ' ')" | tr -s ' ' ',' | sed 's/,$//'
+}
+
+# The floor (bench/floor.c): the smallest server for the same session, on one engine. With a
+# relay port it passes the session to that backend instead of answering it. Sets LAST.
+floor_start() { # floor-binary engine port threads log-file [relay-port]
+    local relay=()
+    [ -n "${6:-}" ] && relay=(--relay "$6")
+    spawn "$5" "$1" --engine "$2" --port "$3" --threads "$4" "${relay[@]}"
+    wait_port "$3" 10
+}
+
+# Runs a command while `perf stat` counts the system calls (raw_syscalls:sys_enter) of the
+# given processes, every thread of each; the count is written to count-file (left empty
+# when perf is missing or could not attach). The command's output and status pass through.
+count_syscalls() { # count-file pids command...
+    local file=$1 pids=$2 perf_pid rc=0
+    shift 2
+    : >"$file"
+    if ! command -v perf >/dev/null; then
+        "$@"
+        return
+    fi
+    perf stat -x, -e raw_syscalls:sys_enter -p "$pids" -o "$file.perf" 2>/dev/null &
+    perf_pid=$!
+    sleep 0.2 # attached before the load starts
+    "$@" || rc=$?
+    kill -INT "$perf_pid" 2>/dev/null || true
+    wait "$perf_pid" 2>/dev/null || true
+    awk -F, '/raw_syscalls/ && $1 ~ /^[0-9]+$/ {print $1}' "$file.perf" >"$file" 2>/dev/null || true
+    return $rc
+}
