@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -203,3 +204,112 @@ def test_sockets_closed_mid_handshake_are_closed_at_once(make_daemon, engine):
                 pass
             except socket.timeout:
                 pytest.fail(f"connection {i} still open after 5 s")
+
+
+def tls_session(port):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with ctx.wrap_socket(socket.create_connection((HOST, port), timeout=10)) as s:
+        f = s.makefile("rb")
+        assert f.readline().startswith(b"* OK")
+        s.sendall(b"a LOGOUT\r\n")
+        assert f.readline().startswith(b"* BYE")
+
+
+class Backend:
+    """A mail server to hand sessions to: greets, then answers QUIT and closes."""
+
+    def __init__(self):
+        self.sock = socket.create_server((HOST, 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.session, args=(conn,), daemon=True).start()
+
+    def session(self, conn):
+        try:
+            self.converse(conn)
+        except OSError:  # a probe that connected and left
+            pass
+        finally:
+            conn.close()
+
+    def converse(self, conn):
+        conn.sendall(b"220 backend ESMTP\r\n")
+        buf = b""
+        while b"QUIT\r\n" not in buf:
+            chunk = conn.recv(4096)
+            if not chunk:
+                return
+            buf += chunk
+            if buf.startswith(b"EHLO") and b"\r\n" in buf:
+                conn.sendall(b"250 backend\r\n")
+                buf = buf.split(b"\r\n", 1)[1]
+        conn.sendall(b"221 bye\r\n")
+
+
+def socket_calls(path):
+    """System calls made on TCP sockets (strace -yy names the socket in each call), by name.
+    Peeks are left out: an implicit-TLS listener screens an untrusted client's first bytes for
+    a PROXY header with one before anything reads them."""
+    calls = {}
+    for line in path.read_text().splitlines():
+        parts = line.split(None, 1)
+        if (len(parts) == 2 and "(" in parts[1] and "TCP" in parts[1].split(")", 1)[0]
+                and "MSG_PEEK" not in parts[1]):
+            name = parts[1].split("(", 1)[0]
+            calls[name] = calls.get(name, 0) + 1
+    return calls
+
+
+@pytest.mark.skipif(not STRACE, reason="needs strace")
+@pytest.mark.parametrize("engine", ["epoll", "io_uring"])
+def test_io_uring_moves_session_bytes_without_system_calls(tmp_path, engine):
+    """On io_uring a session's reads, writes and close go through the ring: plain SMTP, implicit
+    TLS (through the loop's BIO) and a session handed to a backend (both legs) make no recv,
+    send or close calls of their own. The same run on epoll shows the trace sees them."""
+    if engine == "io_uring" and uring_refused():
+        pytest.skip(uring_refused())
+    t = Traced(tmp_path, ["-yy", "-e", "trace=recvfrom,sendto,recvmsg,sendmsg,read,write,close,"
+                          "shutdown"], engine)
+    backend = Backend()
+    sessions = 40
+    try:
+        assert wait_port(t.http_port, timeout=30), t.read_log()
+        from conftest import Daemon
+        api = Daemon(str(tmp_path / "data"), t.http_port)
+        plain, tls, handoff = pick_port(), pick_port(), pick_port()
+        api.create_listener(protocol="smtp", bind=[f"{HOST}:{plain}"], useTls=False)
+        api.create_listener(protocol="imap", bind=[f"{HOST}:{tls}"], useTls=True,
+                            tlsImplicit=True)
+        api.create_listener(name="handoff", protocol="smtp", bind=[f"{HOST}:{handoff}"],
+                            useTls=False)
+        name, res, _ = api.call("x:Destination/set", {"create": {"d": {
+            "protocol": "smtp", "address": f"{HOST}:{backend.port}", "forwarding": "none",
+            "healthCheck": False, "listeners": ["handoff"]}}})
+        assert "d" in (res.get("created") or {}), res
+        for port in (plain, tls, handoff):
+            assert wait_port(port, timeout=30)
+        before = socket_calls(t.out)
+        run_sessions(plain, sessions)
+        for _ in range(sessions):
+            tls_session(tls)
+        run_sessions(handoff, sessions)
+        time.sleep(0.5)  # the last closes
+        after = socket_calls(t.out)
+    finally:
+        t.stop()
+        backend.sock.close()
+    made = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    made = {k: v for k, v in made.items() if v}
+    if engine == "epoll":
+        assert made.get("sendto", 0) >= 3 * sessions and made.get("close", 0) >= 3 * sessions, made
+    else:
+        assert not made, made

@@ -2,7 +2,9 @@
  * test_loop: the event loop's readiness contract, the same on epoll and on io_uring —
  * level-triggered watches report again while data remains, EPOLLET ones only on new data,
  * a changed mask takes effect, a removed watch is silent, gh_io_close ends the socket for
- * the peer within the turn, timers fire, and posted messages run on the loop.
+ * the peer within the turn, timers fire, and posted messages run on the loop; and socket I/O
+ * through the loop (ring I/O on io_uring) keeps the bytes' order, the send bound and the
+ * close after the last byte.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,7 +12,9 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -213,6 +217,196 @@ static void messages_from_another_thread(enum gh_loop_backend b)
     gh_loop_free(loop);
 }
 
+/* ---- socket I/O through the loop (ring I/O on io_uring, system calls on epoll) ---- */
+
+struct echo {
+    struct gh_io io;
+    struct gh_loop *loop;
+    char got[64];
+    size_t ngot, per_read;
+    int calls;
+    bool close_after; /* closes right after its reply: the reply must still arrive */
+};
+
+/* Reads per_read bytes a call; at the first newline answers "ok <what came>\n". */
+static void on_echo(struct gh_io *io, uint32_t events)
+{
+    struct echo *e = gh_container_of(io, struct echo, io);
+    e->calls++;
+    if (!(events & EPOLLIN))
+        return;
+    ssize_t n = gh_io_recv(e->loop, io, e->got + e->ngot, e->per_read);
+    if (n <= 0)
+        return;
+    e->ngot += (size_t)n;
+    if (e->got[e->ngot - 1] != '\n')
+        return;
+    char reply[80];
+    int len = snprintf(reply, sizeof reply, "ok %.*s", (int)e->ngot, e->got);
+    assert_int_equal(gh_io_send(e->loop, io, reply, (size_t)len), len);
+    if (e->close_after)
+        gh_io_close(e->loop, io);
+}
+
+static void read_all(int fd, char *buf, size_t cap, size_t *n)
+{
+    *n = 0;
+    for (int i = 0; i < 200 && *n < cap; i++) {
+        ssize_t r = read(fd, buf + *n, cap - *n);
+        if (r == 0)
+            return;
+        if (r > 0)
+            *n += (size_t)r;
+        else
+            usleep(1000);
+    }
+}
+
+static void reads_and_writes_through_the_loop(enum gh_loop_backend b)
+{
+    if (!use(b))
+        skip();
+    struct gh_loop *loop = new_loop();
+    int sv[2];
+    pair(sv);
+    struct echo e = {
+        .io = {.fd = sv[0], .fn = on_echo}, .loop = loop, .per_read = 2, .close_after = true};
+    assert_true(gh_io_add(loop, &e.io, EPOLLIN, NULL));
+    assert_true(gh_io_ring(loop, &e.io, true) == (b == GH_BACKEND_IO_URING));
+    assert_int_equal(write(sv[1], "hello\n", 6), 6);
+    run_for(loop, 50);
+    assert_int_equal(e.ngot, 6); /* two bytes a call: reported again while bytes remain */
+    char buf[64];
+    size_t n;
+    read_all(sv[1], buf, sizeof buf, &n); /* the reply, then the end: the close waited for it */
+    assert_int_equal(n, 9);
+    assert_memory_equal(buf, "ok hello\n", 9);
+    gh_loop_free(loop);
+    close(sv[1]);
+}
+
+struct drain {
+    int fd;
+    size_t n;
+};
+
+static void *drain_peer(void *arg)
+{
+    struct drain *d = arg;
+    char buf[65536];
+    for (;;) {
+        ssize_t r = read(d->fd, buf, sizeof buf);
+        if (r == 0)
+            return NULL;
+        if (r > 0)
+            d->n += (size_t)r;
+        else
+            usleep(500);
+    }
+}
+
+struct bulk {
+    struct gh_io io;
+    struct gh_loop *loop;
+    size_t sent, total;
+    int eagains;
+};
+
+/* Writes until the loop says EAGAIN, then waits for EPOLLOUT; closes once all is written. */
+static void on_bulk(struct gh_io *io, uint32_t events)
+{
+    struct bulk *k = gh_container_of(io, struct bulk, io);
+    static char chunk[16384];
+    (void)events;
+    while (k->sent < k->total) {
+        ssize_t n = gh_io_send(k->loop, io, chunk, sizeof chunk);
+        if (n < 0) {
+            assert_int_equal(errno, EAGAIN);
+            k->eagains++;
+            gh_io_mod(k->loop, io, EPOLLOUT);
+            return;
+        }
+        k->sent += (size_t)n;
+    }
+    gh_io_close(k->loop, io);
+}
+
+static void a_close_waits_for_every_byte_written(enum gh_loop_backend b)
+{
+    if (!use(b))
+        skip();
+    struct gh_loop *loop = new_loop();
+    int sv[2];
+    pair(sv);
+    struct bulk k = {.io = {.fd = sv[0], .fn = on_bulk}, .loop = loop, .total = 4 << 20};
+    assert_true(gh_io_add(loop, &k.io, EPOLLOUT, NULL));
+    gh_io_ring(loop, &k.io, true);
+    struct drain d = {.fd = sv[1]};
+    pthread_t t;
+    pthread_create(&t, NULL, drain_peer, &d);
+    run_for(loop, 1500);
+    pthread_join(t, NULL);
+    assert_true(k.sent >= k.total);
+    assert_int_equal(d.n, k.sent); /* every byte, then the end */
+    assert_true(k.eagains > 0);    /* the bound was met and EPOLLOUT came after it */
+    gh_loop_free(loop);
+    close(sv[1]);
+}
+
+static void on_half(struct gh_io *io, uint32_t events)
+{
+    struct echo *e = gh_container_of(io, struct echo, io);
+    e->calls++;
+    char b[8];
+    ssize_t n = gh_io_recv(e->loop, io, b, 1);
+    if (n == 1 && e->ngot < sizeof e->got)
+        e->got[e->ngot++] = b[0];
+    if (e->ngot == 1 && n == 1) /* hand the socket back after the first byte */
+        gh_io_ring(e->loop, io, false);
+    (void)events;
+}
+
+struct late_write {
+    struct gh_loop *loop;
+    struct gh_io *io;
+    int fd;
+    bool was_idle;
+};
+
+/* From the loop, once the first bytes are handled: is the socket handed back? Then more. */
+static void write_more(void *arg)
+{
+    struct late_write *l = arg;
+    l->was_idle = gh_io_ring_idle(l->loop, l->io);
+    assert_int_equal(write(l->fd, "d", 1), 1);
+}
+
+static void ring_off_hands_the_socket_back_in_order(enum gh_loop_backend b)
+{
+    if (!use(b))
+        skip();
+    struct gh_loop *loop = new_loop();
+    int sv[2];
+    pair(sv);
+    struct echo e = {.io = {.fd = sv[0], .fn = on_half}, .loop = loop};
+    assert_true(gh_io_add(loop, &e.io, EPOLLIN, NULL));
+    gh_io_ring(loop, &e.io, true);
+    assert_int_equal(write(sv[1], "abc", 3), 3);
+    struct late_write l = {.loop = loop, .io = &e.io, .fd = sv[1]};
+    struct step more = {.t = {.fn = run_step}, .fn = write_more, .arg = &l};
+    gh_timer_set(loop, &more.t, 30);
+    run_for(loop, 80);
+    assert_true(l.was_idle);
+    assert_int_equal(e.ngot, 4);
+    assert_memory_equal(e.got, "abcd", 4); /* what the ring held came before the rest */
+    char x;
+    assert_int_equal(recv(sv[0], &x, 1, MSG_DONTWAIT), -1); /* nothing left behind */
+    gh_io_del(loop, &e.io);
+    gh_loop_free(loop);
+    close(sv[0]);
+    close(sv[1]);
+}
+
 #define BOTH(fn)                                                                                   \
     static void fn##_epoll(void **s)                                                               \
     {                                                                                              \
@@ -230,6 +424,9 @@ BOTH(edge_reports_only_new_data)
 BOTH(mod_and_del)
 BOTH(close_ends_the_socket_for_the_peer)
 BOTH(messages_from_another_thread)
+BOTH(reads_and_writes_through_the_loop)
+BOTH(a_close_waits_for_every_byte_written)
+BOTH(ring_off_hands_the_socket_back_in_order)
 
 int main(void)
 {
@@ -244,6 +441,12 @@ int main(void)
         cmocka_unit_test(close_ends_the_socket_for_the_peer_io_uring),
         cmocka_unit_test(messages_from_another_thread_epoll),
         cmocka_unit_test(messages_from_another_thread_io_uring),
+        cmocka_unit_test(reads_and_writes_through_the_loop_epoll),
+        cmocka_unit_test(reads_and_writes_through_the_loop_io_uring),
+        cmocka_unit_test(a_close_waits_for_every_byte_written_epoll),
+        cmocka_unit_test(a_close_waits_for_every_byte_written_io_uring),
+        cmocka_unit_test(ring_off_hands_the_socket_back_in_order_epoll),
+        cmocka_unit_test(ring_off_hands_the_socket_back_in_order_io_uring),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
