@@ -59,6 +59,7 @@ struct rio {
     bool send_inflight;    /* a send of `sending` is in the ring */
     bool kick_pending;     /* a no-op is in the ring to report what is already here */
     bool direct;           /* out of provided buffers: the next read is a system call */
+    bool more;             /* the last receive filled its buffer: one direct read may follow */
     bool eof;              /* a receive returned 0: the peer ended its stream */
     bool close_pending;    /* close once the sends are out */
     bool shut_pending;     /* shutdown(SHUT_WR) once the sends are out */
@@ -381,7 +382,7 @@ static void rio_reset(struct gh_uring *u, struct rio *r)
     if (r->buf >= 0)
         rx_recycle(u, r->buf);
     r->gen = new_gen(u); /* a receive or kick still in the ring is stale from now on */
-    r->on = r->recv_inflight = r->kick_pending = r->direct = r->eof = false;
+    r->on = r->recv_inflight = r->kick_pending = r->direct = r->more = r->eof = false;
     r->err = 0;
     r->buf = -1;
     r->off = r->len = 0;
@@ -402,6 +403,7 @@ static void queue_recv(struct gh_uring *u, int fd, struct rio *r)
     sqe->buf_group = RX_GROUP;
     io_uring_sqe_set_data64(sqe, user_data(K_RECV, r->gen, fd));
     r->recv_inflight = true;
+    r->more = false;
 }
 
 /* A no-op through the ring: its completion reports what is already here, from the loop
@@ -638,12 +640,19 @@ ssize_t gh_uring_recv(struct gh_uring *u, struct gh_io *io, void *buf, size_t le
     }
     if (r->eof)
         return 0;
-    if (r->recv_inflight || (r->on && !r->direct)) {
+    if (r->recv_inflight || (r->on && !r->direct && !r->more)) {
         errno = EAGAIN; /* reported by the receive's completion */
         return -1;
     }
-    r->direct = false;
-    return recv(io->fd, buf, len, 0);
+    /* Nothing of the ring's is left to come first, so the socket may be read directly: out
+     * of buffers, or once behind a full buffer (a TLS record is larger than one), where that
+     * read beats a loop turn per buffer. Only once: a client that keeps the socket full
+     * would otherwise hold the worker in one long read loop. */
+    r->direct = r->more = false;
+    ssize_t n = recv(io->fd, buf, len, 0);
+    if (n == 0)
+        r->eof = true;
+    return n;
 }
 
 ssize_t gh_uring_send(struct gh_uring *u, struct gh_io *io, const void *buf, size_t len)
@@ -805,6 +814,7 @@ static void on_recv(struct gh_uring *u, const struct io_uring_cqe *cqe)
         r->buf = bid;
         r->off = 0;
         r->len = (uint32_t)cqe->res;
+        r->more = cqe->res == RX_BUF_SIZE;
         has_buf = false;
     } else if (cqe->res == 0) {
         r->eof = true;
