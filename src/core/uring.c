@@ -50,26 +50,32 @@ enum kind { K_POLL, K_REMOVE, K_REARM, K_RECV, K_SEND, K_KICK, K_TAIL, K_INTERNA
 #define UD_WAKE     (UINT64_MAX - 1) /* the read of the wake eventfd */
 #define GEN_MASK    0x03ffffffu
 
-/* Ring I/O of one socket: bytes the ring received ahead of the owner's read, and bytes its
- * sends carry. Kept with the descriptor's slot and reset for each new owner. */
-struct rio {
-    uint32_t gen;          /* of its receive and kick: completions of another are stale */
-    bool on;               /* the owner asked for ring I/O */
-    bool recv_inflight;    /* a receive is in the ring */
+/* The sends of one socket, while it has any: allocated on the first write, freed once all
+ * went out, so an idle connection holds none. */
+struct tx {
+    struct gh_buf sending; /* carried by the send in flight: unchanged until it completes */
+    struct gh_buf queued;  /* written since; goes out with the next turn */
     bool send_inflight;    /* a send of `sending` is in the ring */
-    bool kick_pending;     /* a no-op is in the ring to report what is already here */
-    bool direct;           /* out of provided buffers: the next read is a system call */
-    bool more;             /* the last receive filled its buffer: one direct read may follow */
-    bool eof;              /* a receive returned 0: the peer ended its stream */
     bool close_pending;    /* close once the sends are out */
     bool shut_pending;     /* shutdown(SHUT_WR) once the sends are out */
     bool tail_linked;      /* that close or shutdown is linked behind the send in flight */
     bool dirty;            /* in the ring's list of sockets with bytes to send */
-    int err;               /* a receive or send failed: later calls fail with it */
-    int buf;               /* the provided buffer holding unread bytes, or -1 */
-    uint32_t off, len;     /* of those bytes */
-    struct gh_buf sending; /* carried by the send in flight: unchanged until it completes */
-    struct gh_buf queued;  /* written since; goes out with the next turn */
+};
+
+/* Ring I/O of one socket: bytes the ring received ahead of the owner's read, and its sends.
+ * Part of the descriptor's slot (all zero: no ring I/O), reset for each new owner. */
+struct rio {
+    struct tx *tx;
+    uint32_t gen;      /* of its receive and kick: completions of another are stale */
+    uint16_t buf1;     /* the provided buffer holding unread bytes, plus one (0: none) */
+    uint16_t off, len; /* of those bytes */
+    uint16_t err;      /* a receive or send failed (errno): later calls fail with it */
+    bool on : 1;       /* the owner asked for ring I/O */
+    bool recv_inflight : 1;
+    bool kick_pending : 1; /* a no-op is in the ring to report what is already here */
+    bool direct : 1;       /* out of provided buffers: the next read is a system call */
+    bool more : 1;         /* the last receive filled its buffer: one direct read may follow */
+    bool eof : 1;          /* a receive returned 0: the peer ended its stream */
 };
 
 struct watch {
@@ -78,7 +84,7 @@ struct watch {
     uint32_t pmask;   /* of the poll in the ring */
     uint32_t gen;     /* of the poll now in the ring */
     bool armed;       /* a poll for gen is in the ring */
-    struct rio *rio;  /* once ring I/O was asked for on this slot */
+    struct rio r;
 };
 
 struct gh_uring {
@@ -229,13 +235,14 @@ struct gh_uring *gh_uring_new(int wake_fd, gh_err *err)
     return u;
 }
 
-static void rio_free(struct rio *r)
+static void tx_free(struct rio *r)
 {
-    if (!r)
+    if (!r->tx)
         return;
-    gh_buf_free(&r->sending);
-    gh_buf_free(&r->queued);
-    free(r);
+    gh_buf_free(&r->tx->sending);
+    gh_buf_free(&r->tx->queued);
+    free(r->tx);
+    r->tx = NULL;
 }
 
 static void flush_sends(struct gh_uring *u);
@@ -279,7 +286,7 @@ void gh_uring_free(struct gh_uring *u)
     io_uring_submit_and_wait(&u->ring, 1);
     io_uring_queue_exit(&u->ring);
     for (size_t i = 0; i < u->nwatches; i++)
-        rio_free(u->watches[i].rio);
+        tx_free(&u->watches[i].r);
     free(u->watches);
     if (u->rx_ring)
         munmap(u->rx_ring, RX_BUFS * sizeof(struct io_uring_buf));
@@ -326,13 +333,12 @@ static uint32_t new_gen(struct gh_uring *u)
 
 static bool rio_sends_busy(const struct rio *r)
 {
-    return r->send_inflight || gh_buf_len(&r->sending) || gh_buf_len(&r->queued) ||
-           r->close_pending || r->shut_pending;
+    return r->tx != NULL; /* freed once nothing is left to send */
 }
 
 static bool rio_has_input(const struct rio *r)
 {
-    return r->buf >= 0 || r->eof || r->err || r->direct;
+    return r->buf1 || r->eof || r->err || r->direct;
 }
 
 static bool rio_reads(const struct rio *r)
@@ -347,15 +353,15 @@ static bool rio_writes(const struct rio *r)
 
 static bool rio_room(const struct rio *r)
 {
-    return gh_buf_len(&r->sending) + gh_buf_len(&r->queued) < TX_CAP / 2;
+    return !r->tx || gh_buf_len(&r->tx->sending) + gh_buf_len(&r->tx->queued) < TX_CAP / 2;
 }
 
 /* What the ring itself can report to the owner now, without the kernel's poll. */
 static uint32_t rio_ready(const struct watch *w)
 {
-    const struct rio *r = w->rio;
+    const struct rio *r = &w->r;
     uint32_t ready = 0;
-    if (r->buf >= 0 || r->direct)
+    if (r->buf1 || r->direct)
         ready |= EPOLLIN;
     if (r->eof)
         ready |= EPOLLIN | EPOLLRDHUP;
@@ -370,22 +376,20 @@ static uint32_t rio_ready(const struct watch *w)
 static uint32_t poll_mask(const struct watch *w)
 {
     uint32_t m = w->events;
-    if (w->rio && rio_reads(w->rio))
+    if (rio_reads(&w->r))
         m &= ~(uint32_t)(EPOLLIN | EPOLLRDHUP | EPOLLPRI);
-    if (w->rio && rio_writes(w->rio))
+    if (rio_writes(&w->r))
         m &= ~(uint32_t)EPOLLOUT;
     return m;
 }
 
+/* For a new owner, or none: what was received is dropped; sends still going out (a close
+ * waiting for them) carry on. */
 static void rio_reset(struct gh_uring *u, struct rio *r)
 {
-    if (r->buf >= 0)
-        rx_recycle(u, r->buf);
-    r->gen = new_gen(u); /* a receive or kick still in the ring is stale from now on */
-    r->on = r->recv_inflight = r->kick_pending = r->direct = r->more = r->eof = false;
-    r->err = 0;
-    r->buf = -1;
-    r->off = r->len = 0;
+    if (r->buf1)
+        rx_recycle(u, r->buf1 - 1);
+    *r = (struct rio){.tx = r->tx, .gen = new_gen(u)}; /* what is in the ring is stale now */
 }
 
 static void cancel_recv(struct gh_uring *u, int fd, struct rio *r)
@@ -420,27 +424,32 @@ static void kick(struct gh_uring *u, int fd, struct rio *r)
 
 static void rio_arm(struct gh_uring *u, int fd, struct watch *w)
 {
-    struct rio *r = w->rio;
+    struct rio *r = &w->r;
     if (rio_ready(w))
         kick(u, fd, r);
     else if (r->on && (w->events & EPOLLIN) && !r->recv_inflight && !rio_has_input(r))
         queue_recv(u, fd, r);
 }
 
+static void start_send(struct gh_uring *u, int fd, struct rio *r);
+
+/* The socket's sends start at the end of the turn, as one send for all it wrote. */
 static void mark_dirty(struct gh_uring *u, int fd, struct rio *r)
 {
-    if (r->dirty)
+    if (r->tx->dirty)
         return;
     if (u->ndirty == u->capdirty) {
         size_t n = u->capdirty ? 2 * u->capdirty : 256;
         int *d = realloc(u->dirty, n * sizeof *d);
-        if (!d)
-            return; /* sent when its next write or completion comes */
+        if (!d) {
+            start_send(u, fd, r); /* out of memory: now, unbatched */
+            return;
+        }
         u->dirty = d;
         u->capdirty = n;
     }
     u->dirty[u->ndirty++] = fd;
-    r->dirty = true;
+    r->tx->dirty = true;
 }
 
 /* ---- polls ---- */
@@ -492,8 +501,7 @@ static void rearm_later(struct gh_uring *u, int fd, struct watch *w)
  * poll for the rest. */
 static void arm_if_wanted(struct gh_uring *u, int fd, struct watch *w)
 {
-    if (w->rio)
-        rio_arm(u, fd, w);
+    rio_arm(u, fd, w);
     uint32_t mask = poll_mask(w);
     if (!w->armed && wants_readiness(mask))
         arm(u, fd, w, mask, w->events & EPOLLET);
@@ -514,10 +522,10 @@ bool gh_uring_add(struct gh_uring *u, struct gh_io *io, uint32_t events, gh_err 
     /* A watch left on this number belongs to a file closed without gh_io_close: release
      * that file's poll (epoll forgets a closed file by itself). */
     disarm(u, io->fd, w);
-    struct rio *r = w->rio;
-    *w = (struct watch){.io = io, .events = events, .rio = r};
-    if (r)
-        rio_reset(u, r);
+    rio_reset(u, &w->r);
+    w->io = io;
+    w->events = events;
+    w->pmask = w->gen = 0;
     arm_if_wanted(u, io->fd, w);
     return true;
 }
@@ -542,11 +550,9 @@ void gh_uring_del(struct gh_uring *u, struct gh_io *io)
     bool was_armed = w->armed;
     disarm(u, io->fd, w);
     w->io = NULL;
-    if (w->rio) {
-        if (w->rio->recv_inflight)
-            cancel_recv(u, io->fd, w->rio);
-        rio_reset(u, w->rio); /* what was received is the departed owner's */
-    }
+    if (w->r.recv_inflight)
+        cancel_recv(u, io->fd, &w->r);
+    rio_reset(u, &w->r); /* what was received is the departed owner's */
     /* An exclusive watch (a listening socket shared by workers or processes) wakes only one
      * waiter per connection: left in the ring until the turn ends, it could take a wake-up
      * it will never act on, and the connection would wait for the next one. Removed now,
@@ -565,11 +571,11 @@ static void queue_close(struct gh_uring *u, int fd)
 void gh_uring_close(struct gh_uring *u, struct gh_io *io)
 {
     struct watch *w = watch_of(u, io->fd, false);
-    struct rio *r = w && w->io == io ? w->rio : NULL;
+    struct tx *t = w && w->io == io ? w->r.tx : NULL;
     gh_uring_del(u, io);
-    if (r && rio_sends_busy(r)) { /* the client gets every byte written before the close */
-        r->close_pending = true;
-        mark_dirty(u, io->fd, r);
+    if (t) { /* the client gets every byte written before the close */
+        t->close_pending = true;
+        mark_dirty(u, io->fd, &w->r);
         return;
     }
     queue_close(u, io->fd);
@@ -580,7 +586,7 @@ void gh_uring_close(struct gh_uring *u, struct gh_io *io)
 static struct rio *rio_for(struct gh_uring *u, const struct gh_io *io)
 {
     struct watch *w = watch_of(u, io->fd, false);
-    return w && w->io == io ? w->rio : NULL;
+    return w && w->io == io ? &w->r : NULL;
 }
 
 bool gh_uring_ring(struct gh_uring *u, struct gh_io *io, bool on)
@@ -588,13 +594,7 @@ bool gh_uring_ring(struct gh_uring *u, struct gh_io *io, bool on)
     struct watch *w = watch_of(u, io->fd, false);
     if (!u->rx_ring || !w || w->io != io)
         return false;
-    if (!w->rio) {
-        if (!on || !(w->rio = calloc(1, sizeof *w->rio)))
-            return !on;
-        w->rio->buf = -1;
-        w->rio->gen = new_gen(u);
-    }
-    struct rio *r = w->rio;
+    struct rio *r = &w->r;
     if (r->on == on)
         return true;
     r->on = on;
@@ -617,12 +617,12 @@ bool gh_uring_ring_idle(struct gh_uring *u, const struct gh_io *io)
 static ssize_t rx_take(struct gh_uring *u, struct rio *r, void *buf, size_t len)
 {
     size_t n = len < r->len ? len : r->len;
-    memcpy(buf, u->rx_base + (size_t)r->buf * RX_BUF_SIZE + r->off, n);
-    r->off += (uint32_t)n;
-    r->len -= (uint32_t)n;
+    memcpy(buf, u->rx_base + (size_t)(r->buf1 - 1) * RX_BUF_SIZE + r->off, n);
+    r->off += (uint16_t)n;
+    r->len -= (uint16_t)n;
     if (!r->len) {
-        rx_recycle(u, r->buf);
-        r->buf = -1;
+        rx_recycle(u, r->buf1 - 1);
+        r->buf1 = 0;
     }
     return (ssize_t)n;
 }
@@ -632,7 +632,7 @@ ssize_t gh_uring_recv(struct gh_uring *u, struct gh_io *io, void *buf, size_t le
     struct rio *r = rio_for(u, io);
     if (!r)
         return recv(io->fd, buf, len, 0);
-    if (r->buf >= 0)
+    if (r->buf1)
         return rx_take(u, r, buf, len);
     if (r->err) {
         errno = r->err;
@@ -664,83 +664,92 @@ ssize_t gh_uring_send(struct gh_uring *u, struct gh_io *io, const void *buf, siz
         errno = r->err;
         return -1;
     }
-    size_t busy = gh_buf_len(&r->sending) + gh_buf_len(&r->queued);
     if (!r->on) {
         errno = EAGAIN; /* handing the socket back: what the ring holds goes first */
         return -1;
     }
+    if (!r->tx && !(r->tx = calloc(1, sizeof *r->tx))) {
+        errno = ENOMEM;
+        return -1;
+    }
+    struct tx *t = r->tx;
+    size_t busy = gh_buf_len(&t->sending) + gh_buf_len(&t->queued);
     if (busy >= TX_CAP) {
         errno = EAGAIN; /* EPOLLOUT comes once the ring has sent half of it */
         return -1;
     }
     size_t n = len < TX_CAP - busy ? len : TX_CAP - busy;
-    if (!gh_buf_append(&r->queued, buf, n)) {
+    bool ok = gh_buf_append(&t->queued, buf, n);
+    mark_dirty(u, io->fd, r); /* also frees a tx left empty */
+    if (!ok) {
         errno = ENOMEM;
         return -1;
     }
-    mark_dirty(u, io->fd, r);
     return (ssize_t)n;
 }
 
 void gh_uring_shutdown_write(struct gh_uring *u, struct gh_io *io)
 {
     struct rio *r = rio_for(u, io);
-    if (!r || !rio_sends_busy(r)) {
+    if (!r || !r->tx) {
         shutdown(io->fd, SHUT_WR);
         return;
     }
-    r->shut_pending = true;
+    r->tx->shut_pending = true;
     mark_dirty(u, io->fd, r);
 }
 
 /* ---- ring I/O: sends, and what follows them ---- */
 
-static void queue_tail(struct gh_uring *u, int fd, struct rio *r, bool linked)
+static void queue_tail(struct gh_uring *u, int fd, struct tx *t, bool linked)
 {
     struct io_uring_sqe *sqe = get_sqe(u);
-    if (r->close_pending)
+    if (t->close_pending)
         io_uring_prep_close(sqe, fd);
     else
         io_uring_prep_shutdown(sqe, fd, SHUT_WR);
-    io_uring_sqe_set_data64(sqe, user_data(K_TAIL, r->gen, fd));
-    r->tail_linked = linked;
+    io_uring_sqe_set_data64(sqe, user_data(K_TAIL, 0, fd));
+    t->tail_linked = linked;
     if (!linked)
-        r->close_pending = r->shut_pending = false;
+        t->close_pending = t->shut_pending = false;
 }
 
 /* Sends what is queued (one send for everything written since the last), with a close or
  * shutdown that waits for it linked behind. MSG_WAITALL: a send completes whole or failed,
- * and only a whole one lets the linked close run. */
+ * and only a whole one lets the linked close run. A kernel with provided-buffer rings (5.19)
+ * has MSG_WAITALL for sends (5.18). Once nothing is left, the tx is freed. */
 static void start_send(struct gh_uring *u, int fd, struct rio *r)
 {
-    if (r->send_inflight)
+    struct tx *t = r->tx;
+    if (!t || t->send_inflight || t->dirty)
         return;
     if (r->err) {
-        gh_buf_clear(&r->sending);
-        gh_buf_clear(&r->queued);
+        gh_buf_clear(&t->sending);
+        gh_buf_clear(&t->queued);
     }
-    if (!gh_buf_len(&r->sending)) {
-        struct gh_buf t = r->sending;
-        r->sending = r->queued;
-        r->queued = t;
+    if (!gh_buf_len(&t->sending)) {
+        struct gh_buf b = t->sending;
+        t->sending = t->queued;
+        t->queued = b;
     }
-    bool tail = r->close_pending || r->shut_pending;
-    if (!gh_buf_len(&r->sending)) {
+    bool tail = t->close_pending || t->shut_pending;
+    if (!gh_buf_len(&t->sending)) {
         if (tail)
-            queue_tail(u, fd, r, false);
+            queue_tail(u, fd, t, false);
+        tx_free(r);
         return;
     }
     if (tail && io_uring_sq_space_left(&u->ring) < 2)
         io_uring_submit(&u->ring); /* a link must not be split across two submissions */
     struct io_uring_sqe *sqe = get_sqe(u);
-    io_uring_prep_send(sqe, fd, gh_buf_head(&r->sending), gh_buf_len(&r->sending),
+    io_uring_prep_send(sqe, fd, gh_buf_head(&t->sending), gh_buf_len(&t->sending),
                        MSG_NOSIGNAL | MSG_WAITALL);
     io_uring_sqe_set_data64(sqe, user_data(K_SEND, 0, fd));
-    r->send_inflight = true;
+    t->send_inflight = true;
     u->sends_inflight++;
-    if (tail && !gh_buf_len(&r->queued)) {
+    if (tail && !gh_buf_len(&t->queued)) {
         sqe->flags |= IOSQE_IO_LINK;
-        queue_tail(u, fd, r, true);
+        queue_tail(u, fd, t, true);
     }
 }
 
@@ -748,10 +757,10 @@ static void flush_sends(struct gh_uring *u)
 {
     for (size_t i = 0; i < u->ndirty; i++) {
         struct watch *w = watch_of(u, u->dirty[i], false);
-        if (!w || !w->rio)
+        if (!w || !w->r.tx)
             continue;
-        w->rio->dirty = false;
-        start_send(u, u->dirty[i], w->rio);
+        w->r.tx->dirty = false;
+        start_send(u, u->dirty[i], &w->r);
     }
     u->ndirty = 0;
 }
@@ -766,7 +775,7 @@ static void rio_report(struct gh_uring *u, int fd, struct watch *w)
     if (ready)
         io->fn(io, ready);
     w = watch_of(u, fd, false);
-    if (w && w->io == io && w->rio)
+    if (w && w->io == io)
         arm_if_wanted(u, fd, w);
 }
 
@@ -774,25 +783,28 @@ static void on_send(struct gh_uring *u, const struct io_uring_cqe *cqe)
 {
     int fd = ud_fd(cqe->user_data);
     struct watch *w = watch_of(u, fd, false);
-    struct rio *r = w ? w->rio : NULL;
-    if (!r || !r->send_inflight)
+    struct rio *r = w ? &w->r : NULL;
+    struct tx *t = r ? r->tx : NULL;
+    if (!t || !t->send_inflight)
         return;
-    r->send_inflight = false;
+    t->send_inflight = false;
     u->sends_inflight--;
     if (cqe->res < 0 && cqe->res != -EINTR && cqe->res != -EAGAIN)
-        r->err = -cqe->res;
+        r->err = (uint16_t)-cqe->res;
     else if (cqe->res > 0)
-        gh_buf_consume(&r->sending, (size_t)cqe->res);
-    if (r->tail_linked) {
-        r->tail_linked = false;
-        if (!r->err && !gh_buf_len(&r->sending)) /* the linked close or shutdown ran */
-            r->close_pending = r->shut_pending = false;
+        gh_buf_consume(&t->sending, (size_t)cqe->res);
+    if (t->tail_linked) {
+        t->tail_linked = false;
+        if (!r->err && !gh_buf_len(&t->sending)) /* the linked close or shutdown ran */
+            t->close_pending = t->shut_pending = false;
     }
-    if (r->err && !r->close_pending)
-        r->shut_pending = false; /* nothing more will go out on this socket */
+    if (r->err && !t->close_pending)
+        t->shut_pending = false; /* nothing more will go out on this socket */
     start_send(u, fd, r);
-    gh_buf_release_if_empty(&r->sending);
-    gh_buf_release_if_empty(&r->queued);
+    if (r->tx) {
+        gh_buf_release_if_empty(&r->tx->sending);
+        gh_buf_release_if_empty(&r->tx->queued);
+    }
     if (w->io && (w->events & EPOLLOUT || r->err))
         rio_report(u, fd, w);
 }
@@ -801,7 +813,7 @@ static void on_recv(struct gh_uring *u, const struct io_uring_cqe *cqe)
 {
     int fd = ud_fd(cqe->user_data);
     struct watch *w = watch_of(u, fd, false);
-    struct rio *r = w ? w->rio : NULL;
+    struct rio *r = w ? &w->r : NULL;
     bool has_buf = cqe->flags & IORING_CQE_F_BUFFER;
     int bid = (int)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
     if (!r || r->gen != ud_gen(cqe->user_data) || !r->recv_inflight) {
@@ -811,9 +823,9 @@ static void on_recv(struct gh_uring *u, const struct io_uring_cqe *cqe)
     }
     r->recv_inflight = false;
     if (cqe->res > 0 && has_buf) {
-        r->buf = bid;
+        r->buf1 = (uint16_t)(bid + 1);
         r->off = 0;
-        r->len = (uint32_t)cqe->res;
+        r->len = (uint16_t)cqe->res;
         r->more = cqe->res == RX_BUF_SIZE;
         has_buf = false;
     } else if (cqe->res == 0) {
@@ -821,7 +833,7 @@ static void on_recv(struct gh_uring *u, const struct io_uring_cqe *cqe)
     } else if (cqe->res == -ENOBUFS) {
         r->direct = true; /* bytes wait in the socket: read them with a system call */
     } else if (cqe->res < 0 && cqe->res != -ECANCELED && cqe->res != -EINTR) {
-        r->err = -cqe->res;
+        r->err = (uint16_t)-cqe->res;
     }
     if (has_buf)
         rx_recycle(u, bid);
@@ -834,9 +846,9 @@ static void on_kick(struct gh_uring *u, uint64_t data)
 {
     int fd = ud_fd(data);
     struct watch *w = watch_of(u, fd, false);
-    if (!w || !w->rio || w->rio->gen != ud_gen(data))
+    if (!w || w->r.gen != ud_gen(data))
         return;
-    w->rio->kick_pending = false;
+    w->r.kick_pending = false;
     rio_report(u, fd, w);
 }
 
