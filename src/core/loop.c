@@ -35,8 +35,9 @@ struct gh_loop {
     struct gh_timer **heap; /* 1-based */
     size_t heap_len, heap_cap;
     struct gh_io wake;
-    pthread_mutex_t msg_lock;
+    pthread_mutex_t msg_lock; /* taken by posters, and by the loop only when one posted */
     struct gh_msg *msg_head, *msg_tail;
+    atomic_bool msgs_posted;
     struct gh_deferred *deferred;
 };
 
@@ -327,14 +328,19 @@ bool gh_loop_post(struct gh_loop *loop, gh_msg_fn fn, void *arg)
         loop->msg_head = m;
     loop->msg_tail = m;
     pthread_mutex_unlock(&loop->msg_lock);
+    atomic_store_explicit(&loop->msgs_posted, true, memory_order_release);
     uint64_t one = 1;
     ssize_t w = write(loop->wake.fd, &one, sizeof one);
     (void)w;
     return true;
 }
 
+/* Every turn looks; only a turn after a post locks (a message posted after the flag was
+ * read raises it again, and its wake-up brings the next turn). */
 static void drain_messages(struct gh_loop *loop)
 {
+    if (!atomic_exchange_explicit(&loop->msgs_posted, false, memory_order_acq_rel))
+        return;
     pthread_mutex_lock(&loop->msg_lock);
     struct gh_msg *m = loop->msg_head;
     loop->msg_head = loop->msg_tail = NULL;
