@@ -311,7 +311,7 @@ def main():
     if not targets and not has_sessions:
         print("\n".join(out))
         return
-    w("Performance targets (SPEC §17 and the earlier memory and TLS targets), in this run:")
+    w("Performance targets, in this run:")
     w("")
     for t in targets:
         if t[0] == "sessions":
