@@ -503,6 +503,8 @@ static void arm_if_wanted(struct gh_uring *u, int fd, struct watch *w)
 {
     rio_arm(u, fd, w);
     uint32_t mask = poll_mask(w);
+    if (w->armed && w->pmask != mask)
+        disarm(u, fd, w); /* the watch or the ring's share of it changed */
     if (!w->armed && wants_readiness(mask))
         arm(u, fd, w, mask, w->events & EPOLLET);
 }
@@ -536,8 +538,6 @@ bool gh_uring_mod(struct gh_uring *u, struct gh_io *io, uint32_t events)
     if (!w || w->io != io)
         return false;
     w->events = events;
-    if (w->armed && w->pmask != poll_mask(w))
-        disarm(u, io->fd, w);
     arm_if_wanted(u, io->fd, w);
     return true;
 }
@@ -602,8 +602,6 @@ bool gh_uring_ring(struct gh_uring *u, struct gh_io *io, bool on)
      * call would read, so reads wait for its end (data or cancelled) before going direct. */
     if (!on && r->recv_inflight)
         cancel_recv(u, io->fd, r);
-    if (w->armed && w->pmask != poll_mask(w))
-        disarm(u, io->fd, w);
     arm_if_wanted(u, io->fd, w);
     return true;
 }
@@ -837,8 +835,6 @@ static void on_recv(struct gh_uring *u, const struct io_uring_cqe *cqe)
     }
     if (has_buf)
         rx_recycle(u, bid);
-    if (w->armed && w->pmask != poll_mask(w))
-        disarm(u, fd, w);
     rio_report(u, fd, w);
 }
 
