@@ -154,6 +154,14 @@ static size_t line_end(const char *buf, size_t from, size_t len)
     return 0;
 }
 
+/* The line begins with word, compared without reading past the line (the buffer may end
+ * with it, unterminated). */
+static bool line_starts(const char *line, size_t linelen, const char *word)
+{
+    size_t n = strlen(word);
+    return linelen >= n && !strncasecmp(line, word, n);
+}
+
 size_t gh_backend_reply_length(enum gh_protocol p, const char *buf, size_t len)
 {
     size_t at = 0, next;
@@ -164,8 +172,8 @@ size_t gh_backend_reply_length(enum gh_protocol p, const char *buf, size_t len)
         if (p == GH_PROTO_SMTP || p == GH_PROTO_LMTP)
             last = linelen < 4 || line[3] != '-'; /* "250-..." continues, "250 ..." ends */
         else if (p == GH_PROTO_MANAGESIEVE)
-            last = !strncasecmp(line, "OK", 2) || !strncasecmp(line, "NO", 2) ||
-                   !strncasecmp(line, "BYE", 3);
+            last = line_starts(line, linelen, "OK") || line_starts(line, linelen, "NO") ||
+                   line_starts(line, linelen, "BYE");
         if (last)
             return next;
         at = next;
