@@ -69,6 +69,7 @@ static void use_ring(struct gh_conn *c)
 {
     gh_io_ring(c->worker->loop, &c->io, true);
 }
+
 /* Every refusal at admission goes through refuse(), which logs and counts it. */
 static void refuse(struct gh_conn *c, enum gh_refusal why);
 
