@@ -100,7 +100,7 @@ static struct limit *limit_find(const char *key, uint64_t now, bool make)
     struct limit *set = limit_set(key), *oldest = &set[0];
     for (size_t i = 0; i < LIMIT_WAYS; i++) {
         struct limit *e = &set[i];
-        bool live = e->key[0] && now - e->last_ms <= FAIL_WINDOW_MS;
+        bool live = e->key[0] && now <= e->last_ms + FAIL_WINDOW_MS;
         if (live && !strcmp(e->key, key))
             return e;
         if (!live)
@@ -142,8 +142,9 @@ enum gh_auth_turn gh_auth_turn(const char *client, const char *user, unsigned *m
     limit_key('a', client, akey);
     if (user)
         limit_key('u', user, ukey);
-    uint64_t now = now_ms();
+    /* the clock is read under the lock, so the entries' stamps never run ahead of it */
     pthread_mutex_lock(&limits_lock);
+    uint64_t now = now_ms();
     struct limit *a = limit_find(akey, now, false), *u = user ? limit_find(ukey, now, false) : NULL;
     uint64_t slot = now;
     if (takes_turns(a) && a->next_ms > slot)
@@ -176,8 +177,8 @@ void gh_auth_failed(const char *client, const char *user)
 {
     gh_security_auth_failure(client, user ? user : "");
     char key[GH_ADDR_TEXT + 2];
-    uint64_t now = now_ms();
     pthread_mutex_lock(&limits_lock);
+    uint64_t now = now_ms();
     limit_key('a', client, key);
     limit_failed(key, now);
     if (user) {

@@ -254,7 +254,9 @@ static uint32_t count_event(uint64_t key, uint64_t period_ms)
         s = v;
     }
     uint64_t start = atomic_load(&s->start_ms);
-    if (now - start >= period_ms && atomic_compare_exchange_strong(&s->start_ms, &start, now))
+    /* another thread may have begun the window after this one read the clock: compared
+     * this way, that start is not taken for one long past */
+    if (now >= start + period_ms && atomic_compare_exchange_strong(&s->start_ms, &start, now))
         atomic_store(&s->count, 0);
     atomic_store(&s->last_ms, now);
     return atomic_fetch_add(&s->count, 1) + 1;

@@ -9,6 +9,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -655,6 +656,32 @@ static void test_failure_table_is_bounded(void **state)
     assert_int_equal(gh_auth_turn("10.6.6.6", NULL, &ms), GH_AUTH_NOW);
 }
 
+/* Two workers recording failures for one address at once: a check that read the clock
+ * before another worker stamped the entry later must not take the entry for stale and
+ * start it over (which would hand out 3 free checks again). */
+static void *fail_often(void *key)
+{
+    for (int i = 0; i < 20000; i++)
+        gh_auth_failed(key, NULL);
+    return NULL;
+}
+
+static void test_concurrent_failures_keep_the_entry(void **state)
+{
+    unsigned ms;
+    for (int i = 0; i < 3; i++)
+        gh_auth_failed("10.5.5.5", NULL);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(gh_auth_turn("10.5.5.5", NULL, &ms), GH_AUTH_WAIT);
+    pthread_t a, b;
+    assert_int_equal(pthread_create(&a, NULL, fail_often, "10.5.5.5"), 0);
+    assert_int_equal(pthread_create(&b, NULL, fail_often, "10.5.5.5"), 0);
+    pthread_join(a, NULL);
+    pthread_join(b, NULL);
+    /* the four turns taken still stand: the next is more than 10 s away */
+    assert_int_equal(gh_auth_turn("10.5.5.5", NULL, &ms), GH_AUTH_REFUSE);
+}
+
 static json_t *event_data(const char *text, const char *event)
 {
     char key[64];
@@ -797,6 +824,7 @@ int main(void)
         cmocka_unit_test(test_failures_take_turns),
         cmocka_unit_test(test_failures_per_login_name),
         cmocka_unit_test(test_failures_ipv6_per_64),
+        cmocka_unit_test(test_concurrent_failures_keep_the_entry),
         cmocka_unit_test(test_failure_table_is_bounded),
         cmocka_unit_test(test_event_source),
         cmocka_unit_test(test_over_limit_response),
