@@ -214,6 +214,18 @@ bool gh_io_ring_idle(struct gh_loop *loop, const struct gh_io *io)
     return !loop->ring || gh_uring_ring_idle(loop->ring, io);
 }
 
+bool gh_io_ring_accept(struct gh_loop *loop, struct gh_io *io, bool on)
+{
+    return loop->ring && gh_uring_ring_accept(loop->ring, io, on);
+}
+
+int gh_io_accept(struct gh_loop *loop, struct gh_io *io, struct sockaddr *addr, socklen_t *len)
+{
+    if (loop->ring)
+        return gh_uring_accept(loop->ring, io, addr, len);
+    return accept4(io->fd, addr, len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+}
+
 void gh_loop_fds_shared(bool shared)
 {
     atomic_store(&fds_shared, shared);

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include "core/err.h"
@@ -75,6 +76,17 @@ void gh_io_shutdown_write(struct gh_loop *loop, struct gh_io *io);
  * (peeks, splice) are safe once gh_io_ring_idle says so; gh_io_recv/send are always safe. */
 bool gh_io_ring(struct gh_loop *loop, struct gh_io *io, bool on);
 bool gh_io_ring_idle(struct gh_loop *loop, const struct gh_io *io);
+/*
+ * Accepts through the loop, with accept4(2)'s return (non-blocking, close-on-exec). On
+ * io_uring, a listening socket switched to ring accepts has the ring take its connections
+ * (EPOLLIN then means one is taken, peer address included) at no system call of its own.
+ * Switched off, an accept still in the ring may yet take one: it is handed over too, the end
+ * is reported with an EPOLLIN, and gh_io_ring_idle says when nothing is left. gh_io_del and
+ * gh_io_close drop what the ring takes: an owner that must lose no connection switches ring
+ * accepts off and waits for gh_io_ring_idle first.
+ */
+bool gh_io_ring_accept(struct gh_loop *loop, struct gh_io *io, bool on);
+int gh_io_accept(struct gh_loop *loop, struct gh_io *io, struct sockaddr *addr, socklen_t *len);
 
 /* Monotonic milliseconds, cached once per loop turn. */
 uint64_t gh_loop_now(const struct gh_loop *loop);

@@ -19,6 +19,11 @@
  * the turn's single enter; a close or shutdown asked for meanwhile is linked behind them. So a
  * request-reply exchange costs no system call of its own.
  *
+ * A listening socket switched to ring accepts (gh_uring_ring_accept) has an accept in the ring
+ * instead of a poll: EPOLLIN means a connection is taken, and gh_uring_accept hands it over with
+ * its peer's address. One accept at a time, each with its own address (a multishot accept
+ * shares one address buffer among all its connections, which would cost a getpeername each).
+ *
  * Closing a watched descriptor is queued too, behind the removal of its poll (which holds the
  * file open until then): the number stays taken until the turn's enter, which only this
  * thread could notice. A removal that meets its poll while the kernel is delivering it
@@ -34,6 +39,7 @@
 #include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "core/buf.h"
 
@@ -45,9 +51,10 @@
 #define TX_CAP       (256 * 1024) /* queued for one socket before sends say EAGAIN */
 
 /* User data: what the request is (top 6 bits), a generation (26 bits), the descriptor. */
-enum kind { K_POLL, K_REMOVE, K_REARM, K_RECV, K_SEND, K_KICK, K_TAIL, K_INTERNAL = 63 };
+enum kind { K_POLL, K_REMOVE, K_REARM, K_RECV, K_SEND, K_KICK, K_TAIL, K_ACCEPT, K_INTERNAL = 63 };
 #define UD_INTERNAL UINT64_MAX       /* closes and cancels: nothing to do when they complete */
 #define UD_WAKE     (UINT64_MAX - 1) /* the read of the wake eventfd */
+#define UD_LAST     (UINT64_MAX - 2) /* the cancel of everything, when the ring is freed */
 #define GEN_MASK    0x03ffffffu
 
 /* The sends of one socket, while it has any: allocated on the first write, freed once all
@@ -78,6 +85,19 @@ struct rio {
     bool eof : 1;          /* a receive returned 0: the peer ended its stream */
 };
 
+/* Ring accepts of one listening socket: allocated when they are switched on, freed with the
+ * watch's next owner. The kernel writes the peer's address into addr; a connection taken
+ * waits in conn, with that address, until the owner's gh_uring_accept. */
+struct acc {
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    uint32_t gen;  /* of the accept in the ring */
+    int conn;      /* taken and not yet handed over, or -1 */
+    int err;       /* the last accept failed (errno), not yet reported */
+    bool on;       /* the owner asked for ring accepts */
+    bool inflight; /* an accept is in the ring */
+};
+
 struct watch {
     struct gh_io *io; /* NULL when the descriptor is not watched */
     uint32_t events;  /* as asked, EPOLL* bits */
@@ -85,6 +105,7 @@ struct watch {
     uint32_t gen;     /* of the poll now in the ring */
     bool armed;       /* a poll for gen is in the ring */
     struct rio r;
+    struct acc *acc; /* a listening socket's ring accepts, or NULL */
 };
 
 struct gh_uring {
@@ -272,6 +293,29 @@ static void drain_sends(struct gh_uring *u)
     io_uring_submit(&u->ring); /* the closes queued behind the last sends */
 }
 
+/* Waits for the final cancel; connections that accepts took meanwhile are closed, since
+ * nobody is left to serve them. Bounded: a second at most. */
+static void reap_until_last(struct gh_uring *u)
+{
+    bool last = false;
+    for (int i = 0; i < 100 && !last; i++) {
+        struct __kernel_timespec ts = {.tv_nsec = 10 * 1000000};
+        struct io_uring_cqe *cqe;
+        io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
+        unsigned head, n = 0;
+        io_uring_for_each_cqe(&u->ring, head, cqe)
+        {
+            n++;
+            if (cqe->user_data == UD_LAST)
+                last = true;
+            else if (ud_kind(cqe->user_data) == K_ACCEPT && cqe->user_data != UD_INTERNAL &&
+                     cqe->user_data != UD_WAKE && cqe->res >= 0)
+                close(cqe->res);
+        }
+        io_uring_cq_advance(&u->ring, n);
+    }
+}
+
 void gh_uring_free(struct gh_uring *u)
 {
     if (!u)
@@ -282,11 +326,15 @@ void gh_uring_free(struct gh_uring *u)
      * after the loop is gone. Cancel everything first, and wait for it. */
     struct io_uring_sqe *sqe = get_sqe(u);
     io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
-    io_uring_sqe_set_data64(sqe, UD_INTERNAL);
-    io_uring_submit_and_wait(&u->ring, 1);
+    io_uring_sqe_set_data64(sqe, UD_LAST);
+    reap_until_last(u);
     io_uring_queue_exit(&u->ring);
-    for (size_t i = 0; i < u->nwatches; i++)
+    for (size_t i = 0; i < u->nwatches; i++) {
         tx_free(&u->watches[i].r);
+        if (u->watches[i].acc && u->watches[i].acc->conn >= 0)
+            close(u->watches[i].acc->conn);
+        free(u->watches[i].acc);
+    }
     free(u->watches);
     if (u->rx_ring)
         munmap(u->rx_ring, RX_BUFS * sizeof(struct io_uring_buf));
@@ -369,6 +417,8 @@ static uint32_t rio_ready(const struct watch *w)
         ready |= EPOLLERR;
     if (r->on && !r->err && rio_room(r))
         ready |= EPOLLOUT;
+    if (w->acc && (w->acc->conn >= 0 || w->acc->err))
+        ready |= EPOLLIN;
     return ready & (w->events | EPOLLERR | EPOLLHUP);
 }
 
@@ -380,6 +430,8 @@ static uint32_t poll_mask(const struct watch *w)
         m &= ~(uint32_t)(EPOLLIN | EPOLLRDHUP | EPOLLPRI);
     if (rio_writes(&w->r))
         m &= ~(uint32_t)EPOLLOUT;
+    if (w->acc && (w->acc->on || w->acc->inflight || w->acc->conn >= 0 || w->acc->err))
+        m &= ~(uint32_t)EPOLLIN;
     return m;
 }
 
@@ -422,13 +474,49 @@ static void kick(struct gh_uring *u, int fd, struct rio *r)
     r->kick_pending = true;
 }
 
+static void queue_accept(struct gh_uring *u, int fd, struct acc *a)
+{
+    struct io_uring_sqe *sqe = get_sqe(u);
+    a->addrlen = sizeof a->addr;
+    io_uring_prep_accept(sqe, fd, (struct sockaddr *)&a->addr, &a->addrlen,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+    a->gen = new_gen(u);
+    io_uring_sqe_set_data64(sqe, user_data(K_ACCEPT, a->gen, fd));
+    a->inflight = true;
+}
+
+static void cancel_accept(struct gh_uring *u, int fd, struct acc *a)
+{
+    struct io_uring_sqe *sqe = get_sqe(u);
+    io_uring_prep_cancel64(sqe, user_data(K_ACCEPT, a->gen, fd), 0);
+    io_uring_sqe_set_data64(sqe, UD_INTERNAL);
+}
+
 static void rio_arm(struct gh_uring *u, int fd, struct watch *w)
 {
     struct rio *r = &w->r;
+    struct acc *a = w->acc;
     if (rio_ready(w))
         kick(u, fd, r);
     else if (r->on && (w->events & EPOLLIN) && !r->recv_inflight && !rio_has_input(r))
         queue_recv(u, fd, r);
+    else if (a && a->on && (w->events & EPOLLIN) && !a->inflight && a->conn < 0 && !a->err)
+        queue_accept(u, fd, a);
+}
+
+/* For a new owner of the number, a close, or the end: an accept still in the ring is
+ * cancelled (a connection it takes all the same is stale, and closed when it arrives), and
+ * one taken but not handed over is closed. */
+static void acc_free(struct gh_uring *u, int fd, struct watch *w)
+{
+    if (!w->acc)
+        return;
+    if (w->acc->inflight)
+        cancel_accept(u, fd, w->acc);
+    if (w->acc->conn >= 0)
+        close(w->acc->conn);
+    free(w->acc);
+    w->acc = NULL;
 }
 
 static void start_send(struct gh_uring *u, int fd, struct rio *r);
@@ -525,6 +613,7 @@ bool gh_uring_add(struct gh_uring *u, struct gh_io *io, uint32_t events, gh_err 
      * that file's poll (epoll forgets a closed file by itself). */
     disarm(u, io->fd, w);
     rio_reset(u, &w->r);
+    acc_free(u, io->fd, w);
     w->io = io;
     w->events = events;
     w->pmask = w->gen = 0;
@@ -552,7 +641,11 @@ void gh_uring_del(struct gh_uring *u, struct gh_io *io)
     w->io = NULL;
     if (w->r.recv_inflight)
         cancel_recv(u, io->fd, &w->r);
-    rio_reset(u, &w->r); /* what was received is the departed owner's */
+    rio_reset(u, &w->r);              /* what was received is the departed owner's */
+    if (w->acc && w->acc->inflight) { /* what it takes from now on finds no owner */
+        cancel_accept(u, io->fd, w->acc);
+        w->acc->on = false;
+    }
     /* An exclusive watch (a listening socket shared by workers or processes) wakes only one
      * waiter per connection: left in the ring until the turn ends, it could take a wake-up
      * it will never act on, and the connection would wait for the next one. Removed now,
@@ -573,6 +666,8 @@ void gh_uring_close(struct gh_uring *u, struct gh_io *io)
     struct watch *w = watch_of(u, io->fd, false);
     struct tx *t = w && w->io == io ? w->r.tx : NULL;
     gh_uring_del(u, io);
+    if (w)
+        acc_free(u, io->fd, w);
     if (t) { /* the client gets every byte written before the close */
         t->close_pending = true;
         mark_dirty(u, io->fd, &w->r);
@@ -608,8 +703,60 @@ bool gh_uring_ring(struct gh_uring *u, struct gh_io *io, bool on)
 
 bool gh_uring_ring_idle(struct gh_uring *u, const struct gh_io *io)
 {
-    const struct rio *r = rio_for(u, io);
-    return !r || (!r->on && !r->recv_inflight && !rio_has_input(r) && !rio_sends_busy(r));
+    const struct watch *w = watch_of(u, io->fd, false);
+    if (!w || w->io != io)
+        return true;
+    const struct rio *r = &w->r;
+    const struct acc *a = w->acc;
+    return !r->on && !r->recv_inflight && !rio_has_input(r) && !rio_sends_busy(r) &&
+           (!a || (!a->on && !a->inflight && a->conn < 0));
+}
+
+bool gh_uring_ring_accept(struct gh_uring *u, struct gh_io *io, bool on)
+{
+    struct watch *w = watch_of(u, io->fd, false);
+    if (!w || w->io != io)
+        return false;
+    if (!w->acc && !on)
+        return true;
+    if (!w->acc) {
+        if (!(w->acc = calloc(1, sizeof *w->acc)))
+            return false;
+        w->acc->conn = -1;
+    }
+    struct acc *a = w->acc;
+    if (a->on == on)
+        return true;
+    a->on = on;
+    /* Off: a connection the accept in the ring takes all the same is handed over too; the
+     * owner learns that it has ended from an EPOLLIN, and from gh_uring_ring_idle. */
+    if (!on && a->inflight)
+        cancel_accept(u, io->fd, a);
+    arm_if_wanted(u, io->fd, w);
+    return true;
+}
+
+int gh_uring_accept(struct gh_uring *u, struct gh_io *io, struct sockaddr *addr, socklen_t *len)
+{
+    struct watch *w = watch_of(u, io->fd, false);
+    struct acc *a = w && w->io == io ? w->acc : NULL;
+    if (a && a->conn >= 0) {
+        int conn = a->conn;
+        a->conn = -1;
+        memcpy(addr, &a->addr, a->addrlen < *len ? a->addrlen : *len);
+        *len = a->addrlen;
+        return conn;
+    }
+    if (a && a->err) {
+        errno = a->err;
+        a->err = 0;
+        return -1;
+    }
+    if (a && (a->on || a->inflight)) {
+        errno = EAGAIN; /* reported by the accept's completion */
+        return -1;
+    }
+    return accept4(io->fd, addr, len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 }
 
 static ssize_t rx_take(struct gh_uring *u, struct rio *r, void *buf, size_t len)
@@ -838,6 +985,33 @@ static void on_recv(struct gh_uring *u, const struct io_uring_cqe *cqe)
     rio_report(u, fd, w);
 }
 
+static void on_accept(struct gh_uring *u, const struct io_uring_cqe *cqe)
+{
+    int fd = ud_fd(cqe->user_data);
+    struct watch *w = watch_of(u, fd, false);
+    struct acc *a = w ? w->acc : NULL;
+    if (!a || !a->inflight || a->gen != ud_gen(cqe->user_data) || !w->io || u->draining) {
+        if (cqe->res >= 0)
+            close(cqe->res); /* taken for an owner gone since: nobody will serve it */
+        return;
+    }
+    a->inflight = false;
+    if (cqe->res >= 0)
+        a->conn = cqe->res;
+    else if (cqe->res != -ECANCELED && cqe->res != -EINTR && cqe->res != -EAGAIN &&
+             cqe->res != -ECONNABORTED)
+        a->err = -cqe->res; /* out of descriptors, or the socket shut down */
+    struct gh_io *io = w->io;
+    if (!a->on && a->conn < 0 && !a->err && (w->events & EPOLLIN)) {
+        io->fn(io, EPOLLIN); /* switched off and now ended: the owner may be waiting for it */
+        w = watch_of(u, fd, false);
+        if (w && w->io == io)
+            arm_if_wanted(u, fd, w);
+        return;
+    }
+    rio_report(u, fd, w);
+}
+
 static void on_kick(struct gh_uring *u, uint64_t data)
 {
     int fd = ud_fd(data);
@@ -934,6 +1108,9 @@ static void dispatch_one(struct gh_uring *u, const struct io_uring_cqe *cqe)
         return;
     case K_KICK:
         on_kick(u, d);
+        return;
+    case K_ACCEPT:
+        on_accept(u, cqe);
         return;
     case K_TAIL: /* its send's completion says whether it ran */
     case K_INTERNAL:

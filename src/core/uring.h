@@ -6,6 +6,7 @@
 #define GH_URING_H
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include "core/err.h"
@@ -30,6 +31,9 @@ void gh_uring_close(struct gh_uring *u, struct gh_io *io);
 /* Ring I/O (see core/loop.h, gh_io_ring): false when this ring cannot do it. */
 bool gh_uring_ring(struct gh_uring *u, struct gh_io *io, bool on);
 bool gh_uring_ring_idle(struct gh_uring *u, const struct gh_io *io);
+/* Ring accepts (see core/loop.h, gh_io_ring_accept). */
+bool gh_uring_ring_accept(struct gh_uring *u, struct gh_io *io, bool on);
+int gh_uring_accept(struct gh_uring *u, struct gh_io *io, struct sockaddr *addr, socklen_t *len);
 ssize_t gh_uring_recv(struct gh_uring *u, struct gh_io *io, void *buf, size_t len);
 ssize_t gh_uring_send(struct gh_uring *u, struct gh_io *io, const void *buf, size_t len);
 void gh_uring_shutdown_write(struct gh_uring *u, struct gh_io *io);

@@ -61,6 +61,9 @@ struct inherited {
  * e->listeners run under e->mu; worker_of, wsock_free and grace_over run on a worker. */
 struct gh_worker *gh_engine_worker_of(struct gh_loop *loop, struct gh_engine *e);
 void gh_engine_wsock_free(struct gh_wsock *ws);
+/* Stops ws accepting and frees it, at once or, when an accept of the ring's is still out,
+ * once it has ended and what it took is served. */
+void gh_engine_wsock_retire(struct gh_wsock *ws);
 void gh_engine_grace_over(struct gh_timer *t);
 /* A worker stops accepting and arms its grace timer (grace_over); its sessions get their
  * goodbye (only the HTTP ones with http_only: a hand-over lets mail sessions finish). */

@@ -107,8 +107,10 @@ void gh_engine_wsock_free(struct gh_wsock *ws)
 static void wsock_resume(struct gh_timer *t)
 {
     struct gh_wsock *ws = gh_container_of(t, struct gh_wsock, backoff);
-    if (ws->paused && gh_io_add(ws->worker->loop, &ws->io, EPOLLIN, NULL))
+    if (ws->paused && gh_io_add(ws->worker->loop, &ws->io, EPOLLIN, NULL)) {
         ws->paused = false;
+        gh_io_ring_accept(ws->worker->loop, &ws->io, true);
+    }
 }
 
 /* Out of descriptors: stop watching this socket for a while instead of spinning. */
@@ -139,19 +141,64 @@ static void refuse_in_reserve(struct gh_wsock *ws, int fd)
     if (!implicit && proto && proto->over_limit)
         (void)!send(fd, proto->over_limit, strlen(proto->over_limit), MSG_DONTWAIT | MSG_NOSIGNAL);
     close(fd);
-    wsock_back_off(ws, 0);
+}
+
+/* A removed socket's last connection, taken by an accept that was in the ring when it was
+ * removed: served like any other (the socket may live on with a new owner, or in the
+ * process an upgrade handed it to, and the client chose it). Then, once the ring holds
+ * nothing of its, the socket is freed. */
+static void on_retiring(struct gh_wsock *ws)
+{
+    struct gh_worker *w = ws->worker;
+    if (!gh_io_ring_idle(w->loop, &ws->io)) {
+        struct gh_sockaddr peer = {.len = sizeof peer.u};
+        int fd = gh_io_accept(w->loop, &ws->io, &peer.u.sa, &peer.len);
+        if (fd >= 0 && ws->conf->protocol != GH_PROTO_HTTP && gh_fd_in_reserve(fd))
+            refuse_in_reserve(ws, fd);
+        else if (fd >= 0)
+            gh_conn_accepted(w, ws, fd, &peer);
+    }
+    if (!gh_io_ring_idle(w->loop, &ws->io))
+        return;
+    for (struct gh_wsock **pp = &w->retiring; *pp; pp = &(*pp)->next) {
+        if (*pp == ws) {
+            *pp = ws->next;
+            break;
+        }
+    }
+    gh_engine_wsock_free(ws);
+    gh_worker_maybe_finish(w);
+}
+
+void gh_engine_wsock_retire(struct gh_wsock *ws)
+{
+    struct gh_worker *w = ws->worker;
+    if (!ws->paused)
+        gh_io_ring_accept(w->loop, &ws->io, false);
+    if (ws->paused || gh_io_ring_idle(w->loop, &ws->io)) {
+        gh_engine_wsock_free(ws);
+        return;
+    }
+    ws->retiring = true;
+    ws->next = w->retiring;
+    w->retiring = ws;
 }
 
 static void on_accept(struct gh_io *io, uint32_t events)
 {
     struct gh_wsock *ws = gh_container_of(io, struct gh_wsock, io);
     struct gh_worker *w = ws->worker;
+    if (ws->retiring) {
+        on_retiring(ws);
+        return;
+    }
     /* One accept per readiness event, as nginx does by default: the socket is watched
      * level-triggered, so a longer queue brings us back at once, and a short one does not
-     * pay for an accept that only says EAGAIN. */
+     * pay for an accept that only says EAGAIN. (Through the ring, EPOLLIN means the
+     * connection is already taken.) */
     for (int i = 0; i < 1 && !w->stopping; i++) {
         struct gh_sockaddr peer = {.len = sizeof peer.u};
-        int fd = accept4(io->fd, &peer.u.sa, &peer.len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = gh_io_accept(w->loop, io, &peer.u.sa, &peer.len);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
@@ -165,6 +212,7 @@ static void on_accept(struct gh_io *io, uint32_t events)
         }
         if (ws->conf->protocol != GH_PROTO_HTTP && gh_fd_in_reserve(fd)) {
             refuse_in_reserve(ws, fd);
+            wsock_back_off(ws, 0);
             return;
         }
         ws->backoff_ms = 0;
@@ -209,6 +257,7 @@ static void do_add(struct gh_loop *loop, void *arg)
         gh_engine_wsock_free(ws);
         goto out;
     }
+    gh_io_ring_accept(loop, &ws->io, true); /* on io_uring: no accept4 per connection */
     ws->next = w->socks;
     w->socks = ws;
 out:
@@ -249,7 +298,7 @@ static void do_remove(struct gh_loop *loop, void *arg)
         if ((*pp)->io.fd == m->fd && (*pp)->rt == m->rt) {
             struct gh_wsock *ws = *pp;
             *pp = ws->next;
-            gh_engine_wsock_free(ws);
+            gh_engine_wsock_retire(ws);
             break;
         }
     }
@@ -868,7 +917,7 @@ bool gh_engine_start(struct gh_engine *e, gh_err *err)
 
 void gh_worker_maybe_finish(struct gh_worker *w)
 {
-    if (w->stopping && w->nconns == 0) {
+    if (w->stopping && w->nconns == 0 && !w->retiring) {
         gh_timer_cancel(w->loop, &w->grace);
         gh_loop_stop(w->loop);
     }
@@ -891,7 +940,7 @@ void gh_engine_wind_down(struct gh_worker *w, void (*grace_over)(struct gh_timer
     while (w->socks) {
         struct gh_wsock *ws = w->socks;
         w->socks = ws->next;
-        gh_engine_wsock_free(ws);
+        gh_engine_wsock_retire(ws);
     }
     w->grace.fn = grace_over;
     gh_timer_set(w->loop, &w->grace, grace_ms);
@@ -930,17 +979,23 @@ void gh_engine_wait(struct gh_engine *e)
             pthread_join(e->workers[i].thread, NULL);
 }
 
+static void free_wsocks(struct gh_wsock **list)
+{
+    while (*list) {
+        struct gh_wsock *ws = *list;
+        *list = ws->next;
+        gh_engine_wsock_free(ws);
+    }
+}
+
 void gh_engine_free(struct gh_engine *e)
 {
     if (!e)
         return;
     for (unsigned i = 0; i < e->nworkers; i++) {
         struct gh_worker *w = &e->workers[i];
-        while (w->socks) {
-            struct gh_wsock *ws = w->socks;
-            w->socks = ws->next;
-            gh_engine_wsock_free(ws);
-        }
+        free_wsocks(&w->socks);
+        free_wsocks(&w->retiring); /* the loop has ended: nothing more comes for them */
         while (w->conns)
             gh_conn_close(w->conns);
         gh_loop_free(w->loop);

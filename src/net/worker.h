@@ -37,6 +37,7 @@ struct gh_wsock {
     struct gh_listener_conf *conf; /* a reference: the settings new connections get */
     SSL_CTX *ctx;                  /* a reference, or NULL when the listener has no TLS */
     bool paused;                   /* taken out of epoll (back-off, or shut down) */
+    bool retiring;                 /* removed: freed once the ring holds no accept of its */
     struct gh_sockaddr local;      /* bound to one address: every connection's own (len 0
                                     * for a wildcard, where each needs a getsockname) */
     struct gh_wsock *next;
@@ -65,7 +66,8 @@ struct gh_worker {
     struct gh_loop *loop;
     pthread_t thread;
     struct gh_wsock *socks;
-    struct gh_conn *conns; /* live connections, for graceful stop */
+    struct gh_wsock *retiring; /* removed, waiting for an accept still in the ring */
+    struct gh_conn *conns;     /* live connections, for graceful stop */
     unsigned nconns;
     struct gh_wsettings *settings;
     struct gh_dest_set *dests;

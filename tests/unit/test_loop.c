@@ -4,7 +4,8 @@
  * a changed mask takes effect, a removed watch is silent, gh_io_close ends the socket for
  * the peer within the turn, timers fire, and posted messages run on the loop; and socket I/O
  * through the loop (ring I/O on io_uring) keeps the bytes' order, the send bound and the
- * close after the last byte.
+ * close after the last byte, and accepts through it hand over every connection with its
+ * address.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,7 +13,10 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -469,6 +473,139 @@ static void room_after_a_hand_back_is_reported(enum gh_loop_backend b)
     close(sv[1]);
 }
 
+/* A listening socket on 127.0.0.1 and its port (network order). */
+static int listener(in_port_t *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t n = sizeof a;
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(fd, 16), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &n), 0);
+    *port = a.sin_port;
+    return fd;
+}
+
+/* A connected client of port; its own port in *mine. */
+static int dial(in_port_t port, in_port_t *mine)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {
+        .sin_family = AF_INET, .sin_port = port, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t n = sizeof a;
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &n), 0);
+    *mine = a.sin_port;
+    return fd;
+}
+
+struct acceptor {
+    struct gh_io io;
+    struct gh_loop *loop;
+    int got[4];
+    struct sockaddr_in from[4];
+    int ngot, reports;
+};
+
+static void on_acceptable(struct gh_io *io, uint32_t events)
+{
+    struct acceptor *a = gh_container_of(io, struct acceptor, io);
+    a->reports++;
+    struct sockaddr_in peer;
+    socklen_t len = sizeof peer;
+    int fd = gh_io_accept(a->loop, io, (struct sockaddr *)&peer, &len);
+    if (fd < 0) {
+        assert_int_equal(errno, EAGAIN);
+        return;
+    }
+    assert_true(a->ngot < 4);
+    assert_int_equal(len, sizeof peer);
+    a->got[a->ngot] = fd;
+    a->from[a->ngot++] = peer;
+}
+
+static void acceptor_free(struct acceptor *a)
+{
+    gh_io_del(a->loop, &a->io);
+    gh_loop_free(a->loop);
+    close(a->io.fd);
+    for (int i = 0; i < a->ngot; i++)
+        close(a->got[i]);
+}
+
+/* Each connection comes with its own peer address, non-blocking and close-on-exec, as
+ * accept4 gives them; on io_uring the ring takes them. */
+static void accepts_hand_over_connections_with_their_address(enum gh_loop_backend b)
+{
+    if (!use(b))
+        skip();
+    in_port_t port, mine[3];
+    struct acceptor a = {.io = {.fd = listener(&port), .fn = on_acceptable}, .loop = new_loop()};
+    assert_true(gh_io_add(a.loop, &a.io, EPOLLIN, NULL));
+    assert_int_equal(gh_io_ring_accept(a.loop, &a.io, true), b == GH_BACKEND_IO_URING);
+    int c[3];
+    for (int i = 0; i < 3; i++)
+        c[i] = dial(port, &mine[i]);
+    run_for(a.loop, 100);
+    assert_int_equal(a.ngot, 3);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(a.from[i].sin_addr.s_addr, htonl(INADDR_LOOPBACK));
+        bool known = false;
+        for (int k = 0; k < 3; k++)
+            known |= a.from[i].sin_port == mine[k];
+        assert_true(known);
+        struct sockaddr_in p;
+        socklen_t n = sizeof p;
+        assert_int_equal(getpeername(a.got[i], (struct sockaddr *)&p, &n), 0);
+        assert_int_equal(p.sin_port, a.from[i].sin_port); /* the address is this one's */
+        assert_true(fcntl(a.got[i], F_GETFL) & O_NONBLOCK);
+        assert_true(fcntl(a.got[i], F_GETFD) & FD_CLOEXEC);
+    }
+    acceptor_free(&a);
+    for (int i = 0; i < 3; i++)
+        close(c[i]);
+}
+
+struct late_client {
+    struct acceptor *a;
+    in_port_t port, mine;
+    int fd;
+    bool idle_at_once;
+};
+
+/* A client arrives while the accept is in the ring; then ring accepts are switched off. */
+static void client_then_off(void *arg)
+{
+    struct late_client *l = arg;
+    l->fd = dial(l->port, &l->mine);
+    usleep(20 * 1000); /* the ring's accept has taken it, or is about to */
+    gh_io_ring_accept(l->a->loop, &l->a->io, false);
+    l->idle_at_once = gh_io_ring_idle(l->a->loop, &l->a->io);
+}
+
+/* Switched off while its accept is in the ring and a client arrives: the connection is
+ * handed over all the same (or left in the queue for the poll that follows), never lost,
+ * and the owner is told when the ring is done with the socket. */
+static void accepts_switched_off_lose_no_connection(enum gh_loop_backend b)
+{
+    if (!use(b))
+        skip();
+    in_port_t port;
+    struct acceptor a = {.io = {.fd = listener(&port), .fn = on_acceptable}, .loop = new_loop()};
+    assert_true(gh_io_add(a.loop, &a.io, EPOLLIN, NULL));
+    gh_io_ring_accept(a.loop, &a.io, true);
+    struct late_client l = {.a = &a, .port = port};
+    struct step late = {.t = {.fn = run_step}, .fn = client_then_off, .arg = &l};
+    gh_timer_set(a.loop, &late.t, 20); /* by then the accept is in the ring */
+    run_for(a.loop, 100);
+    assert_int_equal(l.idle_at_once, b != GH_BACKEND_IO_URING);
+    assert_true(gh_io_ring_idle(a.loop, &a.io));
+    assert_int_equal(a.ngot, 1);
+    assert_int_equal(a.from[0].sin_port, l.mine);
+    acceptor_free(&a);
+    close(l.fd);
+}
+
 #define BOTH(fn)                                                                                   \
     static void fn##_epoll(void **s)                                                               \
     {                                                                                              \
@@ -490,6 +627,8 @@ BOTH(reads_and_writes_through_the_loop)
 BOTH(a_close_waits_for_every_byte_written)
 BOTH(ring_off_hands_the_socket_back_in_order)
 BOTH(room_after_a_hand_back_is_reported)
+BOTH(accepts_hand_over_connections_with_their_address)
+BOTH(accepts_switched_off_lose_no_connection)
 
 int main(void)
 {
@@ -512,6 +651,10 @@ int main(void)
         cmocka_unit_test(ring_off_hands_the_socket_back_in_order_io_uring),
         cmocka_unit_test(room_after_a_hand_back_is_reported_epoll),
         cmocka_unit_test(room_after_a_hand_back_is_reported_io_uring),
+        cmocka_unit_test(accepts_hand_over_connections_with_their_address_epoll),
+        cmocka_unit_test(accepts_hand_over_connections_with_their_address_io_uring),
+        cmocka_unit_test(accepts_switched_off_lose_no_connection_epoll),
+        cmocka_unit_test(accepts_switched_off_lose_no_connection_io_uring),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
