@@ -63,13 +63,19 @@ class Backend:
     """A scripted mail server on 127.0.0.1. tls: None, "implicit" or "starttls" (SMTP, IMAP
     or POP3 dialogue, per protocol); cert: (certfile, keyfile) for TLS; proxy: a PROXY header
     comes first (forwarding proxyV2 or proxyV1; False for "none"). Each session:
-    header (recorded), greeting, then one reply per line. sessions counts sessions that got
-    past their greeting; checks counts connections that came with a PROXY v2 LOCAL header."""
+    header (recorded), greeting, then one reply per line, until QUIT or LOGOUT: answered with
+    the protocol's goodbye, then closed. sessions counts sessions that got past their
+    greeting; checks counts connections that came with a PROXY v2 LOCAL header."""
 
     GREETINGS = {
         "smtp": b"220 {name} ESMTP\r\n",
         "imap": b"* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] {name} ready\r\n",
         "pop3": b"+OK {name} ready\r\n",
+    }
+    GOODBYES = {
+        "smtp": b"221 2.0.0 {name} closing\r\n",
+        "imap": b"* BYE {name} logging out\r\n",
+        "pop3": b"+OK {name} signing off\r\n",
     }
 
     def __init__(self, name="backend", protocol="smtp", tls=None, cert=None, port=0, proxy=True):
@@ -112,6 +118,18 @@ class Backend:
         if self.refuse:
             return b"421 4.3.2 " + self.name.encode() + b" busy\r\n"
         return self.GREETINGS[self.protocol].replace(b"{name}", self.name.encode())
+
+    def goodbye(self, conn, line):
+        """Answers QUIT or a (tagged) LOGOUT as the protocol does. A client that hangs up
+        without reading it, as the health check does, is no error of the session."""
+        reply = self.GOODBYES[self.protocol].replace(b"{name}", self.name.encode())
+        word = line.split(b" ")
+        if self.protocol == "imap" and len(word) == 2:
+            reply += word[0] + b" OK LOGOUT completed\r\n"
+        try:
+            conn.sendall(reply)
+        except OSError:
+            pass
 
     def starttls(self, conn):
         """The protocol's upgrade, server side; returns the TLS socket."""
@@ -167,6 +185,7 @@ class Backend:
                     with self.lock:
                         self.lines.append(line)
                     if line.upper() in (b"QUIT", b"GH2 LOGOUT", b"LOGOUT"):
+                        self.goodbye(conn, line)
                         return
                     if line.startswith(b"BLOB "):  # BLOB n: n bytes follow, echoed back
                         need = int(line[5:])

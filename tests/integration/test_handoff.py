@@ -9,73 +9,22 @@ import time
 
 import pytest
 
-SIG = b"\r\n\r\n\x00\r\nQUIT\n"
-
-
-class Backend:
-    """A scripted mail server: optional PROXY header, a greeting, then one reply per line."""
-
-    def __init__(self, greeting=b"220 backend ESMTP\r\n", proxy=None, replies=None):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.greeting, self.proxy = greeting, proxy
-        self.replies = replies or (lambda line: b"250 backend got " + line + b"\r\n")
-        self.headers, self.lines = [], []
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def read_header(self, conn):
-        if self.proxy == "v1":
-            head = b""
-            while not head.endswith(b"\r\n"):
-                head += conn.recv(1)
-            self.headers.append(head)
-        elif self.proxy == "v2":
-            head = conn.recv(16, socket.MSG_WAITALL)
-            head += conn.recv(struct.unpack("!H", head[14:16])[0], socket.MSG_WAITALL)
-            self.headers.append(head)
-
-    def serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.session, args=(conn,), daemon=True).start()
-
-    def session(self, conn):
-        with conn:
-            self.read_header(conn)
-            conn.sendall(self.greeting)
-            buf = b""
-            while True:
-                data = conn.recv(4096)
-                if not data:
-                    return
-                buf += data
-                while b"\n" in buf:
-                    line, buf = buf.split(b"\n", 1)
-                    line = line.rstrip(b"\r")
-                    self.lines.append(line)
-                    conn.sendall(self.replies(line))
-
-    def close(self):
-        self.sock.close()
+from backend_kit import V2_SIG as SIG, Backend
 
 
 @pytest.fixture
 def backend():
+    """backend_kit's scripted backends, stopped after the test."""
     made = []
 
-    def make(**kw):
-        b = Backend(**kw)
+    def make(*args, **kw):
+        b = Backend(*args, **kw)
         made.append(b)
         return b
 
     yield make
     for b in made:
-        b.close()
+        b.stop()
 
 
 def destination(gatehouse, port, **extra):
@@ -118,7 +67,7 @@ def tlv_types(header):
 
 
 def test_plain_listener_hands_off_at_once_with_proxy_v2(gatehouse, free_port, backend):
-    b = backend(proxy="v2")
+    b = backend(proxy=True)
     destination(gatehouse, b.port)
     port = free_port()
     gatehouse.create_listener(protocol="smtp", bind=[f"127.0.0.1:{port}"], useTls=False)
@@ -132,7 +81,7 @@ def test_plain_listener_hands_off_at_once_with_proxy_v2(gatehouse, free_port, ba
 
 
 def test_proxy_v1_and_none(gatehouse, free_port, backend):
-    b1, b0 = backend(proxy="v1"), backend(proxy=None)
+    b1, b0 = backend(proxy=True), backend(proxy=False)
     p1, p0 = free_port(), free_port()
     gatehouse.create_listener(name="one", protocol="smtp", bind=[f"127.0.0.1:{p1}"], useTls=False)
     gatehouse.create_listener(name="zero", protocol="smtp", bind=[f"127.0.0.1:{p0}"], useTls=False)
@@ -155,7 +104,7 @@ def tls_client():
 
 
 def test_starttls_listener_hands_off_after_the_upgrade(gatehouse, free_port, backend):
-    b = backend(proxy="v2")
+    b = backend(proxy=True)
     destination(gatehouse, b.port)
     port = free_port()
     gatehouse.create_listener(protocol="smtp", bind=[f"127.0.0.1:{port}"])
@@ -175,7 +124,7 @@ def test_starttls_listener_hands_off_after_the_upgrade(gatehouse, free_port, bac
 
 def test_opportunistic_smtp_hands_off_at_the_first_transaction_command(gatehouse, free_port,
                                                                        backend):
-    b = backend(proxy="v2")
+    b = backend(proxy=True)
     destination(gatehouse, b.port)
     port = free_port()
     gatehouse.create_listener(protocol="smtp", bind=[f"127.0.0.1:{port}"])
@@ -194,20 +143,20 @@ def test_opportunistic_smtp_hands_off_at_the_first_transaction_command(gatehouse
 
 
 def test_implicit_tls_imap_relays_the_backend_greeting(gatehouse, free_port, backend):
-    b = backend(greeting=b"* OK backend IMAP ready\r\n",
-                replies=lambda line: line.split(b" ")[0] + b" OK done\r\n")
+    b = backend(protocol="imap", proxy=False)
     destination(gatehouse, b.port, protocol="imap", forwarding="none")
     port = free_port()
     gatehouse.create_listener(protocol="imap", bind=[f"127.0.0.1:{port}"], tlsImplicit=True)
     with tls_client().wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5)) as s:
-        assert s.recv(4096) == b"* OK backend IMAP ready\r\n"
+        assert s.recv(4096) == (b"* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] backend"
+                                b" ready\r\n")
         s.sendall(b"a1 NOOP\r\n")
-        assert s.recv(4096) == b"a1 OK done\r\n"
+        assert s.recv(4096) == b"250 backend got a1 NOOP\r\n"
 
 
 def test_fails_over_to_the_next_destination(gatehouse, free_port, backend):
     dead = free_port()  # nothing listens there
-    b = backend(proxy="v2")
+    b = backend(proxy=True)
     destination(gatehouse, dead)
     destination(gatehouse, b.port)
     port = free_port()
@@ -318,7 +267,7 @@ def test_backends_dying_under_load_leave_the_daemon_serving(gatehouse, free_port
 
 
 def test_destinations_share_the_load_and_each_is_tried_once(gatehouse, free_port, backend):
-    b1, b2 = backend(greeting=b"220 one ESMTP\r\n"), backend(greeting=b"220 two ESMTP\r\n")
+    b1, b2 = backend("one", proxy=False), backend("two", proxy=False)
     for port in (free_port(), b1.port, free_port(), b2.port):  # two dead, two live
         destination(gatehouse, port, forwarding="none")
     port = free_port()

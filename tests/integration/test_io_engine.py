@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from backend_kit import Backend
 from conftest import BIN, SECRET, pick_port, wait_port
 
 HOST = "127.0.0.1"
@@ -217,44 +218,6 @@ def tls_session(port):
         assert f.readline().startswith(b"* BYE")
 
 
-class Backend:
-    """A mail server to hand sessions to: greets, then answers QUIT and closes."""
-
-    def __init__(self):
-        self.sock = socket.create_server((HOST, 0))
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.session, args=(conn,), daemon=True).start()
-
-    def session(self, conn):
-        try:
-            self.converse(conn)
-        except OSError:  # a probe that connected and left
-            pass
-        finally:
-            conn.close()
-
-    def converse(self, conn):
-        conn.sendall(b"220 backend ESMTP\r\n")
-        buf = b""
-        while b"QUIT\r\n" not in buf:
-            chunk = conn.recv(4096)
-            if not chunk:
-                return
-            buf += chunk
-            if buf.startswith(b"EHLO") and b"\r\n" in buf:
-                conn.sendall(b"250 backend\r\n")
-                buf = buf.split(b"\r\n", 1)[1]
-        conn.sendall(b"221 bye\r\n")
-
-
 def socket_calls(path):
     """System calls made on TCP sockets (strace -yy names the socket in each call), by name.
     Peeks are left out: an implicit-TLS listener screens an untrusted client's first bytes for
@@ -280,7 +243,7 @@ def test_io_uring_moves_session_bytes_without_system_calls(tmp_path, engine):
         pytest.skip(uring_refused())
     t = Traced(tmp_path, ["-yy", "-e", "trace=recvfrom,sendto,recvmsg,sendmsg,read,write,close,"
                           "shutdown,accept,accept4"], engine)
-    backend = Backend()
+    backend = Backend(proxy=False)  # greets, answers EHLO and QUIT
     sessions = 40
     try:
         assert wait_port(t.http_port, timeout=30), t.read_log()
@@ -307,7 +270,8 @@ def test_io_uring_moves_session_bytes_without_system_calls(tmp_path, engine):
         after = socket_calls(t.out)
     finally:
         t.stop()
-        backend.sock.close()
+        backend.stop()
+    assert backend.sessions >= sessions, backend.errors  # the handoff leg reached it
     made = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     made = {k: v for k, v in made.items() if v}
     if engine == "epoll":
