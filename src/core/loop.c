@@ -161,6 +161,7 @@ bool gh_io_add(struct gh_loop *loop, struct gh_io *io, uint32_t events, gh_err *
     struct epoll_event ev = {.events = events, .data.ptr = io};
     if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, io->fd, &ev) < 0)
         return gh_fail_sys(err, errno, "epoll add fd %d", io->fd);
+    io->events = events;
     return true;
 }
 
@@ -168,8 +169,13 @@ bool gh_io_mod(struct gh_loop *loop, struct gh_io *io, uint32_t events)
 {
     if (loop->ring)
         return gh_uring_mod(loop->ring, io, events);
+    if (io->events == events)
+        return true; /* an epoll_ctl saved: owners re-state their interest after each event */
     struct epoll_event ev = {.events = events, .data.ptr = io};
-    return epoll_ctl(loop->epfd, EPOLL_CTL_MOD, io->fd, &ev) == 0;
+    if (epoll_ctl(loop->epfd, EPOLL_CTL_MOD, io->fd, &ev) < 0)
+        return false;
+    io->events = events;
+    return true;
 }
 
 void gh_io_del(struct gh_loop *loop, struct gh_io *io)
@@ -178,6 +184,7 @@ void gh_io_del(struct gh_loop *loop, struct gh_io *io)
         gh_uring_del(loop->ring, io);
     else
         epoll_ctl(loop->epfd, EPOLL_CTL_DEL, io->fd, NULL);
+    io->events = 0;
 }
 
 static atomic_bool fds_shared;

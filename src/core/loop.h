@@ -25,6 +25,7 @@ typedef void (*gh_msg_fn)(struct gh_loop *loop, void *arg);
 /* Embedded in its owner; the owner is found back with gh_container_of. */
 struct gh_io {
     int fd;
+    uint32_t events; /* as last set on epoll, where setting them again is skipped */
     gh_io_fn fn;
 };
 

@@ -60,7 +60,8 @@ static ssize_t drain(struct gh_splice_leg *l, int dst)
 ssize_t gh_splice_pump(struct gh_splice_leg *l, int src, int dst)
 {
     ssize_t moved = 0;
-    for (int round = 0; round < PUMP_ROUNDS; round++) {
+    l->cut = false;
+    for (int round = 0;; round++) {
         if (l->held) {
             ssize_t n = drain(l, dst);
             if (n < 0)
@@ -71,6 +72,10 @@ ssize_t gh_splice_pump(struct gh_splice_leg *l, int src, int dst)
         }
         if (l->eof)
             break;
+        if (round == PUMP_ROUNDS) {
+            l->cut = true; /* a busy leg gives the loop back, with the pipe empty */
+            break;
+        }
         size_t before = l->held;
         if (!fill(l, src))
             return -1;

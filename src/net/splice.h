@@ -15,6 +15,8 @@ struct gh_splice_leg {
     size_t held; /* bytes in the pipe, taken from src and not yet given to dst */
     bool eof;    /* src has ended */
     bool shut;   /* ... and dst was told so (SHUT_WR) once everything before it was through */
+    bool cut;    /* the last pump stopped at its round limit: src may hold more, and no new
+                  * readiness will say so (the sockets are watched edge-triggered) */
 };
 
 bool gh_splice_leg_open(struct gh_splice_leg *l);

@@ -11,6 +11,7 @@ import random
 import shutil
 import socket
 import threading
+import time
 
 import pytest
 
@@ -195,3 +196,59 @@ def test_transfers_splice_and_short_exchanges_do_not(tmp_path):
              if "(" in line and " " in line]
     assert calls.count("pipe2") == pipes_before + 2, calls[:10]
     assert calls.count("splice") > 20
+
+
+class Counter:
+    """A backend that greets, then reads and counts, never ending its side."""
+
+    def __init__(self):
+        self.sock = socket.create_server((HOST, 0))
+        self.port = self.sock.getsockname()[1]
+        self.count = 0
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.session, args=(conn,), daemon=True).start()
+
+    def session(self, conn):
+        with conn:
+            try:
+                conn.sendall(GREETING)
+                while chunk := conn.recv(1 << 20):
+                    self.count += len(chunk)
+            except OSError:
+                pass
+
+
+def test_a_burst_then_silence_arrives_whole(gatehouse):
+    """A spliced relay moves a bounded amount per event, then gives the loop back. A client
+    that sends far more than that at once and then waits, its connection open, sends nothing
+    that would report the socket ready again: the rest must go on moving regardless."""
+    sink = Counter()
+    name, res, _ = gatehouse.call("x:Destination/set", {"create": {"d": {
+        "protocol": "smtp", "address": f"{HOST}:{sink.port}", "forwarding": "none",
+        "healthCheck": False}}})
+    assert "d" in (res.get("created") or {}), res
+    port = pick_port()
+    gatehouse.create_listener(protocol="smtp", bind=[f"{HOST}:{port}"], useTls=False)
+    assert wait_port(port)
+    sent = 0
+    with socket.create_connection((HOST, port), timeout=30) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+        assert s.recv(len(GREETING)) == GREETING
+        # the relay moves to splice; then bursts, each followed by silence (whether the socket
+        # still holds bytes once the last of them arrived depends on timing: several tries)
+        for i, data in enumerate([payload(7, 256 << 10)] + [payload(8, 16 << 20)] * 4):
+            s.sendall(data)
+            sent += len(data)
+            deadline = time.monotonic() + 10
+            while sink.count < sent and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert sink.count == sent, (i, sink.count, sent)
+    sink.sock.close()
+
