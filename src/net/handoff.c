@@ -38,6 +38,7 @@
 #define GREETING_DEADLINE_MS 30000
 #define RELAY_IDLE_MS        (60 * 60 * 1000)
 #define SPLICE_AFTER         (64 * 1024) /* bytes copied before a plain relay moves to splice */
+#define RELAY_LINGER_MS      5000        /* a client still sending after the backend's end */
 
 enum relay_stage { RELAY_OPENING, RELAY_HELLO, RELAY_LOGIN, RELAY_FLOWING };
 
@@ -623,7 +624,9 @@ static void backend_to_client(struct gh_relay *r)
         }
         if (n <= 0) {
             gh_backend_close(&r->b);
-            gh_conn_close_after_flush(r->c); /* the backend ended the session */
+            /* the backend ended the session: its last words, then our end, then whatever the
+             * client still sends is read and dropped, so that no reset overtakes those words */
+            gh_conn_close_lingering(r->c, RELAY_LINGER_MS);
             return;
         }
         r->backend_spoke = true;

@@ -252,3 +252,25 @@ def test_a_burst_then_silence_arrives_whole(gatehouse):
             assert sink.count == sent, (i, sink.count, sent)
     sink.sock.close()
 
+
+def test_the_backends_end_reaches_a_client_still_sending(gatehouse):
+    """The backend says its last words and ends the session while the client is still
+    sending: the client reads those words and a clean end, not a reset (which would have
+    thrown them away), however much it had sent that nobody will read."""
+    sink, port = relay_through(gatehouse, b"421 4.3.2 going away\r\n")
+    for _ in range(6):
+        with socket.create_connection((HOST, port), timeout=30) as s:
+            def flood():
+                try:
+                    s.sendall(b"x" * (8 << 20))
+                except OSError:
+                    pass
+            sender = threading.Thread(target=flood, daemon=True)
+            sender.start()
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+            assert data == GREETING + b"421 4.3.2 going away\r\n"
+            s.shutdown(socket.SHUT_RDWR)
+            sender.join(30)
+    sink.close()
