@@ -1,13 +1,22 @@
 /*
  * splice: a relay direction as src → pipe → dst with splice(2), both ends non-blocking. The
  * pipe is filled only while it is empty and emptied before src is read again, so a leg holds
- * at most one pipe's worth (64 KiB by default) and the relay's memory stays bounded without
- * any buffer of ours.
+ * at most one pipe's worth and the relay's memory stays bounded without any buffer of ours.
+ *
+ * Pipes are 256 KiB where the budget allows (a quarter of the splice calls per megabyte of
+ * the default 64 KiB). The kernel counts every pipe page of a user against
+ * fs.pipe-user-pages-soft, and past it gives an unprivileged user's new pipes two pages
+ * only, which would make splicing slower than copying: so this process grows pipes while
+ * its pipes hold less than half of that limit, and opens none past three quarters (the
+ * relay then goes on copying), leaving the rest to the user's other processes.
  */
 #include "net/splice.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <unistd.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -15,12 +24,62 @@
 #define SPLICE_CHUNK (1 << 20) /* ask for more than a pipe holds: the pipe bounds it */
 #define PUMP_ROUNDS  16        /* a busy leg gives the loop back after this many fills */
 
+#define PIPE_GROWN     (256 * 1024)
+#define PIPE_DEF_PAGES 16 /* a new pipe's, on Linux */
+
+static atomic_long pipe_pages; /* held by this process's legs */
+static atomic_long pages_soft; /* fs.pipe-user-pages-soft; 0: not read yet, -1: no limit */
+
+static long soft_limit(void)
+{
+    long soft = atomic_load(&pages_soft);
+    if (soft)
+        return soft;
+    FILE *f = fopen("/proc/sys/fs/pipe-user-pages-soft", "r");
+    if (!f || fscanf(f, "%ld", &soft) != 1)
+        soft = 16384; /* the kernel's default */
+    if (f)
+        fclose(f);
+    if (soft <= 0)
+        soft = -1;
+    atomic_store(&pages_soft, soft);
+    return soft;
+}
+
+void gh_splice_set_pipe_budget(long soft_pages)
+{
+    atomic_store(&pages_soft, soft_pages);
+}
+
+/* Takes pages from the budget when the process's pipes stay at or under share/4 of the
+ * soft limit with them. */
+static bool take_pages(long pages, long share)
+{
+    long soft = soft_limit(), held = atomic_load(&pipe_pages);
+    do {
+        if (soft > 0 && (held + pages) * 4 > soft * share)
+            return false;
+    } while (!atomic_compare_exchange_weak(&pipe_pages, &held, held + pages));
+    return true;
+}
+
 bool gh_splice_leg_open(struct gh_splice_leg *l)
 {
     int p[2];
-    if (pipe2(p, O_NONBLOCK | O_CLOEXEC) < 0)
+    if (!take_pages(PIPE_DEF_PAGES, 3))
+        return false; /* near the user's limit: the relay copies instead */
+    if (pipe2(p, O_NONBLOCK | O_CLOEXEC) < 0) {
+        atomic_fetch_sub(&pipe_pages, PIPE_DEF_PAGES);
         return false;
-    *l = (struct gh_splice_leg){.rd = p[0], .wr = p[1]};
+    }
+    *l = (struct gh_splice_leg){.rd = p[0], .wr = p[1], .pages = PIPE_DEF_PAGES};
+    long grown = PIPE_GROWN / sysconf(_SC_PAGESIZE);
+    if (grown > PIPE_DEF_PAGES && take_pages(grown - PIPE_DEF_PAGES, 2)) {
+        if (fcntl(p[1], F_SETPIPE_SZ, PIPE_GROWN) >= 0)
+            l->pages = grown;
+        else
+            atomic_fetch_sub(&pipe_pages, grown - PIPE_DEF_PAGES);
+    }
     return true;
 }
 
@@ -30,7 +89,9 @@ void gh_splice_leg_close(struct gh_splice_leg *l)
         close(l->rd);
     if (l->wr >= 0)
         close(l->wr);
+    atomic_fetch_sub(&pipe_pages, l->pages);
     l->rd = l->wr = -1;
+    l->pages = 0;
 }
 
 /* src into the pipe; false on failure. */
@@ -60,7 +121,6 @@ static ssize_t drain(struct gh_splice_leg *l, int dst)
 ssize_t gh_splice_pump(struct gh_splice_leg *l, int src, int dst)
 {
     ssize_t moved = 0;
-    l->cut = false;
     for (int round = 0;; round++) {
         if (l->held) {
             ssize_t n = drain(l, dst);
@@ -72,10 +132,8 @@ ssize_t gh_splice_pump(struct gh_splice_leg *l, int src, int dst)
         }
         if (l->eof)
             break;
-        if (round == PUMP_ROUNDS) {
-            l->cut = true; /* a busy leg gives the loop back, with the pipe empty */
-            break;
-        }
+        if (round == PUMP_ROUNDS)
+            break; /* a busy leg gives the loop back, with the pipe empty */
         size_t before = l->held;
         if (!fill(l, src))
             return -1;

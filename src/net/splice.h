@@ -15,11 +15,14 @@ struct gh_splice_leg {
     size_t held; /* bytes in the pipe, taken from src and not yet given to dst */
     bool eof;    /* src has ended */
     bool shut;   /* ... and dst was told so (SHUT_WR) once everything before it was through */
-    bool cut;    /* the last pump stopped at its round limit: src may hold more, and no new
-                  * readiness will say so (the sockets are watched edge-triggered) */
+    long pages;  /* of the pipe, counted in the process's pipe budget */
 };
 
+/* False when no pipe could be had (out of descriptors, or the process's pipes near the
+ * user's limit): the relay goes on copying. */
 bool gh_splice_leg_open(struct gh_splice_leg *l);
+/* The user's pipe limit in pages (fs.pipe-user-pages-soft, read by default; -1: none). */
+void gh_splice_set_pipe_budget(long soft_pages);
 void gh_splice_leg_close(struct gh_splice_leg *l);
 
 /* Moves what is ready from src through the pipe into dst, and passes src's end on. Returns

@@ -228,7 +228,7 @@ class Counter:
 def test_a_burst_then_silence_arrives_whole(gatehouse):
     """A spliced relay moves a bounded amount per event, then gives the loop back. A client
     that sends far more than that at once and then waits, its connection open, sends nothing
-    that would report the socket ready again: the rest must go on moving regardless."""
+    new: the rest must go on moving all the same."""
     sink = Counter()
     name, res, _ = gatehouse.call("x:Destination/set", {"create": {"d": {
         "protocol": "smtp", "address": f"{HOST}:{sink.port}", "forwarding": "none",
