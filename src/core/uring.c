@@ -65,7 +65,8 @@ struct tx {
     bool send_inflight;    /* a send of `sending` is in the ring */
     bool close_pending;    /* close once the sends are out */
     bool shut_pending;     /* shutdown(SHUT_WR) once the sends are out */
-    bool tail_linked;      /* that close or shutdown is linked behind the send in flight */
+    bool tail_inflight;    /* that close or shutdown is in the ring (behind the send, or alone) */
+    bool tail_closes;      /* ... and it is the close */
     bool dirty;            /* in the ring's list of sockets with bytes to send */
 };
 
@@ -268,6 +269,7 @@ static void tx_free(struct rio *r)
 
 static void flush_sends(struct gh_uring *u);
 static void on_send(struct gh_uring *u, const struct io_uring_cqe *cqe);
+static void on_tail(struct gh_uring *u, const struct io_uring_cqe *cqe);
 
 /* Bytes written before the loop ended (goodbyes at stop) go out with their closes before the
  * ring is torn down, as send(2) would have handed them to the kernel; bounded to a second. */
@@ -287,6 +289,8 @@ static void drain_sends(struct gh_uring *u)
             n++;
             if (ud_kind(cqe->user_data) == K_SEND && cqe->user_data != UD_INTERNAL)
                 on_send(u, cqe);
+            else if (ud_kind(cqe->user_data) == K_TAIL && cqe->user_data != UD_INTERNAL)
+                on_tail(u, cqe);
         }
         io_uring_cq_advance(&u->ring, n);
     }
@@ -836,6 +840,9 @@ ssize_t gh_uring_send(struct gh_uring *u, struct gh_io *io, const void *buf, siz
 void gh_uring_shutdown_write(struct gh_uring *u, struct gh_io *io)
 {
     struct rio *r = rio_for(u, io);
+    if (r && r->on && !r->tx)
+        r->tx =
+            calloc(1, sizeof *r->tx); /* nothing to send first: the ring shuts it all the same */
     if (!r || !r->tx) {
         shutdown(io->fd, SHUT_WR);
         return;
@@ -846,17 +853,21 @@ void gh_uring_shutdown_write(struct gh_uring *u, struct gh_io *io)
 
 /* ---- ring I/O: sends, and what follows them ---- */
 
-static void queue_tail(struct gh_uring *u, int fd, struct tx *t, bool linked)
+/* The close or shutdown after the sends, kept in the tx until its own completion: the kernel
+ * runs a shutdown on one of its worker threads, so a close asked for later, run at once,
+ * could overtake it, and the number pass to a new connection that the late shutdown would
+ * then end. So a close waits for the shutdown before it. */
+static void queue_tail(struct gh_uring *u, int fd, struct tx *t)
 {
     struct io_uring_sqe *sqe = get_sqe(u);
-    if (t->close_pending)
+    t->tail_closes = t->close_pending;
+    if (t->tail_closes)
         io_uring_prep_close(sqe, fd);
     else
         io_uring_prep_shutdown(sqe, fd, SHUT_WR);
     io_uring_sqe_set_data64(sqe, user_data(K_TAIL, 0, fd));
-    t->tail_linked = linked;
-    if (!linked)
-        t->close_pending = t->shut_pending = false;
+    t->tail_inflight = true;
+    u->sends_inflight++;
 }
 
 /* Sends what is queued (one send for everything written since the last), with a close or
@@ -866,7 +877,7 @@ static void queue_tail(struct gh_uring *u, int fd, struct tx *t, bool linked)
 static void start_send(struct gh_uring *u, int fd, struct rio *r)
 {
     struct tx *t = r->tx;
-    if (!t || t->send_inflight || t->dirty)
+    if (!t || t->send_inflight || t->tail_inflight || t->dirty)
         return;
     if (r->err) {
         gh_buf_clear(&t->sending);
@@ -880,8 +891,9 @@ static void start_send(struct gh_uring *u, int fd, struct rio *r)
     bool tail = t->close_pending || t->shut_pending;
     if (!gh_buf_len(&t->sending)) {
         if (tail)
-            queue_tail(u, fd, t, false);
-        tx_free(r);
+            queue_tail(u, fd, t); /* the tx is freed once it has run */
+        else
+            tx_free(r);
         return;
     }
     if (tail && io_uring_sq_space_left(&u->ring) < 2)
@@ -894,7 +906,7 @@ static void start_send(struct gh_uring *u, int fd, struct rio *r)
     u->sends_inflight++;
     if (tail && !gh_buf_len(&t->queued)) {
         sqe->flags |= IOSQE_IO_LINK;
-        queue_tail(u, fd, t, true);
+        queue_tail(u, fd, t);
     }
 }
 
@@ -938,11 +950,6 @@ static void on_send(struct gh_uring *u, const struct io_uring_cqe *cqe)
         r->err = (uint16_t)-cqe->res;
     else if (cqe->res > 0)
         gh_buf_consume(&t->sending, (size_t)cqe->res);
-    if (t->tail_linked) {
-        t->tail_linked = false;
-        if (!r->err && !gh_buf_len(&t->sending)) /* the linked close or shutdown ran */
-            t->close_pending = t->shut_pending = false;
-    }
     if (r->err && !t->close_pending)
         t->shut_pending = false; /* nothing more will go out on this socket */
     start_send(u, fd, r);
@@ -952,6 +959,26 @@ static void on_send(struct gh_uring *u, const struct io_uring_cqe *cqe)
     }
     if (w->io && (w->events & EPOLLOUT || r->err))
         rio_report(u, fd, w);
+}
+
+/* A close or shutdown ended: run (or failed: nothing more to try), or cancelled because the
+ * send it was linked behind fell short, in which case it is asked for again after the rest. */
+static void on_tail(struct gh_uring *u, const struct io_uring_cqe *cqe)
+{
+    int fd = ud_fd(cqe->user_data);
+    struct watch *w = watch_of(u, fd, false);
+    struct rio *r = w ? &w->r : NULL;
+    struct tx *t = r ? r->tx : NULL;
+    if (!t || !t->tail_inflight)
+        return;
+    t->tail_inflight = false;
+    u->sends_inflight--;
+    if (cqe->res != -ECANCELED) {
+        t->shut_pending = false;
+        if (t->tail_closes)
+            t->close_pending = false;
+    }
+    start_send(u, fd, r); /* a close asked for meanwhile goes now; else the tx is freed */
 }
 
 static void on_recv(struct gh_uring *u, const struct io_uring_cqe *cqe)
@@ -1112,7 +1139,9 @@ static void dispatch_one(struct gh_uring *u, const struct io_uring_cqe *cqe)
     case K_ACCEPT:
         on_accept(u, cqe);
         return;
-    case K_TAIL: /* its send's completion says whether it ran */
+    case K_TAIL:
+        on_tail(u, cqe);
+        return;
     case K_INTERNAL:
         return;
     }
