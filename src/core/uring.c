@@ -67,6 +67,7 @@ struct tx {
     bool shut_pending;     /* shutdown(SHUT_WR) once the sends are out */
     bool tail_inflight;    /* that close or shutdown is in the ring (behind the send, or alone) */
     bool tail_closes;      /* ... and it is the close */
+    uint32_t gen;          /* of the tail in the ring: a completion of another is stale */
     bool dirty;            /* in the ring's list of sockets with bytes to send */
 };
 
@@ -608,6 +609,16 @@ static void on_rearm(struct gh_uring *u, uint64_t data)
         arm_if_wanted(u, ud_fd(data), w);
 }
 
+/* A close in the ring has already run when a new socket gets its number (the kernel freed
+ * the number): what is left of the old socket's sends belongs to nobody. */
+static void drop_closed_tx(struct gh_uring *u, struct rio *r)
+{
+    if (r->tx && r->tx->tail_inflight && r->tx->tail_closes) {
+        u->sends_inflight--;
+        tx_free(r); /* its completion, when it comes, finds another generation or none */
+    }
+}
+
 bool gh_uring_add(struct gh_uring *u, struct gh_io *io, uint32_t events, gh_err *err)
 {
     struct watch *w = watch_of(u, io->fd, true);
@@ -616,6 +627,7 @@ bool gh_uring_add(struct gh_uring *u, struct gh_io *io, uint32_t events, gh_err 
     /* A watch left on this number belongs to a file closed without gh_io_close: release
      * that file's poll (epoll forgets a closed file by itself). */
     disarm(u, io->fd, w);
+    drop_closed_tx(u, &w->r);
     rio_reset(u, &w->r);
     acc_free(u, io->fd, w);
     w->io = io;
@@ -865,7 +877,8 @@ static void queue_tail(struct gh_uring *u, int fd, struct tx *t)
         io_uring_prep_close(sqe, fd);
     else
         io_uring_prep_shutdown(sqe, fd, SHUT_WR);
-    io_uring_sqe_set_data64(sqe, user_data(K_TAIL, 0, fd));
+    t->gen = new_gen(u);
+    io_uring_sqe_set_data64(sqe, user_data(K_TAIL, t->gen, fd));
     t->tail_inflight = true;
     u->sends_inflight++;
 }
@@ -969,7 +982,7 @@ static void on_tail(struct gh_uring *u, const struct io_uring_cqe *cqe)
     struct watch *w = watch_of(u, fd, false);
     struct rio *r = w ? &w->r : NULL;
     struct tx *t = r ? r->tx : NULL;
-    if (!t || !t->tail_inflight)
+    if (!t || !t->tail_inflight || t->gen != ud_gen(cqe->user_data))
         return;
     t->tail_inflight = false;
     u->sends_inflight--;
@@ -979,6 +992,8 @@ static void on_tail(struct gh_uring *u, const struct io_uring_cqe *cqe)
             t->close_pending = false;
     }
     start_send(u, fd, r); /* a close asked for meanwhile goes now; else the tx is freed */
+    if (w->io)
+        arm_if_wanted(u, fd, w); /* the ring's share of the watch may have changed */
 }
 
 static void on_recv(struct gh_uring *u, const struct io_uring_cqe *cqe)
