@@ -852,9 +852,9 @@ ssize_t gh_uring_send(struct gh_uring *u, struct gh_io *io, const void *buf, siz
 void gh_uring_shutdown_write(struct gh_uring *u, struct gh_io *io)
 {
     struct rio *r = rio_for(u, io);
+    /* nothing to send first: the ring shuts it all the same, tracked like a send's */
     if (r && r->on && !r->tx)
-        r->tx =
-            calloc(1, sizeof *r->tx); /* nothing to send first: the ring shuts it all the same */
+        r->tx = calloc(1, sizeof *r->tx);
     if (!r || !r->tx) {
         shutdown(io->fd, SHUT_WR);
         return;
