@@ -4,11 +4,12 @@
  * at most one pipe's worth and the relay's memory stays bounded without any buffer of ours.
  *
  * Pipes are 256 KiB where the budget allows (a quarter of the splice calls per megabyte of
- * the default 64 KiB). The kernel counts every pipe page of a user against
- * fs.pipe-user-pages-soft, and past it gives an unprivileged user's new pipes two pages
- * only, which would make splicing slower than copying: so this process grows pipes while
- * its pipes hold less than half of that limit, and opens none past three quarters (the
- * relay then goes on copying), leaving the rest to the user's other processes.
+ * the default 64 KiB): while this process's pipes hold less than half of the user's pipe
+ * limit (fs.pipe-user-pages-soft). The kernel counts every pipe page of an unprivileged user
+ * against it, and past it gives that user's new pipes two pages only, so grown pipes must
+ * not be what pushes it there; the budget also bounds what grown pipes can hold at once.
+ * Past it pipes keep the kernel's size: splicing through even the smallest pipe costs less
+ * than copying through user space, so a relay is never refused one.
  */
 #include "net/splice.h"
 
@@ -51,13 +52,13 @@ void gh_splice_set_pipe_budget(long soft_pages)
     atomic_store(&pages_soft, soft_pages);
 }
 
-/* Takes pages from the budget when the process's pipes stay at or under share/4 of the
- * soft limit with them. */
-static bool take_pages(long pages, long share)
+/* Takes pages for growing a pipe when the process's pipes stay within half the soft limit
+ * with them. */
+static bool take_growth(long pages)
 {
     long soft = soft_limit(), held = atomic_load(&pipe_pages);
     do {
-        if (soft > 0 && (held + pages) * 4 > soft * share)
+        if (soft > 0 && (held + pages) * 2 > soft)
             return false;
     } while (!atomic_compare_exchange_weak(&pipe_pages, &held, held + pages));
     return true;
@@ -66,15 +67,12 @@ static bool take_pages(long pages, long share)
 bool gh_splice_leg_open(struct gh_splice_leg *l)
 {
     int p[2];
-    if (!take_pages(PIPE_DEF_PAGES, 3))
-        return false; /* near the user's limit: the relay copies instead */
-    if (pipe2(p, O_NONBLOCK | O_CLOEXEC) < 0) {
-        atomic_fetch_sub(&pipe_pages, PIPE_DEF_PAGES);
+    if (pipe2(p, O_NONBLOCK | O_CLOEXEC) < 0)
         return false;
-    }
     *l = (struct gh_splice_leg){.rd = p[0], .wr = p[1], .pages = PIPE_DEF_PAGES};
+    atomic_fetch_add(&pipe_pages, PIPE_DEF_PAGES);
     long grown = PIPE_GROWN / sysconf(_SC_PAGESIZE);
-    if (grown > PIPE_DEF_PAGES && take_pages(grown - PIPE_DEF_PAGES, 2)) {
+    if (grown > PIPE_DEF_PAGES && take_growth(grown - PIPE_DEF_PAGES)) {
         if (fcntl(p[1], F_SETPIPE_SZ, PIPE_GROWN) >= 0)
             l->pages = grown;
         else

@@ -18,8 +18,7 @@ struct gh_splice_leg {
     long pages;  /* of the pipe, counted in the process's pipe budget */
 };
 
-/* False when no pipe could be had (out of descriptors, or the process's pipes near the
- * user's limit): the relay goes on copying. */
+/* False when no pipe could be had (out of descriptors): the relay goes on copying. */
 bool gh_splice_leg_open(struct gh_splice_leg *l);
 /* The user's pipe limit in pages (fs.pipe-user-pages-soft, read by default; -1: none). */
 void gh_splice_set_pipe_budget(long soft_pages);
