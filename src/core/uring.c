@@ -89,8 +89,11 @@ struct rio {
 
 /* Ring accepts of one listening socket: allocated when they are switched on, freed with the
  * watch's next owner. The kernel writes the peer's address into addr; a connection taken
- * waits in conn, with that address, until the owner's gh_uring_accept. */
+ * waits in conn, with that address, until the owner's gh_uring_accept. Listening sockets are
+ * few: they are kept in a short list rather than in every descriptor's slot. */
 struct acc {
+    struct acc *next;
+    int fd;
     struct sockaddr_storage addr;
     socklen_t addrlen;
     uint32_t gen;  /* of the accept in the ring */
@@ -106,8 +109,8 @@ struct watch {
     uint32_t pmask;   /* of the poll in the ring */
     uint32_t gen;     /* of the poll now in the ring */
     bool armed;       /* a poll for gen is in the ring */
+    bool accepts;     /* the ring's list of accepts has an entry for this descriptor */
     struct rio r;
-    struct acc *acc; /* a listening socket's ring accepts, or NULL */
 };
 
 struct gh_uring {
@@ -122,7 +125,8 @@ struct gh_uring {
     int *dirty; /* descriptors with bytes queued to send this turn */
     size_t ndirty, capdirty;
     unsigned sends_inflight;
-    bool draining; /* the loop has ended: completions are not reported to owners */
+    struct acc *accs; /* ring accepts, one per listening socket switched to them */
+    bool draining;    /* the loop has ended: completions are not reported to owners */
 };
 
 static uint64_t user_data(enum kind k, uint32_t gen, int fd)
@@ -334,11 +338,14 @@ void gh_uring_free(struct gh_uring *u)
     io_uring_sqe_set_data64(sqe, UD_LAST);
     reap_until_last(u);
     io_uring_queue_exit(&u->ring);
-    for (size_t i = 0; i < u->nwatches; i++) {
+    for (size_t i = 0; i < u->nwatches; i++)
         tx_free(&u->watches[i].r);
-        if (u->watches[i].acc && u->watches[i].acc->conn >= 0)
-            close(u->watches[i].acc->conn);
-        free(u->watches[i].acc);
+    while (u->accs) {
+        struct acc *a = u->accs;
+        u->accs = a->next;
+        if (a->conn >= 0)
+            close(a->conn);
+        free(a);
     }
     free(u->watches);
     if (u->rx_ring)
@@ -409,9 +416,20 @@ static bool rio_room(const struct rio *r)
     return !r->tx || gh_buf_len(&r->tx->sending) + gh_buf_len(&r->tx->queued) < TX_CAP / 2;
 }
 
-/* What the ring itself can report to the owner now, without the kernel's poll. */
-static uint32_t rio_ready(const struct watch *w)
+static struct acc *acc_of(const struct gh_uring *u, int fd, const struct watch *w)
 {
+    if (!w->accepts)
+        return NULL;
+    for (struct acc *a = u->accs; a; a = a->next)
+        if (a->fd == fd)
+            return a;
+    return NULL;
+}
+
+/* What the ring itself can report to the owner now, without the kernel's poll. */
+static uint32_t rio_ready(const struct gh_uring *u, int fd, const struct watch *w)
+{
+    const struct acc *a = acc_of(u, fd, w);
     const struct rio *r = &w->r;
     uint32_t ready = 0;
     if (r->buf1 || r->direct)
@@ -422,20 +440,21 @@ static uint32_t rio_ready(const struct watch *w)
         ready |= EPOLLERR;
     if (r->on && !r->err && rio_room(r))
         ready |= EPOLLOUT;
-    if (w->acc && (w->acc->conn >= 0 || w->acc->err))
+    if (a && (a->conn >= 0 || a->err))
         ready |= EPOLLIN;
     return ready & (w->events | EPOLLERR | EPOLLHUP);
 }
 
 /* What is left to the kernel's poll: the directions the ring does not carry. */
-static uint32_t poll_mask(const struct watch *w)
+static uint32_t poll_mask(const struct gh_uring *u, int fd, const struct watch *w)
 {
+    const struct acc *a = acc_of(u, fd, w);
     uint32_t m = w->events;
     if (rio_reads(&w->r))
         m &= ~(uint32_t)(EPOLLIN | EPOLLRDHUP | EPOLLPRI);
     if (rio_writes(&w->r))
         m &= ~(uint32_t)EPOLLOUT;
-    if (w->acc && (w->acc->on || w->acc->inflight || w->acc->conn >= 0 || w->acc->err))
+    if (a && (a->on || a->inflight || a->conn >= 0 || a->err))
         m &= ~(uint32_t)EPOLLIN;
     return m;
 }
@@ -500,8 +519,8 @@ static void cancel_accept(struct gh_uring *u, int fd, struct acc *a)
 static void rio_arm(struct gh_uring *u, int fd, struct watch *w)
 {
     struct rio *r = &w->r;
-    struct acc *a = w->acc;
-    if (rio_ready(w))
+    struct acc *a = acc_of(u, fd, w);
+    if (rio_ready(u, fd, w))
         kick(u, fd, r);
     else if (r->on && (w->events & EPOLLIN) && !r->recv_inflight && !rio_has_input(r))
         queue_recv(u, fd, r);
@@ -514,14 +533,21 @@ static void rio_arm(struct gh_uring *u, int fd, struct watch *w)
  * one taken but not handed over is closed. */
 static void acc_free(struct gh_uring *u, int fd, struct watch *w)
 {
-    if (!w->acc)
+    struct acc *a = acc_of(u, fd, w);
+    w->accepts = false;
+    if (!a)
         return;
-    if (w->acc->inflight)
-        cancel_accept(u, fd, w->acc);
-    if (w->acc->conn >= 0)
-        close(w->acc->conn);
-    free(w->acc);
-    w->acc = NULL;
+    for (struct acc **pp = &u->accs; *pp; pp = &(*pp)->next) {
+        if (*pp == a) {
+            *pp = a->next;
+            break;
+        }
+    }
+    if (a->inflight)
+        cancel_accept(u, fd, a);
+    if (a->conn >= 0)
+        close(a->conn);
+    free(a);
 }
 
 static void start_send(struct gh_uring *u, int fd, struct rio *r);
@@ -595,7 +621,7 @@ static void rearm_later(struct gh_uring *u, int fd, struct watch *w)
 static void arm_if_wanted(struct gh_uring *u, int fd, struct watch *w)
 {
     rio_arm(u, fd, w);
-    uint32_t mask = poll_mask(w);
+    uint32_t mask = poll_mask(u, fd, w);
     if (w->armed && w->pmask != mask)
         disarm(u, fd, w); /* the watch or the ring's share of it changed */
     if (!w->armed && wants_readiness(mask))
@@ -657,10 +683,11 @@ void gh_uring_del(struct gh_uring *u, struct gh_io *io)
     w->io = NULL;
     if (w->r.recv_inflight)
         cancel_recv(u, io->fd, &w->r);
-    rio_reset(u, &w->r);              /* what was received is the departed owner's */
-    if (w->acc && w->acc->inflight) { /* what it takes from now on finds no owner */
-        cancel_accept(u, io->fd, w->acc);
-        w->acc->on = false;
+    rio_reset(u, &w->r); /* what was received is the departed owner's */
+    struct acc *a = acc_of(u, io->fd, w);
+    if (a && a->inflight) { /* what it takes from now on finds no owner */
+        cancel_accept(u, io->fd, a);
+        a->on = false;
     }
     /* An exclusive watch (a listening socket shared by workers or processes) wakes only one
      * waiter per connection: left in the ring until the turn ends, it could take a wake-up
@@ -723,7 +750,7 @@ bool gh_uring_ring_idle(struct gh_uring *u, const struct gh_io *io)
     if (!w || w->io != io)
         return true;
     const struct rio *r = &w->r;
-    const struct acc *a = w->acc;
+    const struct acc *a = acc_of(u, io->fd, w);
     return !r->on && !r->recv_inflight && !rio_has_input(r) && !rio_sends_busy(r) &&
            (!a || (!a->on && !a->inflight && a->conn < 0));
 }
@@ -733,14 +760,18 @@ bool gh_uring_ring_accept(struct gh_uring *u, struct gh_io *io, bool on)
     struct watch *w = watch_of(u, io->fd, false);
     if (!w || w->io != io)
         return false;
-    if (!w->acc && !on)
+    struct acc *a = acc_of(u, io->fd, w);
+    if (!a && !on)
         return true;
-    if (!w->acc) {
-        if (!(w->acc = calloc(1, sizeof *w->acc)))
+    if (!a) {
+        if (!(a = calloc(1, sizeof *a)))
             return false;
-        w->acc->conn = -1;
+        a->fd = io->fd;
+        a->conn = -1;
+        a->next = u->accs;
+        u->accs = a;
+        w->accepts = true;
     }
-    struct acc *a = w->acc;
     if (a->on == on)
         return true;
     a->on = on;
@@ -755,7 +786,7 @@ bool gh_uring_ring_accept(struct gh_uring *u, struct gh_io *io, bool on)
 int gh_uring_accept(struct gh_uring *u, struct gh_io *io, struct sockaddr *addr, socklen_t *len)
 {
     struct watch *w = watch_of(u, io->fd, false);
-    struct acc *a = w && w->io == io ? w->acc : NULL;
+    struct acc *a = w && w->io == io ? acc_of(u, io->fd, w) : NULL;
     if (a && a->conn >= 0) {
         int conn = a->conn;
         a->conn = -1;
@@ -941,7 +972,7 @@ static void rio_report(struct gh_uring *u, int fd, struct watch *w)
     struct gh_io *io = w->io;
     if (!io || u->draining)
         return;
-    uint32_t ready = rio_ready(w);
+    uint32_t ready = rio_ready(u, fd, w);
     if (ready)
         io->fn(io, ready);
     w = watch_of(u, fd, false);
@@ -1031,7 +1062,7 @@ static void on_accept(struct gh_uring *u, const struct io_uring_cqe *cqe)
 {
     int fd = ud_fd(cqe->user_data);
     struct watch *w = watch_of(u, fd, false);
-    struct acc *a = w ? w->acc : NULL;
+    struct acc *a = w ? acc_of(u, fd, w) : NULL;
     if (!a || !a->inflight || a->gen != ud_gen(cqe->user_data) || !w->io || u->draining) {
         if (cqe->res >= 0)
             close(cqe->res); /* taken for an owner gone since: nobody will serve it */
