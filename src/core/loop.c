@@ -233,6 +233,27 @@ int gh_io_accept(struct gh_loop *loop, struct gh_io *io, struct sockaddr *addr, 
     return accept4(io->fd, addr, len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 }
 
+bool gh_io_connect(struct gh_loop *loop, struct gh_io *io, uint32_t events,
+                   const struct sockaddr *sa, socklen_t len)
+{
+    if (loop->ring && gh_uring_connect(loop->ring, io, events, sa, len))
+        return true;
+    if (connect(io->fd, sa, len) < 0 && errno != EINPROGRESS)
+        return false;
+    return gh_io_add(loop, io, events, NULL);
+}
+
+int gh_io_connect_error(struct gh_loop *loop, struct gh_io *io)
+{
+    int soerr = loop->ring ? gh_uring_connect_error(loop->ring, io) : -1;
+    if (soerr >= 0)
+        return soerr;
+    socklen_t len = sizeof soerr;
+    if (getsockopt(io->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
+        return errno;
+    return soerr;
+}
+
 void gh_loop_fds_shared(bool shared)
 {
     atomic_store(&fds_shared, shared);

@@ -89,6 +89,17 @@ bool gh_io_ring_idle(struct gh_loop *loop, const struct gh_io *io);
 bool gh_io_ring_accept(struct gh_loop *loop, struct gh_io *io, bool on);
 int gh_io_accept(struct gh_loop *loop, struct gh_io *io, struct sockaddr *addr, socklen_t *len);
 
+/*
+ * Watches io's socket (non-blocking, not yet connected) for events, as gh_io_add, and
+ * connects it to sa: false, with errno, when that fails at once. The outcome is reported as
+ * EPOLLOUT, with EPOLLERR when it failed, and read with gh_io_connect_error. On io_uring a TCP
+ * connect goes through the ring (the address is copied), at no system call of its own.
+ */
+bool gh_io_connect(struct gh_loop *loop, struct gh_io *io, uint32_t events,
+                   const struct sockaddr *sa, socklen_t len);
+/* After that report: 0 when connected, else the errno the connect failed with. */
+int gh_io_connect_error(struct gh_loop *loop, struct gh_io *io);
+
 /* Monotonic milliseconds, cached once per loop turn. */
 uint64_t gh_loop_now(const struct gh_loop *loop);
 

@@ -5,6 +5,7 @@
 #ifndef GH_URING_T_H
 #define GH_URING_T_H
 #include <liburing.h>
+#include <netinet/in.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -12,17 +13,29 @@
 #include "core/buf.h"
 #include "core/uring.h"
 
-#define RX_BUFS     256  /* provided receive buffers per ring (a power of two) */
-#define RX_BUF_SIZE 4096 /* one TLS record takes a few; a command line, one */
-#define RX_GROUP    0
-#define TX_CAP      (256 * 1024)     /* queued for one socket before sends say EAGAIN */
-#define UD_INTERNAL UINT64_MAX       /* closes and cancels: nothing to do when they complete */
-#define UD_WAKE     (UINT64_MAX - 1) /* the read of the wake eventfd */
-#define UD_LAST     (UINT64_MAX - 2) /* the cancel of everything, when the ring is freed */
-#define GEN_MASK    0x03ffffffu
+#define RX_BUFS       256  /* provided receive buffers per ring (a power of two) */
+#define RX_BUF_SIZE   4096 /* one TLS record takes a few; a command line, one */
+#define RX_GROUP      0
+#define TX_CAP        (256 * 1024)     /* queued for one socket before sends say EAGAIN */
+#define UD_INTERNAL   UINT64_MAX       /* closes and cancels: nothing to do when they complete */
+#define UD_WAKE       (UINT64_MAX - 1) /* the read of the wake eventfd */
+#define UD_LAST       (UINT64_MAX - 2) /* the cancel of everything, when the ring is freed */
+#define CONNECT_ADDRS 64               /* connects in one turn whose addresses the ring keeps */
+#define GEN_MASK      0x03ffffffu
 
 /* User data: what the request is (top 6 bits), a generation (26 bits), the descriptor. */
-enum kind { K_POLL, K_REMOVE, K_REARM, K_RECV, K_SEND, K_KICK, K_TAIL, K_ACCEPT, K_INTERNAL = 63 };
+enum kind {
+    K_POLL,
+    K_REMOVE,
+    K_REARM,
+    K_RECV,
+    K_SEND,
+    K_KICK,
+    K_TAIL,
+    K_ACCEPT,
+    K_CONNECT,
+    K_INTERNAL = 63
+};
 
 /* The sends of one socket, while it has any: allocated on the first write, freed once all
  * went out, so an idle connection holds none. */
@@ -70,6 +83,8 @@ struct acc {
     bool inflight; /* an accept is in the ring */
 };
 
+enum { CONNECT_NONE, CONNECT_INFLIGHT, CONNECT_DONE };
+
 struct watch {
     struct gh_io *io; /* NULL when the descriptor is not watched */
     uint32_t events;  /* as asked, EPOLL* bits */
@@ -77,6 +92,7 @@ struct watch {
     uint32_t gen;     /* of the poll now in the ring */
     bool armed;       /* a poll for gen is in the ring */
     bool accepts;     /* the ring's list of accepts has an entry for this descriptor */
+    uint8_t connect;  /* CONNECT_*: a connect through the ring, under the rio's generation */
     struct rio r;
 };
 
@@ -93,7 +109,11 @@ struct gh_uring {
     size_t ndirty, capdirty;
     unsigned sends_inflight;
     struct acc *accs; /* ring accepts, one per listening socket switched to them */
-    bool draining;    /* the loop has ended: completions are not reported to owners */
+    /* the addresses of the connects queued since the last submit (the kernel reads them
+     * when the request is submitted, not when it is queued) */
+    struct sockaddr_in6 connect_addrs[CONNECT_ADDRS];
+    unsigned nconnect_addrs;
+    bool draining; /* the loop has ended: completions are not reported to owners */
 };
 
 static inline uint64_t user_data(enum kind k, uint32_t gen, int fd)
@@ -149,12 +169,15 @@ struct rio *uring_rio(struct gh_uring *u, const struct gh_io *io);
 struct acc *uring_acc(const struct gh_uring *u, int fd, const struct watch *w);
 void uring_arm_if_wanted(struct gh_uring *u, int fd, struct watch *w);
 void uring_report(struct gh_uring *u, int fd, struct watch *w);
+struct watch *uring_take_watch(struct gh_uring *u, struct gh_io *io, uint32_t events);
 
 /* uring_accept.c */
 void uring_queue_accept(struct gh_uring *u, int fd, struct acc *a);
 void uring_cancel_accept(struct gh_uring *u, int fd, struct acc *a);
 void uring_acc_free(struct gh_uring *u, int fd, struct watch *w);
 void uring_on_accept(struct gh_uring *u, const struct io_uring_cqe *cqe);
+void uring_connect_drop(struct gh_uring *u, int fd, struct watch *w);
+void uring_on_connect(struct gh_uring *u, const struct io_uring_cqe *cqe);
 
 /* uring_send.c */
 void uring_tx_free(struct rio *r);

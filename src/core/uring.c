@@ -284,6 +284,8 @@ static uint32_t poll_mask(const struct gh_uring *u, int fd, const struct watch *
 {
     const struct acc *a = uring_acc(u, fd, w);
     uint32_t m = w->events;
+    if (w->connect == CONNECT_INFLIGHT)
+        return 0; /* an unconnected socket polls as ready (hung up) */
     if (rio_reads(&w->r))
         m &= ~(uint32_t)(EPOLLIN | EPOLLRDHUP | EPOLLPRI);
     if (rio_writes(&w->r))
@@ -408,20 +410,30 @@ static void on_rearm(struct gh_uring *u, uint64_t data)
         uring_arm_if_wanted(u, ud_fd(data), w);
 }
 
-bool gh_uring_add(struct gh_uring *u, struct gh_io *io, uint32_t events, gh_err *err)
+/* The watch of io's number, made io's, with nothing in the ring yet; NULL when out of memory. */
+struct watch *uring_take_watch(struct gh_uring *u, struct gh_io *io, uint32_t events)
 {
     struct watch *w = uring_watch(u, io->fd, true);
     if (!w)
-        return gh_fail(err, "out of memory watching fd %d", io->fd);
+        return NULL;
     /* A watch left on this number belongs to a file closed without gh_io_close: release
      * that file's poll (epoll forgets a closed file by itself). */
     disarm(u, io->fd, w);
     uring_drop_closed_tx(u, &w->r);
+    uring_connect_drop(u, io->fd, w);
     rio_reset(u, &w->r);
     uring_acc_free(u, io->fd, w);
     w->io = io;
     w->events = events;
     w->pmask = w->gen = 0;
+    return w;
+}
+
+bool gh_uring_add(struct gh_uring *u, struct gh_io *io, uint32_t events, gh_err *err)
+{
+    struct watch *w = uring_take_watch(u, io, events);
+    if (!w)
+        return gh_fail(err, "out of memory watching fd %d", io->fd);
     uring_arm_if_wanted(u, io->fd, w);
     return true;
 }
@@ -446,6 +458,7 @@ void gh_uring_del(struct gh_uring *u, struct gh_io *io)
     w->io = NULL;
     if (w->r.recv_inflight)
         cancel_recv(u, io->fd, &w->r);
+    uring_connect_drop(u, io->fd, w);
     rio_reset(u, &w->r); /* what was received is the departed owner's */
     struct acc *a = uring_acc(u, io->fd, w);
     if (a && a->inflight) { /* what it takes from now on finds no owner */
@@ -630,6 +643,8 @@ int gh_uring_wait(struct gh_uring *u, int timeout_ms)
                                        .tv_nsec = (long long)(timeout_ms % 1000) * 1000000};
         rc = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
     }
+    if (!io_uring_sq_ready(&u->ring))
+        u->nconnect_addrs = 0; /* every connect queued has read its address */
     if (rc == -ETIME || rc == -EINTR || rc == -EAGAIN || rc == -EBUSY || rc >= 0)
         return 0;
     return rc;
@@ -705,6 +720,9 @@ static void dispatch_one(struct gh_uring *u, const struct io_uring_cqe *cqe)
         return;
     case K_ACCEPT:
         uring_on_accept(u, cqe);
+        return;
+    case K_CONNECT:
+        uring_on_connect(u, cqe);
         return;
     case K_TAIL:
         uring_on_tail(u, cqe);

@@ -34,6 +34,12 @@ bool gh_uring_ring_idle(struct gh_uring *u, const struct gh_io *io);
 /* Ring accepts (see core/loop.h, gh_io_ring_accept). */
 bool gh_uring_ring_accept(struct gh_uring *u, struct gh_io *io, bool on);
 int gh_uring_accept(struct gh_uring *u, struct gh_io *io, struct sockaddr *addr, socklen_t *len);
+/* gh_uring_add, and a connect of io to sa through the ring (see core/loop.h, gh_io_connect);
+ * false, with nothing done, when the ring will not take it (the caller then connects). */
+bool gh_uring_connect(struct gh_uring *u, struct gh_io *io, uint32_t events,
+                      const struct sockaddr *sa, socklen_t len);
+/* The outcome of that connect (an errno, 0, or EINPROGRESS), or -1 when it was not one. */
+int gh_uring_connect_error(struct gh_uring *u, const struct gh_io *io);
 ssize_t gh_uring_recv(struct gh_uring *u, struct gh_io *io, void *buf, size_t len);
 ssize_t gh_uring_send(struct gh_uring *u, struct gh_io *io, const void *buf, size_t len);
 void gh_uring_shutdown_write(struct gh_uring *u, struct gh_io *io);

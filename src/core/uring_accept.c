@@ -1,9 +1,13 @@
 /*
- * uring_accept: a listening socket switched to ring accepts (gh_uring_ring_accept) has an
- * accept in the ring instead of a poll: EPOLLIN means a connection is taken, and
- * gh_uring_accept hands it over with its peer's address. One accept at a time, each with its
- * own address (a multishot accept shares one address buffer among all its connections, which
- * would cost a getpeername each).
+ * uring_accept: how sockets begin on the ring. A listening socket switched to ring accepts
+ * (gh_uring_ring_accept) has an accept in the ring instead of a poll: EPOLLIN means a
+ * connection is taken, and gh_uring_accept hands it over with its peer's address. One accept
+ * at a time, each with its own address (a multishot accept shares one address buffer among
+ * all its connections, which would cost a getpeername each).
+ *
+ * An outgoing TCP connection (gh_uring_connect) is made by the ring too: its outcome comes
+ * with the completion, so neither the connect(2) nor the getsockopt(SO_ERROR) after it is a
+ * system call of its own.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -129,4 +133,63 @@ void uring_on_accept(struct gh_uring *u, const struct io_uring_cqe *cqe)
         return;
     }
     uring_report(u, fd, w);
+}
+
+/* ---- connects ---- */
+
+bool gh_uring_connect(struct gh_uring *u, struct gh_io *io, uint32_t events,
+                      const struct sockaddr *sa, socklen_t len)
+{
+    bool ip = sa->sa_family == AF_INET || sa->sa_family == AF_INET6;
+    if (!ip || len > sizeof u->connect_addrs[0] || u->nconnect_addrs == CONNECT_ADDRS)
+        return false; /* a local socket connects at once: connect(2) is as good */
+    struct watch *w = uring_take_watch(u, io, events);
+    if (!w)
+        return false;
+    struct sockaddr_in6 *kept = &u->connect_addrs[u->nconnect_addrs++];
+    memcpy(kept, sa, len);
+    struct io_uring_sqe *sqe = uring_sqe(u);
+    io_uring_prep_connect(sqe, io->fd, (const struct sockaddr *)kept, len);
+    io_uring_sqe_set_data64(sqe, user_data(K_CONNECT, w->r.gen, io->fd));
+    w->connect = CONNECT_INFLIGHT;
+    return true;
+}
+
+int gh_uring_connect_error(struct gh_uring *u, const struct gh_io *io)
+{
+    const struct watch *w = uring_watch(u, io->fd, false);
+    if (!w || w->io != io || w->connect == CONNECT_NONE)
+        return -1;
+    return w->connect == CONNECT_INFLIGHT ? EINPROGRESS : w->r.err;
+}
+
+/* For a new owner of the number, or none: a connect still in the ring is cancelled (its
+ * completion then names an old generation). */
+void uring_connect_drop(struct gh_uring *u, int fd, struct watch *w)
+{
+    if (w->connect == CONNECT_INFLIGHT) {
+        struct io_uring_sqe *sqe = uring_sqe(u);
+        io_uring_prep_cancel64(sqe, user_data(K_CONNECT, w->r.gen, fd), 0);
+        io_uring_sqe_set_data64(sqe, UD_INTERNAL);
+    }
+    w->connect = CONNECT_NONE;
+}
+
+/* The outcome goes to the owner as EPOLLOUT, with EPOLLERR when it failed; a failure stays
+ * in the socket's ring state, so its later reads and writes fail the same way. */
+void uring_on_connect(struct gh_uring *u, const struct io_uring_cqe *cqe)
+{
+    int fd = ud_fd(cqe->user_data);
+    struct watch *w = uring_watch(u, fd, false);
+    if (!w || !w->io || w->connect != CONNECT_INFLIGHT || w->r.gen != ud_gen(cqe->user_data) ||
+        u->draining)
+        return;
+    w->connect = CONNECT_DONE;
+    if (cqe->res < 0)
+        w->r.err = (uint16_t)-cqe->res;
+    struct gh_io *io = w->io;
+    io->fn(io, cqe->res < 0 ? EPOLLOUT | EPOLLERR : EPOLLOUT);
+    w = uring_watch(u, fd, false);
+    if (w && w->io == io)
+        uring_arm_if_wanted(u, fd, w);
 }

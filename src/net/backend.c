@@ -440,9 +440,7 @@ static const char *write_header(struct gh_backend *b)
 
 static const char *connected(struct gh_backend *b)
 {
-    int soerr = 0;
-    socklen_t len = sizeof soerr;
-    getsockopt(b->io.fd, SOL_SOCKET, SO_ERROR, &soerr, &len);
+    int soerr = gh_io_connect_error(b->loop, &b->io);
     if (soerr)
         return strerror(soerr);
     gh_io_ring(b->loop, &b->io, true); /* connected: reads and writes go through the ring */
@@ -505,13 +503,9 @@ bool gh_backend_open(struct gh_backend *b, struct gh_loop *loop, const struct gh
         close(fd);
         return false;
     }
-    if (connect(fd, sa, len) < 0 && errno != EINPROGRESS) {
-        close(fd);
-        return false;
-    }
     b->io.fd = fd;
     b->io.fn = backend_io;
-    if (!gh_io_add(loop, &b->io, EPOLLOUT | EPOLLRDHUP, NULL)) {
+    if (!gh_io_connect(loop, &b->io, EPOLLOUT | EPOLLRDHUP, sa, len)) {
         close(fd);
         return false;
     }

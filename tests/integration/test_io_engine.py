@@ -236,13 +236,13 @@ def socket_calls(path):
 @pytest.mark.parametrize("engine", ["epoll", "io_uring"])
 def test_io_uring_moves_session_bytes_without_system_calls(tmp_path, engine):
     """On io_uring a session's accept, reads, writes and close go through the ring: plain SMTP,
-    implicit TLS (through the loop's BIO) and a session handed to a backend (both legs) make no
-    accept, recv, send or close calls of their own. The same run on epoll shows the trace
-    sees them."""
+    implicit TLS (through the loop's BIO) and a session handed to a backend (both legs, and the
+    connect to the backend) make no accept, connect, recv, send or close calls of their own.
+    The same run on epoll shows the trace sees them."""
     if engine == "io_uring" and uring_refused():
         pytest.skip(uring_refused())
     t = Traced(tmp_path, ["-yy", "-e", "trace=recvfrom,sendto,recvmsg,sendmsg,read,write,close,"
-                          "shutdown,accept,accept4"], engine)
+                          "shutdown,accept,accept4,connect,getsockopt"], engine)
     backend = Backend(proxy=False)  # greets, answers EHLO and QUIT
     sessions = 40
     try:
@@ -277,5 +277,6 @@ def test_io_uring_moves_session_bytes_without_system_calls(tmp_path, engine):
     if engine == "epoll":
         assert made.get("sendto", 0) >= 3 * sessions and made.get("close", 0) >= 3 * sessions, made
         assert made.get("accept4", 0) >= 3 * sessions, made
+        assert made.get("connect", 0) >= sessions, made
     else:
         assert not made, made

@@ -4,8 +4,8 @@
  * a changed mask takes effect, a removed watch is silent, gh_io_close ends the socket for
  * the peer within the turn, timers fire, and posted messages run on the loop; and socket I/O
  * through the loop (ring I/O on io_uring) keeps the bytes' order, the send bound and the
- * close after the last byte, and accepts through it hand over every connection with its
- * address.
+ * close after the last byte, accepts through it hand over every connection with its
+ * address, and connects through it report their outcome once (and nothing after a close).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -606,6 +606,120 @@ static void accepts_switched_off_lose_no_connection(enum gh_loop_backend b)
     close(l.fd);
 }
 
+struct dialer {
+    struct gh_io io;
+    struct gh_loop *loop;
+    int calls, error;
+    uint32_t events;
+};
+
+static void on_connected(struct gh_io *io, uint32_t events)
+{
+    struct dialer *d = gh_container_of(io, struct dialer, io);
+    d->calls++;
+    d->events = events;
+    d->error = gh_io_connect_error(d->loop, io);
+    gh_io_del(d->loop, io); /* a refused socket would report its error again every turn */
+}
+
+static bool dial_through_loop(struct dialer *d, in_port_t port)
+{
+    struct sockaddr_in a = {
+        .sin_family = AF_INET, .sin_port = port, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    d->io.fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    d->io.fn = on_connected;
+    return gh_io_connect(d->loop, &d->io, EPOLLOUT | EPOLLRDHUP, (struct sockaddr *)&a, sizeof a);
+}
+
+/* A connect reports once: EPOLLOUT and no error when the listener is there, EPOLLERR and
+ * ECONNREFUSED when nothing listens; the connected socket is the listener's peer. */
+static void connects_report_their_outcome(enum gh_loop_backend b)
+{
+    if (!use(b))
+        skip();
+    in_port_t port, closed;
+    int l = listener(&port);
+    close(listener(&closed)); /* a port nothing listens on */
+    struct gh_loop *loop = new_loop();
+    struct dialer ok = {.loop = loop}, refused = {.loop = loop};
+    assert_true(dial_through_loop(&ok, port));
+    assert_true(dial_through_loop(&refused, closed));
+    run_for(loop, 100);
+    assert_int_equal(ok.calls, 1);
+    assert_true(ok.events & EPOLLOUT);
+    assert_false(ok.events & EPOLLERR);
+    assert_int_equal(ok.error, 0);
+    struct sockaddr_in mine, theirs;
+    socklen_t n = sizeof mine, m = sizeof theirs;
+    int served = accept(l, (struct sockaddr *)&theirs, &m);
+    assert_true(served >= 0);
+    assert_int_equal(getsockname(ok.io.fd, (struct sockaddr *)&mine, &n), 0);
+    assert_int_equal(mine.sin_port, theirs.sin_port);
+    assert_int_equal(refused.calls, 1);
+    assert_true(refused.events & EPOLLERR);
+    assert_int_equal(refused.error, ECONNREFUSED);
+    gh_loop_free(loop);
+    close(ok.io.fd);
+    close(refused.io.fd);
+    close(served);
+    close(l);
+}
+
+/* A listener whose queue is full: its port takes no more handshakes, so a connect to it
+ * stays in progress. */
+static int full_listener(in_port_t *port, int queued[2])
+{
+    int fd = listener(port);
+    assert_int_equal(listen(fd, 0), 0);
+    struct sockaddr_in a = {
+        .sin_family = AF_INET, .sin_port = *port, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    for (int i = 0; i < 2; i++) {
+        queued[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        (void)!connect(queued[i], (struct sockaddr *)&a, sizeof a);
+    }
+    usleep(20 * 1000);
+    return fd;
+}
+
+static void close_the_dialer(void *arg)
+{
+    struct dialer *d = arg;
+    gh_io_close(d->loop, &d->io);
+}
+
+/* Closed while its connect is in progress: its owner hears nothing more, nor does the next
+ * owner of the number (on io_uring the ring's connect is cancelled, and its completion is
+ * stale). */
+static void a_connect_closed_in_progress_reports_nothing(enum gh_loop_backend b)
+{
+    if (!use(b))
+        skip();
+    in_port_t port;
+    int queued[2];
+    int l = full_listener(&port, queued);
+    struct gh_loop *loop = new_loop();
+    struct dialer d = {.loop = loop};
+    assert_true(dial_through_loop(&d, port));
+    int number = d.io.fd;
+    struct step close_step = {.t = {.fn = run_step}, .fn = close_the_dialer, .arg = &d};
+    gh_timer_set(loop, &close_step.t, 30);
+    run_for(loop, 60);
+    assert_int_equal(d.calls, 0);
+    int sv[2];
+    pair(sv); /* most likely takes the closed socket's number */
+    struct watched next = {.io = {.fd = sv[0] == number ? sv[0] : sv[1], .fn = on_ready}};
+    assert_true(gh_io_add(loop, &next.io, EPOLLIN, NULL));
+    run_for(loop, 60);
+    assert_int_equal(d.calls, 0);
+    assert_int_equal(next.calls, 0); /* nothing to read, and no stale connect outcome */
+    gh_loop_free(loop);
+    close(sv[0]);
+    close(sv[1]);
+    close(queued[0]);
+    close(queued[1]);
+    close(l);
+}
+
 #define BOTH(fn)                                                                                   \
     static void fn##_epoll(void **s)                                                               \
     {                                                                                              \
@@ -629,6 +743,8 @@ BOTH(ring_off_hands_the_socket_back_in_order)
 BOTH(room_after_a_hand_back_is_reported)
 BOTH(accepts_hand_over_connections_with_their_address)
 BOTH(accepts_switched_off_lose_no_connection)
+BOTH(connects_report_their_outcome)
+BOTH(a_connect_closed_in_progress_reports_nothing)
 
 int main(void)
 {
@@ -655,6 +771,10 @@ int main(void)
         cmocka_unit_test(accepts_hand_over_connections_with_their_address_io_uring),
         cmocka_unit_test(accepts_switched_off_lose_no_connection_epoll),
         cmocka_unit_test(accepts_switched_off_lose_no_connection_io_uring),
+        cmocka_unit_test(connects_report_their_outcome_epoll),
+        cmocka_unit_test(connects_report_their_outcome_io_uring),
+        cmocka_unit_test(a_connect_closed_in_progress_reports_nothing_epoll),
+        cmocka_unit_test(a_connect_closed_in_progress_reports_nothing_io_uring),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
