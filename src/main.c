@@ -90,8 +90,8 @@ static bool parse_args(int argc, char **argv, struct serve_args *a, gh_err *err)
         else if (!strcmp(opt, "--workers")) {
             char *end;
             long w = strtol(val, &end, 10);
-            if (*end || w < 1 || w > 256)
-                return gh_fail(err, "--workers must be a number from 1 to 256");
+            if (*end || w < 1 || w > GH_WORKERS_MAX)
+                return gh_fail(err, "--workers must be a number from 1 to %d", GH_WORKERS_MAX);
             a->workers = (unsigned)w;
         } else if (!strcmp(opt, "--engine")) {
             if (!gh_loop_backend_parse(val, &a->engine))

@@ -60,6 +60,28 @@ static bool add_anchors(SSL_CTX *ctx, const char *pem, gh_err *err)
     return added ? true : gh_fail(err, "the trust anchor holds no usable certificate");
 }
 
+/* The slot of this worker for the destination of ssl's connection, or NULL (a health check,
+ * which runs on no worker, neither keeps nor resumes sessions). */
+static SSL_SESSION **session_slot(const struct gh_destination *d)
+{
+    struct gh_worker *w = gh_worker_current();
+    return w && d->tls_sessions && w->index < GH_WORKERS_MAX ? &d->tls_sessions[w->index] : NULL;
+}
+
+/* A session the backend gave (TLS 1.3: a ticket after the handshake): kept for the worker's
+ * next connect there, as nginx's proxy_ssl_session_reuse does. A resumed handshake skips the
+ * certificate's signature checks on both sides. */
+static int keep_session(SSL *ssl, SSL_SESSION *session)
+{
+    const struct gh_backend *b = SSL_get_app_data(ssl);
+    SSL_SESSION **slot = b ? session_slot(b->dest) : NULL;
+    if (!slot)
+        return 0;
+    SSL_SESSION_free(*slot);
+    *slot = session;
+    return 1; /* the reference is the slot's now */
+}
+
 SSL_CTX *gh_backend_tls_ctx(bool verify, const char *ca_pem, gh_err *err)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
@@ -70,6 +92,12 @@ SSL_CTX *gh_backend_tls_ctx(bool verify, const char *ca_pem, gh_err *err)
     }
     /* the relay retries a write from a buffer that may have moved or grown */
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    /* A backend that closes without close_notify (many do after QUIT) ends the session as an
+     * EOF, as nginx takes it: the protocols relayed frame their own ends, and a fatal alert
+     * would spoil the session kept for the next connect. */
+    SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, keep_session);
     if (verify) {
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
         bool ok = ca_pem ? add_anchors(ctx, ca_pem, err)
@@ -90,6 +118,10 @@ static bool tls_start(struct gh_backend *b)
     const struct gh_destination *d = b->dest;
     if (!d->tls_ctx || !(b->ssl = SSL_new(d->tls_ctx)) || !gh_tls_io_attach(b->ssl, &b->io))
         return false;
+    SSL_set_app_data(b->ssl, b);
+    SSL_SESSION **slot = session_slot(d);
+    if (slot && *slot)
+        SSL_set_session(b->ssl, *slot); /* refused by the backend: a full handshake */
     if (d->tls_server_name[0]) {
         SSL_set_tlsext_host_name(b->ssl, d->tls_server_name);
         if (d->tls_verify && SSL_set1_host(b->ssl, d->tls_server_name) != 1)
@@ -522,8 +554,11 @@ void gh_backend_close(struct gh_backend *b)
         gh_timer_cancel(b->loop, &b->timer);
     if (b->registered) {
         gh_io_close(b->loop, &b->io); /* after what was written to it */
-        if (b->ssl)
-            SSL_free(b->ssl); /* no close_notify: the session is over either way */
+        if (b->ssl && SSL_is_init_finished(b->ssl))
+            /* no close_notify: the session is over either way; marked as ended cleanly all
+             * the same, or OpenSSL would spoil the session kept for the next connect */
+            SSL_set_shutdown(b->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+        SSL_free(b->ssl);
         b->registered = false;
     }
     b->ssl = NULL;

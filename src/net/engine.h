@@ -14,6 +14,8 @@
 struct gh_engine;
 struct gh_loop;
 
+#define GH_WORKERS_MAX 256 /* --workers; per-worker slots are sized by it */
+
 struct gh_engine *gh_engine_new(unsigned workers, gh_err *err);
 /* Starts the worker threads. */
 bool gh_engine_start(struct gh_engine *e, gh_err *err);

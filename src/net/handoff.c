@@ -190,6 +190,9 @@ void gh_dest_set_unref(struct gh_dest_set *s)
         free(s->d[i].listeners);
         free(s->d[i].tls_ca_pem);
         SSL_CTX_free(s->d[i].tls_ctx);
+        for (unsigned k = 0; s->d[i].tls_sessions && k < GH_WORKERS_MAX; k++)
+            SSL_SESSION_free(s->d[i].tls_sessions[k]);
+        free(s->d[i].tls_sessions);
         health_unref(s->d[i].health);
     }
     free(s->d);
@@ -226,6 +229,7 @@ static bool dest_copy(struct gh_destination *to, const struct gh_destination *fr
     to->listeners = NULL;
     to->tls_ca_pem = NULL;
     to->tls_ctx = NULL;
+    to->tls_sessions = NULL;
     if (to->nlisteners && !(to->listeners = malloc(to->nlisteners * sizeof *to->listeners)))
         return false;
     if (to->nlisteners)
@@ -239,6 +243,10 @@ static bool dest_copy(struct gh_destination *to, const struct gh_destination *fr
         to->tls_ctx = gh_backend_tls_ctx(to->tls_verify, to->tls_ca_pem, &err);
         if (!to->tls_ctx) /* sessions there fail over; the health check says why */
             gh_log(NULL, NULL, "destination-tls-error", "destination %s: %s", to->name, err.msg);
+        /* sessions live and die with this set: a changed trust anchor or name is never
+         * skipped by resuming a session verified under the old one */
+        else if (!(to->tls_sessions = calloc(GH_WORKERS_MAX, sizeof *to->tls_sessions)))
+            return false;
     }
     return true;
 }

@@ -28,6 +28,7 @@ enum gh_dest_status { GH_DEST_UNKNOWN, GH_DEST_UP, GH_DEST_DOWN };
 #define GH_DEST_ID_MAX   72
 
 typedef struct ssl_ctx_st SSL_CTX;
+typedef struct ssl_session_st SSL_SESSION;
 
 /*
  * What the health checks found about one destination. Written by the health checker
@@ -62,6 +63,8 @@ struct gh_destination {
     char (*listeners)[GH_DEST_NAME_MAX];
     /* filled in by gh_dest_set_new */
     SSL_CTX *tls_ctx;              /* when tls != none */
+    SSL_SESSION **tls_sessions;    /* with tls_ctx: per worker (by index), the last session
+                                      this destination gave it, which its next connect resumes */
     struct gh_dest_health *health; /* never NULL in a set */
 };
 

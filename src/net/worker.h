@@ -10,6 +10,7 @@
 
 #include "core/loop.h"
 #include "net/addr.h"
+#include "net/engine.h"
 #include "net/handoff.h"
 #include "net/listener-t.h"
 

@@ -65,7 +65,8 @@ class Backend:
     comes first (forwarding proxyV2 or proxyV1; False for "none"). Each session:
     header (recorded), greeting, then one reply per line, until QUIT or LOGOUT: answered with
     the protocol's goodbye, then closed. sessions counts sessions that got past their
-    greeting; checks counts connections that came with a PROXY v2 LOCAL header."""
+    greeting; checks counts connections that came with a PROXY v2 LOCAL header; resumed counts
+    TLS sessions that resumed an earlier one."""
 
     GREETINGS = {
         "smtp": b"220 {name} ESMTP\r\n",
@@ -88,7 +89,7 @@ class Backend:
             self.ctx.sni_callback = lambda s, name, c: self.sni.append(name)
         self.headers, self.lines, self.errors = [], [], []
         self.pre_tls = []  # commands received before a STARTTLS upgrade
-        self.sessions = self.checks = 0
+        self.sessions = self.checks = self.resumed = 0
         self.lock = threading.Lock()
         self.port = port
         self.start()
@@ -173,6 +174,7 @@ class Backend:
                 conn.sendall(self.greeting())
             with self.lock:
                 self.sessions += 1
+                self.resumed += bool(self.tls and conn.session_reused)
             buf = b""
             while True:
                 data = conn.recv(65536)

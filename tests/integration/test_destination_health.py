@@ -280,6 +280,29 @@ def test_tls_server_name_is_sent_and_checked(gatehouse, free_port, pki):
         b.stop()
 
 
+def test_each_worker_resumes_the_tls_session_the_backend_gave_it(gatehouse, free_port, pki):
+    """A worker's next TLS connect to a destination resumes the last session it got there
+    (as nginx's proxy_ssl_session_reuse): of n sessions through 2 workers, only each worker's
+    first makes a full handshake."""
+    b = Backend("resumer", tls="implicit", cert=pki["ip"], proxy=False)
+    try:
+        anchor = trust_anchor(gatehouse, pki["ca"].pem)
+        destination(gatehouse, b.port, tls="implicit", tlsCaCertificateId=anchor,
+                    forwarding="none", healthCheck=False)
+        port = free_port()
+        gatehouse.create_listener(protocol="smtp", bind=[f"127.0.0.1:{port}"], useTls=False)
+        n = 8
+        for _ in range(n):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                assert s.recv(100) == b"220 resumer ESMTP\r\n"
+                s.sendall(b"QUIT\r\n")
+                assert s.recv(100).startswith(b"221 ")
+        assert b.sessions == n
+        assert b.resumed >= n - 2, (b.resumed, b.errors)
+    finally:
+        b.stop()
+
+
 def test_a_certificate_the_anchor_does_not_vouch_for_is_refused(gatehouse, free_port, pki):
     b = Backend("bad", tls="implicit", cert=pki["ip"])
     try:
