@@ -275,8 +275,12 @@ void gh_conn_close_lingering(struct gh_conn *c, uint32_t ms)
 {
     if (c->closed)
         return;
-    if (c->worker) /* a hand-built connection in a unit test has no private part */
+    if (c->worker) { /* a hand-built connection in a unit test has no private part */
         priv(c)->lingering = true;
+        /* read even a client held back (a hand-off in progress, a backlog): a close with its
+         * bytes still unread would send a reset, which may overtake the last words */
+        gh_conn_pause_input(c, false);
+    }
     c->phase = GH_PHASE_CLOSING;
     gh_conn_set_idle(c, ms);
     flush(c);

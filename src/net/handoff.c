@@ -345,7 +345,9 @@ static void give_up(struct gh_relay *r, const char *why)
     c->phase = GH_PHASE_PROTOCOL; /* so the reply leaves in clear or through TLS as before */
     if (c->proto->unavailable)
         gh_conn_write(c, c->proto->unavailable, strlen(c->proto->unavailable));
-    gh_conn_close_after_flush(c);
+    /* the client may have spoken already (input is held during the hand-off): its bytes are
+     * read and dropped after the reply, or the close would reset the reply away */
+    gh_conn_close_lingering(c, RELAY_LINGER_MS);
 }
 
 /* A backend chosen at run time could not be used (why says how) or refused the login (why
@@ -545,7 +547,7 @@ static void start_flowing(struct gh_relay *r)
     r->client_spoke = r->client_spoke || gh_buf_len(&r->to_backend) > 0;
     gh_conn_pause_input(c, false);
     if (!send_to_backend(r))
-        gh_conn_close_after_flush(c);
+        gh_conn_close_lingering(c, RELAY_LINGER_MS);
 }
 
 /* Reads the reply to our hello, which the client must not see; false on failure. */

@@ -174,6 +174,22 @@ def test_no_reachable_destination_is_a_temporary_failure(gatehouse, free_port):
         assert read_reply(s).startswith(b"421 4.3.0 ")
 
 
+def test_a_client_that_spoke_first_reads_the_temporary_failure_and_a_clean_end(gatehouse,
+                                                                               free_port):
+    """The client's bytes, held while the hand-off is tried, are read and dropped after the
+    reply: a close with them unread would reset the connection, and the reply with it."""
+    destination(gatehouse, free_port(), protocol="pop3")
+    port = free_port()
+    gatehouse.create_listener(protocol="pop3", bind=[f"127.0.0.1:{port}"], useTls=False)
+    for _ in range(20):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"QUIT\r\n")
+            data = b""
+            while chunk := s.recv(4096):  # a reset raises ConnectionResetError here
+                data += chunk
+            assert data == b"-ERR [SYS/TEMP] Service not available\r\n"
+
+
 def test_destination_for_other_listeners_does_not_apply(gatehouse, free_port, backend):
     b = backend()
     destination(gatehouse, b.port, listeners=["elsewhere"])
