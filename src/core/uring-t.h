@@ -93,6 +93,7 @@ struct watch {
     bool armed;       /* a poll for gen is in the ring */
     bool accepts;     /* the ring's list of accepts has an entry for this descriptor */
     uint8_t connect;  /* CONNECT_*: a connect through the ring, under the rio's generation */
+    bool arm_pending; /* added this turn: its poll is queued at the turn's end */
     struct rio r;
 };
 
@@ -107,6 +108,8 @@ struct gh_uring {
     char *rx_base;
     int *dirty; /* descriptors with bytes queued to send this turn */
     size_t ndirty, capdirty;
+    int *adding; /* descriptors added this turn, whose polls wait for the turn's end */
+    size_t nadding, capadding;
     unsigned sends_inflight;
     struct acc *accs; /* ring accepts, one per listening socket switched to them */
     /* the addresses of the connects queued since the last submit (the kernel reads them

@@ -211,6 +211,7 @@ void gh_uring_free(struct gh_uring *u)
         munmap(u->rx_ring, RX_BUFS * sizeof(struct io_uring_buf));
     free(u->rx_base);
     free(u->dirty);
+    free(u->adding);
     free(u);
 }
 
@@ -429,12 +430,45 @@ struct watch *uring_take_watch(struct gh_uring *u, struct gh_io *io, uint32_t ev
     return w;
 }
 
+/* A new watch's poll waits for the turn's end: a connection switched to ring I/O in the
+ * turn it is accepted (the usual case) then never has a poll to add and remove again. */
+static void arm_at_turn_end(struct gh_uring *u, int fd, struct watch *w)
+{
+    if (w->arm_pending)
+        return;
+    if (u->nadding == u->capadding) {
+        size_t n = u->capadding ? 2 * u->capadding : 256;
+        int *a = realloc(u->adding, n * sizeof *a);
+        if (!a) {
+            uring_arm_if_wanted(u, fd, w); /* out of memory: now */
+            return;
+        }
+        u->adding = a;
+        u->capadding = n;
+    }
+    u->adding[u->nadding++] = fd;
+    w->arm_pending = true;
+}
+
+static void arm_added(struct gh_uring *u)
+{
+    for (size_t i = 0; i < u->nadding; i++) {
+        struct watch *w = uring_watch(u, u->adding[i], false);
+        if (w && w->arm_pending) {
+            w->arm_pending = false;
+            if (w->io)
+                uring_arm_if_wanted(u, u->adding[i], w);
+        }
+    }
+    u->nadding = 0;
+}
+
 bool gh_uring_add(struct gh_uring *u, struct gh_io *io, uint32_t events, gh_err *err)
 {
     struct watch *w = uring_take_watch(u, io, events);
     if (!w)
         return gh_fail(err, "out of memory watching fd %d", io->fd);
-    uring_arm_if_wanted(u, io->fd, w);
+    arm_at_turn_end(u, io->fd, w);
     return true;
 }
 
@@ -635,6 +669,7 @@ int gh_uring_wait(struct gh_uring *u, int timeout_ms)
 {
     struct io_uring_cqe *cqe;
     int rc;
+    arm_added(u);
     uring_flush_sends(u);
     if (timeout_ms < 0)
         rc = io_uring_submit_and_wait(&u->ring, 1);
