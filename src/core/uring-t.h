@@ -62,7 +62,6 @@ struct rio {
     bool on : 1;       /* the owner asked for ring I/O */
     bool recv_inflight : 1;
     bool kick_pending : 1; /* a no-op is in the ring to report what is already here */
-    bool kick_wanted : 1;  /* ... or will be at the turn's end, if there is still something */
     bool direct : 1;       /* out of provided buffers: the next read is a system call */
     bool more : 1;         /* the last receive filled its buffer: one direct read may follow */
     bool eof : 1;          /* a receive returned 0: the peer ended its stream */
@@ -109,8 +108,8 @@ struct gh_uring {
     char *rx_base;
     int *dirty; /* descriptors with bytes queued to send this turn */
     size_t ndirty, capdirty;
-    int *settle; /* descriptors whose poll or report waits for the turn's end */
-    size_t nsettle, capsettle;
+    int *adding; /* descriptors added this turn, whose polls wait for the turn's end */
+    size_t nadding, capadding;
     unsigned sends_inflight;
     struct acc *accs; /* ring accepts, one per listening socket switched to them */
     /* the addresses of the connects queued since the last submit (the kernel reads them

@@ -211,7 +211,7 @@ void gh_uring_free(struct gh_uring *u)
         munmap(u->rx_ring, RX_BUFS * sizeof(struct io_uring_buf));
     free(u->rx_base);
     free(u->dirty);
-    free(u->settle);
+    free(u->adding);
     free(u);
 }
 
@@ -323,41 +323,16 @@ static void queue_recv(struct gh_uring *u, int fd, struct rio *r)
     r->more = false;
 }
 
-/* Notes fd for the turn's end (settle_turn); false when out of memory. */
-static bool settle_at_turn_end(struct gh_uring *u, int fd)
+/* A no-op through the ring: its completion reports what is already here, from the loop
+ * rather than from inside the handler that made it so. */
+static void kick(struct gh_uring *u, int fd, struct rio *r)
 {
-    if (u->nsettle == u->capsettle) {
-        size_t n = u->capsettle ? 2 * u->capsettle : 256;
-        int *s = realloc(u->settle, n * sizeof *s);
-        if (!s)
-            return false;
-        u->settle = s;
-        u->capsettle = n;
-    }
-    u->settle[u->nsettle++] = fd;
-    return true;
-}
-
-static void queue_kick(struct gh_uring *u, int fd, struct rio *r)
-{
+    if (r->kick_pending)
+        return;
     struct io_uring_sqe *sqe = uring_sqe(u);
     io_uring_prep_nop(sqe);
     io_uring_sqe_set_data64(sqe, user_data(K_KICK, r->gen, fd));
     r->kick_pending = true;
-}
-
-/* A no-op through the ring: its completion reports what is already here, from the loop
- * rather than from inside the handler that made it so. It is queued at the turn's end, and
- * only if there is still something to report then (a backend that is told it may write
- * once connected has usually chosen to wait for input instead by then). */
-static void kick(struct gh_uring *u, int fd, struct rio *r)
-{
-    if (r->kick_pending || r->kick_wanted)
-        return;
-    if (settle_at_turn_end(u, fd))
-        r->kick_wanted = true;
-    else
-        queue_kick(u, fd, r); /* out of memory: now */
 }
 
 static void rio_arm(struct gh_uring *u, int fd, struct watch *w)
@@ -461,33 +436,31 @@ static void arm_at_turn_end(struct gh_uring *u, int fd, struct watch *w)
 {
     if (w->arm_pending)
         return;
-    if (settle_at_turn_end(u, fd))
-        w->arm_pending = true;
-    else
-        uring_arm_if_wanted(u, fd, w); /* out of memory: now */
+    if (u->nadding == u->capadding) {
+        size_t n = u->capadding ? 2 * u->capadding : 256;
+        int *a = realloc(u->adding, n * sizeof *a);
+        if (!a) {
+            uring_arm_if_wanted(u, fd, w); /* out of memory: now */
+            return;
+        }
+        u->adding = a;
+        u->capadding = n;
+    }
+    u->adding[u->nadding++] = fd;
+    w->arm_pending = true;
 }
 
-/* New watches' polls, then the reports still wanted (arming may want more: the list can
- * grow while it is walked). */
-static void settle_turn(struct gh_uring *u)
+static void arm_added(struct gh_uring *u)
 {
-    for (size_t i = 0; i < u->nsettle; i++) {
-        int fd = u->settle[i];
-        struct watch *w = uring_watch(u, fd, false);
-        if (!w)
-            continue;
-        if (w->arm_pending) {
+    for (size_t i = 0; i < u->nadding; i++) {
+        struct watch *w = uring_watch(u, u->adding[i], false);
+        if (w && w->arm_pending) {
             w->arm_pending = false;
             if (w->io)
-                uring_arm_if_wanted(u, fd, w);
-        }
-        if (w->r.kick_wanted) {
-            w->r.kick_wanted = false;
-            if (w->io && !w->r.kick_pending && rio_ready(u, fd, w))
-                queue_kick(u, fd, &w->r);
+                uring_arm_if_wanted(u, u->adding[i], w);
         }
     }
-    u->nsettle = 0;
+    u->nadding = 0;
 }
 
 bool gh_uring_add(struct gh_uring *u, struct gh_io *io, uint32_t events, gh_err *err)
@@ -696,7 +669,7 @@ int gh_uring_wait(struct gh_uring *u, int timeout_ms)
 {
     struct io_uring_cqe *cqe;
     int rc;
-    settle_turn(u);
+    arm_added(u);
     uring_flush_sends(u);
     if (timeout_ms < 0)
         rc = io_uring_submit_and_wait(&u->ring, 1);
