@@ -665,6 +665,41 @@ static void connects_report_their_outcome(enum gh_loop_backend b)
     close(l);
 }
 
+/* More connects in one turn than the ring keeps addresses for (64), to two listeners in
+ * turn: the rest connect with connect(2), and every one reaches the listener it was sent
+ * to (an address kept for the ring and overwritten before the submit would send it to the
+ * other) and reports once. */
+static void many_connects_in_one_turn_all_report(enum gh_loop_backend b)
+{
+    if (!use(b))
+        skip();
+    enum { N = 80 };
+    in_port_t port[2];
+    int l[2] = {listener(&port[0]), listener(&port[1])};
+    for (int k = 0; k < 2; k++)
+        assert_int_equal(listen(l[k], N), 0);
+    struct gh_loop *loop = new_loop();
+    static struct dialer d[N];
+    for (int i = 0; i < N; i++) {
+        d[i] = (struct dialer){.loop = loop};
+        assert_true(dial_through_loop(&d[i], port[i % 2]));
+    }
+    run_for(loop, 200);
+    for (int i = 0; i < N; i++) {
+        struct sockaddr_in peer;
+        socklen_t n = sizeof peer;
+        assert_int_equal(d[i].calls, 1);
+        assert_int_equal(d[i].error, 0);
+        assert_int_equal(getpeername(d[i].io.fd, (struct sockaddr *)&peer, &n), 0);
+        assert_int_equal(peer.sin_port, port[i % 2]);
+    }
+    gh_loop_free(loop);
+    for (int i = 0; i < N; i++)
+        close(d[i].io.fd);
+    close(l[0]);
+    close(l[1]);
+}
+
 /* A listener whose queue is full: its port takes no more handshakes, so a connect to it
  * stays in progress. */
 static int full_listener(in_port_t *port, int queued[2])
@@ -744,6 +779,7 @@ BOTH(room_after_a_hand_back_is_reported)
 BOTH(accepts_hand_over_connections_with_their_address)
 BOTH(accepts_switched_off_lose_no_connection)
 BOTH(connects_report_their_outcome)
+BOTH(many_connects_in_one_turn_all_report)
 BOTH(a_connect_closed_in_progress_reports_nothing)
 
 int main(void)
@@ -773,6 +809,8 @@ int main(void)
         cmocka_unit_test(accepts_switched_off_lose_no_connection_io_uring),
         cmocka_unit_test(connects_report_their_outcome_epoll),
         cmocka_unit_test(connects_report_their_outcome_io_uring),
+        cmocka_unit_test(many_connects_in_one_turn_all_report_epoll),
+        cmocka_unit_test(many_connects_in_one_turn_all_report_io_uring),
         cmocka_unit_test(a_connect_closed_in_progress_reports_nothing_epoll),
         cmocka_unit_test(a_connect_closed_in_progress_reports_nothing_io_uring),
     };
