@@ -1,7 +1,8 @@
 /*
  * buf: growth doubles from 1 KiB; consumed bytes are reclaimed by sliding the unread
- * part to the front before growing. Each thread keeps a few freed 1 KiB and 4 KiB blocks
- * (the sizes every short session takes and gives back) to hand out again without malloc.
+ * part to the front before growing. Each thread keeps some freed blocks of each size up to
+ * 32 KiB (what a short session takes, and what a relay passes a TLS record on in) to hand
+ * out again without malloc: a relay takes and gives back several per record.
  */
 #include "core/buf.h"
 
@@ -10,30 +11,42 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CACHE_BLOCKS 32
+#define CACHE_CLASSES     6            /* 1, 2, 4, 8, 16 and 32 KiB */
+#define CACHE_BLOCKS      32           /* at most, of one size */
+#define CACHE_CLASS_BYTES (256 * 1024) /* and at most this much of one size */
 
 struct block_cache {
     unsigned n;
     void *blocks[CACHE_BLOCKS];
 };
 
-static _Thread_local struct block_cache cache_1k, cache_4k;
+static _Thread_local struct block_cache caches[CACHE_CLASSES];
 
-static struct block_cache *cache_for(size_t cap)
+/* Capacities are 1 KiB doubled, so the class is the power of two above it. */
+static struct block_cache *cache_for(size_t cap, unsigned *limit)
 {
-    return cap == 1024 ? &cache_1k : cap == 4096 ? &cache_4k : NULL;
+    for (unsigned i = 0; i < CACHE_CLASSES; i++) {
+        if (cap == (size_t)1024 << i) {
+            unsigned by_bytes = CACHE_CLASS_BYTES / (unsigned)cap;
+            *limit = by_bytes < CACHE_BLOCKS ? by_bytes : CACHE_BLOCKS;
+            return &caches[i];
+        }
+    }
+    return NULL;
 }
 
 static void *block_take(size_t cap)
 {
-    struct block_cache *c = cache_for(cap);
+    unsigned limit;
+    struct block_cache *c = cache_for(cap, &limit);
     return c && c->n ? c->blocks[--c->n] : malloc(cap);
 }
 
 static void block_give(void *data, size_t cap)
 {
-    struct block_cache *c = cache_for(cap);
-    if (data && c && c->n < CACHE_BLOCKS)
+    unsigned limit;
+    struct block_cache *c = cache_for(cap, &limit);
+    if (data && c && c->n < limit)
         c->blocks[c->n++] = data;
     else
         free(data);
@@ -41,10 +54,9 @@ static void block_give(void *data, size_t cap)
 
 void gh_buf_cache_drain(void)
 {
-    while (cache_1k.n)
-        free(cache_1k.blocks[--cache_1k.n]);
-    while (cache_4k.n)
-        free(cache_4k.blocks[--cache_4k.n]);
+    for (unsigned i = 0; i < CACHE_CLASSES; i++)
+        while (caches[i].n)
+            free(caches[i].blocks[--caches[i].n]);
 }
 
 bool gh_buf_reserve(struct gh_buf *b, size_t n)
@@ -97,6 +109,21 @@ bool gh_buf_printf(struct gh_buf *b, const char *fmt, ...)
     vsnprintf(b->data + b->end, (size_t)n + 1, fmt, ap);
     va_end(ap);
     b->end += (size_t)n;
+    return true;
+}
+
+bool gh_buf_move(struct gh_buf *to, struct gh_buf *from)
+{
+    if (gh_buf_len(to) == 0) {
+        struct gh_buf spare = *to;
+        *to = *from;
+        *from = spare;
+        gh_buf_clear(from);
+        return true;
+    }
+    if (!gh_buf_append(to, gh_buf_head(from), gh_buf_len(from)))
+        return false;
+    gh_buf_clear(from);
     return true;
 }
 

@@ -25,6 +25,9 @@ static inline char *gh_buf_head(const struct gh_buf *b)
 bool gh_buf_reserve(struct gh_buf *b, size_t n);
 bool gh_buf_append(struct gh_buf *b, const void *data, size_t n);
 bool gh_buf_printf(struct gh_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends from's unread bytes to `to` and empties from: when `to` is empty, the two trade
+ * memory instead of copying. False when memory runs out (from is then left as it was). */
+bool gh_buf_move(struct gh_buf *to, struct gh_buf *from);
 /* Marks n unread bytes as consumed. */
 void gh_buf_consume(struct gh_buf *b, size_t n);
 /* Drops everything; keeps the memory. */

@@ -33,6 +33,7 @@
 
 #define PROXY_DEADLINE_MS 10000
 #define READ_CHUNK        4096
+#define RELAY_CHUNK       16384 /* a TLS record's plaintext at most: one read takes one whole */
 #define INPUT_CAP         (16u << 20) /* protocols bound their own input well below this */
 
 /* Connection fields private to this file live in a wrapper, so conn.h stays the
@@ -726,11 +727,13 @@ static void start_handshake(struct gh_conn *c)
 
 /* ---- input ---- */
 
-/* Reads what is available into c->in. Returns false when the connection closed. */
-static bool read_input(struct gh_conn *c)
+/* Reads into c->in, chunk bytes of room at a time: everything available, or with `more`, only
+ * until the room taken is full, *more then saying that there may be more to read. Returns
+ * false when the connection closed. */
+static bool read_input(struct gh_conn *c, size_t chunk, bool *more)
 {
     for (;;) {
-        if (gh_buf_len(&c->in) > INPUT_CAP || !gh_buf_reserve(&c->in, READ_CHUNK)) {
+        if (gh_buf_len(&c->in) > INPUT_CAP || !gh_buf_reserve(&c->in, chunk)) {
             gh_conn_set_end(c, GH_END_PROTOCOL_ERROR);
             gh_conn_close(c);
             return false;
@@ -767,7 +770,28 @@ static bool read_input(struct gh_conn *c)
         c->bytes_in += (uint64_t)n;
         if ((size_t)n < room && !(c->ssl && SSL_pending(c->ssl)))
             return true;
+        if (more) {
+            *more = true;
+            return true;
+        }
     }
+}
+
+/* A relayed client is read a buffer at a time, each passed on before the next is read: its
+ * bytes are copied once on their way (the buffer itself usually changes hands), and a fast
+ * client's stream never piles up here. Bytes TLS has decrypted are taken even while the
+ * backend is behind, as no readiness would tell of them later. */
+static void relay_input(struct gh_conn *c)
+{
+    bool more;
+    do {
+        more = false;
+        if (!read_input(c, RELAY_CHUNK, &more))
+            return;
+        gh_relay_client_input(c);
+    } while (more && !c->closed && (!priv(c)->input_paused || (c->ssl && SSL_pending(c->ssl))));
+    if (!c->closed)
+        gh_buf_release_if_empty(&c->in);
 }
 
 /* The first bytes a mail client sends are a command line. A TLS record, an HTTP request
@@ -798,7 +822,7 @@ static void on_readable(struct gh_conn *c)
             gh_conn_close(c);
         return;
     }
-    if (!read_input(c))
+    if (!read_input(c, READ_CHUNK, NULL))
         return;
     if (!priv(c)->first_data_seen && gh_buf_len(&c->in)) {
         priv(c)->first_data_seen = true;
@@ -839,8 +863,8 @@ static void on_io(struct gh_io *io, uint32_t events)
             return;
         if (events & EPOLLOUT)
             flush(c);
-        if (!c->closed && (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && read_input(c))
-            gh_relay_client_input(c);
+        if (!c->closed && (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
+            relay_input(c);
         return;
     case GH_PHASE_PROTOCOL:
     case GH_PHASE_CLOSING:

@@ -542,8 +542,7 @@ static void start_flowing(struct gh_relay *r)
         gh_buf_append(&r->to_backend, r->first, strlen(r->first));
         gh_buf_append(&r->to_backend, "\r\n", 2);
     }
-    gh_buf_append(&r->to_backend, gh_buf_head(&c->in), gh_buf_len(&c->in));
-    gh_buf_clear(&c->in);
+    gh_buf_move(&r->to_backend, &c->in);
     r->client_spoke = r->client_spoke || gh_buf_len(&r->to_backend) > 0;
     gh_conn_pause_input(c, false);
     if (!send_to_backend(r))
@@ -772,10 +771,8 @@ void gh_relay_client_input(struct gh_conn *c)
     if (!r || r->stage != RELAY_FLOWING)
         return; /* held in c->in until the backend is ready */
     r->copied += gh_buf_len(&c->in);
-    gh_buf_append(&r->to_backend, gh_buf_head(&c->in), gh_buf_len(&c->in));
-    gh_buf_clear(&c->in);
     r->client_spoke = true;
-    if (!send_to_backend(r))
+    if (!gh_buf_move(&r->to_backend, &c->in) || !send_to_backend(r))
         gh_conn_close(c);
     else
         maybe_splice(r);

@@ -10,6 +10,7 @@ import os
 import random
 import shutil
 import socket
+import ssl
 import threading
 import time
 
@@ -149,6 +150,62 @@ def test_large_transfers_both_ways_arrive_exact(gatehouse, up_size, down_size):
         assert (len(up), digest(up)) in sink.received
     finally:
         sink.close()
+
+
+class Digest(Server):
+    """A backend that greets, reads exactly up_size bytes (starting late, so that the relay
+    holds a backlog for it), answers with their SHA-256 in hex on a line, then sends `down` and
+    closes."""
+
+    def __init__(self, up_size, down):
+        self.up_size, self.down = up_size, down
+        super().__init__()
+
+    def session(self, conn):
+        with conn:
+            try:
+                conn.sendall(GREETING)
+                time.sleep(0.5)
+                got, n = hashlib.sha256(), 0
+                while n < self.up_size:
+                    chunk = conn.recv(min(65536, self.up_size - n))
+                    if not chunk:
+                        return
+                    got.update(chunk)
+                    n += len(chunk)
+                conn.sendall(got.hexdigest().encode() + b"\r\n" + self.down)
+            except OSError:  # wait_port's probe
+                pass
+
+
+def test_a_tls_client_leg_carries_large_transfers_exact(gatehouse):
+    """TLS to the front door and plain to the backend is relayed by copying, a record at a
+    time: several megabytes each way arrive exact and in order."""
+    up, down = payload(7, 6 << 20), payload(8, 3 << 20)
+    backend = Digest(len(up), down)
+    try:
+        name, res, _ = gatehouse.call("x:Destination/set", {"create": {"d": {
+            "protocol": "smtp", "address": f"{HOST}:{backend.port}", "forwarding": "none",
+            "healthCheck": False}}})
+        assert "d" in (res.get("created") or {}), res
+        port = pick_port()
+        gatehouse.create_listener(protocol="smtp", bind=[f"{HOST}:{port}"], tlsImplicit=True)
+        assert wait_port(port)
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        with ctx.wrap_socket(socket.create_connection((HOST, port), timeout=30)) as s:
+            data = bytearray()
+            while not data.endswith(b"\r\n"):
+                data += s.recv(1)
+            assert bytes(data) == GREETING
+            for i in range(0, len(up), 100000):  # writes of odd sizes: records of every length
+                s.sendall(up[i:i + 100000])
+            data = bytearray()
+            while chunk := s.recv(65536):
+                data += chunk
+        assert bytes(data) == digest(up).encode() + b"\r\n" + down
+    finally:
+        backend.close()
 
 
 def test_half_close_waits_for_the_other_direction(gatehouse):
