@@ -64,6 +64,7 @@ static void on_deadline(struct gh_timer *t);
 static void start_protocol(struct gh_conn *c);
 static void start_handshake(struct gh_conn *c);
 static void flush(struct gh_conn *c);
+static ssize_t send_some(struct gh_conn *c, const char *p, size_t len);
 /* Once nothing peeks at the socket any more (PROXY header, first bytes), its reads and writes
  * can be the loop's own: on io_uring they then cost no system call each (core/uring.c). */
 static void use_ring(struct gh_conn *c)
@@ -204,9 +205,21 @@ void gh_conn_close(struct gh_conn *c)
     gh_worker_maybe_finish(w);
 }
 
+/* With nothing queued before them, the bytes go straight out, and only what the socket does
+ * not take yet is copied into c->out (a relay's whole stream, mostly). */
 void gh_conn_write(struct gh_conn *c, const void *data, size_t len)
 {
-    if (c->closed || !gh_buf_append(&c->out, data, len))
+    if (c->closed)
+        return;
+    if (c->worker && !priv(c)->batching && !gh_buf_len(&c->out) && len) {
+        ssize_t n = send_some(c, data, len);
+        if (n < 0)
+            return;
+        c->bytes_out += (uint64_t)n;
+        data = (const char *)data + n;
+        len -= (size_t)n;
+    }
+    if (!gh_buf_append(&c->out, data, len))
         return;
     flush(c);
 }
@@ -328,33 +341,38 @@ const char *gh_conn_hostname(const struct gh_conn *c)
 /* ---- output ---- */
 
 /* Sends queued output; returns once it is all sent or the socket is full. */
+/* Sends what the socket (or TLS) takes of p now: the bytes taken, 0 when it takes none for
+ * now, -1 once a failure has closed the connection. */
+static ssize_t send_some(struct gh_conn *c, const char *p, size_t len)
+{
+    if (c->ssl && c->phase != GH_PHASE_HANDSHAKE) {
+        ERR_clear_error();
+        int r = SSL_write(c->ssl, p, (int)(len > INT32_MAX ? INT32_MAX : len));
+        if (r > 0)
+            return r;
+        int e = SSL_get_error(c->ssl, r);
+        if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ)
+            return 0;
+    } else {
+        ssize_t n = gh_io_send(c->worker->loop, &c->io, p, len);
+        if (n >= 0 || errno == EAGAIN || errno == EINTR)
+            return n > 0 ? n : 0;
+    }
+    gh_conn_close(c);
+    return -1;
+}
+
 static void flush(struct gh_conn *c)
 {
     if (!c->worker || c->closed || priv(c)->batching)
         return;
     bool was_high = gh_buf_len(&c->out) >= GH_CONN_OUT_HIGH;
     while (gh_buf_len(&c->out)) {
-        ssize_t n;
-        if (c->ssl && c->phase != GH_PHASE_HANDSHAKE) {
-            ERR_clear_error();
-            int r = SSL_write(c->ssl, gh_buf_head(&c->out), (int)gh_buf_len(&c->out));
-            if (r <= 0) {
-                int e = SSL_get_error(c->ssl, r);
-                if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ)
-                    break;
-                gh_conn_close(c);
-                return;
-            }
-            n = r;
-        } else {
-            n = gh_io_send(c->worker->loop, &c->io, gh_buf_head(&c->out), gh_buf_len(&c->out));
-            if (n < 0) {
-                if (errno == EAGAIN || errno == EINTR)
-                    break;
-                gh_conn_close(c);
-                return;
-            }
-        }
+        ssize_t n = send_some(c, gh_buf_head(&c->out), gh_buf_len(&c->out));
+        if (n < 0)
+            return;
+        if (n == 0)
+            break;
         gh_buf_consume(&c->out, (size_t)n);
         c->bytes_out += (uint64_t)n;
     }
