@@ -484,11 +484,21 @@ static void make_selfsigned(void)
     free(key);
 }
 
+/* Management (HTTP) listeners last: once the API answers, every mail listener accepts, so
+ * whatever waits for the API at start (a readiness check, a script) never meets a mail port
+ * that is not open yet. */
 static void apply_stored_listeners(void)
 {
-    size_t i;
-    json_t *o;
-    json_array_foreach(gh_type_listener.objs, i, o) apply_listener(o, false);
+    for (int management = 0; management < 2; management++) {
+        size_t i;
+        json_t *o;
+        json_array_foreach(gh_type_listener.objs, i, o)
+        {
+            const char *protocol = json_string_value(json_object_get(o, "protocol"));
+            if ((protocol && !strcmp(protocol, "http")) == management)
+                apply_listener(o, false);
+        }
+    }
 }
 
 static bool bootstrap_listener(const char *http_bind, gh_err *err)

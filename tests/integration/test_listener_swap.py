@@ -1,9 +1,18 @@
 """Addresses swapped (or rotated) between listeners in one /set: applied as one change, the
 moving sockets change hands without being closed, so no connection attempt is refused;
 when the move cannot be made nothing changes."""
+import os
+import re
+import shutil
+import signal
 import socket
+import subprocess
 import threading
 import time
+
+import pytest
+
+from conftest import BIN, ENGINE_ARGS, SECRET, wait_port
 
 NL = "x:NetworkListener"
 
@@ -130,3 +139,30 @@ def test_swap_survives_a_restart(make_daemon, free_port):
     d.stop()
     d.start()
     assert speaks(x) == "pop3" and speaks(y) == "smtp"
+
+
+@pytest.mark.skipif(not shutil.which("strace"), reason="needs strace")
+def test_mail_listeners_open_before_the_management_api_at_start(make_daemon, free_port, tmp_path):
+    """At start the stored mail listeners are bound before the management listener (stored
+    first): whoever waits for the API to answer never meets a mail port still closed."""
+    d = make_daemon()
+    ports = [free_port() for _ in range(3)]
+    for p in ports:
+        listener(d, "smtp", p)
+    d.stop()
+    out = tmp_path / "strace.out"
+    cmd = ["strace", "-f", "-qq", "-e", "trace=bind", "-o", str(out), BIN, "serve", "--data",
+           d.data_dir, "--workers", "1"] + ENGINE_ARGS
+    proc = subprocess.Popen(cmd, env=dict(os.environ, GATEHOUSE_ADMIN_SECRET=SECRET),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        assert wait_port(d.http_port, timeout=30)
+        for p in ports:
+            assert speaks(p) == "smtp"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+    order = [int(m) for m in re.findall(r"sin_port=htons\((\d+)\)", out.read_text())]
+    assert d.http_port in order and all(p in order for p in ports), order
+    assert order.index(d.http_port) > max(order.index(p) for p in ports), order
