@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "auth/service.h"
@@ -109,7 +110,39 @@ static void wsock_resume(struct gh_timer *t)
     struct gh_wsock *ws = gh_container_of(t, struct gh_wsock, backoff);
     if (ws->paused && gh_io_add(ws->worker->loop, &ws->io, EPOLLIN, NULL)) {
         ws->paused = false;
-        gh_io_ring_accept(ws->worker->loop, &ws->io, true);
+        if (!ws->ring_deferred)
+            gh_io_ring_accept(ws->worker->loop, &ws->io, true);
+    }
+}
+
+/* Every dup of one listening socket has the socket's inode. */
+static ino_t socket_id(int fd)
+{
+    struct stat st;
+    return fstat(fd, &st) == 0 ? st.st_ino : 0;
+}
+
+/* A retiring watch of the same socket may still have an accept in the ring. The kernel wakes
+ * one accept per connection (they wait exclusively): one being cancelled could take a
+ * connection's wake-up and act on nothing, leaving the connection queued and the new owner's
+ * accept asleep. So until the retiring one is gone, the new owner watches with a shared poll
+ * and accepts by system call. */
+static bool has_retiring_twin(const struct gh_worker *w, ino_t id)
+{
+    for (const struct gh_wsock *r = w->retiring; r && id; r = r->next)
+        if (r->socket_id == id)
+            return true;
+    return false;
+}
+
+static void resume_deferred_accepts(struct gh_worker *w)
+{
+    for (struct gh_wsock *ws = w->socks; ws; ws = ws->next) {
+        if (ws->ring_deferred && !has_retiring_twin(w, ws->socket_id)) {
+            ws->ring_deferred = false;
+            if (!ws->paused)
+                gh_io_ring_accept(w->loop, &ws->io, true);
+        }
     }
 }
 
@@ -143,20 +176,33 @@ static void refuse_in_reserve(struct gh_wsock *ws, int fd)
     close(fd);
 }
 
+/* The watch that now owns this worker's share of a socket, when one does. */
+static struct gh_wsock *current_owner(const struct gh_worker *w, ino_t id)
+{
+    for (struct gh_wsock *ws = w->socks; ws && id; ws = ws->next)
+        if (ws->socket_id == id)
+            return ws;
+    return NULL;
+}
+
 /* A removed socket's last connection, taken by an accept that was in the ring when it was
- * removed: served like any other (the socket may live on with a new owner, or in the
- * process an upgrade handed it to, and the client chose it). Then, once the ring holds
- * nothing of its, the socket is freed. */
+ * removed: it came after the change, so the socket's new owner in this worker serves it
+ * when there is one (an address moved to another listener); otherwise it is served as the
+ * old owner's (the socket lives on in the process an upgrade handed it to, and the client
+ * chose it). Then, once the ring holds nothing of its, the socket is freed. */
 static void on_retiring(struct gh_wsock *ws)
 {
     struct gh_worker *w = ws->worker;
     if (!gh_io_ring_idle(w->loop, &ws->io)) {
         struct gh_sockaddr peer = {.len = sizeof peer.u};
         int fd = gh_io_accept(w->loop, &ws->io, &peer.u.sa, &peer.len);
-        if (fd >= 0 && ws->conf->protocol != GH_PROTO_HTTP && gh_fd_in_reserve(fd))
-            refuse_in_reserve(ws, fd);
+        struct gh_wsock *owner = current_owner(w, ws->socket_id);
+        if (!owner)
+            owner = ws;
+        if (fd >= 0 && owner->conf->protocol != GH_PROTO_HTTP && gh_fd_in_reserve(fd))
+            refuse_in_reserve(owner, fd);
         else if (fd >= 0)
-            gh_conn_accepted(w, ws, fd, &peer);
+            gh_conn_accepted(w, owner, fd, &peer);
     }
     if (!gh_io_ring_idle(w->loop, &ws->io))
         return;
@@ -167,6 +213,7 @@ static void on_retiring(struct gh_wsock *ws)
         }
     }
     gh_engine_wsock_free(ws);
+    resume_deferred_accepts(w);
     gh_worker_maybe_finish(w);
 }
 
@@ -257,7 +304,10 @@ static void do_add(struct gh_loop *loop, void *arg)
         gh_engine_wsock_free(ws);
         goto out;
     }
-    gh_io_ring_accept(loop, &ws->io, true); /* on io_uring: no accept4 per connection */
+    ws->socket_id = socket_id(ws->io.fd);
+    ws->ring_deferred = has_retiring_twin(w, ws->socket_id);
+    if (!ws->ring_deferred)
+        gh_io_ring_accept(loop, &ws->io, true); /* on io_uring: no accept4 per connection */
     ws->next = w->socks;
     w->socks = ws;
 out:
