@@ -340,7 +340,6 @@ const char *gh_conn_hostname(const struct gh_conn *c)
 
 /* ---- output ---- */
 
-/* Sends queued output; returns once it is all sent or the socket is full. */
 /* Sends what the socket (or TLS) takes of p now: the bytes taken, 0 when it takes none for
  * now, -1 once a failure has closed the connection. */
 static ssize_t send_some(struct gh_conn *c, const char *p, size_t len)
@@ -362,6 +361,7 @@ static ssize_t send_some(struct gh_conn *c, const char *p, size_t len)
     return -1;
 }
 
+/* Sends queued output; returns once it is all sent or the socket is full. */
 static void flush(struct gh_conn *c)
 {
     if (!c->worker || c->closed || priv(c)->batching)
