@@ -215,7 +215,6 @@ void gh_conn_write(struct gh_conn *c, const void *data, size_t len)
         ssize_t n = send_some(c, data, len);
         if (n < 0)
             return;
-        c->bytes_out += (uint64_t)n;
         data = (const char *)data + n;
         len -= (size_t)n;
     }
@@ -340,25 +339,27 @@ const char *gh_conn_hostname(const struct gh_conn *c)
 
 /* ---- output ---- */
 
-/* Sends what the socket (or TLS) takes of p now: the bytes taken, 0 when it takes none for
- * now, -1 once a failure has closed the connection. */
+/* Sends what the socket (or TLS) takes of p now, counted in bytes_out: the bytes taken, 0
+ * when it takes none for now, -1 once a failure has closed the connection. */
 static ssize_t send_some(struct gh_conn *c, const char *p, size_t len)
 {
+    ssize_t n = -1;
     if (c->ssl && c->phase != GH_PHASE_HANDSHAKE) {
         ERR_clear_error();
         int r = SSL_write(c->ssl, p, (int)(len > INT32_MAX ? INT32_MAX : len));
-        if (r > 0)
-            return r;
-        int e = SSL_get_error(c->ssl, r);
-        if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ)
-            return 0;
+        int e = r > 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, r);
+        n = r > 0 ? r : e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ ? 0 : -1;
     } else {
-        ssize_t n = gh_io_send(c->worker->loop, &c->io, p, len);
-        if (n >= 0 || errno == EAGAIN || errno == EINTR)
-            return n > 0 ? n : 0;
+        n = gh_io_send(c->worker->loop, &c->io, p, len);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            n = 0;
     }
-    gh_conn_close(c);
-    return -1;
+    if (n < 0) {
+        gh_conn_close(c);
+        return -1;
+    }
+    c->bytes_out += (uint64_t)n;
+    return n;
 }
 
 /* Sends queued output; returns once it is all sent or the socket is full. */
@@ -374,7 +375,6 @@ static void flush(struct gh_conn *c)
         if (n == 0)
             break;
         gh_buf_consume(&c->out, (size_t)n);
-        c->bytes_out += (uint64_t)n;
     }
     bool pending = gh_buf_len(&c->out) > 0;
     if (pending != c->want_write) {

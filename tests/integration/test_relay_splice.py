@@ -93,16 +93,23 @@ class Sink(Server):
             self.received.append((n, got.hexdigest()))
 
 
-def relay_through(gatehouse, down, up_size=0):
-    sink = Sink(down, up_size)
+def front_door(gatehouse, backend_port, **listener):
+    """An SMTP listener (plain unless listener says otherwise) relaying everything to
+    backend_port; returns the listener's port."""
     name, res, _ = gatehouse.call("x:Destination/set", {"create": {"d": {
-        "protocol": "smtp", "address": f"{HOST}:{sink.port}", "forwarding": "none",
+        "protocol": "smtp", "address": f"{HOST}:{backend_port}", "forwarding": "none",
         "healthCheck": False}}})
     assert "d" in (res.get("created") or {}), res
     port = pick_port()
-    gatehouse.create_listener(protocol="smtp", bind=[f"{HOST}:{port}"], useTls=False)
+    gatehouse.create_listener(protocol="smtp", bind=[f"{HOST}:{port}"],
+                              **(listener or {"useTls": False}))
     assert wait_port(port)
-    return sink, port
+    return port
+
+
+def relay_through(gatehouse, down, up_size=0):
+    sink = Sink(down, up_size)
+    return sink, front_door(gatehouse, sink.port)
 
 
 def transfer(port, up, down_size=0):
@@ -184,13 +191,7 @@ def test_a_tls_client_leg_carries_large_transfers_exact(gatehouse):
     up, down = payload(7, 6 << 20), payload(8, 3 << 20)
     backend = Digest(len(up), down)
     try:
-        name, res, _ = gatehouse.call("x:Destination/set", {"create": {"d": {
-            "protocol": "smtp", "address": f"{HOST}:{backend.port}", "forwarding": "none",
-            "healthCheck": False}}})
-        assert "d" in (res.get("created") or {}), res
-        port = pick_port()
-        gatehouse.create_listener(protocol="smtp", bind=[f"{HOST}:{port}"], tlsImplicit=True)
-        assert wait_port(port)
+        port = front_door(gatehouse, backend.port, tlsImplicit=True)
         ctx = ssl.create_default_context()
         ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
         with ctx.wrap_socket(socket.create_connection((HOST, port), timeout=30)) as s:
