@@ -6,9 +6,10 @@
  * (a login at the front door) is opened the same way, plain, and has a login stage instead:
  * the protocol's driver reads its lines and logs in; a refusal or failure gives the session
  * back to the front door. The relay stops reading one side while the other side has a
- * backlog, so memory stays bounded. A session between two plain sockets that has moved
- * SPLICE_AFTER bytes (a transfer, not a short exchange, which would only pay for the pipes)
- * moves the rest with splice (net/splice.c).
+ * backlog, so memory stays bounded. A session that has moved TRANSFER_AFTER bytes is a
+ * transfer, not a short exchange: between two plain sockets it moves the rest with splice
+ * (net/splice.c; a short exchange would only pay for the pipes), and with TLS on a leg it
+ * leaves io_uring's ring I/O for readiness and direct system calls.
  */
 #include "net/handoff.h"
 
@@ -37,7 +38,7 @@
 #define GREETING_MAX         16384
 #define GREETING_DEADLINE_MS 30000
 #define RELAY_IDLE_MS        (60 * 60 * 1000)
-#define SPLICE_AFTER         (64 * 1024) /* bytes copied before a plain relay moves to splice */
+#define TRANSFER_AFTER       (64 * 1024) /* bytes copied before a session is a transfer */
 #define RELAY_LINGER_MS      5000        /* a client still sending after the backend's end */
 
 enum relay_stage { RELAY_OPENING, RELAY_HELLO, RELAY_LOGIN, RELAY_FLOWING };
@@ -60,6 +61,7 @@ struct gh_relay {
     struct gh_destination named;
     uint64_t copied;               /* bytes relayed through our buffers */
     bool spliced;                  /* from then on: up and down move everything */
+    bool off_ring;                 /* a transfer with TLS: both legs back on readiness */
     struct gh_splice_leg up, down; /* client → backend, backend → client */
 };
 
@@ -656,7 +658,7 @@ static void backend_to_client(struct gh_relay *r)
 static bool can_splice(const struct gh_relay *r)
 {
     const struct gh_conn *c = r->c;
-    return !r->spliced && r->stage == RELAY_FLOWING && r->copied >= SPLICE_AFTER && !c->ssl &&
+    return !r->spliced && r->stage == RELAY_FLOWING && r->copied >= TRANSFER_AFTER && !c->ssl &&
            !r->b.ssl && !gh_backend_pending(&r->b) && !c->closed && c->phase == GH_PHASE_RELAY &&
            !gh_buf_len(&c->in) && !gh_buf_len(&c->out) && !gh_buf_len(&r->to_backend) &&
            r->b.registered;
@@ -696,6 +698,21 @@ static void maybe_splice(struct gh_relay *r)
     r->spliced = true;
     r->backend_paused = r->want_write = false;
     splice_events(r);
+}
+
+/* A transfer with TLS on a leg (which splice cannot carry) moves through readiness and
+ * direct system calls from then on. The ring saves a system call per exchange, but records
+ * streaming through it (cut into its 4 KiB receive buffers, sent into sockets kept full)
+ * cost about 1.5 times the CPU per megabyte at 1,024 streams (docs/BENCHMARKS.md). */
+static void maybe_leave_ring(struct gh_relay *r)
+{
+    if (r->off_ring || r->spliced || r->copied < TRANSFER_AFTER || r->stage != RELAY_FLOWING ||
+        (!r->c->ssl && !r->b.ssl) || r->c->closed || !r->b.registered)
+        return;
+    struct gh_loop *loop = r->c->worker->loop;
+    gh_io_ring(loop, &r->c->io, false);
+    gh_io_ring(loop, &r->b.io, false);
+    r->off_ring = true;
 }
 
 /* Either socket of a spliced relay is ready: move what can move, end when both ends have. */
@@ -748,6 +765,8 @@ static void relay_io(struct gh_io *io, uint32_t events)
         backend_to_client(r);
         if (!r->c->closed)
             maybe_splice(r);
+        if (!r->c->closed)
+            maybe_leave_ring(r);
     } else if (r->stage == RELAY_LOGIN)
         login_input(r);
     else if (!swallow_hello_reply(r))
@@ -772,10 +791,12 @@ void gh_relay_client_input(struct gh_conn *c)
         return; /* held in c->in until the backend is ready */
     r->copied += gh_buf_len(&c->in);
     r->client_spoke = true;
-    if (!gh_buf_move(&r->to_backend, &c->in) || !send_to_backend(r))
+    if (!gh_buf_move(&r->to_backend, &c->in) || !send_to_backend(r)) {
         gh_conn_close(c);
-    else
-        maybe_splice(r);
+        return;
+    }
+    maybe_splice(r);
+    maybe_leave_ring(r);
 }
 
 void gh_relay_client_drained(struct gh_conn *c)

@@ -4,6 +4,7 @@ a connect loop, status pushed as a state change), and TLS to the backend — imp
 STARTTLS, verified against a trust-anchor x:Certificate, SNI, refused on a bad certificate.
 The same with real Postfix and Dovecot is in test_backends_real.py."""
 import os
+import random
 import shutil
 import socket
 import ssl
@@ -15,6 +16,7 @@ import pytest
 
 from backend_kit import (CA, Backend, destination, eventually, get_destination, greeting_of,
                          trust_anchor, update_destination, wait_status)
+from conftest import pick_port, wait_port
 
 pytestmark = pytest.mark.skipif(not shutil.which("openssl"), reason="needs the openssl command")
 
@@ -570,3 +572,76 @@ def greeted(port, name):
         got += chunk
     assert got == want
     return s
+
+
+def tls_front_door(api, pki, backend):
+    """An implicit-TLS SMTP listener relaying to backend over a verified TLS leg; its port."""
+    anchor = trust_anchor(api, pki["ca"].pem)
+    destination(api, backend.port, forwarding="none", healthCheck=False, tls="implicit",
+                tlsCaCertificateId=anchor)
+    port = pick_port()
+    api.create_listener(protocol="smtp", bind=[f"127.0.0.1:{port}"], tlsImplicit=True)
+    assert wait_port(port)
+    return port
+
+
+def echoed(port, blob):
+    """A TLS session through the front door that has the backend echo blob (BLOB n); returns
+    the greeting and what came back."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    with ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=30)) as s:
+        f = s.makefile("rb")
+        greeting = f.readline()
+        s.sendall(b"BLOB %d\r\n" % len(blob) + blob)
+        got = f.read(len(blob))
+        s.sendall(b"QUIT\r\n")
+        assert f.readline().startswith(b"221 ")
+    return greeting, got
+
+
+def test_a_transfer_through_two_tls_legs_arrives_exact(gatehouse, pki):
+    """4 MB to the backend and back, TLS on both legs: exact and in order (on io_uring the
+    relay moves from the ring to system calls in the middle of it)."""
+    backend = Backend("tlsb", tls="implicit", cert=pki["ip"], proxy=False)
+    try:
+        port = tls_front_door(gatehouse, pki, backend)
+        blob = random.Random(16).randbytes(4 << 20)
+        assert echoed(port, blob) == (b"220 tlsb ESMTP\r\n", blob)
+        assert echoed(port, b"short") == (b"220 tlsb ESMTP\r\n", b"short")
+        assert not backend.errors, backend.errors
+    finally:
+        backend.stop()
+
+
+@pytest.mark.skipif(not shutil.which("strace"), reason="needs strace")
+def test_a_tls_transfer_leaves_the_ring_and_short_sessions_stay(tmp_path, pki):
+    """On io_uring a TLS session's records go through the ring while it exchanges lines, and
+    through system calls once it carries a transfer (the ring's 4 KiB receives and in-kernel
+    send retries cost more per megabyte there): sendto appears only with the transfer."""
+    from conftest import Daemon
+    from test_io_engine import Traced, uring_refused
+    if uring_refused():
+        pytest.skip(uring_refused())
+    backend = Backend("tlsb", tls="implicit", cert=pki["ip"], proxy=False)
+    t = Traced(tmp_path, ["-e", "trace=sendto"], "io_uring")
+    try:
+        assert wait_port(t.http_port, timeout=30), t.read_log()
+        port = tls_front_door(Daemon(str(tmp_path / "data"), t.http_port), pki, backend)
+
+        def sendto_calls():
+            time.sleep(0.3)  # strace writes as the calls return
+            return t.out.read_text().count(" sendto(")
+
+        before = sendto_calls()
+        for i in range(5):
+            assert echoed(port, b"%d" % i * 100)[1] == b"%d" % i * 100
+        short = sendto_calls() - before
+        blob = random.Random(17).randbytes(2 << 20)
+        assert echoed(port, blob)[1] == blob
+        transfer = sendto_calls() - before - short
+    finally:
+        t.stop()
+        backend.stop()
+    assert short == 0, t.read_log()[-2000:]
+    assert transfer > 64, transfer  # 2 MB each way: 128 records to the backend, 128 back
