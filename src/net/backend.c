@@ -179,6 +179,11 @@ bool gh_backend_pending(const struct gh_backend *b)
     return b->ssl && SSL_pending(b->ssl) > 0;
 }
 
+bool gh_backend_buffered(const struct gh_backend *b)
+{
+    return b->ssl && SSL_has_pending(b->ssl);
+}
+
 /* ---- replies ---- */
 
 static size_t line_end(const char *buf, size_t from, size_t len)

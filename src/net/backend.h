@@ -56,6 +56,9 @@ ssize_t gh_backend_recv(struct gh_backend *b, void *buf, size_t len);
 ssize_t gh_backend_send(struct gh_backend *b, const void *buf, size_t len);
 /* Bytes already decrypted and waiting inside the TLS session (epoll does not see them). */
 bool gh_backend_pending(const struct gh_backend *b);
+/* Bytes received and held by the TLS session, decrypted or not: with read-ahead whole records
+ * can wait there, and no readiness will tell of them. */
+bool gh_backend_buffered(const struct gh_backend *b);
 
 /* Length of the complete first reply in buf (a multi-line SMTP reply, a ManageSieve
  * block up to OK/NO/BYE, one line otherwise), or 0 while it is incomplete. */

@@ -786,7 +786,7 @@ static bool read_input(struct gh_conn *c, size_t chunk, bool *more)
         }
         c->in.end += (size_t)n;
         c->bytes_in += (uint64_t)n;
-        if ((size_t)n < room && !(c->ssl && SSL_pending(c->ssl)))
+        if ((size_t)n < room && !(c->ssl && SSL_has_pending(c->ssl)))
             return true;
         if (more) {
             *more = true;
@@ -797,8 +797,9 @@ static bool read_input(struct gh_conn *c, size_t chunk, bool *more)
 
 /* A relayed client is read a buffer at a time, each passed on before the next is read: its
  * bytes are copied once on their way (the buffer itself usually changes hands), and a fast
- * client's stream never piles up here. Bytes TLS has decrypted are taken even while the
- * backend is behind, as no readiness would tell of them later. */
+ * client's stream never piles up here. Bytes TLS holds (decrypted, or read ahead in a
+ * transfer) are taken even while the backend is behind, as no readiness would tell of them
+ * later. */
 static void relay_input(struct gh_conn *c)
 {
     bool more;
@@ -807,7 +808,7 @@ static void relay_input(struct gh_conn *c)
         if (!read_input(c, RELAY_CHUNK, &more))
             return;
         gh_relay_client_input(c);
-    } while (more && !c->closed && (!priv(c)->input_paused || (c->ssl && SSL_pending(c->ssl))));
+    } while (more && !c->closed && (!priv(c)->input_paused || (c->ssl && SSL_has_pending(c->ssl))));
     if (!c->closed)
         gh_buf_release_if_empty(&c->in);
 }

@@ -9,7 +9,7 @@
  * backlog, so memory stays bounded. A session that has moved TRANSFER_AFTER bytes is a
  * transfer, not a short exchange: between two plain sockets it moves the rest with splice
  * (net/splice.c; a short exchange would only pay for the pipes), and with TLS on a leg it
- * leaves io_uring's ring I/O for readiness and direct system calls.
+ * streams records (read-ahead, buffers kept, off io_uring's ring I/O).
  */
 #include "net/handoff.h"
 
@@ -61,7 +61,7 @@ struct gh_relay {
     struct gh_destination named;
     uint64_t copied;               /* bytes relayed through our buffers */
     bool spliced;                  /* from then on: up and down move everything */
-    bool off_ring;                 /* a transfer with TLS: both legs back on readiness */
+    bool streaming;                /* a transfer with TLS: read-ahead, off the ring */
     struct gh_splice_leg up, down; /* client → backend, backend → client */
 };
 
@@ -647,8 +647,8 @@ static void backend_to_client(struct gh_relay *r)
             r->backend_paused = true;
             backend_events(r);
         }
-        /* TLS may hold decrypted bytes epoll knows nothing of */
-    } while (!r->c->closed && !r->backend_paused && gh_backend_pending(&r->b));
+        /* TLS may hold bytes (decrypted, or read ahead) that no readiness will report */
+    } while (!r->c->closed && !r->backend_paused && gh_backend_buffered(&r->b));
 }
 
 /* ---- splice ---- */
@@ -700,19 +700,28 @@ static void maybe_splice(struct gh_relay *r)
     splice_events(r);
 }
 
-/* A transfer with TLS on a leg (which splice cannot carry) moves through readiness and
- * direct system calls from then on. The ring saves a system call per exchange, but records
- * streaming through it (cut into its 4 KiB receive buffers, sent into sockets kept full)
- * cost about 1.5 times the CPU per megabyte at 1,024 streams (docs/BENCHMARKS.md). */
-static void maybe_leave_ring(struct gh_relay *r)
+/* A transfer with TLS on a leg (which splice cannot carry) streams records: its TLS sessions
+ * read ahead (one recv takes a record and what follows, instead of its header, then its
+ * body) and keep their record buffers (no free and malloc per record; a transfer's session
+ * holds them, some 34 KiB, until it ends), and on io_uring both sockets move to readiness
+ * and direct system calls. The ring saves a system call per exchange, but records streaming
+ * through it (cut into its 4 KiB receive buffers, sent into sockets kept full) cost about
+ * 1.5 times the CPU per megabyte at 1,024 streams (docs/BENCHMARKS.md). */
+static void maybe_stream_tls(struct gh_relay *r)
 {
-    if (r->off_ring || r->spliced || r->copied < TRANSFER_AFTER || r->stage != RELAY_FLOWING ||
+    if (r->streaming || r->spliced || r->copied < TRANSFER_AFTER || r->stage != RELAY_FLOWING ||
         (!r->c->ssl && !r->b.ssl) || r->c->closed || !r->b.registered)
         return;
     struct gh_loop *loop = r->c->worker->loop;
     gh_io_ring(loop, &r->c->io, false);
     gh_io_ring(loop, &r->b.io, false);
-    r->off_ring = true;
+    SSL *legs[] = {r->c->ssl, r->b.ssl};
+    for (int i = 0; i < 2; i++)
+        if (legs[i]) {
+            SSL_set_read_ahead(legs[i], 1);
+            SSL_clear_mode(legs[i], SSL_MODE_RELEASE_BUFFERS);
+        }
+    r->streaming = true;
 }
 
 /* Either socket of a spliced relay is ready: move what can move, end when both ends have. */
@@ -766,7 +775,7 @@ static void relay_io(struct gh_io *io, uint32_t events)
         if (!r->c->closed)
             maybe_splice(r);
         if (!r->c->closed)
-            maybe_leave_ring(r);
+            maybe_stream_tls(r);
     } else if (r->stage == RELAY_LOGIN)
         login_input(r);
     else if (!swallow_hello_reply(r))
@@ -796,7 +805,7 @@ void gh_relay_client_input(struct gh_conn *c)
         return;
     }
     maybe_splice(r);
-    maybe_leave_ring(r);
+    maybe_stream_tls(r);
 }
 
 void gh_relay_client_drained(struct gh_conn *c)
@@ -805,7 +814,7 @@ void gh_relay_client_drained(struct gh_conn *c)
     if (r && r->backend_paused && r->b.registered) {
         r->backend_paused = false;
         backend_events(r);
-        if (r->stage == RELAY_FLOWING && gh_backend_pending(&r->b))
+        if (r->stage == RELAY_FLOWING && gh_backend_buffered(&r->b))
             backend_to_client(r);
     }
     if (r)

@@ -585,15 +585,23 @@ def tls_front_door(api, pki, backend):
     return port
 
 
-def echoed(port, blob):
+def echoed(port, blob, slow=False):
     """A TLS session through the front door that has the backend echo blob (BLOB n); returns
-    the greeting and what came back."""
+    the greeting and what came back. slow: a small receive window, read late, so that the
+    relay holds a backlog for the client and stops reading the backend meanwhile."""
     ctx = ssl.create_default_context()
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-    with ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=30)) as s:
+    raw = socket.socket()
+    if slow:
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+    raw.settimeout(30)
+    raw.connect(("127.0.0.1", port))
+    with ctx.wrap_socket(raw) as s:
         f = s.makefile("rb")
         greeting = f.readline()
         s.sendall(b"BLOB %d\r\n" % len(blob) + blob)
+        if slow:
+            time.sleep(1)
         got = f.read(len(blob))
         s.sendall(b"QUIT\r\n")
         assert f.readline().startswith(b"221 ")
@@ -601,13 +609,15 @@ def echoed(port, blob):
 
 
 def test_a_transfer_through_two_tls_legs_arrives_exact(gatehouse, pki):
-    """4 MB to the backend and back, TLS on both legs: exact and in order (on io_uring the
-    relay moves from the ring to system calls in the middle of it)."""
+    """4 MB to the backend and back, TLS on both legs, read at once and read late: exact and in
+    order (the relay turns on read-ahead, and on io_uring moves from the ring to system calls,
+    in the middle of it)."""
     backend = Backend("tlsb", tls="implicit", cert=pki["ip"], proxy=False)
     try:
         port = tls_front_door(gatehouse, pki, backend)
         blob = random.Random(16).randbytes(4 << 20)
         assert echoed(port, blob) == (b"220 tlsb ESMTP\r\n", blob)
+        assert echoed(port, blob, slow=True) == (b"220 tlsb ESMTP\r\n", blob)
         assert echoed(port, b"short") == (b"220 tlsb ESMTP\r\n", b"short")
         assert not backend.errors, backend.errors
     finally:
@@ -645,3 +655,28 @@ def test_a_tls_transfer_leaves_the_ring_and_short_sessions_stay(tmp_path, pki):
         backend.stop()
     assert short == 0, t.read_log()[-2000:]
     assert transfer > 64, transfer  # 2 MB each way: 128 records to the backend, 128 back
+
+
+@pytest.mark.skipif(not shutil.which("strace"), reason="needs strace")
+def test_a_tls_transfer_reads_each_record_in_one_call(tmp_path, pki):
+    """Once a TLS session carries a transfer, its records are read ahead: one recv takes a
+    record (and what follows of the next) instead of its 5-byte header, then its body."""
+    from conftest import Daemon
+    from test_io_engine import Traced
+    backend = Backend("tlsb", tls="implicit", cert=pki["ip"], proxy=False)
+    t = Traced(tmp_path, ["-e", "trace=recvfrom"], "epoll")
+    try:
+        assert wait_port(t.http_port, timeout=30), t.read_log()
+        port = tls_front_door(Daemon(str(tmp_path / "data"), t.http_port), pki, backend)
+        blob = random.Random(18).randbytes(4 << 20)
+        time.sleep(0.3)
+        start = len(t.out.read_text().splitlines())
+        assert echoed(port, blob)[1] == blob
+        time.sleep(0.3)  # strace writes as the calls return
+        calls = [line for line in t.out.read_text().splitlines()[start:] if "recvfrom(" in line]
+    finally:
+        t.stop()
+        backend.stop()
+    headers = [line for line in calls if ", 5, " in line]
+    # 4 MB each way: 512 records, each read as header and body without read-ahead
+    assert len(calls) > 256 and len(headers) < 32, (len(calls), len(headers), headers[:3])
