@@ -9,7 +9,7 @@
  * backlog, so memory stays bounded. A session that has moved TRANSFER_AFTER bytes is a
  * transfer, not a short exchange: between two plain sockets it moves the rest with splice
  * (net/splice.c; a short exchange would only pay for the pipes), and with TLS on a leg it
- * streams records (read-ahead, buffers kept, off io_uring's ring I/O).
+ * streams records (read-ahead, off io_uring's ring I/O).
  */
 #include "net/handoff.h"
 
@@ -702,11 +702,11 @@ static void maybe_splice(struct gh_relay *r)
 
 /* A transfer with TLS on a leg (which splice cannot carry) streams records: its TLS sessions
  * read ahead (one recv takes a record and what follows, instead of its header, then its
- * body) and keep their record buffers (no free and malloc per record; a transfer's session
- * holds them, some 34 KiB, until it ends), and on io_uring both sockets move to readiness
- * and direct system calls. The ring saves a system call per exchange, but records streaming
- * through it (cut into its 4 KiB receive buffers, sent into sockets kept full) cost about
- * 1.5 times the CPU per megabyte at 1,024 streams (docs/BENCHMARKS.md). */
+ * body), and on io_uring both sockets move to readiness and direct system calls. The ring
+ * saves a system call per exchange, but records streaming through it (cut into its 4 KiB
+ * receive buffers, sent into sockets kept full) cost about 1.5 times the CPU per megabyte
+ * at 1,024 streams (docs/BENCHMARKS.md). The record buffers are still borrowed per record:
+ * keeping them measured level (1,024 streams' buffers do not stay in the caches). */
 static void maybe_stream_tls(struct gh_relay *r)
 {
     if (r->streaming || r->spliced || r->copied < TRANSFER_AFTER || r->stage != RELAY_FLOWING ||
@@ -715,12 +715,10 @@ static void maybe_stream_tls(struct gh_relay *r)
     struct gh_loop *loop = r->c->worker->loop;
     gh_io_ring(loop, &r->c->io, false);
     gh_io_ring(loop, &r->b.io, false);
-    SSL *legs[] = {r->c->ssl, r->b.ssl};
-    for (int i = 0; i < 2; i++)
-        if (legs[i]) {
-            SSL_set_read_ahead(legs[i], 1);
-            SSL_clear_mode(legs[i], SSL_MODE_RELEASE_BUFFERS);
-        }
+    if (r->c->ssl)
+        SSL_set_read_ahead(r->c->ssl, 1);
+    if (r->b.ssl)
+        SSL_set_read_ahead(r->b.ssl, 1);
     r->streaming = true;
 }
 
