@@ -105,16 +105,6 @@ void gh_engine_wsock_free(struct gh_wsock *ws)
     free(ws);
 }
 
-static void wsock_resume(struct gh_timer *t)
-{
-    struct gh_wsock *ws = gh_container_of(t, struct gh_wsock, backoff);
-    if (ws->paused && gh_io_add(ws->worker->loop, &ws->io, EPOLLIN, NULL)) {
-        ws->paused = false;
-        if (!ws->ring_deferred)
-            gh_io_ring_accept(ws->worker->loop, &ws->io, true);
-    }
-}
-
 /* Every dup of one listening socket has the socket's inode. */
 static ino_t socket_id(int fd)
 {
@@ -122,31 +112,36 @@ static ino_t socket_id(int fd)
     return fstat(fd, &st) == 0 ? st.st_ino : 0;
 }
 
-/* A retiring watch of the same socket may still have an accept in the ring. The kernel wakes
- * one accept per connection (they wait exclusively): one being cancelled could take a
- * connection's wake-up and act on nothing, leaving the connection queued and the new owner's
- * accept asleep. So until the retiring one is gone, the new owner watches with a shared poll
- * and accepts by system call. */
-static bool has_retiring_twin(const struct gh_worker *w, ino_t id)
+/* The first watch of list on the socket with this inode (0: unknown, none). */
+static struct gh_wsock *on_socket(struct gh_wsock *list, ino_t id)
 {
-    for (const struct gh_wsock *r = w->retiring; r && id; r = r->next)
-        if (r->socket_id == id)
-            return true;
-    return false;
+    for (; list && id; list = list->next)
+        if (list->socket_id == id)
+            return list;
+    return NULL;
 }
 
-static void resume_deferred_accepts(struct gh_worker *w)
+/* Accepts through the ring, unless a retiring watch of the same socket may still have an
+ * accept there. The kernel wakes one accept per connection (they wait exclusively): one being
+ * cancelled could take a connection's wake-up and act on nothing, leaving the connection
+ * queued and this accept asleep. Until the retiring one is gone (on_retiring calls this
+ * again), this watch keeps its shared poll and accepts by system call. */
+static void accept_through_ring(struct gh_wsock *ws)
 {
-    for (struct gh_wsock *ws = w->socks; ws; ws = ws->next) {
-        if (ws->ring_deferred && !has_retiring_twin(w, ws->socket_id)) {
-            ws->ring_deferred = false;
-            if (!ws->paused)
-                gh_io_ring_accept(w->loop, &ws->io, true);
-        }
+    struct gh_worker *w = ws->worker;
+    if (!ws->paused && !on_socket(w->retiring, ws->socket_id))
+        gh_io_ring_accept(w->loop, &ws->io, true);
+}
+
+static void wsock_resume(struct gh_timer *t)
+{
+    struct gh_wsock *ws = gh_container_of(t, struct gh_wsock, backoff);
+    if (ws->paused && gh_io_add(ws->worker->loop, &ws->io, EPOLLIN, NULL)) {
+        ws->paused = false;
+        accept_through_ring(ws);
     }
 }
 
-/* Out of descriptors: stop watching this socket for a while instead of spinning. */
 static void wsock_back_off(struct gh_wsock *ws, int err)
 {
     ws->backoff_ms = ws->backoff_ms ? ws->backoff_ms * 2 : BACKOFF_MIN_MS;
@@ -176,15 +171,6 @@ static void refuse_in_reserve(struct gh_wsock *ws, int fd)
     close(fd);
 }
 
-/* The watch that now owns this worker's share of a socket, when one does. */
-static struct gh_wsock *current_owner(const struct gh_worker *w, ino_t id)
-{
-    for (struct gh_wsock *ws = w->socks; ws && id; ws = ws->next)
-        if (ws->socket_id == id)
-            return ws;
-    return NULL;
-}
-
 /* A removed socket's last connection, taken by an accept that was in the ring when it was
  * removed: it came after the change, so the socket's new owner in this worker serves it
  * when there is one (an address moved to another listener); otherwise it is served as the
@@ -196,7 +182,7 @@ static void on_retiring(struct gh_wsock *ws)
     if (!gh_io_ring_idle(w->loop, &ws->io)) {
         struct gh_sockaddr peer = {.len = sizeof peer.u};
         int fd = gh_io_accept(w->loop, &ws->io, &peer.u.sa, &peer.len);
-        struct gh_wsock *owner = current_owner(w, ws->socket_id);
+        struct gh_wsock *owner = on_socket(w->socks, ws->socket_id);
         if (!owner)
             owner = ws;
         if (fd >= 0 && owner->conf->protocol != GH_PROTO_HTTP && gh_fd_in_reserve(fd))
@@ -212,8 +198,11 @@ static void on_retiring(struct gh_wsock *ws)
             break;
         }
     }
+    ino_t id = ws->socket_id;
     gh_engine_wsock_free(ws);
-    resume_deferred_accepts(w);
+    struct gh_wsock *owner = on_socket(w->socks, id);
+    if (owner)
+        accept_through_ring(owner); /* it waited for this one's accept to end */
     gh_worker_maybe_finish(w);
 }
 
@@ -305,9 +294,7 @@ static void do_add(struct gh_loop *loop, void *arg)
         goto out;
     }
     ws->socket_id = socket_id(ws->io.fd);
-    ws->ring_deferred = has_retiring_twin(w, ws->socket_id);
-    if (!ws->ring_deferred)
-        gh_io_ring_accept(loop, &ws->io, true); /* on io_uring: no accept4 per connection */
+    accept_through_ring(ws); /* on io_uring: no accept4 per connection */
     ws->next = w->socks;
     w->socks = ws;
 out:

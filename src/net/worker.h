@@ -40,7 +40,6 @@ struct gh_wsock {
     SSL_CTX *ctx;                  /* a reference, or NULL when the listener has no TLS */
     bool paused;                   /* taken out of epoll (back-off, or shut down) */
     bool retiring;                 /* removed: freed once the ring holds no accept of its */
-    bool ring_deferred;            /* ring accepts wait for a retiring twin's to end */
     ino_t socket_id;               /* the listening socket's inode, shared by its dups */
     struct gh_sockaddr local;      /* bound to one address: every connection's own (len 0
                                     * for a wildcard, where each needs a getsockname) */
