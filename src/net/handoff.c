@@ -653,15 +653,12 @@ static void backend_to_client(struct gh_relay *r)
 
 /* ---- splice ---- */
 
-/* Both legs are plain (no TLS on either side), nothing is held in our buffers, and the session has
- * shown itself to be a transfer. */
+/* Nothing is held in our buffers for either direction (a plain relay holds no TLS state). */
 static bool can_splice(const struct gh_relay *r)
 {
     const struct gh_conn *c = r->c;
-    return !r->spliced && r->stage == RELAY_FLOWING && r->copied >= TRANSFER_AFTER && !c->ssl &&
-           !r->b.ssl && !gh_backend_pending(&r->b) && !c->closed && c->phase == GH_PHASE_RELAY &&
-           !gh_buf_len(&c->in) && !gh_buf_len(&c->out) && !gh_buf_len(&r->to_backend) &&
-           r->b.registered;
+    return !r->spliced && c->phase == GH_PHASE_RELAY && !gh_buf_len(&c->in) &&
+           !gh_buf_len(&c->out) && !gh_buf_len(&r->to_backend) && r->b.registered;
 }
 
 /* Level-triggered, so a pump cut short at its round limit is called again while bytes
@@ -707,10 +704,9 @@ static void maybe_splice(struct gh_relay *r)
  * receive buffers, sent into sockets kept full) cost about 1.5 times the CPU per megabyte
  * at 1,024 streams (docs/BENCHMARKS.md). The record buffers are still borrowed per record:
  * keeping them measured level (1,024 streams' buffers do not stay in the caches). */
-static void maybe_stream_tls(struct gh_relay *r)
+static void stream_tls(struct gh_relay *r)
 {
-    if (r->streaming || r->spliced || r->copied < TRANSFER_AFTER || r->stage != RELAY_FLOWING ||
-        (!r->c->ssl && !r->b.ssl) || r->c->closed || !r->b.registered)
+    if (r->streaming || !r->b.registered)
         return;
     struct gh_loop *loop = r->c->worker->loop;
     gh_io_ring(loop, &r->c->io, false);
@@ -720,6 +716,19 @@ static void maybe_stream_tls(struct gh_relay *r)
     if (r->b.ssl)
         SSL_set_read_ahead(r->b.ssl, 1);
     r->streaming = true;
+}
+
+/* After bytes moved through our buffers: a session that has shown itself to be a transfer
+ * moves the rest the cheaper way, by splice between two plain sockets, or as streamed
+ * records when a leg has TLS. */
+static void maybe_transfer(struct gh_relay *r)
+{
+    if (r->c->closed || r->stage != RELAY_FLOWING || r->copied < TRANSFER_AFTER)
+        return;
+    if (r->c->ssl || r->b.ssl)
+        stream_tls(r);
+    else
+        maybe_splice(r);
 }
 
 /* Either socket of a spliced relay is ready: move what can move, end when both ends have. */
@@ -770,10 +779,7 @@ static void relay_io(struct gh_io *io, uint32_t events)
         return;
     if (r->stage == RELAY_FLOWING) {
         backend_to_client(r);
-        if (!r->c->closed)
-            maybe_splice(r);
-        if (!r->c->closed)
-            maybe_stream_tls(r);
+        maybe_transfer(r);
     } else if (r->stage == RELAY_LOGIN)
         login_input(r);
     else if (!swallow_hello_reply(r))
@@ -802,8 +808,7 @@ void gh_relay_client_input(struct gh_conn *c)
         gh_conn_close(c);
         return;
     }
-    maybe_splice(r);
-    maybe_stream_tls(r);
+    maybe_transfer(r);
 }
 
 void gh_relay_client_drained(struct gh_conn *c)
@@ -816,7 +821,7 @@ void gh_relay_client_drained(struct gh_conn *c)
             backend_to_client(r);
     }
     if (r)
-        maybe_splice(r);
+        maybe_transfer(r);
 }
 
 const char *gh_relay_destination(const struct gh_conn *c)
