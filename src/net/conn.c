@@ -348,7 +348,10 @@ static ssize_t send_some(struct gh_conn *c, const char *p, size_t len)
         ERR_clear_error();
         int r = SSL_write(c->ssl, p, (int)(len > INT32_MAX ? INT32_MAX : len));
         int e = r > 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, r);
-        n = r > 0 ? r : e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ ? 0 : -1;
+        if (e == SSL_ERROR_NONE)
+            n = r;
+        else if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ)
+            n = 0;
     } else {
         n = gh_io_send(c->worker->loop, &c->io, p, len);
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
