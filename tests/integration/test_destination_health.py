@@ -3,6 +3,7 @@ sharing, per-listener positions, draining, health checks (PROXY v2 LOCAL, fall a
 a connect loop, status pushed as a state change), and TLS to the backend — implicit and
 STARTTLS, verified against a trust-anchor x:Certificate, SNI, refused on a bad certificate.
 The same with real Postfix and Dovecot is in test_backends_real.py."""
+import contextlib
 import os
 import random
 import shutil
@@ -624,36 +625,45 @@ def test_a_transfer_through_two_tls_legs_arrives_exact(gatehouse, pki):
         backend.stop()
 
 
-@pytest.mark.skipif(not shutil.which("strace"), reason="needs strace")
-def test_a_tls_transfer_leaves_the_ring_and_short_sessions_stay(tmp_path, pki):
-    """On io_uring a TLS session's records go through the ring while it exchanges lines, and
-    through system calls once it carries a transfer (the ring's 4 KiB receives and in-kernel
-    send retries cost more per megabyte there): sendto appears only with the transfer."""
+@contextlib.contextmanager
+def traced_tls_relay(tmp_path, pki, syscall, engine):
+    """The daemon under strace (only `syscall` recorded), with a TLS front door relaying to a
+    TLS backend; yields the trace and the front door's port."""
     from conftest import Daemon
-    from test_io_engine import Traced, uring_refused
-    if uring_refused():
-        pytest.skip(uring_refused())
+    from test_io_engine import Traced
     backend = Backend("tlsb", tls="implicit", cert=pki["ip"], proxy=False)
-    t = Traced(tmp_path, ["-e", "trace=sendto"], "io_uring")
+    t = Traced(tmp_path, ["-e", f"trace={syscall}"], engine)
     try:
         assert wait_port(t.http_port, timeout=30), t.read_log()
-        port = tls_front_door(Daemon(str(tmp_path / "data"), t.http_port), pki, backend)
-
-        def sendto_calls():
-            time.sleep(0.3)  # strace writes as the calls return
-            return t.out.read_text().count(" sendto(")
-
-        before = sendto_calls()
-        for i in range(5):
-            assert echoed(port, b"%d" % i * 100)[1] == b"%d" % i * 100
-        short = sendto_calls() - before
-        blob = random.Random(17).randbytes(2 << 20)
-        assert echoed(port, blob)[1] == blob
-        transfer = sendto_calls() - before - short
+        yield t, tls_front_door(Daemon(str(tmp_path / "data"), t.http_port), pki, backend)
     finally:
         t.stop()
         backend.stop()
-    assert short == 0, t.read_log()[-2000:]
+
+
+def traced_calls(t, name):
+    """The lines of the calls to name strace has written so far."""
+    time.sleep(0.3)  # strace writes as the calls return
+    return [line for line in t.out.read_text().splitlines() if f" {name}(" in line]
+
+
+@pytest.mark.skipif(not shutil.which("strace"), reason="needs strace")
+def test_a_tls_transfer_leaves_the_ring_and_short_sessions_stay(tmp_path, pki):
+    """On io_uring a TLS session's records go through the ring while it exchanges lines, and
+    through system calls once it carries a transfer (records streamed through the ring cost
+    more CPU per megabyte): sendto appears only with the transfer."""
+    from test_io_engine import uring_refused
+    if uring_refused():
+        pytest.skip(uring_refused())
+    with traced_tls_relay(tmp_path, pki, "sendto", "io_uring") as (t, port):
+        before = len(traced_calls(t, "sendto"))
+        for i in range(5):
+            assert echoed(port, b"%d" % i * 100)[1] == b"%d" % i * 100
+        short = len(traced_calls(t, "sendto")) - before
+        blob = random.Random(17).randbytes(2 << 20)
+        assert echoed(port, blob)[1] == blob
+        transfer = len(traced_calls(t, "sendto")) - before - short
+    assert short == 0
     assert transfer > 64, transfer  # 2 MB each way: 128 records to the backend, 128 back
 
 
@@ -661,22 +671,11 @@ def test_a_tls_transfer_leaves_the_ring_and_short_sessions_stay(tmp_path, pki):
 def test_a_tls_transfer_reads_each_record_in_one_call(tmp_path, pki):
     """Once a TLS session carries a transfer, its records are read ahead: one recv takes a
     record (and what follows of the next) instead of its 5-byte header, then its body."""
-    from conftest import Daemon
-    from test_io_engine import Traced
-    backend = Backend("tlsb", tls="implicit", cert=pki["ip"], proxy=False)
-    t = Traced(tmp_path, ["-e", "trace=recvfrom"], "epoll")
-    try:
-        assert wait_port(t.http_port, timeout=30), t.read_log()
-        port = tls_front_door(Daemon(str(tmp_path / "data"), t.http_port), pki, backend)
+    with traced_tls_relay(tmp_path, pki, "recvfrom", "epoll") as (t, port):
+        start = len(traced_calls(t, "recvfrom"))
         blob = random.Random(18).randbytes(4 << 20)
-        time.sleep(0.3)
-        start = len(t.out.read_text().splitlines())
         assert echoed(port, blob)[1] == blob
-        time.sleep(0.3)  # strace writes as the calls return
-        calls = [line for line in t.out.read_text().splitlines()[start:] if "recvfrom(" in line]
-    finally:
-        t.stop()
-        backend.stop()
+        calls = traced_calls(t, "recvfrom")[start:]
     headers = [line for line in calls if ", 5, " in line]
     # 4 MB each way: 512 records, each read as header and body without read-ahead
     assert len(calls) > 256 and len(headers) < 32, (len(calls), len(headers), headers[:3])
