@@ -1593,7 +1593,8 @@ int main(int argc, char **argv)
     slot_session = calloc(O.conc, sizeof *slot_session);
     if (!work || !slot_session)
         die("out of memory");
-    if (O.mode == MODE_STREAM || O.mode == MODE_STREAM_PLAIN)
+    bool streams = O.mode == MODE_STREAM || O.mode == MODE_STREAM_PLAIN;
+    if (streams)
         warm_up_streams();
     double cpu0 = proc_cpu_s(), self0 = self_cpu_s(), t0 = now_s();
     t_end = t0 + O.duration;
@@ -1615,7 +1616,6 @@ int main(int argc, char **argv)
     }
     /* A stream's bytes count as they are written, so its window ends here: the servers'
      * draining of what the kernel still buffers afterwards is outside it. */
-    bool streams = O.mode == MODE_STREAM || O.mode == MODE_STREAM_PLAIN;
     double elapsed = now_s() - t0;
     double cpu1 = proc_cpu_s(), self1 = self_cpu_s();
     uint64_t bytes = W.bytes;
