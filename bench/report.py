@@ -5,6 +5,7 @@ issue's targets, each marked met or missed.
 
 usage: report.py RESULTS-FILE "metadata line" [--note TEXT]
 """
+import statistics
 import sys
 
 PEERS = ["nginx", "nginx-stream", "haproxy"]
@@ -70,10 +71,6 @@ def ordered(cell):
     return sorted(cell, key=lambda s: (ORDER.index(s) if s in ORDER else len(ORDER), s))
 
 
-def best_peer(cell, key):
-    return max([num(cell[s].get(key)) for s in PEERS if s in cell] or [0])
-
-
 def fmt(v, unit=""):
     if v is None:
         return "—"
@@ -84,6 +81,28 @@ def fmt(v, unit=""):
 
 def ratio(a, b):
     return f"{a / b:.2f}×" if a and b else "—"
+
+
+def by_pass(grouped, work, conc, key):
+    """{server: {pass: figure}} for one cell."""
+    return {s: {r.get("pass", str(i + 1)): num(r.get(key)) for i, r in enumerate(rows)}
+            for (s, wk, c), rows in grouped.items() if wk == work and c == conc}
+
+
+def pass_ratio(passes, server, others):
+    """The median over passes of the server's figure over the best of the others' in the same
+    pass: this machine's speed drifts over tens of seconds for every program alike, so cells
+    seconds apart compare well and cells minutes apart do not."""
+    ratios = []
+    for p, v in passes.get(server, {}).items():
+        best = max([passes[o][p] for o in others if p in passes.get(o, {})] or [0])
+        if v and best:
+            ratios.append(v / best)
+    return statistics.median(ratios) if ratios else None
+
+
+def times(r):
+    return f"{r:.2f}×" if r else "—"
 
 
 def main():
@@ -129,8 +148,9 @@ def main():
         w("**System calls per session**: `perf stat -e raw_syscalls:sys_enter` on the server's")
         w("processes (every thread) during a separate one-second cell, over the sessions it completed.")
         if passes > 1:
-            w(f"Each cell pools {passes} passes, the servers taken in the opposite order each time;")
-            w("p99 is the worse of the passes.")
+            w(f"Each cell pools up to {passes} passes, the servers taken in the opposite order each")
+            w("time; p99 is the worse of the passes. The ratios (× peers, × io_uring floor) are the")
+            w("median over the passes of the ratio within each pass.")
         w("")
         w("| workload | clients | server | sessions/s | per CPU-s | × peers | × io_uring floor "
           "| system calls per session | p99 ms | errors |")
@@ -138,23 +158,24 @@ def main():
         for work in SESSION_WORKS:
             for conc in concs_of(res, work):
                 cell = {s: r for (s, wk, c), r in res.items() if wk == work and c == conc}
-                best = best_peer(cell, "ops_per_server_cpu_s")
-                floor = num(cell.get("floor-io_uring", {}).get("ops_per_server_cpu_s"))
+                passes_of = by_pass(grouped, work, conc, "ops_per_server_cpu_s")
                 for server in ordered(cell):
                     r = cell[server]
                     v = num(r.get("ops_per_server_cpu_s"))
+                    r_peer = pass_ratio(passes_of, server, PEERS)
+                    r_floor = None if server.startswith("floor") else \
+                        pass_ratio(passes_of, server, ["floor-io_uring"])
                     vs_floor = ""
-                    if floor and v and not server.startswith("floor"):
-                        side = "below" if v < floor else "above"
-                        vs_floor = f"{v / floor:.2f}× ({abs(1 - v / floor):.0%} {side})"
+                    if r_floor:
+                        side = "below" if r_floor < 1 else "above"
+                        vs_floor = f"{r_floor:.2f}× ({abs(1 - r_floor):.0%} {side})"
                     calls = syscalls.get((server, work, conc))
                     w(f"| {work} | {conc} | {server} | {fmt(num(r.get('rate')))} | {fmt(v)} "
-                      f"| {ratio(v, best)} | {vs_floor} | {calls or ''} "
+                      f"| {times(r_peer)} | {vs_floor} | {calls or ''} "
                       f"| {fmt(num(r.get('lat_p99_us')) / 1000)} | {int(num(r.get('errors')))} |")
                     if server.startswith("gatehouse") and conc != "1":
-                        fr = floor / best if floor and best else None
-                        targets.append(("sessions", work, conc, server, v / best if best else 0,
-                                        v / floor if floor else None, fr))
+                        fr = pass_ratio(passes_of, "floor-io_uring", PEERS)
+                        targets.append(("sessions", work, conc, server, r_peer or 0, r_floor, fr))
         w("")
     shares = []
     for server in ("gatehouse", "nginx", "nginx-stream", "haproxy"):
@@ -175,24 +196,26 @@ def main():
         w("Relay: each client reads the greeting of the backend behind the server (a sink that")
         w("reads and discards), then writes 16 KB for the whole run. Megabytes per second written")
         w("through the relay, and per server CPU-second; × peers against the better of nginx stream")
-        w("and HAProxy. `TLS → backend`: TLS 1.3 to the server, a plain backend leg. `TLS → TLS")
-        w("backend`: the backend leg is TLS too (Gatehouse `tls: implicit`, nginx `proxy_ssl`,")
-        w("HAProxy `ssl`), verified against the sink's certificate. `plain → backend`: no TLS on")
-        w("either leg, which Gatehouse moves with `splice` once a relay has carried 64 KiB.")
+        w("and HAProxy in the same pass (the median over the passes). `TLS → backend`: TLS 1.3 to")
+        w("the server, a plain backend leg. `TLS → TLS backend`: the backend leg is TLS too")
+        w("(Gatehouse `tls: implicit`, nginx `proxy_ssl`, HAProxy `ssl`), verified against the")
+        w("sink's certificate. `plain → backend`: no TLS on either leg, which Gatehouse moves with")
+        w("`splice` once a relay has carried 64 KiB.")
         w("")
         w("| relay | clients | server | MB/s | MB per CPU-s | × peers | errors |")
         w("|---|---|---|---|---|---|---|")
         for work, label in RELAY_WORKS.items():
             for conc in concs_of(relay, work):
                 cell = {s: r for (s, wk, c), r in relay.items() if wk == work and c == conc}
-                best = best_peer(cell, "mbytes_per_server_cpu_s")
+                passes_of = by_pass(grouped, work, conc, "mbytes_per_server_cpu_s")
                 for server in ordered(cell):
                     r = cell[server]
                     v = num(r.get("mbytes_per_server_cpu_s"))
+                    r_peer = pass_ratio(passes_of, server, PEERS)
                     w(f"| {label} | {conc} | {server} | {fmt(num(r.get('mbytes_per_s')))} "
-                      f"| {fmt(v)} | {ratio(v, best)} | {int(num(r.get('errors')))} |")
+                      f"| {fmt(v)} | {times(r_peer)} | {int(num(r.get('errors')))} |")
                     if server.startswith("gatehouse") and conc != "1":
-                        targets.append(("relay", label, conc, server, v / best if best else 0,
+                        targets.append(("relay", label, conc, server, r_peer or 0,
                                         1.0 if work in ("relay", "relay-tls") else 1.2))
         w("")
 

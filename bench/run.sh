@@ -48,11 +48,15 @@ MAIN=${ENGINES##* } # the engine of the single-server stages
 # (perf attached for that cell only, so that its cost stays out of the CPU figures).
 if [ "$QUICK" = 1 ]; then
     DUR=1; PASSES=1; LIMIT=200; IDLE_SIZES="1000"; JMAP_CONC="1 16"; CONCS="1 64"
-    SYSCALL_CONCS="64"
+    SYSCALL_CONCS="64"; RELAY_DUR=1; RELAY_PASSES=1
 else
-    DUR=2; PASSES=2; LIMIT=1020; IDLE_SIZES="10000 50000"; JMAP_CONC="1 64"; CONCS="1 64 1024"
-    SYSCALL_CONCS="64 1024"
+    DUR=1; PASSES=5; LIMIT=1020; IDLE_SIZES="10000 50000"; JMAP_CONC="1 64"; CONCS="1 64 1024"
+    SYSCALL_CONCS="64 1024"; RELAY_DUR=2; RELAY_PASSES=2
 fi
+# Session cells: many short passes. This machine's speed drifts over tens of seconds for every
+# program alike, so a ratio is taken within each pass, between cells seconds apart, and
+# report.py gives the median of those. A relay cell first waits for its handshakes and a
+# warm-up, so it has fewer, longer passes.
 SYSCALL_DUR=1
 # relay only: 1 and 64 clients, to stay a few minutes (a relay cell at 1,024 first waits
 # for 1,024 handshakes: loadgen measures streams in their steady state)
@@ -242,7 +246,8 @@ cell() {
     shift 3
     local out
     out=$("$LG" --label "$server:$work:$conc" --conc "$conc" "$@" 2>>"$TMP/loadgen.err" || true)
-    printf '%s\n' "$out" | grep -E '^(RESULT|IDLE|CHURN) ' >>"$RES" || true
+    printf '%s\n' "$out" | grep -E '^(RESULT|IDLE|CHURN) ' | sed "s/\$/ pass=${PASS:-1}/" \
+        >>"$RES" || true
 }
 # The same workload once more, with perf counting the server's system calls: a SYSCALLS line
 # (calls and the sessions completed meanwhile). A cell of its own, so that perf's cost stays
@@ -331,15 +336,17 @@ run_matrix() { # work loadgen-mode extra-args... ; servers and ports from the ca
         relay-plain) servers="$(gh_servers $O_HANDOFF)nginx-stream:$N_HANDOFF haproxy:$H_RELAY_PLAIN" ;;
         esac
         # Each pass takes the servers in the other order, so that none always runs first or
-        # last; report.py pools the passes (sessions over seconds, over CPU-seconds).
-        local pass order
-        for pass in $(seq 1 "$PASSES"); do
+        # last; report.py pools the passes for the figures (sessions over seconds, over
+        # CPU-seconds) and takes the ratios within each pass.
+        local pass order passes=$PASSES dur=$DUR
+        case $work in relay*) passes=$RELAY_PASSES dur=$RELAY_DUR ;; esac
+        for pass in $(seq 1 "$passes"); do
             order=$servers
             [ $((pass % 2)) = 0 ] && order=$(echo "$servers" | tr ' ' '\n' | tac | tr '\n' ' ')
             for s in $order; do
                 port=${s#*:}
-                cell "${s%%:*}" "$work" "$conc" --mode "$mode" --ports "$port" --duration "$DUR" \
-                    --pid "$(pids_of "${s%%:*}" "$work")" "$@"
+                PASS=$pass cell "${s%%:*}" "$work" "$conc" --mode "$mode" --ports "$port" \
+                    --duration "$dur" --pid "$(pids_of "${s%%:*}" "$work")" "$@"
             done
         done
         # system calls per session: plain sessions and hand-offs, at the larger client counts
