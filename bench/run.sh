@@ -10,7 +10,7 @@
 #
 # BENCH_KEEP=1 keeps the temporary directory (logs, configurations, raw results).
 # --quick: about three minutes (1 s runs at 1 and 64 clients, 1,000 idle connections, no scale
-# check); the full run takes about fifteen minutes. --relay-only: only the relay workloads
+# check); the full run takes about seventeen minutes. --relay-only: only the relay workloads
 # (TLS to the server with a plain or a TLS leg to the backend, and plain on both legs), a few
 # minutes. --engines: the Gatehouse engines to measure (the last one also serves the
 # single-server stages: JMAP, live changes, memory, scale).
@@ -50,8 +50,8 @@ if [ "$QUICK" = 1 ]; then
     DUR=1; PASSES=1; LIMIT=200; IDLE_SIZES="1000"; JMAP_CONC="1 16"; CONCS="1 64"
     SYSCALL_CONCS="64"; RELAY_DUR=1; RELAY_PASSES=1
 else
-    DUR=1; PASSES=5; LIMIT=1020; IDLE_SIZES="10000 50000"; JMAP_CONC="1 64"; CONCS="1 64 1024"
-    SYSCALL_CONCS="64 1024"; RELAY_DUR=2; RELAY_PASSES=2
+    DUR=1; PASSES=5; LIMIT=1200; IDLE_SIZES="10000 50000"; JMAP_CONC="1 64"; CONCS="1 64 1024"
+    SYSCALL_CONCS="64 1024"; RELAY_DUR=2; RELAY_PASSES=3
 fi
 # Session cells: many short passes. This machine's speed drifts over tens of seconds for every
 # program alike, so a ratio is taken within each pass, between cells seconds apart, and
