@@ -375,9 +375,10 @@ fi
 
 # ---- the backend behind the server: the sink greets, answers SMTP commands and discards
 # the rest (loadgen --mode sink); the TLS sink does the same behind implicit TLS ----
-spawn "$TMP/sink.out" "$LG" --mode sink --ports "$SINK" --duration 600 --label sink
+# (they stop by themselves once the run's time limit has passed, or when stopped below)
+spawn "$TMP/sink.out" "$LG" --mode sink --ports "$SINK" --duration "$LIMIT" --label sink
 SINK_PID=$LAST
-spawn "$TMP/sink-tls.out" "$LG" --mode sink --ports "$SINK_TLS" --duration 600 --label sink-tls \
+spawn "$TMP/sink-tls.out" "$LG" --mode sink --ports "$SINK_TLS" --duration "$LIMIT" --label sink-tls \
     --sink-cert "$TMP/cert.pem" --sink-key "$TMP/key.pem"
 SINK_TLS_PID=$LAST
 if wait_port "$SINK" 5; then
