@@ -374,30 +374,30 @@ if [ "$RELAY_ONLY" = 0 ]; then
 fi
 
 # ---- the backend behind the server: the sink greets, answers SMTP commands and discards
-# the rest (loadgen --mode sink); the TLS sink does the same behind implicit TLS ----
-# (they stop by themselves once the run's time limit has passed, or when stopped below)
-spawn "$TMP/sink.out" "$LG" --mode sink --ports "$SINK" --duration "$LIMIT" --label sink
-SINK_PID=$LAST
-spawn "$TMP/sink-tls.out" "$LG" --mode sink --ports "$SINK_TLS" --duration "$LIMIT" --label sink-tls \
-    --sink-cert "$TMP/cert.pem" --sink-key "$TMP/key.pem"
-SINK_TLS_PID=$LAST
-if wait_port "$SINK" 5; then
-    # short handed-off sessions: greeting from the backend, one small message, QUIT
-    [ "$RELAY_ONLY" = 0 ] && run_matrix handoff transaction
-    # bytes per second relayed to the backend: TLS to the server and a plain backend leg;
-    # TLS on both legs (relay-tls, below); plain on both, which Gatehouse may splice
-    run_matrix relay stream
-    run_matrix relay-plain stream-plain
-else
-    log "the sink backend did not start: $(cat "$TMP/sink.out"); skipping handoff and relay"
-fi
-if wait_port "$SINK_TLS" 5; then
-    run_matrix relay-tls stream
-else
-    log "the TLS sink did not start: $(cat "$TMP/sink-tls.out"); skipping relay-tls"
-fi
-stop_pid "$SINK_PID"
-stop_pid "$SINK_TLS_PID"
+# the rest (loadgen --mode sink); the TLS sink does the same behind implicit TLS. Started
+# afresh for each stage: loadgen runs ten minutes at most, which the relay stages together
+# (with their pauses) outlast. ----
+with_sink() { # plain|tls work loadgen-mode
+    local kind=$1 port=$SINK tls=()
+    shift
+    [ "$kind" = tls ] && port=$SINK_TLS tls=(--sink-cert "$TMP/cert.pem" --sink-key "$TMP/key.pem")
+    spawn "$TMP/sink.out" "$LG" --mode sink --ports "$port" --duration 600 --label "sink-$kind" \
+        "${tls[@]}"
+    local pid=$LAST
+    if wait_port "$port" 5; then
+        run_matrix "$@"
+    else
+        log "the $kind sink did not start: $(cat "$TMP/sink.out"); skipping $1"
+    fi
+    stop_pid "$pid"
+}
+# short handed-off sessions: greeting from the backend, one small message, QUIT
+[ "$RELAY_ONLY" = 0 ] && with_sink plain handoff transaction
+# bytes per second relayed to the backend: TLS to the server and a plain backend leg; plain
+# on both, which Gatehouse may splice; TLS on both legs
+with_sink plain relay stream
+with_sink plain relay-plain stream-plain
+with_sink tls relay-tls stream
 
 if [ "$RELAY_ONLY" = 0 ]; then # the rest of the workloads
 
