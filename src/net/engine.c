@@ -142,6 +142,7 @@ static void wsock_resume(struct gh_timer *t)
     }
 }
 
+/* Out of descriptors: stop watching this socket for a while instead of spinning. */
 static void wsock_back_off(struct gh_wsock *ws, int err)
 {
     ws->backoff_ms = ws->backoff_ms ? ws->backoff_ms * 2 : BACKOFF_MIN_MS;
