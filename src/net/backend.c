@@ -165,13 +165,16 @@ ssize_t gh_backend_send(struct gh_backend *b, const void *buf, size_t len)
 {
     if (!b->ssl)
         return gh_io_send(b->loop, &b->io, buf, len);
-    ERR_clear_error();
-    int n = SSL_write(b->ssl, buf, (int)(len > 1 << 30 ? 1 << 30 : len));
+    ssize_t n = gh_tls_io_write(b->ssl, buf, len);
     if (n > 0)
         return n;
-    int e = SSL_get_error(b->ssl, n);
-    errno = e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? EAGAIN : ECONNRESET;
+    errno = n == 0 ? EAGAIN : ECONNRESET;
     return -1;
+}
+
+int gh_backend_flush(struct gh_backend *b)
+{
+    return b->ssl ? gh_tls_io_flush(b->ssl) : 1;
 }
 
 bool gh_backend_pending(const struct gh_backend *b)

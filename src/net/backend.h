@@ -54,6 +54,9 @@ void gh_backend_close(struct gh_backend *b);
  * (EAGAIN when it would block). */
 ssize_t gh_backend_recv(struct gh_backend *b, void *buf, size_t len);
 ssize_t gh_backend_send(struct gh_backend *b, const void *buf, size_t len);
+/* Sends records a short TLS send left behind: 1 when none are left, 0 when the socket is
+ * full (wait for writability), -1 on failure. */
+int gh_backend_flush(struct gh_backend *b);
 /* Bytes already decrypted and waiting inside the TLS session (epoll does not see them). */
 bool gh_backend_pending(const struct gh_backend *b);
 /* Bytes received and held by the TLS session, decrypted or not: with read-ahead whole records

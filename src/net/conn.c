@@ -345,13 +345,7 @@ static ssize_t send_some(struct gh_conn *c, const char *p, size_t len)
 {
     ssize_t n = -1;
     if (c->ssl && c->phase != GH_PHASE_HANDSHAKE) {
-        ERR_clear_error();
-        int r = SSL_write(c->ssl, p, (int)(len > INT32_MAX ? INT32_MAX : len));
-        int e = r > 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, r);
-        if (e == SSL_ERROR_NONE)
-            n = r;
-        else if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ)
-            n = 0;
+        n = gh_tls_io_write(c->ssl, p, len);
     } else {
         n = gh_io_send(c->worker->loop, &c->io, p, len);
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
@@ -379,7 +373,13 @@ static void flush(struct gh_conn *c)
             break;
         gh_buf_consume(&c->out, (size_t)n);
     }
-    bool pending = gh_buf_len(&c->out) > 0;
+    /* records a short send left behind (TLS) count as output still queued */
+    int held = gh_buf_len(&c->out) || !c->ssl ? 1 : gh_tls_io_flush(c->ssl);
+    if (held < 0) {
+        gh_conn_close(c);
+        return;
+    }
+    bool pending = gh_buf_len(&c->out) > 0 || !held;
     if (pending != c->want_write) {
         c->want_write = pending;
         set_events(c);
@@ -749,12 +749,13 @@ static void start_handshake(struct gh_conn *c)
 /* ---- input ---- */
 
 /* Reads into c->in, chunk bytes of room at a time: everything available, or with `more`, only
- * until the room taken is full, *more then saying that there may be more to read. Returns
- * false when the connection closed. */
+ * until one chunk's room is full (TLS records already read ahead go into it as well), *more
+ * then saying that there may be more to read. Returns false when the connection closed. */
 static bool read_input(struct gh_conn *c, size_t chunk, bool *more)
 {
-    for (;;) {
-        if (gh_buf_len(&c->in) > INPUT_CAP || !gh_buf_reserve(&c->in, chunk)) {
+    for (bool first = true;; first = false) {
+        if (gh_buf_len(&c->in) > INPUT_CAP ||
+            ((first || !more) && !gh_buf_reserve(&c->in, chunk))) {
             gh_conn_set_end(c, GH_END_PROTOCOL_ERROR);
             gh_conn_close(c);
             return false;
@@ -791,7 +792,7 @@ static bool read_input(struct gh_conn *c, size_t chunk, bool *more)
         c->bytes_in += (uint64_t)n;
         if ((size_t)n < room && !(c->ssl && SSL_has_pending(c->ssl)))
             return true;
-        if (more) {
+        if (more && c->in.end == c->in.cap) {
             *more = true;
             return true;
         }
@@ -808,7 +809,7 @@ static void relay_input(struct gh_conn *c)
     bool more;
     do {
         more = false;
-        if (!read_input(c, RELAY_CHUNK, &more))
+        if (!read_input(c, gh_relay_streaming(c) ? GH_RELAY_STREAM_CHUNK : RELAY_CHUNK, &more))
             return;
         gh_relay_client_input(c);
     } while (more && !c->closed && (!priv(c)->input_paused || (c->ssl && SSL_has_pending(c->ssl))));

@@ -39,6 +39,7 @@
 #define GREETING_DEADLINE_MS 30000
 #define RELAY_IDLE_MS        (60 * 60 * 1000)
 #define TRANSFER_AFTER       (64 * 1024) /* bytes copied before a session is a transfer */
+#define RELAY_READ           16384       /* read at a time until then: a TLS record's plaintext */
 #define RELAY_LINGER_MS      5000        /* a client still sending after the backend's end */
 
 enum relay_stage { RELAY_OPENING, RELAY_HELLO, RELAY_LOGIN, RELAY_FLOWING };
@@ -520,7 +521,10 @@ static bool send_to_backend(struct gh_relay *r)
         if (r->stage == RELAY_FLOWING)
             gh_metrics_relay_bytes(r->c->metrics, GH_TO_DESTINATION, (uint64_t)n);
     }
-    bool pending = gh_buf_len(&r->to_backend) > 0;
+    int held = gh_buf_len(&r->to_backend) ? 1 : gh_backend_flush(&r->b);
+    if (held < 0)
+        return false;
+    bool pending = gh_buf_len(&r->to_backend) > 0 || !held;
     if (pending != r->want_write) {
         r->want_write = pending;
         backend_events(r);
@@ -618,11 +622,23 @@ static void login_input(struct gh_relay *r)
     }
 }
 
+/* Reads what the backend has, up to len: the records a transfer has read ahead are taken
+ * together, so that they leave for the client in one send. */
+static ssize_t backend_read(struct gh_relay *r, char *buf, size_t len)
+{
+    ssize_t n = gh_backend_recv(&r->b, buf, len);
+    size_t got = n > 0 ? (size_t)n : 0;
+    while (n > 0 && got < len && gh_backend_buffered(&r->b) &&
+           (n = gh_backend_recv(&r->b, buf + got, len - got)) > 0)
+        got += (size_t)n;
+    return got ? (ssize_t)got : n; /* an end after bytes shows again on the next read */
+}
+
 static void backend_to_client(struct gh_relay *r)
 {
-    char chunk[16384];
+    char chunk[GH_RELAY_STREAM_CHUNK];
     do {
-        ssize_t n = gh_backend_recv(&r->b, chunk, sizeof chunk);
+        ssize_t n = backend_read(r, chunk, r->streaming ? sizeof chunk : RELAY_READ);
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
             return;
         if (n <= 0 && !r->backend_spoke && !r->client_spoke) {
@@ -698,12 +714,14 @@ static void maybe_splice(struct gh_relay *r)
 }
 
 /* A transfer with TLS on a leg (which splice cannot carry) streams records: its TLS sessions
- * read ahead (one recv takes a record and what follows, instead of its header, then its
- * body), and on io_uring both sockets move to readiness and direct system calls. The ring
- * saves a system call per exchange, but records streaming through it (cut into its 4 KiB
- * receive buffers, sent into sockets kept full) cost about 1.5 times the CPU per megabyte
- * at 1,024 streams (docs/BENCHMARKS.md). The record buffers are still borrowed per record:
- * keeping them measured level (1,024 streams' buffers do not stay in the caches). */
+ * read ahead (one recv takes up to 64 KiB, four records, instead of a header, then a body),
+ * what one read takes leaves in one send (gh_tls_io_write gathers its records: a send per
+ * record is a system call per 16 KiB, docs/BENCHMARKS.md), and on io_uring both sockets move
+ * to readiness and direct system calls. The ring saves a system call per exchange, but
+ * records streaming through it (cut into its 4 KiB receive buffers, sent into sockets kept
+ * full) cost about 1.5 times the CPU per megabyte at 1,024 streams (docs/BENCHMARKS.md). The
+ * record buffers are still borrowed per record: keeping them measured level (1,024 streams'
+ * buffers do not stay in the caches). */
 static void stream_tls(struct gh_relay *r)
 {
     if (r->streaming || !r->b.registered)
@@ -711,10 +729,14 @@ static void stream_tls(struct gh_relay *r)
     struct gh_loop *loop = r->c->worker->loop;
     gh_io_ring(loop, &r->c->io, false);
     gh_io_ring(loop, &r->b.io, false);
-    if (r->c->ssl)
+    if (r->c->ssl) {
         SSL_set_read_ahead(r->c->ssl, 1);
-    if (r->b.ssl)
+        SSL_set_default_read_buffer_len(r->c->ssl, GH_RELAY_STREAM_CHUNK);
+    }
+    if (r->b.ssl) {
         SSL_set_read_ahead(r->b.ssl, 1);
+        SSL_set_default_read_buffer_len(r->b.ssl, GH_RELAY_STREAM_CHUNK);
+    }
     r->streaming = true;
 }
 
@@ -822,6 +844,11 @@ void gh_relay_client_drained(struct gh_conn *c)
     }
     if (r)
         maybe_transfer(r);
+}
+
+bool gh_relay_streaming(const struct gh_conn *c)
+{
+    return c->relay && c->relay->streaming;
 }
 
 const char *gh_relay_destination(const struct gh_conn *c)

@@ -15,6 +15,7 @@
 
 #include "net/addr.h"
 #include "net/listener-t.h"
+#include "net/tls_io.h"
 
 struct gh_conn;
 struct gh_engine;
@@ -111,6 +112,10 @@ void gh_conn_handoff(struct gh_conn *c, bool swallow_greeting, const char *hello
 
 /* The destination bytes flow to, once the hand-off is done; NULL before or without one. */
 const char *gh_relay_destination(const struct gh_conn *c);
+/* A session carrying a transfer with TLS on a leg is read GH_RELAY_STREAM_CHUNK at a time,
+ * which then leaves in one send (its records gathered). */
+#define GH_RELAY_STREAM_CHUNK GH_TLS_GATHER
+bool gh_relay_streaming(const struct gh_conn *c);
 
 /* A login on the client's behalf at a backend chosen at run time. The protocol's driver
  * reads the backend's lines (greeting first) and answers them; ctx is the protocol's. */

@@ -6,6 +6,7 @@ The same with real Postfix and Dovecot is in test_backends_real.py."""
 import contextlib
 import os
 import random
+import re
 import shutil
 import socket
 import ssl
@@ -576,10 +577,12 @@ def greeted(port, name):
 
 
 def tls_front_door(api, pki, backend):
-    """An implicit-TLS SMTP listener relaying to backend over a verified TLS leg; its port."""
-    anchor = trust_anchor(api, pki["ca"].pem)
-    destination(api, backend.port, forwarding="none", healthCheck=False, tls="implicit",
-                tlsCaCertificateId=anchor)
+    """An implicit-TLS SMTP listener relaying to backend, over a verified TLS leg when the
+    backend has TLS; its port."""
+    leg = {}
+    if backend.tls:
+        leg = dict(tls="implicit", tlsCaCertificateId=trust_anchor(api, pki["ca"].pem))
+    destination(api, backend.port, forwarding="none", healthCheck=False, **leg)
     port = pick_port()
     api.create_listener(protocol="smtp", bind=[f"127.0.0.1:{port}"], tlsImplicit=True)
     assert wait_port(port)
@@ -626,12 +629,12 @@ def test_a_transfer_through_two_tls_legs_arrives_exact(gatehouse, pki):
 
 
 @contextlib.contextmanager
-def traced_tls_relay(tmp_path, pki, syscall, engine):
+def traced_tls_relay(tmp_path, pki, syscall, engine, backend_tls="implicit"):
     """The daemon under strace (only `syscall` recorded), with a TLS front door relaying to a
-    TLS backend; yields the trace and the front door's port."""
+    backend (TLS unless backend_tls is None); yields the trace and the front door's port."""
     from conftest import Daemon
     from test_io_engine import Traced
-    backend = Backend("tlsb", tls="implicit", cert=pki["ip"], proxy=False)
+    backend = Backend("tlsb", tls=backend_tls, cert=pki["ip"], proxy=False)
     t = Traced(tmp_path, ["-e", f"trace={syscall}"], engine)
     try:
         assert wait_port(t.http_port, timeout=30), t.read_log()
@@ -679,3 +682,19 @@ def test_a_tls_transfer_reads_each_record_in_one_call(tmp_path, pki):
     headers = [line for line in calls if ", 5, " in line]
     # 4 MB each way: 512 records, each read as header and body without read-ahead
     assert len(calls) > 256 and len(headers) < 32, (len(calls), len(headers), headers[:3])
+
+
+@pytest.mark.skipif(not shutil.which("strace"), reason="needs strace")
+@pytest.mark.parametrize("backend_tls", ["implicit", None])
+def test_a_tls_transfer_sends_records_together(tmp_path, pki, backend_tls):
+    """A transfer's records are taken together: what one read takes (up to 64 KiB, four
+    records of plaintext) goes out in one send, each way, instead of a send per record; with
+    a plain backend leg, as plaintext in one send."""
+    with traced_tls_relay(tmp_path, pki, "sendto", "epoll", backend_tls) as (t, port):
+        start = len(traced_calls(t, "sendto"))
+        blob = random.Random(19).randbytes(4 << 20)
+        assert echoed(port, blob)[1] == blob
+        calls = traced_calls(t, "sendto")[start:]
+    sent = [int(m.group(1)) for m in (re.search(r"= (\d+)$", c) for c in calls) if m]
+    # 4 MB each way: 512 records, each sent alone when they are not gathered
+    assert len(calls) < 256 and max(sent) > 2 * 16384, (len(calls), max(sent, default=0))
