@@ -45,9 +45,8 @@ struct tx {
     bool send_inflight;    /* a send of `sending` is in the ring */
     bool close_pending;    /* close once the sends are out */
     bool shut_pending;     /* shutdown(SHUT_WR) once the sends are out */
-    bool tail_inflight;    /* that close or shutdown is in the ring (behind the send, or alone) */
-    bool tail_closes;      /* ... and it is the close */
-    uint32_t gen;          /* of the tail in the ring: a completion of another is stale */
+    bool tail_inflight;    /* that close is in the ring (behind the send, or alone) */
+    uint32_t gen;          /* of the close in the ring: a completion of another is stale */
     bool dirty;            /* in the ring's list of sockets with bytes to send */
 };
 

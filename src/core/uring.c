@@ -16,11 +16,11 @@
  * for it, into a buffer of the ring's provided-buffer group picked only when bytes arrive (an
  * idle connection holds none), and reports EPOLLIN once they are there; gh_uring_recv then
  * hands them over with no system call. Its writes are queued, and the turn's sends leave with
- * the turn's single enter; a close or shutdown asked for meanwhile is linked behind them. So a
+ * the turn's single enter; a close asked for meanwhile is linked behind them. So a
  * request-reply exchange costs no system call of its own.
  *
  * Accepts through the ring are in core/uring_accept.c; sends, and the close or shutdown
- * behind them, in core/uring_send.c.
+ * after them, in core/uring_send.c.
  *
  * Closing a watched descriptor is queued too, behind the removal of its poll (which holds the
  * file open until then): the number stays taken until the turn's enter, which only this

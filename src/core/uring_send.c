@@ -1,7 +1,7 @@
 /*
  * uring_send: a ring I/O socket's writes are queued, and the turn's sends leave with the
- * turn's single enter, one send for all a socket wrote; a close or shutdown asked for
- * meanwhile is linked behind them, and tracked until its own completion.
+ * turn's single enter, one send for all a socket wrote; a close asked for meanwhile is linked
+ * behind them, and tracked until its own completion; a shutdown follows their completion.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -20,28 +20,24 @@ void uring_tx_free(struct rio *r)
     r->tx = NULL;
 }
 
-/* The close or shutdown after the sends, kept in the tx until its own completion: the kernel
- * runs a shutdown on one of its worker threads, so a close asked for later, run at once,
- * could overtake it, and the number pass to a new connection that the late shutdown would
- * then end. So a close waits for the shutdown before it. */
+/* The close after the sends, kept in the tx until its own completion. */
 static void queue_tail(struct gh_uring *u, int fd, struct tx *t)
 {
     struct io_uring_sqe *sqe = uring_sqe(u);
-    t->tail_closes = t->close_pending;
-    if (t->tail_closes)
-        io_uring_prep_close(sqe, fd);
-    else
-        io_uring_prep_shutdown(sqe, fd, SHUT_WR);
+    io_uring_prep_close(sqe, fd);
     t->gen = uring_gen(u);
     io_uring_sqe_set_data64(sqe, user_data(K_TAIL, t->gen, fd));
     t->tail_inflight = true;
     u->sends_inflight++;
 }
 
-/* Sends what is queued (one send for everything written since the last), with a close or
- * shutdown that waits for it linked behind. MSG_WAITALL: a send completes whole or failed,
- * and only a whole one lets the linked close run. A kernel with provided-buffer rings (5.19)
- * has MSG_WAITALL for sends (5.18). Once nothing is left, the tx is freed. */
+/* Sends what is queued (one send for everything written since the last), with a close that
+ * waits for it linked behind. MSG_WAITALL: a send completes whole or failed, and only a whole
+ * one lets the linked close run. A kernel with provided-buffer rings (5.19) has MSG_WAITALL for
+ * sends (5.18). A shutdown waits for the sends' completion and is a system call: the ring
+ * would run it on one of its worker threads (it cannot be done without blocking there), a
+ * thread woken per session; shutdown(2) of a TCP socket only queues the FIN. Once nothing is
+ * left, the tx is freed. */
 static void start_send(struct gh_uring *u, int fd, struct rio *r)
 {
     struct tx *t = r->tx;
@@ -56,14 +52,17 @@ static void start_send(struct gh_uring *u, int fd, struct rio *r)
         t->sending = t->queued;
         t->queued = b;
     }
-    bool tail = t->close_pending || t->shut_pending;
     if (!gh_buf_len(&t->sending)) {
-        if (tail)
+        if (t->shut_pending && !t->close_pending && !r->err)
+            shutdown(fd, SHUT_WR);
+        t->shut_pending = false;
+        if (t->close_pending)
             queue_tail(u, fd, t); /* the tx is freed once it has run */
         else
             uring_tx_free(r);
         return;
     }
+    bool tail = t->close_pending;
     if (tail && io_uring_sq_space_left(&u->ring) < 2)
         io_uring_submit(&u->ring); /* a link must not be split across two submissions */
     struct io_uring_sqe *sqe = uring_sqe(u);
@@ -139,7 +138,7 @@ void uring_drain_sends(struct gh_uring *u)
  * the number): what is left of the old socket's sends belongs to nobody. */
 void uring_drop_closed_tx(struct gh_uring *u, struct rio *r)
 {
-    if (r->tx && r->tx->tail_inflight && r->tx->tail_closes) {
+    if (r->tx && r->tx->tail_inflight) {
         u->sends_inflight--;
         uring_tx_free(r); /* its completion, when it comes, finds another generation or none */
     }
@@ -181,10 +180,7 @@ ssize_t gh_uring_send(struct gh_uring *u, struct gh_io *io, const void *buf, siz
 void gh_uring_shutdown_write(struct gh_uring *u, struct gh_io *io)
 {
     struct rio *r = uring_rio(u, io);
-    /* nothing to send first: the ring shuts it all the same, tracked like a send's */
-    if (r && r->on && !r->tx)
-        r->tx = calloc(1, sizeof *r->tx);
-    if (!r || !r->tx) {
+    if (!r || !r->tx) { /* nothing on its way: at once */
         shutdown(io->fd, SHUT_WR);
         return;
     }
@@ -206,8 +202,6 @@ void uring_on_send(struct gh_uring *u, const struct io_uring_cqe *cqe)
         r->err = (uint16_t)-cqe->res;
     else if (cqe->res > 0)
         gh_buf_consume(&t->sending, (size_t)cqe->res);
-    if (r->err && !t->close_pending)
-        t->shut_pending = false; /* nothing more will go out on this socket */
     start_send(u, fd, r);
     if (r->tx) {
         gh_buf_release_if_empty(&r->tx->sending);
@@ -229,11 +223,8 @@ void uring_on_tail(struct gh_uring *u, const struct io_uring_cqe *cqe)
         return;
     t->tail_inflight = false;
     u->sends_inflight--;
-    if (cqe->res != -ECANCELED) {
-        t->shut_pending = false;
-        if (t->tail_closes)
-            t->close_pending = false;
-    }
+    if (cqe->res != -ECANCELED)
+        t->close_pending = false;
     start_send(u, fd, r); /* a close asked for meanwhile goes now; else the tx is freed */
     if (w->io)
         uring_arm_if_wanted(u, fd, w); /* the ring's share of the watch may have changed */
