@@ -62,8 +62,7 @@ static void start_send(struct gh_uring *u, int fd, struct rio *r)
             uring_tx_free(r);
         return;
     }
-    bool tail = t->close_pending;
-    if (tail && io_uring_sq_space_left(&u->ring) < 2)
+    if (t->close_pending && io_uring_sq_space_left(&u->ring) < 2)
         io_uring_submit(&u->ring); /* a link must not be split across two submissions */
     struct io_uring_sqe *sqe = uring_sqe(u);
     io_uring_prep_send(sqe, fd, gh_buf_head(&t->sending), gh_buf_len(&t->sending),
@@ -71,7 +70,7 @@ static void start_send(struct gh_uring *u, int fd, struct rio *r)
     io_uring_sqe_set_data64(sqe, user_data(K_SEND, 0, fd));
     t->send_inflight = true;
     u->sends_inflight++;
-    if (tail && !gh_buf_len(&t->queued)) {
+    if (t->close_pending && !gh_buf_len(&t->queued)) {
         sqe->flags |= IOSQE_IO_LINK;
         queue_tail(u, fd, t);
     }

@@ -33,8 +33,9 @@
 
 #define PROXY_DEADLINE_MS 10000
 #define READ_CHUNK        4096
-#define RELAY_CHUNK       16384 /* a TLS record's plaintext at most: one read takes one whole */
-#define INPUT_CAP         (16u << 20) /* protocols bound their own input well below this */
+#define RELAY_CHUNK                                                                                \
+    SSL3_RT_MAX_PLAIN_LENGTH  /* a TLS record's plaintext: one read takes one whole */
+#define INPUT_CAP (16u << 20) /* protocols bound their own input well below this */
 
 /* Connection fields private to this file live in a wrapper, so conn.h stays the
  * protocol-facing API. */

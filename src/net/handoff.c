@@ -39,7 +39,6 @@
 #define GREETING_DEADLINE_MS 30000
 #define RELAY_IDLE_MS        (60 * 60 * 1000)
 #define TRANSFER_AFTER       (64 * 1024) /* bytes copied before a session is a transfer */
-#define RELAY_READ           16384       /* read at a time until then: a TLS record's plaintext */
 #define RELAY_LINGER_MS      5000        /* a client still sending after the backend's end */
 
 enum relay_stage { RELAY_OPENING, RELAY_HELLO, RELAY_LOGIN, RELAY_FLOWING };
@@ -638,7 +637,7 @@ static void backend_to_client(struct gh_relay *r)
 {
     char chunk[GH_RELAY_STREAM_CHUNK];
     do {
-        ssize_t n = backend_read(r, chunk, r->streaming ? sizeof chunk : RELAY_READ);
+        ssize_t n = backend_read(r, chunk, r->streaming ? sizeof chunk : SSL3_RT_MAX_PLAIN_LENGTH);
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
             return;
         if (n <= 0 && !r->backend_spoke && !r->client_spoke) {

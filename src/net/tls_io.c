@@ -15,9 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define RECORD_PLAIN 16384 /* a TLS record's plaintext at most */
 /* One gathering's records, and one OpenSSL still held from a write that had to wait. */
-#define GATHER_ROOM ((GH_TLS_GATHER / RECORD_PLAIN + 1) * SSL3_RT_MAX_PACKET_SIZE)
+#define GATHER_ROOM ((GH_TLS_GATHER / SSL3_RT_MAX_PLAIN_LENGTH + 1) * SSL3_RT_MAX_PACKET_SIZE)
 
 struct tls_io {
     struct gh_io *io;
@@ -173,7 +172,7 @@ ssize_t gh_tls_io_write(SSL *ssl, const void *data, size_t len)
         return held;
     size_t want = len > GH_TLS_GATHER ? GH_TLS_GATHER : len, taken = 0;
     if (t)
-        t->gathering = want > RECORD_PLAIN; /* a single record gains nothing */
+        t->gathering = want > SSL3_RT_MAX_PLAIN_LENGTH; /* a single record gains nothing */
     ERR_clear_error();
     int r = 1;
     /* a session in partial-write mode writes one record per call */
