@@ -17,6 +17,7 @@
 #define RX_BUF_SIZE   4096 /* one TLS record takes a few; a command line, one */
 #define RX_GROUP      0
 #define TX_CAP        (256 * 1024)     /* queued for one socket before sends say EAGAIN */
+#define TX_SPARES     64               /* emptied tx kept for the next socket that writes */
 #define UD_INTERNAL   UINT64_MAX       /* closes and cancels: nothing to do when they complete */
 #define UD_WAKE       (UINT64_MAX - 1) /* the read of the wake eventfd */
 #define UD_LAST       (UINT64_MAX - 2) /* the cancel of everything, when the ring is freed */
@@ -110,6 +111,10 @@ struct gh_uring {
     int *adding; /* descriptors added this turn, whose polls wait for the turn's end */
     size_t nadding, capadding;
     unsigned sends_inflight;
+    /* a tx lives from a socket's write until its sends are out, a few times per session:
+     * kept rather than freed, it costs no allocation the next time */
+    struct tx *spare_tx[TX_SPARES];
+    unsigned nspare_tx;
     struct acc *accs; /* ring accepts, one per listening socket switched to them */
     /* the addresses of the connects queued since the last submit (the kernel reads them
      * when the request is submitted, not when it is queued) */
@@ -182,7 +187,8 @@ void uring_connect_drop(struct gh_uring *u, int fd, struct watch *w);
 void uring_on_connect(struct gh_uring *u, const struct io_uring_cqe *cqe);
 
 /* uring_send.c */
-void uring_tx_free(struct rio *r);
+void uring_tx_free(struct gh_uring *u, struct rio *r);
+void uring_tx_spares_free(struct gh_uring *u);
 void uring_mark_dirty(struct gh_uring *u, int fd, struct rio *r);
 void uring_flush_sends(struct gh_uring *u);
 void uring_drain_sends(struct gh_uring *u);

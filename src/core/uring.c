@@ -198,7 +198,8 @@ void gh_uring_free(struct gh_uring *u)
     reap_until_last(u);
     io_uring_queue_exit(&u->ring);
     for (size_t i = 0; i < u->nwatches; i++)
-        uring_tx_free(&u->watches[i].r);
+        uring_tx_free(u, &u->watches[i].r);
+    uring_tx_spares_free(u);
     while (u->accs) {
         struct acc *a = u->accs;
         u->accs = a->next;

@@ -8,16 +8,36 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 
+#include "core/mem.h"
 #include "core/uring-t.h"
 
-void uring_tx_free(struct rio *r)
+static struct tx *tx_take(struct gh_uring *u)
 {
-    if (!r->tx)
+    if (!u->nspare_tx)
+        return gh_zalloc(sizeof(struct tx));
+    struct tx *t = u->spare_tx[--u->nspare_tx];
+    *t = (struct tx){0};
+    return t;
+}
+
+void uring_tx_free(struct gh_uring *u, struct rio *r)
+{
+    struct tx *t = r->tx;
+    if (!t)
         return;
-    gh_buf_free(&r->tx->sending);
-    gh_buf_free(&r->tx->queued);
-    free(r->tx);
     r->tx = NULL;
+    gh_buf_free(&t->sending);
+    gh_buf_free(&t->queued);
+    if (u->nspare_tx < TX_SPARES)
+        u->spare_tx[u->nspare_tx++] = t;
+    else
+        free(t);
+}
+
+void uring_tx_spares_free(struct gh_uring *u)
+{
+    while (u->nspare_tx)
+        free(u->spare_tx[--u->nspare_tx]);
 }
 
 /* The close after the sends, kept in the tx until its own completion. */
@@ -59,7 +79,7 @@ static void start_send(struct gh_uring *u, int fd, struct rio *r)
         if (t->close_pending)
             queue_tail(u, fd, t); /* the tx is freed once it has run */
         else
-            uring_tx_free(r);
+            uring_tx_free(u, r);
         return;
     }
     if (t->close_pending && io_uring_sq_space_left(&u->ring) < 2)
@@ -139,7 +159,7 @@ void uring_drop_closed_tx(struct gh_uring *u, struct rio *r)
 {
     if (r->tx && r->tx->tail_inflight) {
         u->sends_inflight--;
-        uring_tx_free(r); /* its completion, when it comes, finds another generation or none */
+        uring_tx_free(u, r); /* its completion, when it comes, finds another generation or none */
     }
 }
 
@@ -156,7 +176,7 @@ ssize_t gh_uring_send(struct gh_uring *u, struct gh_io *io, const void *buf, siz
         errno = EAGAIN; /* handing the socket back: what the ring holds goes first */
         return -1;
     }
-    if (!r->tx && !(r->tx = calloc(1, sizeof *r->tx))) {
+    if (!r->tx && !(r->tx = tx_take(u))) {
         errno = ENOMEM;
         return -1;
     }

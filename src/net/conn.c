@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/mem.h"
 #include "metrics/metrics.h"
 #include "net/handoff.h"
 #include "net/proxy_protocol.h"
@@ -427,7 +428,7 @@ static void set_peer(struct gh_conn *c, const struct gh_sockaddr *peer)
 void gh_conn_accepted(struct gh_worker *w, struct gh_wsock *ws, int fd,
                       const struct gh_sockaddr *peer)
 {
-    struct conn_priv *p = calloc(1, sizeof *p);
+    struct conn_priv *p = gh_zalloc(sizeof *p);
     if (!p) {
         close(fd);
         return;

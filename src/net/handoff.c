@@ -25,6 +25,7 @@
 #include "auth/service.h"
 #include "core/buf.h"
 #include "core/log.h"
+#include "core/mem.h"
 #include "metrics/metrics.h"
 #include "net/backend.h"
 #include "net/conn.h"
@@ -56,9 +57,10 @@ struct gh_relay {
     const struct gh_destination *dest; /* the one being tried, in set */
     bool *tried;                       /* one per destination of set */
     struct gh_buf to_backend, reply;
-    /* A backend chosen at run time (login.line set): dest points to named, the only one. */
+    /* A backend chosen at run time (login.line set): dest points to named, the only one;
+     * owned, and only allocated then, which keeps a relay within malloc's thread cache. */
     struct gh_backend_login login;
-    struct gh_destination named;
+    struct gh_destination *named;
     uint64_t copied;               /* bytes relayed through our buffers */
     bool spliced;                  /* from then on: up and down move everything */
     bool streaming;                /* a transfer with TLS: read-ahead, off the ring */
@@ -330,6 +332,7 @@ void gh_relay_free(struct gh_conn *c)
     free(r->hello);
     free(r->first);
     free(r->tried);
+    free(r->named);
     gh_dest_set_unref(r->set);
     free(r);
     c->relay = NULL;
@@ -453,7 +456,7 @@ static void attempt(struct gh_relay *r)
 
 void gh_conn_handoff(struct gh_conn *c, bool swallow_greeting, const char *hello, const char *first)
 {
-    struct gh_relay *r = calloc(1, sizeof *r);
+    struct gh_relay *r = gh_zalloc(sizeof *r);
     if (!r) {
         gh_conn_close(c);
         return;
@@ -469,7 +472,7 @@ void gh_conn_handoff(struct gh_conn *c, bool swallow_greeting, const char *hello
     struct gh_dest_set *s = c->worker->dests;
     if (s && s->n) {
         r->set = gh_dest_set_ref(s);
-        r->tried = calloc(s->n, sizeof *r->tried);
+        r->tried = gh_zalloc(s->n * sizeof *r->tried);
     }
     if (!r->tried || !(r->dest = choose(r))) {
         give_up(r, "no destination for this listener");
@@ -482,24 +485,28 @@ void gh_conn_handoff_to(struct gh_conn *c, const struct gh_sockaddr *addr,
                         enum gh_forwarding forwarding, uint32_t connect_timeout_ms,
                         const struct gh_backend_login *login)
 {
+    struct gh_destination *named = malloc(sizeof *named);
     struct gh_relay *r = c->relay; /* an earlier login's, its backend closed: reused */
-    if (!r && !(r = calloc(1, sizeof *r))) {
+    if (!named || (!r && !(r = gh_zalloc(sizeof *r)))) {
+        free(named);
         gh_conn_close(c);
         return;
     }
+    free(r->named);
+    r->named = named;
     r->c = c;
     r->deadline.fn = relay_deadline;
     r->login = *login;
     r->backend_spoke = r->client_spoke = false;
-    r->named = (struct gh_destination){.protocol = c->conf->protocol,
-                                       .addr = *addr,
-                                       .forwarding = forwarding,
-                                       .connect_timeout_ms = connect_timeout_ms,
-                                       .tls = GH_BTLS_NONE};
+    *named = (struct gh_destination){.protocol = c->conf->protocol,
+                                     .addr = *addr,
+                                     .forwarding = forwarding,
+                                     .connect_timeout_ms = connect_timeout_ms,
+                                     .tls = GH_BTLS_NONE};
     char text[GH_ADDR_TEXT];
     gh_sockaddr_format(addr, text);
-    snprintf(r->named.name, sizeof r->named.name, "%s", text);
-    r->dest = &r->named;
+    snprintf(named->name, sizeof named->name, "%s", text);
+    r->dest = named;
     c->relay = r;
     c->phase = GH_PHASE_RELAY;
     gh_conn_pause_input(c, true); /* the client waits until the login is done */

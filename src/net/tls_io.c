@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/mem.h"
+
 /* One gathering's records, and one OpenSSL still held from a write that had to wait. */
 #define GATHER_ROOM ((GH_TLS_GATHER / SSL3_RT_MAX_PLAIN_LENGTH + 1) * SSL3_RT_MAX_PACKET_SIZE)
 
@@ -146,7 +148,7 @@ static void make_method(void)
 bool gh_tls_io_attach(SSL *ssl, struct gh_io *io)
 {
     pthread_once(&method_once, make_method);
-    struct tls_io *t = method ? calloc(1, sizeof *t) : NULL;
+    struct tls_io *t = method ? gh_zalloc(sizeof *t) : NULL;
     BIO *b = t ? BIO_new(method) : NULL;
     if (!b) {
         free(t);

@@ -11,6 +11,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/mem.h"
+
 enum gh_line_result gh_line_take(struct gh_buf *in, size_t max, bool *skipping, char **line,
                                  size_t *len)
 {
@@ -126,7 +128,7 @@ uint32_t gh_line_idle_ms(uint32_t dflt)
 
 void *gh_line_open(struct gh_conn *c, size_t size, const struct gh_line_proto *proto)
 {
-    struct gh_line_reader *r = calloc(1, size);
+    struct gh_line_reader *r = gh_zalloc(size);
     if (!r) {
         gh_conn_close(c);
         return NULL;
