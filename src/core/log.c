@@ -221,58 +221,101 @@ void gh_log(const char *listener, const char *client, const char *event, const c
     emit(line, (size_t)n, false);
 }
 
-/* Appends a text value: characters that would split or fake a field become '?'. */
-static size_t text_value(char *out, size_t cap, const char *s)
+/* A session line being built in place: bytes up to cap, with room kept for the closing
+ * "}\n". Each value is copied once, checked as it goes. The loops work on locals: a store
+ * through a char pointer could alias the struct, which would keep them from registers. */
+struct line {
+    char *p;
+    size_t n, cap;
+};
+
+#define VALUE_MAX 599 /* bytes of one value, at most */
+
+static void put(struct line *l, const char *s)
 {
-    size_t n = 0;
-    for (; *s && n + 1 < cap; s++) {
-        unsigned char c = (unsigned char)*s;
-        out[n++] = (c <= 0x20 || c == 0x7f || c == '"' || c == '=') ? '?' : (char)c;
-    }
-    out[n] = 0;
-    return n;
+    size_t len = strlen(s), room = l->cap - 3 - l->n;
+    len = len < room ? len : room;
+    memcpy(l->p + l->n, s, len);
+    l->n += len;
 }
 
-/* Appends text to a line of cap bytes, keeping room for the closing "}\n". */
-static void append(char *line, size_t cap, size_t *n, const char *text)
+/* Where a value must stop: its own bound or the line's room for at least `need` bytes. */
+static size_t value_stop(const struct line *l, size_t need)
 {
-    size_t len = strlen(text);
-    if (*n + len + 3 > cap)
-        len = cap - 3 - *n;
-    memcpy(line + *n, text, len);
-    *n += len;
+    size_t room = l->cap - 3 - need, own = l->n + VALUE_MAX;
+    return room < own ? room : own;
+}
+
+/* A text value: characters that would split or fake a field become '?'. */
+static void put_text(struct line *l, const char *s)
+{
+    char *p = l->p;
+    size_t n = l->n, stop = value_stop(l, 0);
+    for (; *s && n < stop; s++) {
+        unsigned char c = (unsigned char)*s;
+        p[n++] = (c <= 0x20 || c == 0x7f || c == '"' || c == '=') ? '?' : (char)c;
+    }
+    l->n = n;
+}
+
+/* The inside of a JSON string; an escape takes up to six bytes. */
+static void put_json(struct line *l, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    char *p = l->p;
+    size_t n = l->n, stop = value_stop(l, 6);
+    for (; *s && n < stop; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            p[n++] = '\\';
+            p[n++] = (char)c;
+        } else if (c < 0x20) {
+            memcpy(p + n, "\\u00", 4);
+            p[n + 4] = hex[c >> 4];
+            p[n + 5] = hex[c & 15];
+            n += 6;
+        } else {
+            p[n++] = (char)c;
+        }
+    }
+    l->n = n;
+}
+
+static void put_field(struct line *l, bool json, const struct gh_log_field *f)
+{
+    put(l, json ? ",\"" : " ");
+    put(l, f->key);
+    put(l, json ? "\":" : "=");
+    bool quoted = json && f->kind != GH_LOG_NUM;
+    const char *v = *f->value || quoted ? f->value : "-";
+    if (quoted)
+        put(l, "\"");
+    if (f->kind != GH_LOG_FOREIGN)
+        put(l, v);
+    else if (json)
+        put_json(l, v);
+    else
+        put_text(l, v);
+    if (quoted)
+        put(l, "\"");
 }
 
 void gh_log_fields(const char *event, const struct gh_log_field *f, unsigned nf)
 {
-    char line[2048], when[64], value[600];
-    const size_t cap = sizeof line;
+    char buf[2048], when[64];
+    struct line l = {buf, 0, sizeof buf};
     timestamp_clock(when, CLOCK_REALTIME_COARSE);
     bool json = log_format == GH_LOG_JSON;
-    size_t n = 0;
-    append(line, cap, &n, json ? "{\"time\":\"" : "");
-    append(line, cap, &n, when);
-    append(line, cap, &n, json ? "\",\"event\":\"" : " ");
-    append(line, cap, &n, event);
-    append(line, cap, &n, json ? "\"" : "");
-    for (unsigned i = 0; i < nf; i++) {
-        if (!f[i].value)
-            continue;
-        append(line, cap, &n, json ? ",\"" : " ");
-        append(line, cap, &n, f[i].key);
-        append(line, cap, &n, json ? "\":" : "=");
-        if (!json || f[i].num) {
-            text_value(value, sizeof value, *f[i].value ? f[i].value : "-");
-            append(line, cap, &n, value);
-        } else {
-            json_escape(value, sizeof value, f[i].value);
-            append(line, cap, &n, "\"");
-            append(line, cap, &n, value);
-            append(line, cap, &n, "\"");
-        }
-    }
+    put(&l, json ? "{\"time\":\"" : "");
+    put(&l, when);
+    put(&l, json ? "\",\"event\":\"" : " ");
+    put(&l, event);
+    put(&l, json ? "\"" : "");
+    for (unsigned i = 0; i < nf; i++)
+        if (f[i].value)
+            put_field(&l, json, &f[i]);
     if (json)
-        line[n++] = '}';
-    line[n++] = '\n';
-    emit(line, n, true);
+        buf[l.n++] = '}';
+    buf[l.n++] = '\n';
+    emit(buf, l.n, true);
 }

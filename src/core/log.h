@@ -23,11 +23,17 @@ bool gh_log_open_file(const char *path, gh_err *err);
 /* Opens the file again under its name (after logrotate renamed it); a no-op on stderr. */
 bool gh_log_reopen(gh_err *err);
 
-/* One field of a structured line; num: the value is a number (unquoted in JSON). A NULL
- * value leaves the field out. */
+/* One field of a structured line. A NULL value leaves the field out. Values come from
+ * outside (a client, an operator) unless marked: characters that could split or fake a field
+ * are replaced, and JSON escaped. */
+enum gh_log_value {
+    GH_LOG_FOREIGN, /* anything: sanitised */
+    GH_LOG_OWN,     /* made here (an address, a name from a table): written as it is */
+    GH_LOG_NUM,     /* made here, a number or boolean: unquoted in JSON */
+};
 struct gh_log_field {
     const char *key, *value;
-    bool num;
+    enum gh_log_value kind;
 };
 
 /* Whether session lines are written (--session-log on|off; on by default). */

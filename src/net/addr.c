@@ -107,12 +107,36 @@ uint16_t gh_sockaddr_port(const struct gh_sockaddr *a)
     return 0;
 }
 
+/* By hand as well: a session line formats two addresses. An address's text is at most 45
+ * characters (INET6_ADDRSTRLEN), so brackets, colon and port fit. */
+void gh_sockaddr_format_ip(const struct gh_sockaddr *a, const char *ip, char out[GH_ADDR_TEXT])
+{
+    bool v6 = a->u.sa.sa_family == AF_INET6 && !IN6_IS_ADDR_V4MAPPED(&a->u.v6.sin6_addr);
+    size_t n = 0, len = strnlen(ip, GH_ADDR_TEXT - 9);
+    if (v6)
+        out[n++] = '[';
+    memcpy(out + n, ip, len);
+    n += len;
+    if (v6)
+        out[n++] = ']';
+    out[n++] = ':';
+    char digits[5];
+    size_t d = 0;
+    unsigned port = gh_sockaddr_port(a);
+    do {
+        digits[d++] = (char)('0' + port % 10);
+        port /= 10;
+    } while (port);
+    while (d)
+        out[n++] = digits[--d];
+    out[n] = 0;
+}
+
 void gh_sockaddr_format(const struct gh_sockaddr *a, char out[GH_ADDR_TEXT])
 {
     char ip[GH_ADDR_TEXT];
     gh_ip_format(&a->u.sa, ip);
-    bool v6 = a->u.sa.sa_family == AF_INET6 && !IN6_IS_ADDR_V4MAPPED(&a->u.v6.sin6_addr);
-    snprintf(out, GH_ADDR_TEXT, v6 ? "[%s]:%u" : "%s:%u", ip, gh_sockaddr_port(a));
+    gh_sockaddr_format_ip(a, ip, out);
 }
 
 void gh_sockaddr_unmap_v4(struct gh_sockaddr *a)

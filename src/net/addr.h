@@ -34,6 +34,8 @@ struct gh_ipmask {
 bool gh_sockaddr_parse(const char *text, struct gh_sockaddr *out, gh_err *err);
 /* Canonical text: "127.0.0.1:25", "[::1]:25". */
 void gh_sockaddr_format(const struct gh_sockaddr *a, char out[GH_ADDR_TEXT]);
+/* The same, with the text of a's address already made by gh_ip_format. */
+void gh_sockaddr_format_ip(const struct gh_sockaddr *a, const char *ip, char out[GH_ADDR_TEXT]);
 /* The address alone, no port; a v4-mapped IPv6 address is written as IPv4. */
 void gh_ip_format(const struct sockaddr *sa, char out[GH_ADDR_TEXT]);
 uint16_t gh_sockaddr_port(const struct gh_sockaddr *a);

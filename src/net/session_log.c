@@ -84,7 +84,7 @@ static void duration_text(uint64_t us, char out[32])
 void gh_session_log(struct gh_conn *c, uint64_t us)
 {
     char peer[GH_ADDR_TEXT], tcp[GH_ADDR_TEXT], local[GH_ADDR_TEXT] = "", in[24], out[24], dur[32];
-    gh_sockaddr_format(&c->peer, peer);
+    gh_sockaddr_format_ip(&c->peer, c->peer_text, peer); /* its address made at accept */
     bool differs = gh_session_peer_differs(c);
     if (differs)
         gh_sockaddr_format(&c->tcp_peer, tcp);
@@ -98,22 +98,22 @@ void gh_session_log(struct gh_conn *c, uint64_t us)
     const char *tls = ssl ? tls_version(ssl) : c->tls_active ? "proxy" : "none";
     const char *sni = ssl ? SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) : NULL;
     struct gh_log_field f[] = {
-        {"listener", c->conf ? c->conf->name : "-", false},
-        {"client", peer, false},
-        {"peer", differs ? tcp : NULL, false},
-        {"local", local, false},
-        {"protocol", c->conf ? gh_protocol_names[c->conf->protocol] : "-", false},
-        {"tls", tls, false},
-        {"cipher", ssl ? SSL_get_cipher_name(ssl) : NULL, false},
-        {"sni", ssl ? (sni ? sni : "") : NULL, false},
-        {"resumed", ssl ? (SSL_session_reused(ssl) ? "true" : "false") : NULL, true},
-        {"destination", gh_relay_destination(c), false},
-        {"user", c->login_user, false},
-        {"proxyId", c->proxy_unique_id, false},
-        {"bytesIn", in, true},
-        {"bytesOut", out, true},
-        {"duration", dur, true},
-        {"end", gh_session_end_names[c->end], false},
+        {"listener", c->conf ? c->conf->name : "-", GH_LOG_FOREIGN},
+        {"client", peer, GH_LOG_OWN},
+        {"peer", differs ? tcp : NULL, GH_LOG_OWN},
+        {"local", local, GH_LOG_OWN},
+        {"protocol", c->conf ? gh_protocol_names[c->conf->protocol] : "-", GH_LOG_OWN},
+        {"tls", tls, GH_LOG_OWN},
+        {"cipher", ssl ? SSL_get_cipher_name(ssl) : NULL, GH_LOG_OWN},
+        {"sni", ssl ? (sni ? sni : "") : NULL, GH_LOG_FOREIGN},
+        {"resumed", ssl ? (SSL_session_reused(ssl) ? "true" : "false") : NULL, GH_LOG_NUM},
+        {"destination", gh_relay_destination(c), GH_LOG_FOREIGN},
+        {"user", c->login_user, GH_LOG_FOREIGN},
+        {"proxyId", c->proxy_unique_id, GH_LOG_FOREIGN},
+        {"bytesIn", in, GH_LOG_NUM},
+        {"bytesOut", out, GH_LOG_NUM},
+        {"duration", dur, GH_LOG_NUM},
+        {"end", gh_session_end_names[c->end], GH_LOG_OWN},
     };
     gh_log_fields("session", f, sizeof f / sizeof f[0]);
 }

@@ -1,7 +1,8 @@
 /*
  * Unit tests for log's structured lines (the session log): text fields cannot be split or
  * faked by a client-chosen value, JSON values are escaped and numbers left bare, absent
- * fields are left out, and --log-file is opened again under its name after a rename.
+ * fields are left out, long values are cut and the line still ends whole, and --log-file is
+ * opened again under its name after a rename.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -52,9 +53,9 @@ static void text_fields_cannot_be_split(void **state)
     assert_int_equal(truncate(path, 0), 0);
     gh_log_init(GH_LOG_TEXT);
     struct gh_log_field f[] = {
-        {"listener", "mx", false}, {"sni", "evil end=shutdown \"x\"\n", false},
-        {"peer", NULL, false},     {"user", "", false},
-        {"bytesIn", "42", true},
+        {"listener", "mx", GH_LOG_FOREIGN}, {"sni", "evil end=shutdown \"x\"\n", GH_LOG_FOREIGN},
+        {"peer", NULL, GH_LOG_FOREIGN},     {"user", "", GH_LOG_FOREIGN},
+        {"bytesIn", "42", GH_LOG_NUM},
     };
     gh_log_fields("session", f, 5);
     const char *line = slurp(path);
@@ -69,9 +70,9 @@ static void json_values_are_escaped(void **state)
     assert_int_equal(truncate(path, 0), 0);
     gh_log_init(GH_LOG_JSON);
     struct gh_log_field f[] = {
-        {"sni", "a\"b\\c\n", false},
-        {"resumed", "true", true},
-        {"duration", "0.004", true},
+        {"sni", "a\"b\\c\n", GH_LOG_FOREIGN},
+        {"resumed", "true", GH_LOG_NUM},
+        {"duration", "0.004", GH_LOG_NUM},
     };
     gh_log_fields("session", f, 3);
     const char *line = slurp(path);
@@ -80,11 +81,47 @@ static void json_values_are_escaped(void **state)
     gh_log_init(GH_LOG_TEXT);
 }
 
+/* A value is cut at 599 bytes, a line at 2,048, and either way it closes: one line, and in
+ * JSON, the closing brace. */
+static void long_values_are_cut_and_the_line_still_ends(void **state)
+{
+    static char big[1500], quotes[1500];
+    memset(big, 'a', sizeof big - 1);
+    memset(quotes, '\n', sizeof quotes - 1);
+    struct gh_log_field f[] = {{"a", big, GH_LOG_FOREIGN},
+                               {"b", big, GH_LOG_FOREIGN},
+                               {"c", big, GH_LOG_FOREIGN},
+                               {"d", big, GH_LOG_FOREIGN},
+                               {"e", "end", GH_LOG_FOREIGN}};
+    assert_int_equal(truncate(path, 0), 0);
+    gh_log_init(GH_LOG_TEXT);
+    gh_log_fields("session", f, 1);
+    const char *line = slurp(path);
+    assert_int_equal(strchr(line, '\n') - strstr(line, " a="), 3 + 599);
+    assert_int_equal(truncate(path, 0), 0);
+    gh_log_fields("session", f, 5);
+    line = slurp(path);
+    assert_int_equal(strlen(line), 2048 - 2);
+    assert_int_equal(line[strlen(line) - 1], '\n');
+    assert_null(strstr(line, "e=end"));
+
+    assert_int_equal(truncate(path, 0), 0);
+    gh_log_init(GH_LOG_JSON);
+    struct gh_log_field j[] = {{"a", quotes, GH_LOG_FOREIGN}, {"b", quotes, GH_LOG_FOREIGN}};
+    gh_log_fields("session", j, 2);
+    line = slurp(path);
+    size_t n = strlen(line);
+    assert_true(n <= 2048);
+    assert_memory_equal(line + n - 2, "}\n", 2);
+    assert_non_null(strstr(line, "\"a\":\"\\u000a"));
+    gh_log_init(GH_LOG_TEXT);
+}
+
 static void reopened_after_a_rename(void **state)
 {
     char old[80];
     snprintf(old, sizeof old, "%s.1", path);
-    struct gh_log_field f[] = {{"n", "1", true}};
+    struct gh_log_field f[] = {{"n", "1", GH_LOG_NUM}};
     gh_log_fields("before", f, 1);
     assert_int_equal(rename(path, old), 0);
     gh_log_fields("moved", f, 1); /* still the old file: nothing reopened yet */
@@ -101,6 +138,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(text_fields_cannot_be_split),
         cmocka_unit_test(json_values_are_escaped),
+        cmocka_unit_test(long_values_are_cut_and_the_line_still_ends),
         cmocka_unit_test(reopened_after_a_rename),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
