@@ -1,6 +1,8 @@
 /*
  * loop: epoll wait, then expired timers, then posted messages. Timers live in a
- * binary min-heap (index kept in the timer, so re-arming is O(log n)); messages come
+ * binary min-heap (index kept in the timer, so re-arming is O(log n)); a deadline pushed
+ * later, as an idle timer is on every read, only moves when its old place comes up, so
+ * the common re-arm costs no heap work at all. Messages come
  * through a mutex-guarded list and an eventfd. The mutex is only on the message path,
  * never on accept or read. The wait itself is epoll's, or io_uring's (core/uring.c) when
  * gh_loop_choose_backend picked it at start; everything above the wait is shared.
@@ -277,8 +279,8 @@ static void heap_swap(struct gh_loop *loop, size_t a, size_t b)
     struct gh_timer *t = loop->heap[a];
     loop->heap[a] = loop->heap[b];
     loop->heap[b] = t;
-    loop->heap[a]->heap_index = a;
-    loop->heap[b]->heap_index = b;
+    loop->heap[a]->heap_index = (uint32_t)a;
+    loop->heap[b]->heap_index = (uint32_t)b;
 }
 
 static void heap_up(struct gh_loop *loop, size_t i)
@@ -314,13 +316,18 @@ void gh_timer_cancel(struct gh_loop *loop, struct gh_timer *t)
     if (last == t)
         return;
     loop->heap[i] = last;
-    last->heap_index = i;
+    last->heap_index = (uint32_t)i;
     heap_up(loop, i);
     heap_down(loop, last->heap_index);
 }
 
 void gh_timer_set(struct gh_loop *loop, struct gh_timer *t, uint64_t ms)
 {
+    uint64_t due = loop->now_ms + ms;
+    if (t->heap_index && due >= t->when_ms && due - t->when_ms <= UINT32_MAX) {
+        t->later_ms = (uint32_t)(due - t->when_ms); /* run_timers moves it when its place comes */
+        return;
+    }
     gh_timer_cancel(loop, t);
     if (loop->heap_len + 1 >= loop->heap_cap) {
         size_t cap = loop->heap_cap ? loop->heap_cap * 2 : 256;
@@ -330,9 +337,10 @@ void gh_timer_set(struct gh_loop *loop, struct gh_timer *t, uint64_t ms)
         loop->heap = h;
         loop->heap_cap = cap;
     }
-    t->when_ms = loop->now_ms + ms;
+    t->when_ms = due;
+    t->later_ms = 0;
     loop->heap[++loop->heap_len] = t;
-    t->heap_index = loop->heap_len;
+    t->heap_index = (uint32_t)loop->heap_len;
     heap_up(loop, loop->heap_len);
 }
 
@@ -348,6 +356,12 @@ static void run_timers(struct gh_loop *loop)
 {
     while (loop->heap_len && loop->heap[1]->when_ms <= loop->now_ms) {
         struct gh_timer *t = loop->heap[1];
+        if (t->later_ms) { /* pushed later since it was placed */
+            t->when_ms += t->later_ms;
+            t->later_ms = 0;
+            heap_down(loop, 1);
+            continue;
+        }
         gh_timer_cancel(loop, t);
         t->fn(t);
     }

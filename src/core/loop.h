@@ -29,10 +29,12 @@ struct gh_io {
     gh_io_fn fn;
 };
 
-/* Embedded in its owner. heap_index is 0 when the timer is not armed. */
+/* Embedded in its owner. heap_index is 0 when the timer is not armed. A timer pushed later
+ * keeps its place in the heap (when_ms) and moves once that comes, by later_ms. */
 struct gh_timer {
-    uint64_t when_ms;
-    size_t heap_index;
+    uint64_t when_ms;    /* its key in the heap */
+    uint32_t heap_index; /* 1-based */
+    uint32_t later_ms;   /* it fires this long after when_ms */
     gh_timer_fn fn;
 };
 

@@ -2,7 +2,8 @@
  * test_loop: the event loop's readiness contract, the same on epoll and on io_uring —
  * level-triggered watches report again while data remains, EPOLLET ones only on new data,
  * a changed mask takes effect, a removed watch is silent, gh_io_close ends the socket for
- * the peer within the turn, timers fire, and posted messages run on the loop; and socket I/O
+ * the peer within the turn, timers fire (a re-armed one at its new time only, earlier or
+ * later, a cancelled one never), and posted messages run on the loop; and socket I/O
  * through the loop (ring I/O on io_uring) keeps the bytes' order, the send bound and the
  * close after the last byte, accepts through it hand over every connection with its
  * address, and connects through it report their outcome once (and nothing after a close).
@@ -205,6 +206,70 @@ static void *poster(void *arg)
     for (int i = 0; i < 100; i++)
         gh_loop_post(arg, on_post, (void *)1);
     return NULL;
+}
+
+/* A timer that records when it fired. */
+struct fired {
+    struct gh_timer t;
+    int calls;
+    uint64_t at;
+};
+
+static void on_fired(struct gh_timer *t)
+{
+    struct fired *f = gh_container_of(t, struct fired, t);
+    f->calls++;
+    f->at = gh_loop_now(gh_loop_current());
+}
+
+struct rearmed {
+    struct fired later, earlier, gone;
+    uint64_t start;
+};
+
+/* Halfway: the timer pushed later has not fired at its old time, the one brought earlier
+ * has; the pushed one is now cancelled. */
+static void rearmed_halfway(void *arg)
+{
+    struct rearmed *r = arg;
+    assert_int_equal(r->later.calls, 0);
+    assert_int_equal(r->earlier.calls, 1);
+    assert_true(r->earlier.at - r->start < 90);
+    gh_timer_cancel(gh_loop_current(), &r->gone.t);
+}
+
+/* A timer pushed later keeps its old place in the heap: it must not fire there, nor be
+ * lost when its place comes up; one brought earlier fires early; a pushed one cancelled
+ * never fires. */
+static void rearmed_timers_fire_at_their_new_time(enum gh_loop_backend b)
+{
+    if (!use(b))
+        skip();
+    struct gh_loop *loop = new_loop();
+    struct rearmed r = {.later.t.fn = on_fired,
+                        .earlier.t.fn = on_fired,
+                        .gone.t.fn = on_fired,
+                        .start = gh_loop_now(loop)};
+    gh_timer_set(loop, &r.later.t, 20);
+    gh_timer_set(loop, &r.later.t, 30);
+    gh_timer_set(loop, &r.later.t, 90);
+    gh_timer_set(loop, &r.earlier.t, 200);
+    gh_timer_set(loop, &r.earlier.t, 40);
+    gh_timer_set(loop, &r.gone.t, 20);
+    gh_timer_set(loop, &r.gone.t, 60);
+    struct step half = {.t.fn = run_step, .fn = rearmed_halfway, .arg = &r};
+    gh_timer_set(loop, &half.t, 50);
+    run_for(loop, 150);
+    assert_int_equal(r.later.calls, 1);
+    assert_true(r.later.at - r.start >= 90);
+    assert_int_equal(r.earlier.calls, 1);
+    assert_int_equal(r.gone.calls, 0);
+    gh_loop_free(loop);
+}
+
+static void rearmed_timers_fire_at_their_new_time_epoll(void **state)
+{
+    rearmed_timers_fire_at_their_new_time(GH_BACKEND_EPOLL);
 }
 
 static void messages_from_another_thread(enum gh_loop_backend b)
@@ -793,6 +858,7 @@ int main(void)
         cmocka_unit_test(mod_and_del_io_uring),
         cmocka_unit_test(close_ends_the_socket_for_the_peer_epoll),
         cmocka_unit_test(close_ends_the_socket_for_the_peer_io_uring),
+        cmocka_unit_test(rearmed_timers_fire_at_their_new_time_epoll),
         cmocka_unit_test(messages_from_another_thread_epoll),
         cmocka_unit_test(messages_from_another_thread_io_uring),
         cmocka_unit_test(reads_and_writes_through_the_loop_epoll),
