@@ -11,8 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CACHE_CLASSES     6            /* 1, 2, 4, 8, 16 and 32 KiB */
-#define CACHE_BLOCKS      32           /* at most, of one size */
+#define CACHE_CLASSES 6 /* 1, 2, 4, 8, 16 and 32 KiB */
+/* At most, of one size: with a thousand sessions a worker has hundreds of sends in flight,
+ * each holding a block, and fewer spares sent most of them back through malloc. */
+#define CACHE_BLOCKS      256
 #define CACHE_CLASS_BYTES (256 * 1024) /* and at most this much of one size */
 
 struct block_cache {

@@ -17,7 +17,7 @@
 #define RX_BUF_SIZE   4096 /* one TLS record takes a few; a command line, one */
 #define RX_GROUP      0
 #define TX_CAP        (256 * 1024)     /* queued for one socket before sends say EAGAIN */
-#define TX_SPARES     64               /* emptied tx kept for the next socket that writes */
+#define TX_SPARES     256              /* emptied tx kept for the next socket that writes */
 #define UD_INTERNAL   UINT64_MAX       /* closes and cancels: nothing to do when they complete */
 #define UD_WAKE       (UINT64_MAX - 1) /* the read of the wake eventfd */
 #define UD_LAST       (UINT64_MAX - 2) /* the cancel of everything, when the ring is freed */
