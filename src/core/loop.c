@@ -10,6 +10,7 @@
 #include "core/loop.h"
 
 #include "core/log.h"
+#include "core/sys.h"
 #include "core/uring.h"
 
 #include <errno.h>
@@ -195,14 +196,14 @@ ssize_t gh_io_recv(struct gh_loop *loop, struct gh_io *io, void *buf, size_t len
 {
     if (loop->ring)
         return gh_uring_recv(loop->ring, io, buf, len);
-    return recv(io->fd, buf, len, 0);
+    return gh_sys_recv(io->fd, buf, len, 0);
 }
 
 ssize_t gh_io_send(struct gh_loop *loop, struct gh_io *io, const void *buf, size_t len)
 {
     if (loop->ring)
         return gh_uring_send(loop->ring, io, buf, len);
-    return send(io->fd, buf, len, MSG_NOSIGNAL);
+    return gh_sys_send(io->fd, buf, len, MSG_NOSIGNAL);
 }
 
 void gh_io_shutdown_write(struct gh_loop *loop, struct gh_io *io)
@@ -232,7 +233,7 @@ int gh_io_accept(struct gh_loop *loop, struct gh_io *io, struct sockaddr *addr, 
 {
     if (loop->ring)
         return gh_uring_accept(loop->ring, io, addr, len);
-    return accept4(io->fd, addr, len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    return gh_sys_accept4(io->fd, addr, len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 }
 
 bool gh_io_connect(struct gh_loop *loop, struct gh_io *io, uint32_t events,
@@ -269,7 +270,7 @@ void gh_io_close(struct gh_loop *loop, struct gh_io *io)
     }
     if (atomic_load_explicit(&fds_shared, memory_order_relaxed))
         gh_io_del(loop, io);
-    close(io->fd);
+    gh_sys_close(io->fd);
 }
 
 /* ---- timer heap ---- */

@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include "core/buf.h"
+#include "core/sys.h"
 #include "core/uring-t.h"
 
 #define RING_ENTRIES 4096
@@ -583,7 +584,7 @@ ssize_t gh_uring_recv(struct gh_uring *u, struct gh_io *io, void *buf, size_t le
 {
     struct rio *r = uring_rio(u, io);
     if (!r)
-        return recv(io->fd, buf, len, 0);
+        return gh_sys_recv(io->fd, buf, len, 0);
     if (r->buf1)
         return rx_take(u, r, buf, len);
     if (r->err) {
@@ -601,7 +602,7 @@ ssize_t gh_uring_recv(struct gh_uring *u, struct gh_io *io, void *buf, size_t le
      * read beats a loop turn per buffer. Only once: a client that keeps the socket full
      * would otherwise hold the worker in one long read loop. */
     r->direct = r->more = false;
-    ssize_t n = recv(io->fd, buf, len, 0);
+    ssize_t n = gh_sys_recv(io->fd, buf, len, 0);
     if (n == 0)
         r->eof = true;
     return n;

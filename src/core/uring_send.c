@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 
 #include "core/mem.h"
+#include "core/sys.h"
 #include "core/uring-t.h"
 
 static struct tx *tx_take(struct gh_uring *u)
@@ -167,7 +168,7 @@ ssize_t gh_uring_send(struct gh_uring *u, struct gh_io *io, const void *buf, siz
 {
     struct rio *r = uring_rio(u, io);
     if (!r || !rio_writes(r))
-        return send(io->fd, buf, len, MSG_NOSIGNAL);
+        return gh_sys_send(io->fd, buf, len, MSG_NOSIGNAL);
     if (r->err) {
         errno = r->err;
         return -1;
