@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/mem.h"
+
 #define CACHE_CLASSES 6 /* 1, 2, 4, 8, 16 and 32 KiB */
 /* At most, of one size: with a thousand sessions a worker has hundreds of sends in flight,
  * each holding a block, and fewer spares sent most of them back through malloc. */
@@ -48,7 +50,7 @@ static void block_give(void *data, size_t cap)
 {
     unsigned limit;
     struct block_cache *c = cache_for(cap, &limit);
-    if (data && c && c->n < limit)
+    if (GH_KEEP_SPARES && data && c && c->n < limit)
         c->blocks[c->n++] = data;
     else
         free(data);

@@ -29,7 +29,7 @@ void uring_tx_free(struct gh_uring *u, struct rio *r)
     r->tx = NULL;
     gh_buf_free(&t->sending);
     gh_buf_free(&t->queued);
-    if (u->nspare_tx < TX_SPARES)
+    if (GH_KEEP_SPARES && u->nspare_tx < TX_SPARES)
         u->spare_tx[u->nspare_tx++] = t;
     else
         free(t);
