@@ -10,7 +10,7 @@ TEST="clang-format libcmocka-dev python3 python3-pytest iproute2 haproxy postgre
 BROWSER="chromium"
 # Building and checking the Debian package (systemd only for `systemd-analyze verify`).
 PACKAGE="debhelper dpkg-dev fakeroot lintian systemd"
-BENCH="nginx libnginx-mod-mail libnginx-mod-stream haproxy curl python3 iproute2 procps"
+BENCH="nginx libnginx-mod-mail libnginx-mod-stream haproxy curl python3 iproute2 procps valgrind"
 
 want=$BUILD
 for arg in "$@"; do
