@@ -31,15 +31,7 @@ make -s -f bench/Makefile BUILD=build >&2
 LG=$ROOT/build/bench/loadgen
 
 TMP=$(mktemp -d /tmp/gatehouse-instructions.XXXXXX)
-stop_all() {
-    local p
-    for p in $STARTED; do kill -TERM "$p" 2>/dev/null || true; done
-    sleep 1
-    for p in $STARTED; do kill -KILL "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    [ -n "${BENCH_KEEP:-}" ] && echo "kept $TMP" >&2 || rm -rf "$TMP"
-}
-trap stop_all EXIT
+trap 'stop_started "$TMP"' EXIT
 trap 'exit 130' INT TERM
 
 BASE=$((20000 + (RANDOM % 200) * 50))

@@ -27,6 +27,15 @@ stop_pid() { # pid: graceful, then forced, bounded to 12 s
     wait "$pid" 2>/dev/null || true
 }
 
+stop_started() { # tmp-dir: ends every process in STARTED, then removes tmp-dir (BENCH_KEEP=1 keeps it)
+    local p
+    for p in $STARTED; do kill -TERM "$p" 2>/dev/null || true; done
+    sleep 0.5
+    for p in $STARTED; do kill -KILL "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    [ -n "${BENCH_KEEP:-}" ] && echo "kept $1" >&2 || rm -rf "$1"
+}
+
 spawn() { # log-file command...: runs it in the background; its pid in LAST and in STARTED
     local log=$1
     shift

@@ -37,15 +37,7 @@ LG=$ROOT/build/bench/loadgen FLOOR=$ROOT/build/bench/floor GH=$ROOT/build/gateho
 ulimit -n "$(ulimit -Hn)"
 
 TMP=$(mktemp -d /tmp/gatehouse-syscalls.XXXXXX)
-stop_all() {
-    local p
-    for p in $STARTED; do kill -TERM "$p" 2>/dev/null || true; done
-    sleep 0.5
-    for p in $STARTED; do kill -KILL "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    [ -n "${BENCH_KEEP:-}" ] && echo "kept $TMP" >&2 || rm -rf "$TMP"
-}
-trap stop_all EXIT
+trap 'stop_started "$TMP"' EXIT
 trap 'exit 130' INT TERM
 
 BASE=$((20000 + (RANDOM % 200) * 50))
