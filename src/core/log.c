@@ -239,10 +239,10 @@ static void put(struct line *l, const char *s)
     l->n += len;
 }
 
-/* Where a value must stop: its own bound or the line's room for at least `need` bytes. */
-static size_t value_stop(const struct line *l, size_t need)
+/* Where a value must stop: its own bound or the end of the line's room. */
+static size_t value_stop(const struct line *l)
 {
-    size_t room = l->cap - 3 - need, own = l->n + VALUE_MAX;
+    size_t room = l->cap - 3, own = l->n + VALUE_MAX;
     return room < own ? room : own;
 }
 
@@ -250,7 +250,7 @@ static size_t value_stop(const struct line *l, size_t need)
 static void put_text(struct line *l, const char *s)
 {
     char *p = l->p;
-    size_t n = l->n, stop = value_stop(l, 0);
+    size_t n = l->n, stop = value_stop(l);
     for (; *s && n < stop; s++) {
         unsigned char c = (unsigned char)*s;
         p[n++] = (c <= 0x20 || c == 0x7f || c == '"' || c == '=') ? '?' : (char)c;
@@ -258,27 +258,10 @@ static void put_text(struct line *l, const char *s)
     l->n = n;
 }
 
-/* The inside of a JSON string; an escape takes up to six bytes. */
+/* The inside of a JSON string, within the value's bound and the line's room. */
 static void put_json(struct line *l, const char *s)
 {
-    static const char hex[] = "0123456789abcdef";
-    char *p = l->p;
-    size_t n = l->n, stop = value_stop(l, 6);
-    for (; *s && n < stop; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            p[n++] = '\\';
-            p[n++] = (char)c;
-        } else if (c < 0x20) {
-            memcpy(p + n, "\\u00", 4);
-            p[n + 4] = hex[c >> 4];
-            p[n + 5] = hex[c & 15];
-            n += 6;
-        } else {
-            p[n++] = (char)c;
-        }
-    }
-    l->n = n;
+    l->n += json_escape(l->p + l->n, value_stop(l) - l->n + 1, s);
 }
 
 static void put_field(struct line *l, bool json, const struct gh_log_field *f)

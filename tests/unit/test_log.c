@@ -70,15 +70,31 @@ static void json_values_are_escaped(void **state)
     assert_int_equal(truncate(path, 0), 0);
     gh_log_init(GH_LOG_JSON);
     struct gh_log_field f[] = {
+        {"client", "[2001:db8::1]:25", GH_LOG_OWN},
         {"sni", "a\"b\\c\n", GH_LOG_FOREIGN},
         {"resumed", "true", GH_LOG_NUM},
         {"duration", "0.004", GH_LOG_NUM},
     };
-    gh_log_fields("session", f, 3);
+    gh_log_fields("session", f, 4);
     const char *line = slurp(path);
-    assert_non_null(strstr(line, "\"event\":\"session\",\"sni\":\"a\\\"b\\\\c\\u000a\","
+    assert_non_null(strstr(line, "\"event\":\"session\",\"client\":\"[2001:db8::1]:25\","
+                                 "\"sni\":\"a\\\"b\\\\c\\u000a\","
                                  "\"resumed\":true,\"duration\":0.004}\n"));
     gh_log_init(GH_LOG_TEXT);
+}
+
+/* A value made here is written as it is in text too: an address keeps its brackets and
+ * colons, an empty one shows as "-". */
+static void own_values_are_written_as_they_are(void **state)
+{
+    assert_int_equal(truncate(path, 0), 0);
+    gh_log_init(GH_LOG_TEXT);
+    struct gh_log_field f[] = {
+        {"client", "[2001:db8::1]:25", GH_LOG_OWN},
+        {"local", "", GH_LOG_OWN},
+    };
+    gh_log_fields("session", f, 2);
+    assert_non_null(strstr(slurp(path), " session client=[2001:db8::1]:25 local=-\n"));
 }
 
 /* A value is cut at 599 bytes, a line at 2,048, and either way it closes: one line, and in
@@ -138,6 +154,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(text_fields_cannot_be_split),
         cmocka_unit_test(json_values_are_escaped),
+        cmocka_unit_test(own_values_are_written_as_they_are),
         cmocka_unit_test(long_values_are_cut_and_the_line_still_ends),
         cmocka_unit_test(reopened_after_a_rename),
     };
