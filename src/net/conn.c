@@ -376,12 +376,12 @@ static void flush(struct gh_conn *c)
         gh_buf_consume(&c->out, (size_t)n);
     }
     /* records a short send left behind (TLS) count as output still queued */
-    int held = gh_buf_len(&c->out) || !c->ssl ? 1 : gh_tls_io_flush(c->ssl);
-    if (held < 0) {
+    int flushed = gh_buf_len(&c->out) || !c->ssl ? 1 : gh_tls_io_flush(c->ssl);
+    if (flushed < 0) {
         gh_conn_close(c);
         return;
     }
-    bool pending = gh_buf_len(&c->out) > 0 || !held;
+    bool pending = gh_buf_len(&c->out) > 0 || !flushed;
     if (pending != c->want_write) {
         c->want_write = pending;
         set_events(c);

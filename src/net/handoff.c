@@ -527,10 +527,10 @@ static bool send_to_backend(struct gh_relay *r)
         if (r->stage == RELAY_FLOWING)
             gh_metrics_relay_bytes(r->c->metrics, GH_TO_DESTINATION, (uint64_t)n);
     }
-    int held = gh_buf_len(&r->to_backend) ? 1 : gh_backend_flush(&r->b);
-    if (held < 0)
+    int flushed = gh_buf_len(&r->to_backend) ? 1 : gh_backend_flush(&r->b);
+    if (flushed < 0)
         return false;
-    bool pending = gh_buf_len(&r->to_backend) > 0 || !held;
+    bool pending = gh_buf_len(&r->to_backend) > 0 || !flushed;
     if (pending != r->want_write) {
         r->want_write = pending;
         backend_events(r);
@@ -719,6 +719,15 @@ static void maybe_splice(struct gh_relay *r)
     splice_events(r);
 }
 
+/* A TLS session of a streaming relay: each read takes up to one chunk of records. */
+static void read_ahead(SSL *ssl)
+{
+    if (!ssl)
+        return;
+    SSL_set_read_ahead(ssl, 1);
+    SSL_set_default_read_buffer_len(ssl, GH_RELAY_STREAM_CHUNK);
+}
+
 /* A transfer with TLS on a leg (which splice cannot carry) streams records: its TLS sessions
  * read ahead (one recv takes up to 64 KiB, four records, instead of a header, then a body),
  * what one read takes leaves in one send (gh_tls_io_write gathers its records: a send per
@@ -735,14 +744,8 @@ static void stream_tls(struct gh_relay *r)
     struct gh_loop *loop = r->c->worker->loop;
     gh_io_ring(loop, &r->c->io, false);
     gh_io_ring(loop, &r->b.io, false);
-    if (r->c->ssl) {
-        SSL_set_read_ahead(r->c->ssl, 1);
-        SSL_set_default_read_buffer_len(r->c->ssl, GH_RELAY_STREAM_CHUNK);
-    }
-    if (r->b.ssl) {
-        SSL_set_read_ahead(r->b.ssl, 1);
-        SSL_set_default_read_buffer_len(r->b.ssl, GH_RELAY_STREAM_CHUNK);
-    }
+    read_ahead(r->c->ssl);
+    read_ahead(r->b.ssl);
     r->streaming = true;
 }
 
