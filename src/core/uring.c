@@ -208,7 +208,8 @@ void gh_uring_free(struct gh_uring *u)
             close(a->conn);
         free(a);
     }
-    free(u->watches);
+    if (u->watches)
+        munmap(u->watches, u->nwatches * sizeof *u->watches);
     if (u->rx_ring)
         munmap(u->rx_ring, RX_BUFS * sizeof(struct io_uring_buf));
     free(u->rx_base);
@@ -217,6 +218,9 @@ void gh_uring_free(struct gh_uring *u)
     free(u);
 }
 
+/* The slots are mapped rather than allocated: growing moves pages instead of copying them
+ * and never clears them (the kernel's come zeroed), so the table doubles ahead of the
+ * highest descriptor without making the half not yet used resident. */
 struct watch *uring_watch(struct gh_uring *u, int fd, bool grow)
 {
     if (fd < 0)
@@ -227,10 +231,12 @@ struct watch *uring_watch(struct gh_uring *u, int fd, bool grow)
         size_t n = u->nwatches ? u->nwatches : 1024;
         while (n <= (size_t)fd)
             n *= 2;
-        struct watch *w = realloc(u->watches, n * sizeof *w);
-        if (!w)
+        void *w = u->watches ? mremap(u->watches, u->nwatches * sizeof *u->watches,
+                                      n * sizeof *u->watches, MREMAP_MAYMOVE)
+                             : mmap(NULL, n * sizeof *u->watches, PROT_READ | PROT_WRITE,
+                                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (w == MAP_FAILED)
             return NULL;
-        memset(w + u->nwatches, 0, (n - u->nwatches) * sizeof *w);
         u->watches = w;
         u->nwatches = n;
     }
