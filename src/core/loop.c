@@ -30,12 +30,17 @@ struct gh_msg {
     void *arg;
 };
 
+struct heap_entry {
+    uint64_t when_ms; /* the timer's key */
+    struct gh_timer *t;
+};
+
 struct gh_loop {
     int epfd;              /* -1 on io_uring */
     struct gh_uring *ring; /* NULL on epoll */
     bool stopping;
     uint64_t now_ms;
-    struct gh_timer **heap; /* 1-based */
+    struct heap_entry *heap; /* 1-based */
     size_t heap_len, heap_cap;
     struct gh_io wake;
     pthread_mutex_t msg_lock; /* taken by posters, and by the loop only when one posted */
@@ -275,36 +280,38 @@ void gh_io_close(struct gh_loop *loop, struct gh_io *io)
 
 /* ---- timer heap ---- */
 
-static void heap_swap(struct gh_loop *loop, size_t a, size_t b)
+/* Each entry carries its key, so a sift compares within the array and only touches the
+ * timers it moves (to note their new place): with thousands of sessions a timer is
+ * rarely in cache, and reading one per comparison was a miss per step. */
+static void heap_place(struct gh_loop *loop, size_t i, struct heap_entry e)
 {
-    struct gh_timer *t = loop->heap[a];
-    loop->heap[a] = loop->heap[b];
-    loop->heap[b] = t;
-    loop->heap[a]->heap_index = (uint32_t)a;
-    loop->heap[b]->heap_index = (uint32_t)b;
+    loop->heap[i] = e;
+    e.t->heap_index = (uint32_t)i;
 }
 
-static void heap_up(struct gh_loop *loop, size_t i)
+static void heap_up(struct gh_loop *loop, size_t i, struct heap_entry e)
 {
-    while (i > 1 && loop->heap[i / 2]->when_ms > loop->heap[i]->when_ms) {
-        heap_swap(loop, i, i / 2);
+    while (i > 1 && loop->heap[i / 2].when_ms > e.when_ms) {
+        heap_place(loop, i, loop->heap[i / 2]);
         i /= 2;
     }
+    heap_place(loop, i, e);
 }
 
-static void heap_down(struct gh_loop *loop, size_t i)
+static void heap_down(struct gh_loop *loop, size_t i, struct heap_entry e)
 {
     for (;;) {
-        size_t l = 2 * i, r = l + 1, m = i;
-        if (l <= loop->heap_len && loop->heap[l]->when_ms < loop->heap[m]->when_ms)
-            m = l;
-        if (r <= loop->heap_len && loop->heap[r]->when_ms < loop->heap[m]->when_ms)
-            m = r;
-        if (m == i)
-            return;
-        heap_swap(loop, i, m);
-        i = m;
+        size_t c = 2 * i;
+        if (c > loop->heap_len)
+            break;
+        if (c < loop->heap_len && loop->heap[c + 1].when_ms < loop->heap[c].when_ms)
+            c++;
+        if (loop->heap[c].when_ms >= e.when_ms)
+            break;
+        heap_place(loop, i, loop->heap[c]);
+        i = c;
     }
+    heap_place(loop, i, e);
 }
 
 void gh_timer_cancel(struct gh_loop *loop, struct gh_timer *t)
@@ -313,54 +320,55 @@ void gh_timer_cancel(struct gh_loop *loop, struct gh_timer *t)
     if (!i)
         return;
     t->heap_index = 0;
-    struct gh_timer *last = loop->heap[loop->heap_len--];
-    if (last == t)
+    struct heap_entry last = loop->heap[loop->heap_len--];
+    if (last.t == t)
         return;
-    loop->heap[i] = last;
-    last->heap_index = (uint32_t)i;
-    heap_up(loop, i);
-    heap_down(loop, last->heap_index);
+    if (i > 1 && loop->heap[i / 2].when_ms > last.when_ms)
+        heap_up(loop, i, last);
+    else
+        heap_down(loop, i, last);
 }
 
 void gh_timer_set(struct gh_loop *loop, struct gh_timer *t, uint64_t ms)
 {
     uint64_t due = loop->now_ms + ms;
-    if (t->heap_index && due >= t->when_ms && due - t->when_ms <= UINT32_MAX) {
-        t->later_ms = (uint32_t)(due - t->when_ms); /* run_timers moves it when its place comes */
-        return;
+    if (t->heap_index) {
+        uint64_t when = loop->heap[t->heap_index].when_ms;
+        if (due >= when && due - when <= UINT32_MAX) {
+            t->later_ms = (uint32_t)(due - when); /* run_timers moves it when its place comes */
+            return;
+        }
     }
     gh_timer_cancel(loop, t);
     if (loop->heap_len + 1 >= loop->heap_cap) {
         size_t cap = loop->heap_cap ? loop->heap_cap * 2 : 256;
-        struct gh_timer **h = realloc(loop->heap, cap * sizeof *h);
+        struct heap_entry *h = realloc(loop->heap, cap * sizeof *h);
         if (!h)
             abort(); /* a timer we cannot arm would leave a connection unbounded */
         loop->heap = h;
         loop->heap_cap = cap;
     }
-    t->when_ms = due;
     t->later_ms = 0;
-    loop->heap[++loop->heap_len] = t;
-    t->heap_index = (uint32_t)loop->heap_len;
-    heap_up(loop, loop->heap_len);
+    heap_up(loop, ++loop->heap_len, (struct heap_entry){due, t});
 }
 
 static int next_timeout(const struct gh_loop *loop)
 {
     if (!loop->heap_len)
         return -1;
-    uint64_t when = loop->heap[1]->when_ms;
+    uint64_t when = loop->heap[1].when_ms;
     return when <= loop->now_ms ? 0 : (int)(when - loop->now_ms);
 }
 
 static void run_timers(struct gh_loop *loop)
 {
-    while (loop->heap_len && loop->heap[1]->when_ms <= loop->now_ms) {
-        struct gh_timer *t = loop->heap[1];
+    while (loop->heap_len && loop->heap[1].when_ms <= loop->now_ms) {
+        struct heap_entry top = loop->heap[1];
+        struct gh_timer *t = top.t;
         if (t->later_ms) { /* pushed later since it was placed */
-            t->when_ms += t->later_ms;
+            top.when_ms += t->later_ms;
             t->later_ms = 0;
-            heap_down(loop, 1);
+            heap_down(loop, 1, top);
             continue;
         }
         gh_timer_cancel(loop, t);

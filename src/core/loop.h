@@ -29,12 +29,12 @@ struct gh_io {
     gh_io_fn fn;
 };
 
-/* Embedded in its owner. heap_index is 0 when the timer is not armed. A timer pushed later
- * keeps its place in the heap (when_ms) and moves once that comes, by later_ms. */
+/* Embedded in its owner. heap_index is 0 when the timer is not armed. Its deadline is
+ * the key of its heap entry; a timer pushed later keeps that place and moves once it
+ * comes, by later_ms. */
 struct gh_timer {
-    uint64_t when_ms;    /* its key in the heap */
     uint32_t heap_index; /* 1-based */
-    uint32_t later_ms;   /* it fires this long after when_ms */
+    uint32_t later_ms;   /* it fires this long after its key */
     gh_timer_fn fn;
 };
 

@@ -3,9 +3,9 @@
  * level-triggered watches report again while data remains, EPOLLET ones only on new data,
  * a changed mask takes effect, a removed watch is silent, gh_io_close ends the socket for
  * the peer within the turn, timers fire (a re-armed one at its new time only, earlier or
- * later, a cancelled one never), and posted messages run on the loop; and socket I/O
- * through the loop (ring I/O on io_uring) keeps the bytes' order, the send bound and the
- * close after the last byte, accepts through it hand over every connection with its
+ * later, a cancelled one never, many in the order of their deadlines), and posted messages run on
+ * the loop; and socket I/O through the loop (ring I/O on io_uring) keeps the bytes' order, the send
+ * bound and the close after the last byte, accepts through it hand over every connection with its
  * address, and connects through it report their outcome once (and nothing after a close).
  */
 #include <stdarg.h>
@@ -270,6 +270,62 @@ static void rearmed_timers_fire_at_their_new_time(enum gh_loop_backend b)
 static void rearmed_timers_fire_at_their_new_time_epoll(void **state)
 {
     rearmed_timers_fire_at_their_new_time(GH_BACKEND_EPOLL);
+}
+
+/* Many timers set, moved earlier and later, some cancelled: each left fires once, not before
+ * its deadline, and the firing order follows the deadlines (a heap that sifts wrongly breaks
+ * the order or loses a timer). */
+enum { ORDERED_TIMERS = 600 };
+
+struct ordered {
+    struct gh_timer t;
+    uint64_t due;
+    int calls;
+    uint64_t at;
+};
+
+static uint64_t last_due_fired;
+static bool fired_in_order;
+
+static void on_ordered(struct gh_timer *t)
+{
+    struct ordered *o = gh_container_of(t, struct ordered, t);
+    o->calls++;
+    o->at = gh_loop_now(gh_loop_current());
+    if (o->due < last_due_fired)
+        fired_in_order = false;
+    last_due_fired = o->due;
+}
+
+static void many_timers_fire_in_deadline_order(void **state)
+{
+    if (!use(GH_BACKEND_EPOLL))
+        skip();
+    struct gh_loop *loop = new_loop();
+    static struct ordered o[ORDERED_TIMERS];
+    uint64_t start = gh_loop_now(loop);
+    uint32_t x = 12345;
+    for (int pass = 0; pass < 3; pass++)
+        for (int i = 0; i < ORDERED_TIMERS; i++) {
+            if (pass && (x = x * 1103515245 + 12345) % 3)
+                continue; /* later passes move about a third of them */
+            uint64_t ms = 1 + (x = x * 1103515245 + 12345) % 80;
+            o[i].t.fn = on_ordered;
+            o[i].due = start + ms;
+            gh_timer_set(loop, &o[i].t, ms);
+        }
+    for (int i = 0; i < ORDERED_TIMERS; i += 7)
+        gh_timer_cancel(loop, &o[i].t);
+    last_due_fired = 0;
+    fired_in_order = true;
+    run_for(loop, 150);
+    for (int i = 0; i < ORDERED_TIMERS; i++) {
+        assert_int_equal(o[i].calls, i % 7 ? 1 : 0);
+        if (i % 7)
+            assert_true(o[i].at >= o[i].due);
+    }
+    assert_true(fired_in_order);
+    gh_loop_free(loop);
 }
 
 static void messages_from_another_thread(enum gh_loop_backend b)
@@ -859,6 +915,7 @@ int main(void)
         cmocka_unit_test(close_ends_the_socket_for_the_peer_epoll),
         cmocka_unit_test(close_ends_the_socket_for_the_peer_io_uring),
         cmocka_unit_test(rearmed_timers_fire_at_their_new_time_epoll),
+        cmocka_unit_test(many_timers_fire_in_deadline_order),
         cmocka_unit_test(messages_from_another_thread_epoll),
         cmocka_unit_test(messages_from_another_thread_io_uring),
         cmocka_unit_test(reads_and_writes_through_the_loop_epoll),
