@@ -162,14 +162,30 @@ struct gh_loop *gh_loop_current(void)
     return current_loop;
 }
 
+/* On epoll, a watch with no events is not added until it asks for some: a connection handed
+ * to a backend at once waits for it unwatched, an add and a modify fewer. EPOLLWAKEUP, which
+ * nothing here asks for, marks it. */
+#define NOT_ADDED EPOLLWAKEUP
+
+static bool epoll_set(struct gh_loop *loop, struct gh_io *io, int op, uint32_t events)
+{
+    struct epoll_event ev = {.events = events, .data.ptr = io};
+    if (epoll_ctl(loop->epfd, op, io->fd, &ev) < 0)
+        return false;
+    io->events = events;
+    return true;
+}
+
 bool gh_io_add(struct gh_loop *loop, struct gh_io *io, uint32_t events, gh_err *err)
 {
     if (loop->ring)
         return gh_uring_add(loop->ring, io, events, err);
-    struct epoll_event ev = {.events = events, .data.ptr = io};
-    if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, io->fd, &ev) < 0)
+    if (!events) {
+        io->events = NOT_ADDED;
+        return true;
+    }
+    if (!epoll_set(loop, io, EPOLL_CTL_ADD, events))
         return gh_fail_sys(err, errno, "epoll add fd %d", io->fd);
-    io->events = events;
     return true;
 }
 
@@ -177,20 +193,16 @@ bool gh_io_mod(struct gh_loop *loop, struct gh_io *io, uint32_t events)
 {
     if (loop->ring)
         return gh_uring_mod(loop->ring, io, events);
-    if (io->events == events)
+    if (io->events == events || (io->events == NOT_ADDED && !events))
         return true; /* an epoll_ctl saved: owners re-state their interest after each event */
-    struct epoll_event ev = {.events = events, .data.ptr = io};
-    if (epoll_ctl(loop->epfd, EPOLL_CTL_MOD, io->fd, &ev) < 0)
-        return false;
-    io->events = events;
-    return true;
+    return epoll_set(loop, io, io->events == NOT_ADDED ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, events);
 }
 
 void gh_io_del(struct gh_loop *loop, struct gh_io *io)
 {
     if (loop->ring)
         gh_uring_del(loop->ring, io);
-    else
+    else if (io->events != NOT_ADDED)
         epoll_ctl(loop->epfd, EPOLL_CTL_DEL, io->fd, NULL);
     io->events = 0;
 }
@@ -251,11 +263,13 @@ bool gh_io_connect(struct gh_loop *loop, struct gh_io *io, uint32_t events,
     return gh_io_add(loop, io, events, NULL);
 }
 
-int gh_io_connect_error(struct gh_loop *loop, struct gh_io *io)
+int gh_io_connect_error(struct gh_loop *loop, struct gh_io *io, uint32_t events)
 {
     int soerr = loop->ring ? gh_uring_connect_error(loop->ring, io) : -1;
     if (soerr >= 0)
         return soerr;
+    if ((events & EPOLLOUT) && !(events & (EPOLLERR | EPOLLHUP)))
+        return 0; /* a failed connect always reports an error or a hang-up: no call to ask */
     socklen_t len = sizeof soerr;
     if (getsockopt(io->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
         return errno;

@@ -54,6 +54,8 @@ void gh_loop_free(struct gh_loop *loop);
 bool gh_loop_run(struct gh_loop *loop, gh_err *err);
 void gh_loop_stop(struct gh_loop *loop);
 
+/* A watch added with no events reports nothing, not even an error or hang-up, until
+ * gh_io_mod asks for some (on epoll it is only added then). */
 bool gh_io_add(struct gh_loop *loop, struct gh_io *io, uint32_t events, gh_err *err);
 bool gh_io_mod(struct gh_loop *loop, struct gh_io *io, uint32_t events);
 void gh_io_del(struct gh_loop *loop, struct gh_io *io);
@@ -99,8 +101,8 @@ int gh_io_accept(struct gh_loop *loop, struct gh_io *io, struct sockaddr *addr, 
  */
 bool gh_io_connect(struct gh_loop *loop, struct gh_io *io, uint32_t events,
                    const struct sockaddr *sa, socklen_t len);
-/* After that report: 0 when connected, else the errno the connect failed with. */
-int gh_io_connect_error(struct gh_loop *loop, struct gh_io *io);
+/* After that report (its events): 0 when connected, else the errno the connect failed with. */
+int gh_io_connect_error(struct gh_loop *loop, struct gh_io *io, uint32_t events);
 
 /* Monotonic milliseconds, cached once per loop turn. */
 uint64_t gh_loop_now(const struct gh_loop *loop);

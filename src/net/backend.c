@@ -481,9 +481,9 @@ static const char *write_header(struct gh_backend *b)
     return after_header(b);
 }
 
-static const char *connected(struct gh_backend *b)
+static const char *connected(struct gh_backend *b, uint32_t events)
 {
-    int soerr = gh_io_connect_error(b->loop, &b->io);
+    int soerr = gh_io_connect_error(b->loop, &b->io, events);
     if (soerr)
         return strerror(soerr);
     gh_io_ring(b->loop, &b->io, true); /* connected: reads and writes go through the ring */
@@ -496,7 +496,7 @@ static void backend_io(struct gh_io *io, uint32_t events)
     const char *why = NULL;
     switch (b->stage) {
     case B_CONNECTING:
-        why = connected(b);
+        why = connected(b, events);
         break;
     case B_HEADER:
         why = write_header(b);

@@ -64,6 +64,7 @@ static void on_io(struct gh_io *io, uint32_t events);
 static void on_resume(struct gh_timer *t);
 static void on_deadline(struct gh_timer *t);
 static void start_protocol(struct gh_conn *c);
+static bool hands_off_at_open(const struct gh_conn *c);
 static void start_handshake(struct gh_conn *c);
 static void flush(struct gh_conn *c);
 static ssize_t send_some(struct gh_conn *c, const char *p, size_t len);
@@ -464,7 +465,10 @@ void gh_conn_accepted(struct gh_worker *w, struct gh_wsock *ws, int fd,
     bool via_proxy = gh_ipmask_match_any(trusted, ntrusted, &c->tcp_peer.u.sa);
     /* Peeking stages run edge-triggered, so unconsumed bytes do not wake us again. */
     p->edge = via_proxy || (c->conf->use_tls && c->conf->tls_implicit);
-    uint32_t ev = EPOLLIN | EPOLLRDHUP | (p->edge ? EPOLLET : 0);
+    /* A session handed over at once reads nothing until its backend is there: not watching
+     * it until then saves the loop two changes of interest. */
+    p->input_paused = !p->edge && hands_off_at_open(c);
+    uint32_t ev = p->input_paused ? 0 : EPOLLIN | EPOLLRDHUP | (p->edge ? EPOLLET : 0);
     gh_err err = {0};
     if (!gh_io_add(w->loop, &c->io, ev, &err)) {
         conn_log(c, "accept-error", "%s", err.msg);
@@ -485,12 +489,17 @@ void gh_conn_accepted(struct gh_worker *w, struct gh_wsock *ws, int fd,
 
 /* A listener whose opening has no upgrade to offer (plain, or implicit TLS) hands the
  * session over at once, so the backend's own greeting reaches the client. */
+static bool hands_off_at_open(const struct gh_conn *c)
+{
+    bool starttls_listener =
+        c->conf->use_tls && !c->conf->tls_implicit && c->conf->protocol != GH_PROTO_HTTP;
+    return !starttls_listener && gh_conn_has_destination(c);
+}
+
 static void open_session(struct gh_conn *c)
 {
     c->phase = GH_PHASE_PROTOCOL;
-    bool starttls_listener =
-        c->conf->use_tls && !c->conf->tls_implicit && c->conf->protocol != GH_PROTO_HTTP;
-    if (!starttls_listener && gh_conn_has_destination(c))
+    if (hands_off_at_open(c))
         gh_conn_handoff(c, false, NULL, NULL);
     else
         call_proto(c, c->proto->open);

@@ -739,7 +739,7 @@ static void on_connected(struct gh_io *io, uint32_t events)
     struct dialer *d = gh_container_of(io, struct dialer, io);
     d->calls++;
     d->events = events;
-    d->error = gh_io_connect_error(d->loop, io);
+    d->error = gh_io_connect_error(d->loop, io, events);
     gh_io_del(d->loop, io); /* a refused socket would report its error again every turn */
 }
 
