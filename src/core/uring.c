@@ -558,7 +558,13 @@ bool gh_uring_ring(struct gh_uring *u, struct gh_io *io, bool on)
      * call would read, so reads wait for its end (data or cancelled) before going direct. */
     if (!on && r->recv_inflight)
         cancel_recv(u, io->fd, r);
-    uring_arm_if_wanted(u, io->fd, w);
+    /* On: what it carries waits for the turn's end too, by when the owner has usually
+     * changed what it asks for (a connected backend stops asking for room to write, which
+     * the ring would otherwise report once for nothing). */
+    if (on)
+        arm_at_turn_end(u, io->fd, w);
+    else
+        uring_arm_if_wanted(u, io->fd, w);
     return true;
 }
 
