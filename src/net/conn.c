@@ -53,6 +53,8 @@ struct conn_priv {
     uint64_t handshake_ns;    /* when the running TLS handshake began */
     struct gh_sec_ticket sec; /* the per-address connection slot, when one is held */
     bool first_data_seen;     /* the first plaintext input was screened for scans */
+    bool opening_decided;     /* at accept, for a session opened there and then: */
+    bool hands_off;           /* it goes to a backend at its opening */
 };
 
 static struct conn_priv *priv(struct gh_conn *c)
@@ -467,7 +469,10 @@ void gh_conn_accepted(struct gh_worker *w, struct gh_wsock *ws, int fd,
     p->edge = via_proxy || (c->conf->use_tls && c->conf->tls_implicit);
     /* A session handed over at once reads nothing until its backend is there: not watching
      * it until then saves the loop two changes of interest. */
-    p->input_paused = !p->edge && hands_off_at_open(c);
+    if (!p->edge) {
+        p->opening_decided = true;
+        p->input_paused = p->hands_off = hands_off_at_open(c);
+    }
     uint32_t ev = p->input_paused ? 0 : EPOLLIN | EPOLLRDHUP | (p->edge ? EPOLLET : 0);
     gh_err err = {0};
     if (!gh_io_add(w->loop, &c->io, ev, &err)) {
@@ -499,7 +504,8 @@ static bool hands_off_at_open(const struct gh_conn *c)
 static void open_session(struct gh_conn *c)
 {
     c->phase = GH_PHASE_PROTOCOL;
-    if (hands_off_at_open(c))
+    struct conn_priv *p = priv(c);
+    if (p->opening_decided ? p->hands_off : hands_off_at_open(c))
         gh_conn_handoff(c, false, NULL, NULL);
     else
         call_proto(c, c->proto->open);
