@@ -118,7 +118,6 @@ static void check_start(struct gh_timer *t)
     }
     memset(&k->b, 0, sizeof k->b);
     k->b.step_timeout_ms = d->check_timeout_ms;
-    snprintf(k->b.hello_name, sizeof k->b.hello_name, "localhost");
     k->running = true;
     gh_timer_set(loop, &k->deadline, d->check_timeout_ms);
     if (!gh_backend_open(&k->b, loop, d, hdr, n, d->protocol != GH_PROTO_HTTP, check_opened))

@@ -320,7 +320,7 @@ static const char *start_upgrade(struct gh_backend *b)
     case GH_PROTO_SMTP:
     case GH_PROTO_LMTP:
         ok = send_line(b, b->dest->protocol == GH_PROTO_LMTP ? "LHLO %s\r\n" : "EHLO %s\r\n",
-                       b->hello_name[0] ? b->hello_name : "localhost");
+                       b->hello_name ? b->hello_name : "localhost");
         b->stage = B_HELLO;
         break;
     case GH_PROTO_IMAP:
@@ -578,4 +578,6 @@ void gh_backend_close(struct gh_backend *b)
     free(b->greeting);
     b->greeting = NULL;
     b->greeting_len = 0;
+    free(b->hello_name);
+    b->hello_name = NULL;
 }

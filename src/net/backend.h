@@ -30,7 +30,7 @@ struct gh_backend {
     int stage;
     bool registered, want_greeting;
     uint32_t step_timeout_ms; /* each step after connecting; 0 = 30 s */
-    char hello_name[256];     /* SMTP/LMTP: the name said in EHLO/LHLO before STARTTLS */
+    char *hello_name; /* SMTP/LMTP before STARTTLS: EHLO/LHLO's name (owned; NULL: localhost) */
     struct gh_buf out, in;
     char *greeting; /* the greeting to present to a client, when read (owned) */
     size_t greeting_len;

@@ -449,7 +449,8 @@ static void attempt(struct gh_relay *r)
     r->stage = RELAY_OPENING;
     r->want_write = r->backend_paused = false;
     r->b.step_timeout_ms = GREETING_DEADLINE_MS;
-    snprintf(r->b.hello_name, sizeof r->b.hello_name, "%s", gh_conn_hostname(r->c));
+    if (r->dest->tls == GH_BTLS_STARTTLS) /* only an upgrade says hello before the client */
+        r->b.hello_name = strdup(gh_conn_hostname(r->c));
     if (!gh_backend_open(&r->b, r->c->worker->loop, r->dest, hdr, n, r->swallow_greeting, opened))
         next_destination(r, "cannot connect");
 }
