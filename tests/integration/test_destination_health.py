@@ -339,6 +339,8 @@ def test_starttls_smtp_leg_presents_the_greeting_read_before_the_upgrade(gatehou
                                                                          pki):
     b = Backend("st", tls="starttls", cert=pki["ip"])
     try:
+        gatehouse.call("x:SystemSettings/set", {"update": {"singleton": {
+            "defaultHostname": "front.example.test"}}})
         anchor = trust_anchor(gatehouse, pki["ca"].pem)
         destination(gatehouse, b.port, tls="starttls", tlsCaCertificateId=anchor, **FAST)
         port = free_port()
@@ -348,6 +350,8 @@ def test_starttls_smtp_leg_presents_the_greeting_read_before_the_upgrade(gatehou
             s.sendall(b"EHLO c.example\r\n")
             assert s.recv(100) == b"250 st got EHLO c.example\r\n"  # over the TLS leg
         assert b"EHLO c.example" in b.lines
+        # before the upgrade the front door greets the backend by its own name
+        assert b"EHLO front.example.test" in b.pre_tls, b.pre_tls
     finally:
         b.stop()
 
