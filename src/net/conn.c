@@ -53,8 +53,6 @@ struct conn_priv {
     uint64_t handshake_ns;    /* when the running TLS handshake began */
     struct gh_sec_ticket sec; /* the per-address connection slot, when one is held */
     bool first_data_seen;     /* the first plaintext input was screened for scans */
-    bool opening_decided;     /* at accept, for a session opened there and then: */
-    bool hands_off;           /* it goes to a backend at its opening */
 };
 
 static struct conn_priv *priv(struct gh_conn *c)
@@ -468,11 +466,9 @@ void gh_conn_accepted(struct gh_worker *w, struct gh_wsock *ws, int fd,
     /* Peeking stages run edge-triggered, so unconsumed bytes do not wake us again. */
     p->edge = via_proxy || (c->conf->use_tls && c->conf->tls_implicit);
     /* A session handed over at once reads nothing until its backend is there: not watching
-     * it until then saves the loop two changes of interest. */
-    if (!p->edge) {
-        p->opening_decided = true;
-        p->input_paused = p->hands_off = hands_off_at_open(c);
-    }
+     * it until then saves the loop two changes of interest. (One that peeks first decides
+     * when it opens.) */
+    p->input_paused = !p->edge && hands_off_at_open(c);
     uint32_t ev = p->input_paused ? 0 : EPOLLIN | EPOLLRDHUP | (p->edge ? EPOLLET : 0);
     gh_err err = {0};
     if (!gh_io_add(w->loop, &c->io, ev, &err)) {
@@ -501,11 +497,10 @@ static bool hands_off_at_open(const struct gh_conn *c)
     return !starttls_listener && gh_conn_has_destination(c);
 }
 
-static void open_session(struct gh_conn *c)
+static void open_session(struct gh_conn *c, bool hand_off)
 {
     c->phase = GH_PHASE_PROTOCOL;
-    struct conn_priv *p = priv(c);
-    if (p->opening_decided ? p->hands_off : hands_off_at_open(c))
+    if (hand_off)
         gh_conn_handoff(c, false, NULL, NULL);
     else
         call_proto(c, c->proto->open);
@@ -583,13 +578,15 @@ static void start_protocol(struct gh_conn *c)
             start_handshake(c);
         return; /* untrusted peer: its first bytes are checked for a PROXY header first */
     }
+    /* Opened in the accept that took it: paused there exactly when it is handed off. */
+    bool hand_off = priv(c)->edge ? hands_off_at_open(c) : priv(c)->input_paused;
     if (priv(c)->edge) { /* a peeking stage ran edge-triggered; the protocol reads level */
         priv(c)->edge = false;
         set_events(c);
     }
     gh_timer_cancel(c->worker->loop, &c->deadline);
     use_ring(c);
-    open_session(c);
+    open_session(c, hand_off);
 }
 
 /* ---- PROXY header ---- */
@@ -724,7 +721,7 @@ static void continue_handshake(struct gh_conn *c)
         if (gh_tls_is_acme_validation(c->ssl)) /* RFC 8737: nothing follows the handshake */
             gh_conn_close(c);
         else if (!upgrade)
-            open_session(c);
+            open_session(c, hands_off_at_open(c));
         else if (gh_conn_has_destination(c)) /* the front door's part ends with STARTTLS */
             gh_conn_handoff(c, !c->proto->greets_after_tls, NULL, NULL);
         else
