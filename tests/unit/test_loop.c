@@ -130,6 +130,36 @@ static void edge_reports_only_new_data(enum gh_loop_backend b)
     close(sv[1]);
 }
 
+/* A watch added with no events reports nothing, not even the hang-up waiting for it (on
+ * epoll it is not added at all), until it asks for events; then it reports what waits. */
+static void ask_for_input(void *arg)
+{
+    struct watched *w = arg;
+    assert_int_equal(w->calls, 0);
+    assert_true(gh_io_mod(gh_loop_current(), &w->io, EPOLLIN | EPOLLRDHUP));
+}
+
+static void no_events_report_nothing_until_asked(enum gh_loop_backend b)
+{
+    if (!use(b))
+        skip();
+    struct gh_loop *loop = new_loop();
+    int sv[2];
+    pair(sv);
+    struct watched w = {.io = {.fd = sv[0], .fn = on_ready}, .read_each = 1};
+    assert_true(gh_io_add(loop, &w.io, 0, NULL));
+    assert_true(gh_io_mod(loop, &w.io, 0));
+    assert_int_equal(write(sv[1], "ab", 2), 2);
+    close(sv[1]);
+    struct step ask = {.t.fn = run_step, .fn = ask_for_input, .arg = &w};
+    gh_timer_set(loop, &ask.t, 30);
+    run_for(loop, 80);
+    assert_true(w.calls >= 2); /* a byte each time, then the hang-up */
+    assert_true(w.last & (EPOLLRDHUP | EPOLLHUP));
+    gh_loop_free(loop);
+    close(sv[0]);
+}
+
 static struct gh_loop *del_loop;
 static int del_peer;
 
@@ -889,6 +919,7 @@ static void a_connect_closed_in_progress_reports_nothing(enum gh_loop_backend b)
     }
 
 BOTH(level_reports_while_data_remains)
+BOTH(no_events_report_nothing_until_asked)
 BOTH(edge_reports_only_new_data)
 BOTH(mod_and_del)
 BOTH(close_ends_the_socket_for_the_peer)
@@ -910,6 +941,8 @@ int main(void)
         cmocka_unit_test(level_reports_while_data_remains_io_uring),
         cmocka_unit_test(edge_reports_only_new_data_epoll),
         cmocka_unit_test(edge_reports_only_new_data_io_uring),
+        cmocka_unit_test(no_events_report_nothing_until_asked_epoll),
+        cmocka_unit_test(no_events_report_nothing_until_asked_io_uring),
         cmocka_unit_test(mod_and_del_epoll),
         cmocka_unit_test(mod_and_del_io_uring),
         cmocka_unit_test(close_ends_the_socket_for_the_peer_epoll),
