@@ -3,13 +3,16 @@
  * pipe is filled only while it is empty and emptied before src is read again, so a leg holds
  * at most one pipe's worth and the relay's memory stays bounded without any buffer of ours.
  *
- * Pipes are 256 KiB where the budget allows (a quarter of the splice calls per megabyte of
- * the default 64 KiB): while this process's pipes hold less than half of the user's pipe
- * limit (fs.pipe-user-pages-soft). The kernel counts every pipe page of an unprivileged user
- * against it, and past it gives that user's new pipes two pages only, so grown pipes must
- * not be what pushes it there; the budget also bounds what grown pipes can hold at once.
- * Past it pipes keep the kernel's size: splicing through even the smallest pipe costs less
- * than copying through user space, so a relay is never refused one.
+ * A pipe starts at the kernel's 64 KiB and grows fourfold, up to 1 MiB (the kernel's
+ * pipe-max-size, an unprivileged user's ceiling), each time one fill takes all of it: a leg
+ * that keeps its pipe full carries a transfer, and bigger pipes move it in fewer, larger
+ * splices (about a fifth less CPU per megabyte at 1 MiB than at 256 KiB, docs/BENCHMARKS.md).
+ * Growth is taken from a budget: this process's pipes may hold half of the user's pipe limit
+ * (fs.pipe-user-pages-soft). The kernel counts every pipe page of an unprivileged user against it,
+ * and past it gives that user's new pipes two pages only, so grown pipes must not be what pushes it
+ * there; growing only the legs that fill their pipes spends the budget on transfers, not on the
+ * idle direction of every relay. Past it pipes keep their size: splicing through even the smallest
+ * pipe costs less than copying through user space, so a relay is never refused one.
  */
 #include "net/splice.h"
 
@@ -25,7 +28,8 @@
 #define SPLICE_CHUNK (1 << 20) /* ask for more than a pipe holds: the pipe bounds it */
 #define PUMP_ROUNDS  16        /* a busy leg gives the loop back after this many fills */
 
-#define PIPE_GROWN     (256 * 1024)
+#define PIPE_MAX       (1024 * 1024)
+#define PIPE_GROWTH    4  /* a full pipe's next size, as a multiple */
 #define PIPE_DEF_PAGES 16 /* a new pipe's, on Linux */
 
 static atomic_long pipe_pages; /* held by this process's legs */
@@ -71,14 +75,27 @@ bool gh_splice_leg_open(struct gh_splice_leg *l)
         return false;
     *l = (struct gh_splice_leg){.rd = p[0], .wr = p[1], .pages = PIPE_DEF_PAGES};
     atomic_fetch_add(&pipe_pages, PIPE_DEF_PAGES);
-    long grown = PIPE_GROWN / sysconf(_SC_PAGESIZE);
-    if (grown > PIPE_DEF_PAGES && take_growth(grown - PIPE_DEF_PAGES)) {
-        if (fcntl(p[1], F_SETPIPE_SZ, PIPE_GROWN) >= 0)
-            l->pages = grown;
-        else
-            atomic_fetch_sub(&pipe_pages, grown - PIPE_DEF_PAGES);
-    }
     return true;
+}
+
+/* The last fill took the whole pipe: the leg carries a transfer and its pipe grows, while
+ * the budget allows. A pipe that cannot grow (pipe-max-size lowered) is not asked again. */
+static void grow_when_full(struct gh_splice_leg *l)
+{
+    long page = sysconf(_SC_PAGESIZE), max_pages = PIPE_MAX / page;
+    if (l->full_size || l->held < (size_t)(l->pages * page))
+        return;
+    long want = l->pages * PIPE_GROWTH < max_pages ? l->pages * PIPE_GROWTH : max_pages;
+    if (want <= l->pages || !take_growth(want - l->pages)) {
+        l->full_size = want <= l->pages;
+        return;
+    }
+    if (fcntl(l->wr, F_SETPIPE_SZ, want * page) < 0) {
+        atomic_fetch_sub(&pipe_pages, want - l->pages);
+        l->full_size = true;
+        return;
+    }
+    l->pages = want;
 }
 
 void gh_splice_leg_close(struct gh_splice_leg *l)
@@ -96,9 +113,10 @@ void gh_splice_leg_close(struct gh_splice_leg *l)
 static bool fill(struct gh_splice_leg *l, int src)
 {
     ssize_t n = splice(src, NULL, l->wr, NULL, SPLICE_CHUNK, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-    if (n > 0)
+    if (n > 0) {
         l->held += (size_t)n;
-    else if (n == 0)
+        grow_when_full(l);
+    } else if (n == 0)
         l->eof = true;
     else if (errno != EAGAIN && errno != EINTR)
         return false;

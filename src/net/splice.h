@@ -11,14 +11,16 @@
 
 /* One direction. Closed (fds -1) until gh_splice_leg_open. */
 struct gh_splice_leg {
-    int rd, wr;  /* the pipe */
-    size_t held; /* bytes in the pipe, taken from src and not yet given to dst */
-    bool eof;    /* src has ended */
-    bool shut;   /* ... and dst was told so (SHUT_WR) once everything before it was through */
-    long pages;  /* of the pipe, counted in the process's pipe budget */
+    int rd, wr;     /* the pipe */
+    size_t held;    /* bytes in the pipe, taken from src and not yet given to dst */
+    bool eof;       /* src has ended */
+    bool shut;      /* ... and dst was told so (SHUT_WR) once everything before it was through */
+    bool full_size; /* the pipe grows no more */
+    long pages;     /* of the pipe, counted in the process's pipe budget */
 };
 
-/* False when no pipe could be had (out of descriptors): the relay goes on copying. */
+/* A pipe of the kernel's default size, which grows while the leg fills it (net/splice.c).
+ * False when no pipe could be had (out of descriptors): the relay goes on copying. */
 bool gh_splice_leg_open(struct gh_splice_leg *l);
 /* The user's pipe limit in pages (fs.pipe-user-pages-soft, read by default; -1: none). */
 void gh_splice_set_pipe_budget(long soft_pages);

@@ -1,6 +1,7 @@
 """A relay between two plain sockets (SPEC §17): bytes arrive exact both ways, large transfers
 in both directions at once, each side's end passed on only after its last byte (half-close);
-a transfer moves to splice, a short exchange never makes a pipe.
+a transfer moves to splice, a short exchange never makes a pipe; a transfer's pipes grow from
+the kernel's 64 KiB to 1 MiB as it fills them.
 
 A relay starts by copying and moves to splice once it has carried 64 KiB; only a spliced relay
 passes a half-close on (a copying one ends the session at either side's end, as before). So
@@ -230,7 +231,8 @@ def test_half_close_waits_for_the_other_direction(gatehouse):
 def test_transfers_splice_and_short_exchanges_do_not(tmp_path):
     from test_io_engine import Traced
     from conftest import Daemon
-    t = Traced(tmp_path, ["-e", "trace=pipe2,splice"], os.environ.get("GATEHOUSE_ENGINE", "auto"))
+    t = Traced(tmp_path, ["-e", "trace=pipe2,splice,fcntl"],
+               os.environ.get("GATEHOUSE_ENGINE", "auto"))
     try:
         assert wait_port(t.http_port, timeout=30), t.read_log()
         api = Daemon(str(tmp_path / "data"), t.http_port)
@@ -263,6 +265,12 @@ def test_transfers_splice_and_short_exchanges_do_not(tmp_path):
              if "(" in line and " " in line]
     assert calls.count("pipe2") == pipes_before + 2, calls[:10]
     assert calls.count("splice") > 20
+    # each leg's pipe starts at the kernel's size and grows fourfold while 4 MiB fill it:
+    # 256 KiB, then 1 MiB, and never past
+    sizes = [line.split("F_SETPIPE_SZ, ")[1].split(")")[0] for line in t.out.read_text().splitlines()
+             if "F_SETPIPE_SZ" in line]
+    assert "1048576" in sizes and set(sizes) <= {"262144", "1048576"}, sizes
+    assert sizes.index("262144") < sizes.index("1048576"), sizes
 
 
 class Counter(Server):

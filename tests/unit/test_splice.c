@@ -1,7 +1,8 @@
 /*
- * test_splice: a splice leg's pipe — grown to 256 KiB while the process's pipes hold less
- * than half of the user's pipe limit, the kernel's 64 KiB past that (never refused: splicing
- * beats copying whatever the pipe); closing a leg gives its pages back.
+ * test_splice: a splice leg's pipe — the kernel's 64 KiB at first, fourfold each time one
+ * fill takes all of it, up to 1 MiB; growth only while the process's pipes hold less than
+ * half of the user's pipe limit (never refused a pipe: splicing beats copying whatever its
+ * size); closing a leg gives its pages back.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,63 +11,115 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "net/splice.h"
 
-#define LEGS 16
+#define KIB 1024
 
 static int pipe_size(const struct gh_splice_leg *l)
 {
     return fcntl(l->wr, F_GETPIPE_SZ);
 }
 
-static void pipes_grow_within_the_budget(void **state)
+/* A source the leg can splice from: a pipe big enough for the test's writes. */
+struct source {
+    int rd, wr;
+};
+
+static struct source source_open(void)
+{
+    int p[2];
+    assert_int_equal(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+    assert_int_equal(fcntl(p[1], F_SETPIPE_SZ, 1024 * KIB), 1024 * KIB);
+    return (struct source){p[0], p[1]};
+}
+
+static void source_put(const struct source *s, size_t len)
+{
+    static char chunk[64 * KIB];
+    for (size_t done = 0, n; done < len; done += n) {
+        n = len - done < sizeof chunk ? len - done : sizeof chunk;
+        assert_int_equal(write(s->wr, chunk, n), n);
+    }
+}
+
+static void source_close(struct source *s)
+{
+    close(s->rd);
+    close(s->wr);
+}
+
+/* Puts len bytes at the source and pumps them through the leg to /dev/null. */
+static void carry(struct gh_splice_leg *l, const struct source *s, int sink, size_t len)
+{
+    source_put(s, len);
+    assert_int_equal(gh_splice_pump(l, s->rd, sink), (ssize_t)len);
+}
+
+static void a_pipe_grows_each_time_a_fill_takes_all_of_it(void **state)
 {
     (void)state;
     gh_splice_set_pipe_budget(16384); /* the kernel's default: far from it */
+    struct source s = source_open();
+    int sink = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    assert_true(sink >= 0);
     struct gh_splice_leg l = {.rd = -1, .wr = -1};
     assert_true(gh_splice_leg_open(&l));
-    assert_int_equal(pipe_size(&l), 256 * 1024);
+    assert_int_equal(pipe_size(&l), 64 * KIB);
+    carry(&l, &s, sink, 32 * KIB); /* half a pipe: no transfer yet */
+    assert_int_equal(pipe_size(&l), 64 * KIB);
+    carry(&l, &s, sink, 64 * KIB);
+    assert_int_equal(pipe_size(&l), 256 * KIB);
+    carry(&l, &s, sink, 256 * KIB);
+    assert_int_equal(pipe_size(&l), 1024 * KIB);
+    carry(&l, &s, sink, 1024 * KIB); /* full again: 1 MiB is the ceiling */
+    assert_int_equal(pipe_size(&l), 1024 * KIB);
+    assert_true(l.full_size);
     gh_splice_leg_close(&l);
     assert_int_equal(l.rd, -1);
+    close(sink);
+    source_close(&s);
 }
 
-static void pipes_stay_small_past_the_budget(void **state)
+static void growth_stops_at_the_budget(void **state)
 {
     (void)state;
-    /* 640 pages: grown pipes (64 pages) while the total stays within 320, then default ones
-     * (16 pages), however many */
-    gh_splice_set_pipe_budget(640);
-    struct gh_splice_leg l[LEGS];
-    int grown = 0, small = 0, opened = 0;
-    for (int i = 0; i < LEGS; i++) {
+    /* 400 pages: four legs of 16 pages hold 64; growing one to 64 pages takes 48, so two
+     * grow (64 + 96 ≤ 200) and the others keep the kernel's size */
+    gh_splice_set_pipe_budget(400);
+    struct source s = source_open();
+    int sink = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    struct gh_splice_leg l[4];
+    for (int i = 0; i < 4; i++) {
         l[i] = (struct gh_splice_leg){.rd = -1, .wr = -1};
-        if (!gh_splice_leg_open(&l[i]))
-            continue;
-        opened++;
-        if (pipe_size(&l[i]) == 256 * 1024)
-            grown++;
-        else if (pipe_size(&l[i]) == 64 * 1024)
-            small++;
+        assert_true(gh_splice_leg_open(&l[i]));
     }
-    assert_int_equal(grown, 5); /* 5 × 64 = 320 pages */
-    assert_int_equal(small, LEGS - 5);
-    assert_int_equal(opened, LEGS);
-    for (int i = 0; i < LEGS; i++)
+    int grown = 0;
+    for (int i = 0; i < 4; i++) {
+        carry(&l[i], &s, sink, 64 * KIB);
+        grown += pipe_size(&l[i]) == 256 * KIB;
+        carry(&l[i], &s, sink, 64 * KIB); /* still carried, whatever the size */
+    }
+    assert_int_equal(grown, 2);
+    for (int i = 0; i < 4; i++)
         gh_splice_leg_close(&l[i]);
     /* every page given back: the next leg grows again */
     struct gh_splice_leg again = {.rd = -1, .wr = -1};
     assert_true(gh_splice_leg_open(&again));
-    assert_int_equal(pipe_size(&again), 256 * 1024);
+    carry(&again, &s, sink, 64 * KIB);
+    assert_int_equal(pipe_size(&again), 256 * KIB);
     gh_splice_leg_close(&again);
+    close(sink);
+    source_close(&s);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(pipes_grow_within_the_budget),
-        cmocka_unit_test(pipes_stay_small_past_the_budget),
+        cmocka_unit_test(a_pipe_grows_each_time_a_fill_takes_all_of_it),
+        cmocka_unit_test(growth_stops_at_the_budget),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
