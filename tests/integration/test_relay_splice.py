@@ -265,12 +265,13 @@ def test_transfers_splice_and_short_exchanges_do_not(tmp_path):
              if "(" in line and " " in line]
     assert calls.count("pipe2") == pipes_before + 2, calls[:10]
     assert calls.count("splice") > 20
-    # each leg's pipe starts at the kernel's size and grows fourfold while 4 MiB fill it:
-    # 256 KiB, then 1 MiB, and never past
+    # each leg's pipe starts at the kernel's size and grows fourfold when one fill takes all
+    # of it: 256 KiB first, then 1 MiB, never past. (How far a pipe grows depends on how much
+    # the sender gets ahead, which a slow run, as under ASan, may keep below 256 KiB; the
+    # unit tests check the steps exactly.)
     sizes = [line.split("F_SETPIPE_SZ, ")[1].split(")")[0] for line in t.out.read_text().splitlines()
              if "F_SETPIPE_SZ" in line]
-    assert "1048576" in sizes and set(sizes) <= {"262144", "1048576"}, sizes
-    assert sizes.index("262144") < sizes.index("1048576"), sizes
+    assert sizes and sizes[0] == "262144" and set(sizes) <= {"262144", "1048576"}, sizes
 
 
 class Counter(Server):
