@@ -27,6 +27,7 @@
 
 #define SPLICE_CHUNK (1 << 20) /* ask for more than a pipe holds: the pipe bounds it */
 #define PUMP_ROUNDS  16        /* a busy leg gives the loop back after this many fills */
+#define PUMP_BYTES   (4 << 20) /* or this many bytes, however big its pipe has grown */
 
 #define PIPE_MAX       (1024 * 1024)
 #define PIPE_GROWTH    4  /* a full pipe's next size, as a multiple */
@@ -148,7 +149,7 @@ ssize_t gh_splice_pump(struct gh_splice_leg *l, int src, int dst)
         }
         if (l->eof)
             break;
-        if (round == PUMP_ROUNDS)
+        if (round == PUMP_ROUNDS || moved >= PUMP_BYTES)
             break; /* a busy leg gives the loop back, with the pipe empty */
         size_t before = l->held;
         if (!fill(l, src))

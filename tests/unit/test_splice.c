@@ -2,7 +2,7 @@
  * test_splice: a splice leg's pipe — the kernel's 64 KiB at first, fourfold each time one
  * fill takes all of it, up to 1 MiB; growth only while the process's pipes hold less than
  * half of the user's pipe limit (never refused a pipe: splicing beats copying whatever its
- * size); closing a leg gives its pages back.
+ * size); closing a leg gives its pages back; a busy leg's pump stops after 4 MiB.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -115,11 +115,32 @@ static void growth_stops_at_the_budget(void **state)
     source_close(&s);
 }
 
+static void a_busy_leg_gives_the_loop_back_after_4_mib(void **state)
+{
+    (void)state;
+    gh_splice_set_pipe_budget(16384);
+    int zero = open("/dev/zero", O_RDONLY | O_CLOEXEC),
+        sink = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    assert_true(zero >= 0 && sink >= 0);
+    struct gh_splice_leg l = {.rd = -1, .wr = -1};
+    assert_true(gh_splice_leg_open(&l));
+    /* a source that never runs dry: the pump stops by its own bound, with the pipe empty,
+     * after 4 MiB and less than one more pipe (sixteen fills of a 1 MiB pipe would be 16) */
+    ssize_t moved = gh_splice_pump(&l, zero, sink);
+    assert_true(moved >= 4 << 20);
+    assert_true(moved < (4 << 20) + (1 << 20));
+    assert_int_equal(l.held, 0);
+    gh_splice_leg_close(&l);
+    close(zero);
+    close(sink);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(a_pipe_grows_each_time_a_fill_takes_all_of_it),
         cmocka_unit_test(growth_stops_at_the_budget),
+        cmocka_unit_test(a_busy_leg_gives_the_loop_back_after_4_mib),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
