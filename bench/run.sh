@@ -17,7 +17,7 @@
 # or HAProxy decides (plain SMTP sessions, handed-off sessions and the plain relay, at 64 and
 # 1,024 clients), with more passes (11 per session cell, 5 per relay cell): a single pass
 # there moves by up to ±10%, so the median of a full run's five can miss or meet a 5% margin
-# by chance; about twelve minutes. --passes N: passes per cell (relay cells: half, at least
+# by chance; about ten minutes. --passes N: passes per cell (relay cells: half, at least
 # one). --engines: the Gatehouse engines to measure (the last one also serves the
 # single-server stages: JMAP, live changes, memory, scale).
 set -euo pipefail
