@@ -80,20 +80,19 @@ bool gh_splice_leg_open(struct gh_splice_leg *l)
 }
 
 /* The last fill took the whole pipe: the leg carries a transfer and its pipe grows, while
- * the budget allows. A pipe that cannot grow (pipe-max-size lowered) is not asked again. */
+ * the budget allows (asked again at its next full fill). A pipe the kernel refused to grow
+ * (pipe-max-size lowered) is not asked again. */
 static void grow_when_full(struct gh_splice_leg *l)
 {
     long page = sysconf(_SC_PAGESIZE), max_pages = PIPE_MAX / page;
-    if (l->full_size || l->held < (size_t)(l->pages * page))
+    if (l->grow_refused || l->pages >= max_pages || l->held < (size_t)(l->pages * page))
         return;
     long want = l->pages * PIPE_GROWTH < max_pages ? l->pages * PIPE_GROWTH : max_pages;
-    if (want <= l->pages || !take_growth(want - l->pages)) {
-        l->full_size = want <= l->pages;
+    if (!take_growth(want - l->pages))
         return;
-    }
     if (fcntl(l->wr, F_SETPIPE_SZ, want * page) < 0) {
         atomic_fetch_sub(&pipe_pages, want - l->pages);
-        l->full_size = true;
+        l->grow_refused = true;
         return;
     }
     l->pages = want;

@@ -11,12 +11,12 @@
 
 /* One direction. Closed (fds -1) until gh_splice_leg_open. */
 struct gh_splice_leg {
-    int rd, wr;     /* the pipe */
-    size_t held;    /* bytes in the pipe, taken from src and not yet given to dst */
-    bool eof;       /* src has ended */
-    bool shut;      /* ... and dst was told so (SHUT_WR) once everything before it was through */
-    bool full_size; /* the pipe grows no more */
-    long pages;     /* of the pipe, counted in the process's pipe budget */
+    int rd, wr;        /* the pipe */
+    size_t held;       /* bytes in the pipe, taken from src and not yet given to dst */
+    bool eof;          /* src has ended */
+    bool shut;         /* ... and dst was told so (SHUT_WR) once everything before it was through */
+    bool grow_refused; /* the kernel would not grow the pipe: not asked again */
+    long pages;        /* of the pipe, counted in the process's pipe budget */
 };
 
 /* A pipe of the kernel's default size, which grows while the leg fills it (net/splice.c).
