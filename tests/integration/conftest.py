@@ -28,10 +28,20 @@ SECRET = "test-admin-secret"
 USING = ["urn:ietf:params:jmap:core", "urn:stalwart:jmap"]
 
 
+_handed_out = set()
+
+
 def pick_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port never handed out before in this run: the kernel may give the same free
+    port to two calls in a row, and a test that picks several (pebble's four) must not get
+    one twice, nor one a process of an earlier test may still hold."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def wait_port(port, host="127.0.0.1", timeout=10.0):

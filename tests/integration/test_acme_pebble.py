@@ -83,9 +83,15 @@ class Pebble:
         self.pebble = subprocess.Popen(
             ["pebble", "-config", str(self.dir / "pebble.json"), "-dnsserver",
              f"{HOST}:{self.dns}"], stdout=log, stderr=log, env=env)
-        assert wait_port(self.port), (self.dir / "pebble.log").read_text()
+        log = self.dir / "pebble.log"
+        assert wait_port(self.port), log.read_text()
         ctx = ssl.create_default_context(cadata=self.ca_pem)
-        urllib.request.urlopen(self.directory, context=ctx, timeout=5).read()
+        try:
+            urllib.request.urlopen(self.directory, context=ctx, timeout=5).read()
+        except OSError as e:  # say whose port answered: pebble's log tells if it bound it
+            raise AssertionError(f"{self.directory}: {e}; pebble "
+                                 f"{'exited' if self.pebble.poll() is not None else 'runs'}:\n"
+                                 f"{log.read_text()}") from e
 
     def stop(self):
         self.pebble.terminate()
