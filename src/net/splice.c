@@ -7,12 +7,14 @@
  * pipe-max-size, an unprivileged user's ceiling), each time one fill takes all of it: a leg
  * that keeps its pipe full carries a transfer, and bigger pipes move it in fewer, larger
  * splices (about a fifth less CPU per megabyte at 1 MiB than at 256 KiB, docs/BENCHMARKS.md).
- * Growth is taken from a budget: this process's pipes may hold half of the user's pipe limit
- * (fs.pipe-user-pages-soft). The kernel counts every pipe page of an unprivileged user against it,
- * and past it gives that user's new pipes two pages only, so grown pipes must not be what pushes it
- * there; growing only the legs that fill their pipes spends the budget on transfers, not on the
- * idle direction of every relay. Past it pipes keep their size: splicing through even the smallest
- * pipe costs less than copying through user space, so a relay is never refused one.
+ * Growth is taken from a budget: this process's pipes may hold three quarters of the user's pipe
+ * limit (fs.pipe-user-pages-soft). The kernel counts every pipe page of an unprivileged user
+ * against it, and past it gives that user's new pipes two pages only, so grown pipes must not be
+ * what pushes it there: the last quarter (256 pipes of the kernel's size, at the default limit)
+ * is kept for new relays and the user's other processes. Growing only the legs that fill their
+ * pipes spends the budget on transfers, not on the idle direction of every relay. Past it pipes
+ * keep their size: splicing through even the smallest pipe costs less than copying through user
+ * space, so a relay is never refused one.
  */
 #include "net/splice.h"
 
@@ -29,9 +31,10 @@
 #define PUMP_ROUNDS  16        /* a busy leg gives the loop back after this many fills */
 #define PUMP_BYTES   (4 << 20) /* or this many bytes, however big its pipe has grown */
 
-#define PIPE_MAX       (1024 * 1024)
-#define PIPE_GROWTH    4  /* a full pipe's next size, as a multiple */
-#define PIPE_DEF_PAGES 16 /* a new pipe's, on Linux */
+#define PIPE_MAX        (1024 * 1024)
+#define PIPE_GROWTH     4  /* a full pipe's next size, as a multiple */
+#define PIPE_DEF_PAGES  16 /* a new pipe's, on Linux */
+#define BUDGET_QUARTERS 3  /* of the user's pipe limit, that this process's pipes may hold */
 
 static atomic_long pipe_pages; /* held by this process's legs */
 static atomic_long pages_soft; /* fs.pipe-user-pages-soft; 0: not read yet, -1: no limit */
@@ -57,13 +60,12 @@ void gh_splice_set_pipe_budget(long soft_pages)
     atomic_store(&pages_soft, soft_pages);
 }
 
-/* Takes pages for growing a pipe when the process's pipes stay within half the soft limit
- * with them. */
+/* Takes pages for growing a pipe when the process's pipes stay within the budget with them. */
 static bool take_growth(long pages)
 {
     long soft = soft_limit(), held = atomic_load(&pipe_pages);
     do {
-        if (soft > 0 && (held + pages) * 2 > soft)
+        if (soft > 0 && (held + pages) * 4 > soft * BUDGET_QUARTERS)
             return false;
     } while (!atomic_compare_exchange_weak(&pipe_pages, &held, held + pages));
     return true;
