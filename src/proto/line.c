@@ -96,11 +96,6 @@ const char *gh_line_word(const char *line, size_t *word_len)
     return args;
 }
 
-bool gh_line_is(const char *word, size_t word_len, const char *name)
-{
-    return strlen(name) == word_len && strncasecmp(word, name, word_len) == 0;
-}
-
 bool gh_line_is_any(const char *word, size_t word_len, const char *const *names)
 {
     for (; *names; names++)

@@ -8,6 +8,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+#include <strings.h>
 
 #include "core/buf.h"
 #include "net/conn.h"
@@ -78,8 +80,14 @@ uint32_t gh_line_idle_ms(uint32_t dflt);
 /* Splits a command line: *word_len is the length of its first word (up to a space), and
  * the arguments after the spaces that follow it are returned ("" when there are none). */
 const char *gh_line_word(const char *line, size_t *word_len);
-/* The word is name, ignoring ASCII case. */
-bool gh_line_is(const char *word, size_t word_len, const char *name);
+/* The word is name, ignoring ASCII case. Inline, so a command chain's names are measured
+ * at compile time, and the first letter settles most of its comparisons without a call. */
+static inline bool gh_line_is(const char *word, size_t word_len, const char *name)
+{
+    return strlen(name) == word_len &&
+           (word_len == 0 || (word[0] | 0x20) == (name[0] | 0x20)) && /* | 0x20: ASCII lower */
+           strncasecmp(word, name, word_len) == 0;
+}
 /* The word is one of names (a list that ends with NULL), ignoring ASCII case. */
 bool gh_line_is_any(const char *word, size_t word_len, const char *const *names);
 

@@ -138,6 +138,11 @@ static void words(void **state)
     assert_true(gh_line_is("ehlo", 4, "EHLO"));
     assert_false(gh_line_is("EHL", 3, "EHLO"));
     assert_false(gh_line_is("EHLOX", 5, "EHLO"));
+    assert_true(gh_line_is("eHlO", 4, "EHLO"));
+    assert_false(gh_line_is("HELO", 4, "EHLO")); /* same letters, another first */
+    assert_false(gh_line_is("EHLA", 4, "EHLO")); /* the first letter alone decides nothing */
+    assert_false(gh_line_is("`A", 2, "@A"));     /* '`' is not '@' in another case */
+    assert_true(gh_line_is("+a", 2, "+A"));
     static const char *const names[] = {"NOOP", "RSET", NULL};
     assert_true(gh_line_is_any("rset", 4, names));
     assert_true(gh_line_is_any("NOOP", 4, names));
