@@ -839,7 +839,9 @@ static bool looks_like_scan(const uint8_t *b, size_t n)
                                        "OPTIONS ", "CONNECT ", "PRI * ", NULL};
     if (n >= 2 && ((b[0] == 0x16 && b[1] == 0x03) || b[0] == 0x80))
         return true;
-    for (int i = 0; http[i]; i++) {
+    for (int i = 0; n && http[i]; i++) {
+        if (b[0] != (uint8_t)http[i][0])
+            continue; /* a mail command's first letter settles it without a call */
         size_t len = strlen(http[i]);
         if (n >= len && !memcmp(b, http[i], len))
             return true;
