@@ -231,12 +231,17 @@ struct line {
 
 #define VALUE_MAX 599 /* bytes of one value, at most */
 
-static void put(struct line *l, const char *s)
+static void put_n(struct line *l, const char *s, size_t len)
 {
-    size_t len = strlen(s), room = l->cap - 3 - l->n;
+    size_t room = l->cap - 3 - l->n;
     len = len < room ? len : room;
     memcpy(l->p + l->n, s, len);
     l->n += len;
+}
+
+static void put(struct line *l, const char *s)
+{
+    put_n(l, s, strlen(s));
 }
 
 /* Where a value must stop: its own bound or the end of the line's room. */
@@ -266,9 +271,10 @@ static void put_json(struct line *l, const char *s)
 
 static void put_field(struct line *l, bool json, const struct gh_log_field *f)
 {
-    put(l, json ? ",\"" : " ");
-    put(l, f->key);
-    put(l, json ? "\":" : "=");
+    if (json)
+        put_n(l, f->json_key, f->json_len);
+    else
+        put_n(l, f->text_key, f->text_len);
     bool quoted = json && f->kind != GH_LOG_NUM;
     const char *v = *f->value || quoted ? f->value : "-";
     if (quoted)

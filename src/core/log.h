@@ -32,9 +32,16 @@ enum gh_log_value {
     GH_LOG_NUM,     /* made here, a number or boolean: unquoted in JSON */
 };
 struct gh_log_field {
-    const char *key, *value;
+    const char *text_key, *json_key; /* " key=" and ",\"key\":", with their lengths */
+    unsigned char text_len, json_len;
+    const char *value;
     enum gh_log_value kind;
 };
+/* A field whose key (a literal) is written with its separators in one copy. */
+#define GH_LOG_FIELD(key, value, kind)                                                             \
+    {                                                                                              \
+        " " key "=", ",\"" key "\":", sizeof(key) + 1, sizeof(key) + 3, (value), (kind)            \
+    }
 
 /* Whether session lines are written (--session-log on|off; on by default). */
 void gh_log_set_sessions(bool on);

@@ -53,9 +53,11 @@ static void text_fields_cannot_be_split(void **state)
     assert_int_equal(truncate(path, 0), 0);
     gh_log_init(GH_LOG_TEXT);
     struct gh_log_field f[] = {
-        {"listener", "mx", GH_LOG_FOREIGN}, {"sni", "evil end=shutdown \"x\"\n", GH_LOG_FOREIGN},
-        {"peer", NULL, GH_LOG_FOREIGN},     {"user", "", GH_LOG_FOREIGN},
-        {"bytesIn", "42", GH_LOG_NUM},
+        GH_LOG_FIELD("listener", "mx", GH_LOG_FOREIGN),
+        GH_LOG_FIELD("sni", "evil end=shutdown \"x\"\n", GH_LOG_FOREIGN),
+        GH_LOG_FIELD("peer", NULL, GH_LOG_FOREIGN),
+        GH_LOG_FIELD("user", "", GH_LOG_FOREIGN),
+        GH_LOG_FIELD("bytesIn", "42", GH_LOG_NUM),
     };
     gh_log_fields("session", f, 5);
     const char *line = slurp(path);
@@ -70,10 +72,10 @@ static void json_values_are_escaped(void **state)
     assert_int_equal(truncate(path, 0), 0);
     gh_log_init(GH_LOG_JSON);
     struct gh_log_field f[] = {
-        {"client", "[2001:db8::1]:25", GH_LOG_OWN},
-        {"sni", "a\"b\\c\n", GH_LOG_FOREIGN},
-        {"resumed", "true", GH_LOG_NUM},
-        {"duration", "0.004", GH_LOG_NUM},
+        GH_LOG_FIELD("client", "[2001:db8::1]:25", GH_LOG_OWN),
+        GH_LOG_FIELD("sni", "a\"b\\c\n", GH_LOG_FOREIGN),
+        GH_LOG_FIELD("resumed", "true", GH_LOG_NUM),
+        GH_LOG_FIELD("duration", "0.004", GH_LOG_NUM),
     };
     gh_log_fields("session", f, 4);
     const char *line = slurp(path);
@@ -90,8 +92,8 @@ static void own_values_are_written_as_they_are(void **state)
     assert_int_equal(truncate(path, 0), 0);
     gh_log_init(GH_LOG_TEXT);
     struct gh_log_field f[] = {
-        {"client", "[2001:db8::1]:25", GH_LOG_OWN},
-        {"local", "", GH_LOG_OWN},
+        GH_LOG_FIELD("client", "[2001:db8::1]:25", GH_LOG_OWN),
+        GH_LOG_FIELD("local", "", GH_LOG_OWN),
     };
     gh_log_fields("session", f, 2);
     assert_non_null(strstr(slurp(path), " session client=[2001:db8::1]:25 local=-\n"));
@@ -104,11 +106,10 @@ static void long_values_are_cut_and_the_line_still_ends(void **state)
     static char big[1500], quotes[1500];
     memset(big, 'a', sizeof big - 1);
     memset(quotes, '\n', sizeof quotes - 1);
-    struct gh_log_field f[] = {{"a", big, GH_LOG_FOREIGN},
-                               {"b", big, GH_LOG_FOREIGN},
-                               {"c", big, GH_LOG_FOREIGN},
-                               {"d", big, GH_LOG_FOREIGN},
-                               {"e", "end", GH_LOG_FOREIGN}};
+    struct gh_log_field f[] = {
+        GH_LOG_FIELD("a", big, GH_LOG_FOREIGN), GH_LOG_FIELD("b", big, GH_LOG_FOREIGN),
+        GH_LOG_FIELD("c", big, GH_LOG_FOREIGN), GH_LOG_FIELD("d", big, GH_LOG_FOREIGN),
+        GH_LOG_FIELD("e", "end", GH_LOG_FOREIGN)};
     assert_int_equal(truncate(path, 0), 0);
     gh_log_init(GH_LOG_TEXT);
     gh_log_fields("session", f, 1);
@@ -123,7 +124,8 @@ static void long_values_are_cut_and_the_line_still_ends(void **state)
 
     assert_int_equal(truncate(path, 0), 0);
     gh_log_init(GH_LOG_JSON);
-    struct gh_log_field j[] = {{"a", quotes, GH_LOG_FOREIGN}, {"b", quotes, GH_LOG_FOREIGN}};
+    struct gh_log_field j[] = {GH_LOG_FIELD("a", quotes, GH_LOG_FOREIGN),
+                               GH_LOG_FIELD("b", quotes, GH_LOG_FOREIGN)};
     gh_log_fields("session", j, 2);
     line = slurp(path);
     size_t n = strlen(line);
@@ -137,7 +139,7 @@ static void reopened_after_a_rename(void **state)
 {
     char old[80];
     snprintf(old, sizeof old, "%s.1", path);
-    struct gh_log_field f[] = {{"n", "1", GH_LOG_NUM}};
+    struct gh_log_field f[] = {GH_LOG_FIELD("n", "1", GH_LOG_NUM)};
     gh_log_fields("before", f, 1);
     assert_int_equal(rename(path, old), 0);
     gh_log_fields("moved", f, 1); /* still the old file: nothing reopened yet */
