@@ -1,6 +1,7 @@
 /*
  * session_log: builds the fields of the `session` line from a closing connection. Local
- * addresses cost a getsockname, done here once rather than at accept. Only what the
+ * addresses of wildcard listeners cost a getsockname, done here once rather than at accept;
+ * each thread keeps the text of the last local address it wrote. Only what the
  * session showed is logged: addresses, TLS parameters, names, counts — never a secret
  * or a byte of the dialogue.
  */
@@ -55,6 +56,23 @@ static const char *tls_version(SSL *ssl)
     }
 }
 
+/* The last local address this thread wrote: a worker's sessions share a few listening
+ * addresses, so most lines take its text with a compare instead of formatting it again. */
+static _Thread_local struct {
+    struct gh_sockaddr addr;
+    char text[GH_ADDR_TEXT];
+} last_local;
+
+static const char *local_text(const struct gh_sockaddr *a)
+{
+    bool inet = a->u.sa.sa_family == AF_INET || a->u.sa.sa_family == AF_INET6;
+    if (!inet || !gh_sockaddr_equal(a, &last_local.addr)) {
+        gh_sockaddr_format(a, last_local.text);
+        last_local.addr = *a;
+    }
+    return last_local.text;
+}
+
 /* Numbers without printf: this runs once per session. */
 static char *u64_text(uint64_t v, char out[24])
 {
@@ -83,14 +101,13 @@ static void duration_text(uint64_t us, char out[32])
 
 void gh_session_log(struct gh_conn *c, uint64_t us)
 {
-    char peer[GH_ADDR_TEXT], tcp[GH_ADDR_TEXT], local[GH_ADDR_TEXT] = "", in[24], out[24], dur[32];
+    char peer[GH_ADDR_TEXT], tcp[GH_ADDR_TEXT], in[24], out[24], dur[32];
     gh_sockaddr_format_ip(&c->peer, c->peer_text, peer); /* its address made at accept */
     bool differs = gh_session_peer_differs(c);
     if (differs)
         gh_sockaddr_format(&c->tcp_peer, tcp);
     gh_conn_fill_local(c);
-    if (c->local.len)
-        gh_sockaddr_format(&c->local, local);
+    const char *local = c->local.len ? local_text(&c->local) : "";
     u64_text(c->bytes_in, in);
     u64_text(c->bytes_out, out);
     duration_text(us, dur);

@@ -326,6 +326,29 @@ def test_session_line_plain(gatehouse, free_port):
     assert int(f["bytesOut"]) > 50 and float(f["duration"]) < 5
 
 
+def test_session_lines_name_each_sessions_own_local_address(gatehouse, free_port):
+    """Sessions of two listeners taking turns on the same workers: each line names the
+    address its own session came in on, not the one written before it."""
+    addrs = {"one": (HOST, free_port()), "two": ("127.0.0.2", free_port())}
+    for name, (host, port) in addrs.items():
+        gatehouse.create_listener(name=name, protocol="smtp", bind=[f"{host}:{port}"],
+                                  useTls=False)
+    for _ in range(4):
+        for addr in addrs.values():
+            with socket.create_connection(addr, timeout=5) as s:
+                s.recv(100)
+                s.sendall(b"QUIT\r\n")
+                s.recv(100)
+    ours = lambda l: "listener=one" in l or "listener=two" in l  # noqa: E731
+    end = time.time() + 5
+    while len(lines := wait_session(gatehouse, ours)) < 8 and time.time() < end:
+        time.sleep(0.1)
+    assert len(lines) == 8, lines
+    for line in lines:
+        f = fields(line)
+        assert f["local"] == "%s:%d" % addrs[f["listener"]], line
+
+
 def test_session_line_tls_with_sni_and_resumption(gatehouse, free_port):
     port = free_port()
     gatehouse.create_listener(name="imaps", protocol="imap", bind=[f"{HOST}:{port}"],
