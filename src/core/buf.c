@@ -26,17 +26,18 @@ struct block_cache {
 
 static _Thread_local struct block_cache caches[CACHE_CLASSES];
 
-/* Capacities are 1 KiB doubled, so the class is the power of two above it. */
+/* Capacities are 1 KiB doubled, so the class is the power of two above it: its bit, counted
+ * without a loop (twice per session). */
 static struct block_cache *cache_for(size_t cap, unsigned *limit)
 {
-    for (unsigned i = 0; i < CACHE_CLASSES; i++) {
-        if (cap == (size_t)1024 << i) {
-            unsigned by_bytes = CACHE_CLASS_BYTES / (unsigned)cap;
-            *limit = by_bytes < CACHE_BLOCKS ? by_bytes : CACHE_BLOCKS;
-            return &caches[i];
-        }
-    }
-    return NULL;
+    if (cap < 1024 || (cap & (cap - 1)))
+        return NULL;
+    unsigned i = (unsigned)__builtin_ctzl(cap) - 10;
+    if (i >= CACHE_CLASSES)
+        return NULL;
+    unsigned by_bytes = CACHE_CLASS_BYTES / (unsigned)cap;
+    *limit = by_bytes < CACHE_BLOCKS ? by_bytes : CACHE_BLOCKS;
+    return &caches[i];
 }
 
 static void *block_take(size_t cap)

@@ -1,8 +1,8 @@
 /*
  * test_splice: a splice leg's pipe — the kernel's 64 KiB at first, fourfold each time one
- * fill takes all of it, up to 1 MiB; growth only while the process's pipes hold less than
- * half of the user's pipe limit (never refused a pipe: splicing beats copying whatever its
- * size); closing a leg gives its pages back; a busy leg's pump stops after 4 MiB.
+ * fill takes all of it, up to 1 MiB; growth only while the process's pipes hold at most
+ * three quarters of the user's pipe limit (never refused a pipe: splicing beats copying
+ * whatever its size); closing a leg gives its pages back; a busy leg's pump stops after 4 MiB.
  */
 #include <stdarg.h>
 #include <stddef.h>
