@@ -221,7 +221,8 @@ def main():
 
     # -- crypto bound --
     sign, x = num(speed.get("sign_per_s")), num(speed.get("x25519_per_s"))
-    if sign and x:
+    has_handshakes = any(k[1] in ("tls-full", "tls-resumed") for k in res)
+    if sign and x and has_handshakes:  # a --targets run has no handshake cells
         full = 1 / (1 / sign + 2 / x)
         resumed = x / 2
         w(f"Crypto bound for one core (`openssl speed`): ECDSA P-256 {sign:,.0f} signatures/s, "

@@ -53,3 +53,12 @@ def test_a_pass_missing_for_one_server_is_left_out_of_its_ratio(tmp_path):
              result("gatehouse-io_uring", "smtp", 64, 130, 3), result("nginx", "smtp", 64, 100, 3)]
     gh = row(report(tmp_path, lines), "smtp", 64, "gatehouse-io_uring")
     assert "| 1.25× |" in gh  # the median of 1.2 and 1.3
+
+
+def test_a_run_without_handshakes_prints_no_crypto_bound(tmp_path):
+    speed = "SPEED sign_per_s=50000 x25519_per_s=40000\n"
+    plain = [result("gatehouse-io_uring", "smtp", 64, 120, 1), result("nginx", "smtp", 64, 100, 1)]
+    assert "Crypto bound" not in report(tmp_path, [speed] + plain)
+    tls = report(tmp_path, [speed, result("gatehouse-io_uring", "tls-full", 64, 5000, 1),
+                            result("nginx", "tls-full", 64, 5000, 1)])
+    assert "Crypto bound" in tls and "| tls-full | 64 | gatehouse-io_uring |" in tls
