@@ -225,34 +225,22 @@ struct counter {
 
 static struct counter counters[GH_SEC_COUNTER_SLOTS];
 
-/* Counts one event under key in a fixed window of period_ms that starts with the first
- * event; returns the count so far in the window (0 when a race lost the slot). */
-static uint32_t count_event(uint64_t key, uint64_t period_ms)
+/* The slot a new key takes: an empty one, else the least recently seen. */
+static struct counter *victim(struct counter *b)
 {
-    uint64_t now = mono_ms();
-    struct counter *b = &counters[(key % (GH_SEC_COUNTER_SLOTS / WAYS)) * WAYS];
-    struct counter *s = NULL;
-    for (int i = 0; i < WAYS && !s; i++)
-        if (atomic_load_explicit(&b[i].key, memory_order_acquire) == key)
-            s = &b[i];
-    if (!s) {
-        struct counter *v = &b[0];
-        for (int i = 0; i < WAYS; i++) {
-            if (!atomic_load(&b[i].key)) {
-                v = &b[i];
-                break;
-            }
-            if (atomic_load(&b[i].last_ms) < atomic_load(&v->last_ms))
-                v = &b[i];
-        }
-        uint64_t old = atomic_load(&v->key);
-        atomic_store(&v->last_ms, now); /* claimed: not the next victim of a racing thread */
-        if (!atomic_compare_exchange_strong(&v->key, &old, key))
-            return 0;
-        atomic_store(&v->start_ms, now);
-        atomic_store(&v->count, 0);
-        s = v;
+    struct counter *v = &b[0];
+    for (int i = 0; i < WAYS; i++) {
+        if (!atomic_load(&b[i].key))
+            return &b[i];
+        if (atomic_load(&b[i].last_ms) < atomic_load(&v->last_ms))
+            v = &b[i];
     }
+    return v;
+}
+
+/* One more event in a key's slot, starting the window again once period_ms has passed. */
+static uint32_t bump(struct counter *s, uint64_t now, uint64_t period_ms)
+{
     uint64_t start = atomic_load(&s->start_ms);
     /* another thread may have begun the window after this one read the clock: compared
      * this way, that start is not taken for one long past */
@@ -260,6 +248,31 @@ static uint32_t count_event(uint64_t key, uint64_t period_ms)
         atomic_store(&s->count, 0);
     atomic_store(&s->last_ms, now);
     return atomic_fetch_add(&s->count, 1) + 1;
+}
+
+/* Counts one event under key in a fixed window of period_ms that starts with the first
+ * event; returns the count so far in the window. A key's first event always counts 1, even
+ * when another thread takes a slot of the bucket at the same moment: a rate of one (ban the
+ * first offence) depends on it. A claim lost to another thread looks again, so this is
+ * lock-free, not wait-free. Two threads making one key's slot at once may count one event
+ * short, and a key evicted under a racing thread loses its count, as eviction does anyway. */
+static uint32_t count_event(uint64_t key, uint64_t period_ms)
+{
+    uint64_t now = mono_ms();
+    struct counter *b = &counters[(key % (GH_SEC_COUNTER_SLOTS / WAYS)) * WAYS];
+    for (;;) {
+        for (int i = 0; i < WAYS; i++)
+            if (atomic_load_explicit(&b[i].key, memory_order_acquire) == key)
+                return bump(&b[i], now, period_ms);
+        struct counter *v = victim(b);
+        uint64_t old = atomic_load(&v->key);
+        atomic_store(&v->last_ms, now); /* claimed: not the next victim of a racing thread */
+        if (atomic_compare_exchange_strong(&v->key, &old, key)) {
+            atomic_store(&v->start_ms, now);
+            atomic_store(&v->count, 1);
+            return 1;
+        }
+    }
 }
 
 /* ---- per-address connection counts: one 64-bit word per slot, key (48 bits) and count

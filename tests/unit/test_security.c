@@ -1,7 +1,8 @@
 /*
  * test_security: the address table (most specific match, IPv4 and IPv6, expiry, look-up
  * depth independent of size), the Rate and UTCDate parsers, scanBanPaths globs, and the
- * shared counters (rates, per-address limit, bans queued once, IPv6 by /64).
+ * shared counters (rates, per-address limit, bans queued once, IPv6 by /64, first offences
+ * met by two threads at once).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,6 +12,7 @@
 
 #include <arpa/inet.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -323,6 +325,62 @@ static void rate_holds_across_threads(void **state)
     assert_in_range(refused_a + refused_b, ADMITS_PER_THREAD - 1, ADMITS_PER_THREAD);
 }
 
+#define ROUNDS    200
+#define PER_ROUND 1000 /* two threads' rounds stay well under the ban queue's bound */
+
+static pthread_barrier_t round_end;
+static _Atomic unsigned bans_taken;
+
+static unsigned take_all_bans(void)
+{
+    unsigned n = 0;
+    for (struct gh_sec_ban *b = gh_security_take_bans(), *next; b; b = next) {
+        next = b->next;
+        free(b);
+        n++;
+    }
+    return n;
+}
+
+/* Each round, a burst of events from addresses never seen before; between rounds, one of
+ * the two threads takes the queued bans, as the control side would. */
+static void *scan_from_new_addresses(void *first)
+{
+    uint32_t addr = *(const uint32_t *)first;
+    for (int r = 0; r < ROUNDS; r++) {
+        for (int i = 0; i < PER_ROUND; i++) {
+            struct gh_sockaddr a = {0};
+            a.u.v4.sin_family = AF_INET;
+            a.u.v4.sin_addr.s_addr = htonl(addr++);
+            gh_security_event(&a.u.sa, GH_SEC_SCAN);
+        }
+        if (pthread_barrier_wait(&round_end) == PTHREAD_BARRIER_SERIAL_THREAD)
+            bans_taken += take_all_bans();
+        pthread_barrier_wait(&round_end);
+    }
+    return NULL;
+}
+
+/* A first offence bans at a rate of one: two workers meeting new addresses at once, in the
+ * same bucket or over the same evicted slot, must each still see their own first count. */
+static void first_offences_race_and_all_ban(void **state)
+{
+    struct gh_sec_settings s = {0};
+    s.ban_rate[GH_SEC_SCAN] = (struct gh_sec_rate){1, 3600000};
+    publish(&s, NULL, 0);
+    take_all_bans();
+    bans_taken = 0;
+    assert_int_equal(pthread_barrier_init(&round_end, NULL, 2), 0);
+    uint32_t first_a = 0x0b000000u, first_b = 0x0c000000u;
+    pthread_t a, b;
+    assert_int_equal(pthread_create(&a, NULL, scan_from_new_addresses, &first_a), 0);
+    assert_int_equal(pthread_create(&b, NULL, scan_from_new_addresses, &first_b), 0);
+    pthread_join(a, NULL);
+    pthread_join(b, NULL);
+    pthread_barrier_destroy(&round_end);
+    assert_int_equal(bans_taken, 2 * ROUNDS * PER_ROUND);
+}
+
 static void *lookup_thread(void *arg)
 {
     struct gh_sockaddr a = ip("203.0.113.99");
@@ -367,6 +425,7 @@ int main(void)
         cmocka_unit_test(per_address_limit_and_rate),
         cmocka_unit_test(reader_slots_are_given_back),
         cmocka_unit_test(rate_holds_across_threads),
+        cmocka_unit_test(first_offences_race_and_all_ban),
         cmocka_unit_test_teardown(counters_stay_bounded, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
