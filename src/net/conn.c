@@ -226,43 +226,54 @@ void gh_conn_write(struct gh_conn *c, const void *data, size_t len)
     flush(c);
 }
 
-/* Replies are mostly fixed text with a host name or an address in them: such formats are
- * copied straight into the output, and only others pay for vsnprintf. */
-static bool only_string_conversions(const char *fmt)
+/* Replies are mostly fixed text with a host name, a word of the client's or an address in
+ * them: a format whose conversions are all %s or %.*s is put together by hand into out, one
+ * run of text at a time. False for any other conversion or a reply that does not fit, which
+ * vsnprintf then handles. */
+static bool format_strings(char *out, size_t cap, size_t *len, const char *fmt, va_list ap)
 {
-    for (const char *p = fmt; (p = strchr(p, '%')); p += 2)
-        if (p[1] != 's')
+    size_t n = 0;
+    for (const char *p = fmt;;) {
+        const char *q = strchrnul(p, '%');
+        size_t run = (size_t)(q - p);
+        if (run > cap - n)
             return false;
+        memcpy(out + n, p, run);
+        n += run;
+        if (!*q)
+            break;
+        bool counted = q[1] == '.' && q[2] == '*' && q[3] == 's'; /* %.*s: a word of a line */
+        if (q[1] != 's' && !counted)
+            return false;
+        int most = counted ? va_arg(ap, int) : -1;
+        const char *arg = va_arg(ap, const char *);
+        size_t a = most < 0 ? strlen(arg) : strnlen(arg, (size_t)most);
+        if (a > cap - n)
+            return false;
+        memcpy(out + n, arg, a);
+        n += a;
+        p = q + (counted ? 4 : 2);
+    }
+    *len = n;
     return true;
 }
 
 void gh_conn_printf(struct gh_conn *c, const char *fmt, ...)
 {
-    va_list ap;
+    char small[512];
+    size_t len;
+    va_list ap, again;
     va_start(ap, fmt);
-    if (only_string_conversions(fmt)) {
-        /* one send for all the pieces (a hand-built test connection has no private part) */
-        struct conn_priv *cp = c->worker ? priv(c) : NULL;
-        bool was = cp && cp->batching;
-        if (cp)
-            cp->batching = true;
-        const char *p = fmt, *q;
-        while ((q = strchr(p, '%'))) {
-            gh_conn_write(c, p, (size_t)(q - p));
-            const char *arg = va_arg(ap, const char *);
-            gh_conn_write(c, arg, strlen(arg));
-            p = q + 2;
-        }
-        gh_conn_write(c, p, strlen(p));
-        va_end(ap);
-        if (cp)
-            cp->batching = was;
-        flush(c);
+    va_copy(again, ap);
+    bool done = format_strings(small, sizeof small, &len, fmt, ap);
+    va_end(ap);
+    if (done) {
+        va_end(again);
+        gh_conn_write(c, small, len);
         return;
     }
-    char small[512];
-    int n = vsnprintf(small, sizeof small, fmt, ap);
-    va_end(ap);
+    int n = vsnprintf(small, sizeof small, fmt, again);
+    va_end(again);
     if (n < 0)
         return;
     if ((size_t)n < sizeof small) {

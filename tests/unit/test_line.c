@@ -1,7 +1,8 @@
 /*
  * test_line: the line reader shared by the text protocols: CRLF and bare LF, lines split
  * across reads, over-long lines reported once and skipped, literal announcements, words;
- * and the input loop, error count and goodbyes, driven through a made-up protocol.
+ * and the input loop, error count and goodbyes, driven through a made-up protocol; replies
+ * written through gh_conn_printf.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -416,6 +417,36 @@ static void goodbyes(void **state)
     echo_close(c);
 }
 
+/* Replies: formats of %s and %.*s alone are put together by hand, anything else by vsnprintf; both
+ * write exactly what printf would. */
+static void printf_replies(void **state)
+{
+    struct gh_conn c = {.phase = GH_PHASE_PROTOCOL};
+    char expect[700], arg[600];
+    gh_conn_printf(&c, "220 %s ESMTP\r\n", "mx.example");
+    assert_string_equal(echo_out(&c), "220 mx.example ESMTP\r\n");
+    gh_conn_printf(&c, "%s %s\r\n", "250", "");
+    assert_string_equal(echo_out(&c), "250 \r\n");
+    gh_conn_printf(&c, "no conversion\r\n");
+    assert_string_equal(echo_out(&c), "no conversion\r\n");
+    gh_conn_printf(&c, "%s: 100%% of %d\r\n", "done", 7); /* after a %s: others go to printf */
+    assert_string_equal(echo_out(&c), "done: 100% of 7\r\n");
+    gh_conn_printf(&c, "250 %.*s [%s]\r\n", 3, "abcdef", "192.0.2.7");
+    assert_string_equal(echo_out(&c), "250 abc [192.0.2.7]\r\n");
+    gh_conn_printf(&c, "<%.*s|%.*s|%.*s>", 9, "abc", 0, "abc", -1, "abc"); /* -1: all of it */
+    assert_string_equal(echo_out(&c), "<abc||abc>");
+    gh_conn_printf(&c, "%.3s|%5s\r\n", "abcdef", "ab");
+    assert_string_equal(echo_out(&c), "abc|   ab\r\n");
+    /* longer than the hand-made reply's room: printf's, at any length */
+    memset(arg, 'x', sizeof arg - 1);
+    arg[sizeof arg - 1] = 0;
+    snprintf(expect, sizeof expect, "500 %s\r\n", arg);
+    gh_conn_printf(&c, "500 %s\r\n", arg);
+    assert_int_equal(gh_buf_len(&c.out), strlen(expect));
+    assert_memory_equal(gh_buf_head(&c.out), expect, strlen(expect));
+    gh_buf_free(&c.out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -432,6 +463,7 @@ int main(void)
         cmocka_unit_test(errors_then_goodbye),
         cmocka_unit_test(starttls_then_restart),
         cmocka_unit_test(goodbyes),
+        cmocka_unit_test(printf_replies),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
