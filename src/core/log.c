@@ -117,6 +117,14 @@ void gh_log_detach(void)
     tbuf = NULL;
 }
 
+/* n more bytes of the thread's buffer hold lines: they go out within FLUSH_MS. */
+static void keep(size_t n)
+{
+    tbuf->len += n;
+    if (!gh_timer_armed(&tbuf->timer))
+        gh_timer_set(tbuf->loop, &tbuf->timer, FLUSH_MS);
+}
+
 /* A line goes into the thread's buffer when it has one, else straight out. */
 static void emit(const char *line, size_t n, bool buffered)
 {
@@ -127,9 +135,7 @@ static void emit(const char *line, size_t n, bool buffered)
     if (tbuf->len + n > sizeof tbuf->data)
         gh_log_flush();
     memcpy(tbuf->data + tbuf->len, line, n);
-    tbuf->len += n;
-    if (!gh_timer_armed(&tbuf->timer))
-        gh_timer_set(tbuf->loop, &tbuf->timer, FLUSH_MS);
+    keep(n);
 }
 
 void gh_log_init(enum gh_log_format format)
@@ -156,23 +162,25 @@ static size_t json_escape(char *out, size_t cap, const char *s)
     return n;
 }
 
-/* coarse: the clock's tick (a few ms) is enough and costs no system call (session lines) */
-static void timestamp_clock(char when[64], clockid_t clock)
+/* when[0..] gets the time and its NUL; returns its length. coarse: the clock's tick (a few
+ * ms) is enough and costs no system call (session lines). */
+static size_t timestamp_clock(char when[64], clockid_t clock)
 {
     static _Thread_local time_t cached_sec = -1;
     static _Thread_local char cached[80]; /* "YYYY-MM-DDTHH:MM:SS" of cached_sec */
+    static _Thread_local size_t cached_len;
     struct timespec ts;
     clock_gettime(clock, &ts);
     if (ts.tv_sec != cached_sec) {
         struct tm tm;
         gmtime_r(&ts.tv_sec, &tm);
-        snprintf(cached, sizeof cached, "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
-                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        int n = snprintf(cached, sizeof cached, "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
+                         tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        cached_len = n < 0 ? 0 : (size_t)n < 58 ? (size_t)n : 58; /* room for ".mmmZ" */
         cached_sec = ts.tv_sec;
     }
     unsigned ms = (unsigned)(ts.tv_nsec / 1000000);
-    size_t n = strlen(cached);
-    n = n < 58 ? n : 58; /* room for ".mmmZ" */
+    size_t n = cached_len;
     memcpy(when, cached, n);
     when[n] = '.';
     when[n + 1] = (char)('0' + ms / 100);
@@ -180,6 +188,7 @@ static void timestamp_clock(char when[64], clockid_t clock)
     when[n + 3] = (char)('0' + ms % 10);
     when[n + 4] = 'Z';
     when[n + 5] = 0;
+    return n + 5;
 }
 
 static void timestamp(char when[64])
@@ -269,17 +278,17 @@ static void put_json(struct line *l, const char *s)
     l->n += json_escape(l->p + l->n, value_stop(l) - l->n + 1, s);
 }
 
-static void put_field(struct line *l, bool json, const struct gh_log_field *f)
+static void put_field(struct line *l, bool json, const struct gh_log_key *k, const char *value)
 {
     if (json)
-        put_n(l, f->json_key, f->json_len);
+        put_n(l, k->json, k->json_len);
     else
-        put_n(l, f->text_key, f->text_len);
-    bool quoted = json && f->kind != GH_LOG_NUM;
-    const char *v = *f->value || quoted ? f->value : "-";
+        put_n(l, k->text, k->text_len);
+    bool quoted = json && k->kind != GH_LOG_NUM;
+    const char *v = *value || quoted ? value : "-";
     if (quoted)
         put(l, "\"");
-    if (f->kind != GH_LOG_FOREIGN)
+    if (k->kind != GH_LOG_FOREIGN)
         put(l, v);
     else if (json)
         put_json(l, v);
@@ -289,22 +298,32 @@ static void put_field(struct line *l, bool json, const struct gh_log_field *f)
         put(l, "\"");
 }
 
-void gh_log_fields(const char *event, const struct gh_log_field *f, unsigned nf)
+#define LINE_CAP 2048 /* bytes of a structured line, at most, its newline included */
+
+void gh_log_fields(const char *event, const struct gh_log_key *keys, const char *const *values,
+                   unsigned nf)
 {
-    char buf[2048], when[64];
-    struct line l = {buf, 0, sizeof buf};
-    timestamp_clock(when, CLOCK_REALTIME_COARSE);
+    char own[LINE_CAP];
+    /* made in place in the thread's buffer when it has one: no second copy */
+    if (tbuf && sizeof tbuf->data - tbuf->len < LINE_CAP)
+        gh_log_flush();
+    struct line l = {tbuf ? tbuf->data + tbuf->len : own, 0, LINE_CAP};
     bool json = log_format == GH_LOG_JSON;
-    put(&l, json ? "{\"time\":\"" : "");
-    put(&l, when);
+    if (json)
+        put(&l, "{\"time\":\"");
+    l.n += timestamp_clock(l.p + l.n, CLOCK_REALTIME_COARSE);
     put(&l, json ? "\",\"event\":\"" : " ");
     put(&l, event);
-    put(&l, json ? "\"" : "");
-    for (unsigned i = 0; i < nf; i++)
-        if (f[i].value)
-            put_field(&l, json, &f[i]);
     if (json)
-        buf[l.n++] = '}';
-    buf[l.n++] = '\n';
-    emit(buf, l.n, true);
+        put(&l, "\"");
+    for (unsigned i = 0; i < nf; i++)
+        if (values[i])
+            put_field(&l, json, &keys[i], values[i]);
+    if (json)
+        l.p[l.n++] = '}';
+    l.p[l.n++] = '\n';
+    if (tbuf)
+        keep(l.n);
+    else
+        write_all(own, l.n);
 }

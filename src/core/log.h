@@ -31,16 +31,16 @@ enum gh_log_value {
     GH_LOG_OWN,     /* made here (an address, a name from a table): written as it is */
     GH_LOG_NUM,     /* made here, a number or boolean: unquoted in JSON */
 };
-struct gh_log_field {
-    const char *text_key, *json_key; /* " key=" and ",\"key\":", with their lengths */
+/* A field's key, a literal written with its separators in one copy: " key=" in text,
+ * ",\"key\":" in JSON. A line's keys are a static table; only its values change. */
+struct gh_log_key {
+    const char *text, *json;
     unsigned char text_len, json_len;
-    const char *value;
     enum gh_log_value kind;
 };
-/* A field whose key (a literal) is written with its separators in one copy. */
-#define GH_LOG_FIELD(key, value, kind)                                                             \
+#define GH_LOG_KEY(key, kind)                                                                      \
     {                                                                                              \
-        " " key "=", ",\"" key "\":", sizeof(key) + 1, sizeof(key) + 3, (value), (kind)            \
+        " " key "=", ",\"" key "\":", sizeof(key) + 1, sizeof(key) + 3, (kind)                     \
     }
 
 /* Whether session lines are written (--session-log on|off; on by default). */
@@ -48,9 +48,11 @@ void gh_log_set_sessions(bool on);
 bool gh_log_sessions(void);
 
 /* A line of fields after the time and event: `key=value` in text (values made of safe
- * characters), members in JSON. On a thread with an attached loop the line is buffered
+ * characters), members in JSON; values[i] belongs to keys[i], and a NULL one leaves its field
+ * out. On a thread with an attached loop the line is made in place in the thread's buffer
  * and written within a second; elsewhere at once. */
-void gh_log_fields(const char *event, const struct gh_log_field *f, unsigned n);
+void gh_log_fields(const char *event, const struct gh_log_key *keys, const char *const *values,
+                   unsigned n);
 
 /* Gives the calling thread a buffer flushed by a timer of its loop; detach writes what is
  * left and frees it (a worker's stop). */

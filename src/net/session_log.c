@@ -99,39 +99,81 @@ static void duration_text(uint64_t us, char out[32])
     out[n + 4] = 0;
 }
 
+/* The session line's fields, in the order written; values in gh_session_log's v[]. */
+enum {
+    F_LISTENER,
+    F_CLIENT,
+    F_PEER,
+    F_LOCAL,
+    F_PROTOCOL,
+    F_TLS,
+    F_CIPHER,
+    F_SNI,
+    F_RESUMED,
+    F_DESTINATION,
+    F_USER,
+    F_PROXY_ID,
+    F_BYTES_IN,
+    F_BYTES_OUT,
+    F_DURATION,
+    F_END,
+    F_COUNT
+};
+static const struct gh_log_key keys[F_COUNT] = {
+    [F_LISTENER] = GH_LOG_KEY("listener", GH_LOG_FOREIGN),
+    [F_CLIENT] = GH_LOG_KEY("client", GH_LOG_OWN),
+    [F_PEER] = GH_LOG_KEY("peer", GH_LOG_OWN),
+    [F_LOCAL] = GH_LOG_KEY("local", GH_LOG_OWN),
+    [F_PROTOCOL] = GH_LOG_KEY("protocol", GH_LOG_OWN),
+    [F_TLS] = GH_LOG_KEY("tls", GH_LOG_OWN),
+    [F_CIPHER] = GH_LOG_KEY("cipher", GH_LOG_OWN),
+    [F_SNI] = GH_LOG_KEY("sni", GH_LOG_FOREIGN),
+    [F_RESUMED] = GH_LOG_KEY("resumed", GH_LOG_NUM),
+    [F_DESTINATION] = GH_LOG_KEY("destination", GH_LOG_FOREIGN),
+    [F_USER] = GH_LOG_KEY("user", GH_LOG_FOREIGN),
+    [F_PROXY_ID] = GH_LOG_KEY("proxyId", GH_LOG_FOREIGN),
+    [F_BYTES_IN] = GH_LOG_KEY("bytesIn", GH_LOG_NUM),
+    [F_BYTES_OUT] = GH_LOG_KEY("bytesOut", GH_LOG_NUM),
+    [F_DURATION] = GH_LOG_KEY("duration", GH_LOG_NUM),
+    [F_END] = GH_LOG_KEY("end", GH_LOG_OWN),
+};
+
+/* What a TLS session adds to the line; nothing for a plain one. */
+static void tls_fields(SSL *ssl, const char *v[F_COUNT])
+{
+    const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    v[F_TLS] = tls_version(ssl);
+    v[F_CIPHER] = SSL_get_cipher_name(ssl);
+    v[F_SNI] = sni ? sni : "";
+    v[F_RESUMED] = SSL_session_reused(ssl) ? "true" : "false";
+}
+
 void gh_session_log(struct gh_conn *c, uint64_t us)
 {
     char peer[GH_ADDR_TEXT], tcp[GH_ADDR_TEXT], in[24], out[24], dur[32];
+    const char *v[F_COUNT] = {0};
     gh_sockaddr_format_ip(&c->peer, c->peer_text, peer); /* its address made at accept */
-    bool differs = gh_session_peer_differs(c);
-    if (differs)
+    v[F_CLIENT] = peer;
+    if (gh_session_peer_differs(c)) {
         gh_sockaddr_format(&c->tcp_peer, tcp);
+        v[F_PEER] = tcp;
+    }
     gh_conn_fill_local(c);
-    const char *local = c->local.len ? local_text(&c->local) : "";
-    u64_text(c->bytes_in, in);
-    u64_text(c->bytes_out, out);
-    duration_text(us, dur);
+    v[F_LOCAL] = c->local.len ? local_text(&c->local) : "";
+    v[F_LISTENER] = c->conf ? c->conf->name : "-";
+    v[F_PROTOCOL] = c->conf ? gh_protocol_names[c->conf->protocol] : "-";
     SSL *ssl = c->ssl && SSL_is_init_finished(c->ssl) ? c->ssl : NULL;
-    const char *tls = ssl ? tls_version(ssl) : c->tls_active ? "proxy" : "none";
-    const char *sni = ssl ? SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) : NULL;
-    struct gh_log_field f[] = {
-        GH_LOG_FIELD("listener", c->conf ? c->conf->name : "-", GH_LOG_FOREIGN),
-        GH_LOG_FIELD("client", peer, GH_LOG_OWN),
-        GH_LOG_FIELD("peer", differs ? tcp : NULL, GH_LOG_OWN),
-        GH_LOG_FIELD("local", local, GH_LOG_OWN),
-        GH_LOG_FIELD("protocol", c->conf ? gh_protocol_names[c->conf->protocol] : "-", GH_LOG_OWN),
-        GH_LOG_FIELD("tls", tls, GH_LOG_OWN),
-        GH_LOG_FIELD("cipher", ssl ? SSL_get_cipher_name(ssl) : NULL, GH_LOG_OWN),
-        GH_LOG_FIELD("sni", ssl ? (sni ? sni : "") : NULL, GH_LOG_FOREIGN),
-        GH_LOG_FIELD("resumed", ssl ? (SSL_session_reused(ssl) ? "true" : "false") : NULL,
-                     GH_LOG_NUM),
-        GH_LOG_FIELD("destination", gh_relay_destination(c), GH_LOG_FOREIGN),
-        GH_LOG_FIELD("user", c->login_user, GH_LOG_FOREIGN),
-        GH_LOG_FIELD("proxyId", c->proxy_unique_id, GH_LOG_FOREIGN),
-        GH_LOG_FIELD("bytesIn", in, GH_LOG_NUM),
-        GH_LOG_FIELD("bytesOut", out, GH_LOG_NUM),
-        GH_LOG_FIELD("duration", dur, GH_LOG_NUM),
-        GH_LOG_FIELD("end", gh_session_end_names[c->end], GH_LOG_OWN),
-    };
-    gh_log_fields("session", f, sizeof f / sizeof f[0]);
+    if (ssl)
+        tls_fields(ssl, v);
+    else
+        v[F_TLS] = c->tls_active ? "proxy" : "none";
+    v[F_DESTINATION] = gh_relay_destination(c);
+    v[F_USER] = c->login_user;
+    v[F_PROXY_ID] = c->proxy_unique_id;
+    v[F_BYTES_IN] = u64_text(c->bytes_in, in);
+    v[F_BYTES_OUT] = u64_text(c->bytes_out, out);
+    duration_text(us, dur);
+    v[F_DURATION] = dur;
+    v[F_END] = gh_session_end_names[c->end];
+    gh_log_fields("session", keys, v, F_COUNT);
 }
