@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# bench/pair.sh: two Gatehouse builds (or one against itself) alive at once on loopback, the
+# same workload against each in turn, the order reversed every pass, and the ratio of their
+# sessions per server CPU-second taken within each pass. A change of a few percent is lost in
+# bench/run.sh's spread between runs (the machine drifts by more than that); within a pass
+# both daemons see the same machine. Run the same binary as both to see the pairing's own
+# spread: a ratio inside it is not settled.
+#
+#   bench/pair.sh [--workload smtp|handoff] [--clients N] [--passes N] [--seconds S]
+#                 [--engine epoll|io_uring] [--workers N] OLD NEW
+#
+# smtp: connect, greeting, QUIT (the listener answers itself); handoff: a short SMTP
+# transaction handed to a loadgen sink through an x:Destination. Prints one line per pass and
+# the median ratio NEW/OLD with its range. OLD may be the word `floor`: bench/floor.c on the
+# same engine (relaying to the sink for hand-offs), which gives SPEC §17's "× io_uring floor"
+# within each pass. Bounded: at most 64 passes of at most 30 s.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+USAGE='usage: bench/pair.sh [--workload smtp|handoff] [--clients N] [--passes N] [--seconds S] [--engine epoll|io_uring] [--workers N] OLD NEW'
+WORK=smtp CLIENTS=64 PASSES=8 SECS=3 ENGINE=io_uring WORKERS=2
+while [ $# -gt 2 ]; do
+    case "$1" in
+    --workload) WORK=$2 ;;
+    --clients) CLIENTS=$2 ;;
+    --passes) PASSES=$2 ;;
+    --seconds) SECS=$2 ;;
+    --engine) ENGINE=$2 ;;
+    --workers) WORKERS=$2 ;;
+    *) echo "$USAGE" >&2; exit 2 ;;
+    esac
+    shift 2
+done
+[ $# = 2 ] || { echo "$USAGE" >&2; exit 2; }
+OLD=$1 NEW=$(realpath "$2")
+[ "$OLD" = floor ] || OLD=$(realpath "$OLD")
+case $WORK in smtp) MODE=smtp ;; handoff) MODE=transaction ;; *) echo "$USAGE" >&2; exit 2 ;; esac
+case $ENGINE in epoll | io_uring) ;; *) echo "$USAGE" >&2; exit 2 ;; esac
+for n in "$CLIENTS" "$PASSES" "$SECS" "$WORKERS"; do
+    case $n in '' | *[!0-9]* | 0) echo "$USAGE" >&2; exit 2 ;; esac
+done
+if [ "$PASSES" -gt 64 ] || [ "$SECS" -gt 30 ]; then
+    echo "at most 64 passes of 30 s" >&2
+    exit 2
+fi
+make -s -f bench/Makefile BUILD=build >&2
+LG=$ROOT/build/bench/loadgen
+
+TMP=$(mktemp -d /tmp/gatehouse-pair.XXXXXX)
+trap 'stop_started "$TMP"' EXIT
+trap 'exit 130' INT TERM
+BASE=$((20000 + (RANDOM % 200) * 50))
+SECRET="pair-$RANDOM$RANDOM"
+spawn "$TMP/sink.log" "$LG" --mode sink --ports "$BASE" --duration 600 --label sink
+wait_port "$BASE" 5
+
+# start name binary|floor api-port listener-port: a daemon with one plain SMTP listener (and, for
+# hand-offs, the sink as its destination), or the floor; its pid in PID[name]
+start() {
+    local name=$1 bin=$2 api=$3 port=$4 dest="" backend=""
+    if [ "$bin" = floor ]; then
+        [ "$WORK" = handoff ] && backend=$BASE
+        floor_start "$ROOT/build/bench/floor" "$ENGINE" "$port" "$WORKERS" "$TMP/$name.log" "$backend"
+        PID[$name]=$LAST
+        return
+    fi
+    mkdir -p "$TMP/$name"
+    spawn "$TMP/$name.log" env GATEHOUSE_ADMIN_SECRET="$SECRET" "$bin" serve \
+        --data "$TMP/$name" --http "127.0.0.1:$api" --workers "$WORKERS" --engine "$ENGINE"
+    PID[$name]=$LAST
+    wait_port "$api" 30
+    [ "$WORK" = handoff ] &&
+        dest=',["x:Destination/set",{"create":{"d":{"name":"sink","protocol":"smtp","forwarding":"none","healthCheck":false,"address":"127.0.0.1:'$BASE'","listeners":["l"]}}},"1"]'
+    curl -sS --max-time 30 -H "Authorization: Bearer $SECRET" -H 'Content-Type: application/json' \
+        "http://127.0.0.1:$api/jmap" --data-binary @- >"$TMP/$name.set" <<J
+{"using":["urn:ietf:params:jmap:core","urn:stalwart:jmap"],"methodCalls":[["x:NetworkListener/set",{"create":{
+ "l":{"name":"l","maxConnections":100000,"protocol":"smtp","useTls":false,"bind":["127.0.0.1:$port"]}}},"0"]$dest]}
+J
+    if grep -q '"notCreated":{' "$TMP/$name.set"; then
+        cat "$TMP/$name.set" >&2
+        exit 1
+    fi
+    wait_port "$port" 10
+}
+
+# measure pid port → sessions per server CPU-second of one run (0 when it had errors)
+measure() {
+    local out
+    out=$("$LG" --conc "$CLIENTS" --mode "$MODE" --ports "$2" --duration "$SECS" --pid "$1")
+    case $out in *" errors=0 "*) ;; *) echo 0; return ;; esac
+    printf '%s\n' "$out" | sed -n 's/.* ops_per_server_cpu_s=\([0-9]*\).*/\1/p'
+}
+
+declare -A PID
+start old "$OLD" $((BASE + 10)) $((BASE + 11))
+start new "$NEW" $((BASE + 20)) $((BASE + 21))
+for port in $((BASE + 11)) $((BASE + 21)); do # warm both: caches, block pools, timers
+    "$LG" --conc "$CLIENTS" --mode "$MODE" --ports "$port" --duration 1 >/dev/null
+done
+echo "# $(date -u '+%Y-%m-%d %H:%M UTC') · bench/pair.sh --workload $WORK --clients $CLIENTS --passes $PASSES --seconds $SECS --engine $ENGINE --workers $WORKERS"
+echo "# old $OLD · new $NEW"
+for p in $(seq 1 "$PASSES"); do
+    if [ $((p % 2)) = 1 ]; then
+        a=$(measure "${PID[old]}" $((BASE + 11)))
+        b=$(measure "${PID[new]}" $((BASE + 21)))
+    else
+        b=$(measure "${PID[new]}" $((BASE + 21)))
+        a=$(measure "${PID[old]}" $((BASE + 11)))
+    fi
+    echo "pass $p old=$a new=$b"
+done | tee "$TMP/passes"
+python3 - "$TMP/passes" <<'PY'
+import statistics, sys
+r = []
+for line in open(sys.argv[1]):
+    f = dict(kv.split("=") for kv in line.split()[2:])
+    if int(f["old"]) and int(f["new"]):
+        r.append(int(f["new"]) / int(f["old"]))
+if not r:
+    sys.exit("no pass without errors")
+print(f"new/old per server CPU-second: median {statistics.median(r):.3f} "
+      f"({min(r):.2f}-{max(r):.2f}, {len(r)} passes)")
+PY
