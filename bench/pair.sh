@@ -89,7 +89,7 @@ J
 # measure pid port → sessions per server CPU-second of one run (0 when it had errors)
 measure() {
     local out
-    out=$("$LG" --conc "$CLIENTS" --mode "$MODE" --ports "$2" --duration "$SECS" --pid "$1")
+    out=$("$LG" --conc "$CLIENTS" --mode "$MODE" --ports "$2" --duration "$SECS" --pid "$1") || true
     case $out in *" errors=0 "*) ;; *) echo 0; return ;; esac
     printf '%s\n' "$out" | sed -n 's/.* ops_per_server_cpu_s=\([0-9]*\).*/\1/p'
 }
