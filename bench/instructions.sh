@@ -40,7 +40,7 @@ spawn "$TMP/sink.log" "$LG" --mode sink --ports "$BASE" --duration 600 --label s
 
 # usage: measure smtp|handoff → "instructions per session"
 measure() {
-    local kind=$1 api=$((BASE + 10)) port=$((BASE + 11)) dest="" mode=smtp
+    local kind=$1 api=$((BASE + 10)) port=$((BASE + 11)) mode=smtp sink=""
     rm -rf "$TMP/data" "$TMP"/cg.out*
     mkdir -p "$TMP/data"
     spawn "$TMP/gatehouse.log" env GATEHOUSE_ADMIN_SECRET="$SECRET" valgrind --tool=callgrind \
@@ -48,17 +48,8 @@ measure() {
         --http "127.0.0.1:$api" --workers 1 --engine epoll
     local pid=$LAST
     wait_port "$api" 60
-    if [ "$kind" = handoff ]; then
-        mode=transaction
-        dest=',["x:Destination/set",{"create":{"d":{"name":"sink","protocol":"smtp","forwarding":"none","healthCheck":false,"address":"127.0.0.1:'$BASE'","listeners":["l"]}}},"1"]'
-    fi
-    curl -sS --max-time 30 -H "Authorization: Bearer $SECRET" -H 'Content-Type: application/json' \
-        "http://127.0.0.1:$api/jmap" --data-binary @- >"$TMP/set.json" <<J
-{"using":["urn:ietf:params:jmap:core","urn:stalwart:jmap"],"methodCalls":[["x:NetworkListener/set",{"create":{
- "l":{"name":"l","maxConnections":100000,"protocol":"smtp","useTls":false,"bind":["127.0.0.1:$port"]}}},"0"]$dest]}
-J
-    grep -q '"notCreated":null' "$TMP/set.json" || { cat "$TMP/set.json" >&2; exit 1; }
-    wait_port "$port" 10
+    [ "$kind" = handoff ] && mode=transaction sink=$BASE
+    smtp_listener "$api" "$port" "$SECRET" "$sink" "$TMP/set.json"
     "$LG" --conc 4 --mode $mode --ports "$port" --duration 60 --max-ops 200 >/dev/null
     sleep 1
     callgrind_control -z "$pid" >/dev/null 2>&1

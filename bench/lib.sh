@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # bench/lib.sh: shell functions shared by the benchmark scripts (sourced, never run): waiting
-# for a port, starting and stopping the processes a script owns, the floor servers, and
-# counting a server's system calls while a load runs.
+# for a port, starting and stopping the processes a script owns, a plain SMTP listener made
+# through JMAP, the floor servers, and counting a server's system calls while a load runs.
 #
 # STARTED collects the ids of the processes started here, for the sourcing script to stop.
 
@@ -42,6 +42,25 @@ spawn() { # log-file command...: runs it in the background; its pid in LAST and 
     "$@" >>"$log" 2>&1 &
     LAST=$!
     STARTED="$STARTED $LAST"
+}
+
+# A plain SMTP listener "l" on 127.0.0.1:port of the daemon whose API is on api, through JMAP;
+# with a sink port, an x:Destination that hands its sessions to that sink. The reply goes to
+# out-file; anything not created stops the script.
+smtp_listener() { # api port secret sink-port|"" out-file
+    local dest=""
+    [ -n "$4" ] &&
+        dest=',["x:Destination/set",{"create":{"d":{"name":"sink","protocol":"smtp","forwarding":"none","healthCheck":false,"address":"127.0.0.1:'$4'","listeners":["l"]}}},"1"]'
+    curl -sS --max-time 30 -H "Authorization: Bearer $3" -H 'Content-Type: application/json' \
+        "http://127.0.0.1:$1/jmap" --data-binary @- >"$5" <<J
+{"using":["urn:ietf:params:jmap:core","urn:stalwart:jmap"],"methodCalls":[["x:NetworkListener/set",{"create":{
+ "l":{"name":"l","maxConnections":100000,"protocol":"smtp","useTls":false,"bind":["127.0.0.1:$2"]}}},"0"]$dest]}
+J
+    if ! grep -q '"methodResponses"' "$5" || grep -q '"notCreated":{' "$5"; then
+        cat "$5" >&2
+        exit 1
+    fi
+    wait_port "$2" 10
 }
 
 with_children() { # pid → the pid and its children's, comma-separated (nginx: master, workers)

@@ -60,9 +60,9 @@ wait_port "$BASE" 5
 # start name binary|floor api-port listener-port: a daemon with one plain SMTP listener (and, for
 # hand-offs, the sink as its destination), or the floor; its pid in PID[name]
 start() {
-    local name=$1 bin=$2 api=$3 port=$4 dest="" backend=""
+    local name=$1 bin=$2 api=$3 port=$4 backend=""
+    [ "$WORK" = handoff ] && backend=$BASE
     if [ "$bin" = floor ]; then
-        [ "$WORK" = handoff ] && backend=$BASE
         floor_start "$ROOT/build/bench/floor" "$ENGINE" "$port" "$WORKERS" "$TMP/$name.log" "$backend"
         PID[$name]=$LAST
         return
@@ -72,18 +72,7 @@ start() {
         --data "$TMP/$name" --http "127.0.0.1:$api" --workers "$WORKERS" --engine "$ENGINE"
     PID[$name]=$LAST
     wait_port "$api" 30
-    [ "$WORK" = handoff ] &&
-        dest=',["x:Destination/set",{"create":{"d":{"name":"sink","protocol":"smtp","forwarding":"none","healthCheck":false,"address":"127.0.0.1:'$BASE'","listeners":["l"]}}},"1"]'
-    curl -sS --max-time 30 -H "Authorization: Bearer $SECRET" -H 'Content-Type: application/json' \
-        "http://127.0.0.1:$api/jmap" --data-binary @- >"$TMP/$name.set" <<J
-{"using":["urn:ietf:params:jmap:core","urn:stalwart:jmap"],"methodCalls":[["x:NetworkListener/set",{"create":{
- "l":{"name":"l","maxConnections":100000,"protocol":"smtp","useTls":false,"bind":["127.0.0.1:$port"]}}},"0"]$dest]}
-J
-    if grep -q '"notCreated":{' "$TMP/$name.set"; then
-        cat "$TMP/$name.set" >&2
-        exit 1
-    fi
-    wait_port "$port" 10
+    smtp_listener "$api" "$port" "$SECRET" "$backend" "$TMP/$name.set"
 }
 
 # measure pid port → sessions per server CPU-second of one run (0 when it had errors)
