@@ -125,19 +125,6 @@ static void keep(size_t n)
         gh_timer_set(tbuf->loop, &tbuf->timer, FLUSH_MS);
 }
 
-/* A line goes into the thread's buffer when it has one, else straight out. */
-static void emit(const char *line, size_t n, bool buffered)
-{
-    if (!buffered || !tbuf || n > sizeof tbuf->data) {
-        write_all(line, n);
-        return;
-    }
-    if (tbuf->len + n > sizeof tbuf->data)
-        gh_log_flush();
-    memcpy(tbuf->data + tbuf->len, line, n);
-    keep(n);
-}
-
 void gh_log_init(enum gh_log_format format)
 {
     log_format = format;
@@ -227,7 +214,7 @@ void gh_log(const char *listener, const char *client, const char *event, const c
         n = sizeof line - 1;
         line[n - 1] = '\n';
     }
-    emit(line, (size_t)n, false);
+    write_all(line, (size_t)n);
 }
 
 /* A session line being built in place: bytes up to cap, with room kept for the closing
