@@ -241,6 +241,11 @@ bool gh_io_ring_idle(struct gh_loop *loop, const struct gh_io *io)
     return !loop->ring || gh_uring_ring_idle(loop->ring, io);
 }
 
+unsigned gh_loop_ring_buffers(const struct gh_loop *loop)
+{
+    return loop->ring ? gh_uring_rx_buffers(loop->ring) : 0;
+}
+
 bool gh_io_ring_accept(struct gh_loop *loop, struct gh_io *io, bool on)
 {
     return loop->ring && gh_uring_ring_accept(loop->ring, io, on);

@@ -81,6 +81,8 @@ void gh_io_shutdown_write(struct gh_loop *loop, struct gh_io *io);
  * (peeks, splice) are safe once gh_io_ring_idle says so; gh_io_recv/send are always safe. */
 bool gh_io_ring(struct gh_loop *loop, struct gh_io *io, bool on);
 bool gh_io_ring_idle(struct gh_loop *loop, const struct gh_io *io);
+/* Receive buffers the ring provides now (0 on epoll): they grow after a turn that lacked some. */
+unsigned gh_loop_ring_buffers(const struct gh_loop *loop);
 /*
  * Accepts through the loop, with accept4(2)'s return (non-blocking, close-on-exec). On
  * io_uring, a listening socket switched to ring accepts has the ring take its connections

@@ -13,7 +13,8 @@
 #include "core/buf.h"
 #include "core/uring.h"
 
-#define RX_BUFS       256  /* provided receive buffers per ring (a power of two) */
+#define RX_CHUNK      256  /* provided receive buffers per allocation (1 MiB) */
+#define RX_MAX        4096 /* at most, per ring: the buffer ring's entries (a power of two) */
 #define RX_BUF_SIZE   4096 /* one TLS record takes a few; a command line, one */
 #define RX_GROUP      0
 #define TX_CAP        (256 * 1024)     /* queued for one socket before sends say EAGAIN */
@@ -104,9 +105,11 @@ struct gh_uring {
     uint32_t next_gen;
     int wake_fd;
     uint64_t wake_count;
-    struct io_uring_buf_ring *rx_ring; /* NULL when the kernel took no provided buffers */
-    char *rx_base;
-    int *dirty; /* descriptors with bytes queued to send this turn */
+    struct io_uring_buf_ring *rx_ring;  /* NULL when the kernel took no provided buffers */
+    char *rx_chunks[RX_MAX / RX_CHUNK]; /* buffer b is in chunk b / RX_CHUNK */
+    unsigned rx_bufs;                   /* provided so far */
+    unsigned rx_short;                  /* receives of this turn that found no buffer */
+    int *dirty;                         /* descriptors with bytes queued to send this turn */
     size_t ndirty, capdirty;
     int *adding; /* descriptors added this turn, whose polls wait for the turn's end */
     size_t nadding, capadding;

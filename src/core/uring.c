@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include "core/buf.h"
+#include "core/log.h"
 #include "core/sys.h"
 #include "core/uring-t.h"
 
@@ -99,35 +100,77 @@ static void arm_wake(struct gh_uring *u)
 
 /* ---- provided receive buffers ---- */
 
+static char *rx_addr(const struct gh_uring *u, unsigned bid)
+{
+    return u->rx_chunks[bid / RX_CHUNK] + (size_t)(bid % RX_CHUNK) * RX_BUF_SIZE;
+}
+
 static void rx_recycle(struct gh_uring *u, int bid)
 {
-    io_uring_buf_ring_add(u->rx_ring, u->rx_base + (size_t)bid * RX_BUF_SIZE, RX_BUF_SIZE,
-                          (unsigned short)bid, io_uring_buf_ring_mask(RX_BUFS), 0);
+    io_uring_buf_ring_add(u->rx_ring, rx_addr(u, (unsigned)bid), RX_BUF_SIZE, (unsigned short)bid,
+                          io_uring_buf_ring_mask(RX_MAX), 0);
     io_uring_buf_ring_advance(u->rx_ring, 1);
+}
+
+/* One more chunk of buffers for the kernel to pick from; false at the limit or out of memory. */
+static bool rx_add_chunk(struct gh_uring *u)
+{
+    char *chunk = u->rx_bufs < RX_MAX ? malloc((size_t)RX_CHUNK * RX_BUF_SIZE) : NULL;
+    if (!chunk)
+        return false;
+    u->rx_chunks[u->rx_bufs / RX_CHUNK] = chunk;
+    for (unsigned i = 0; i < RX_CHUNK; i++)
+        io_uring_buf_ring_add(u->rx_ring, chunk + (size_t)i * RX_BUF_SIZE, RX_BUF_SIZE,
+                              (unsigned short)(u->rx_bufs + i), io_uring_buf_ring_mask(RX_MAX),
+                              (int)i);
+    io_uring_buf_ring_advance(u->rx_ring, RX_CHUNK);
+    u->rx_bufs += RX_CHUNK;
+    return true;
+}
+
+/* Every receive in the ring that completes in one turn holds a buffer until its owner reads
+ * it, later in the turn; a receive that finds none fails (ENOBUFS) and its bytes cost a
+ * system call. The pool starts at one chunk, and after a turn that came up short it grows
+ * by what was missing, up to RX_MAX: 1,024 busy clients found 256 short about once per
+ * session (docs/BENCHMARKS.md), while an idle or quiet worker keeps 1 MiB. */
+static void rx_grow(struct gh_uring *u)
+{
+    unsigned want = u->rx_short, before = u->rx_bufs;
+    u->rx_short = 0;
+    for (unsigned got = 0; got < want && rx_add_chunk(u); got += RX_CHUNK)
+        ;
+    if (u->rx_bufs != before)
+        gh_log(NULL, NULL, "engine", "io_uring: %u receive buffers (%u KiB) after %u found none",
+               u->rx_bufs, u->rx_bufs * (RX_BUF_SIZE / 1024), want);
 }
 
 /* Ring I/O is an optimisation: a kernel that refuses provided buffers (before 5.19) keeps
  * every socket on polls and system calls. */
 static void rx_setup(struct gh_uring *u)
 {
-    size_t ring_bytes = RX_BUFS * sizeof(struct io_uring_buf);
+    size_t ring_bytes = RX_MAX * sizeof(struct io_uring_buf);
     void *ring = mmap(NULL, ring_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (ring == MAP_FAILED)
         return;
     u->rx_ring = ring;
     io_uring_buf_ring_init(u->rx_ring);
     struct io_uring_buf_reg reg = {
-        .ring_addr = (unsigned long)ring, .ring_entries = RX_BUFS, .bgid = RX_GROUP};
-    if (!(u->rx_base = malloc((size_t)RX_BUFS * RX_BUF_SIZE)) ||
-        io_uring_register_buf_ring(&u->ring, &reg, 0) < 0) {
-        free(u->rx_base);
-        u->rx_base = NULL;
+        .ring_addr = (unsigned long)ring, .ring_entries = RX_MAX, .bgid = RX_GROUP};
+    if (io_uring_register_buf_ring(&u->ring, &reg, 0) < 0) {
         munmap(ring, ring_bytes);
         u->rx_ring = NULL;
         return;
     }
-    for (int i = 0; i < RX_BUFS; i++)
-        rx_recycle(u, i);
+    if (!rx_add_chunk(u)) {
+        io_uring_unregister_buf_ring(&u->ring, RX_GROUP);
+        munmap(ring, ring_bytes);
+        u->rx_ring = NULL;
+    }
+}
+
+unsigned gh_uring_rx_buffers(const struct gh_uring *u)
+{
+    return u->rx_bufs;
 }
 
 struct gh_uring *gh_uring_new(int wake_fd, gh_err *err)
@@ -211,8 +254,9 @@ void gh_uring_free(struct gh_uring *u)
     if (u->watches)
         munmap(u->watches, u->nwatches * sizeof *u->watches);
     if (u->rx_ring)
-        munmap(u->rx_ring, RX_BUFS * sizeof(struct io_uring_buf));
-    free(u->rx_base);
+        munmap(u->rx_ring, RX_MAX * sizeof(struct io_uring_buf));
+    for (unsigned i = 0; i < u->rx_bufs / RX_CHUNK; i++)
+        free(u->rx_chunks[i]);
     free(u->dirty);
     free(u->adding);
     free(u);
@@ -582,7 +626,7 @@ bool gh_uring_ring_idle(struct gh_uring *u, const struct gh_io *io)
 static ssize_t rx_take(struct gh_uring *u, struct rio *r, void *buf, size_t len)
 {
     size_t n = len < r->len ? len : r->len;
-    memcpy(buf, u->rx_base + (size_t)(r->buf1 - 1) * RX_BUF_SIZE + r->off, n);
+    memcpy(buf, rx_addr(u, r->buf1 - 1u) + r->off, n);
     r->off += (uint16_t)n;
     r->len -= (uint16_t)n;
     if (!r->len) {
@@ -659,6 +703,7 @@ static void on_recv(struct gh_uring *u, const struct io_uring_cqe *cqe)
         r->eof = true;
     } else if (cqe->res == -ENOBUFS) {
         r->direct = true; /* bytes wait in the socket: read them with a system call */
+        u->rx_short++;
     } else if (cqe->res < 0 && cqe->res != -ECANCELED && cqe->res != -EINTR) {
         r->err = (uint16_t)-cqe->res;
     }
@@ -796,6 +841,8 @@ void gh_uring_dispatch(struct gh_uring *u)
         for (unsigned i = 0; i < n; i++)
             dispatch_one(u, &copy[i]);
         if (n < CQE_BATCH)
-            return;
+            break;
     }
+    if (u->rx_short)
+        rx_grow(u);
 }

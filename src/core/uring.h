@@ -44,6 +44,10 @@ ssize_t gh_uring_recv(struct gh_uring *u, struct gh_io *io, void *buf, size_t le
 ssize_t gh_uring_send(struct gh_uring *u, struct gh_io *io, const void *buf, size_t len);
 void gh_uring_shutdown_write(struct gh_uring *u, struct gh_io *io);
 
+/* Provided receive buffers the ring holds now (0 when the kernel took none): they grow after
+ * a turn whose receives found too few. */
+unsigned gh_uring_rx_buffers(const struct gh_uring *u);
+
 /* Submits what the last turn queued and waits up to timeout_ms (-1: no limit) for at least
  * one completion; returns 0 or a negative errno. */
 int gh_uring_wait(struct gh_uring *u, int timeout_ms);

@@ -46,8 +46,9 @@ def open_idle(port, n, ctx):
 
 def growth_per_conn(gatehouse, port, ctx):
     # Warm up: the first connections allocate the worker's pools and OpenSSL's tables, and on
-    # io_uring go once round each worker's provided receive buffers (a fixed 1 MiB per worker,
-    # core/uring.c), so that only what each connection holds is measured.
+    # io_uring go once round each worker's provided receive buffers (1 MiB per worker until a
+    # busy turn finds them short, core/uring.c), so that only what each connection holds is
+    # measured.
     for _ in range(WARM_ROUNDS):
         for s in open_idle(port, 100, ctx):
             s.close()

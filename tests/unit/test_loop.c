@@ -20,8 +20,10 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -438,6 +440,106 @@ static void reads_and_writes_through_the_loop(enum gh_loop_backend b)
     assert_memory_equal(buf, "ok hello\n", 9);
     gh_loop_free(loop);
     close(sv[1]);
+}
+
+/* ---- a burst of receives larger than the ring's buffers ---- */
+
+struct reader {
+    struct gh_io io;
+    struct gh_loop *loop;
+    char got[32];
+    size_t n;
+};
+
+static void on_reader(struct gh_io *io, uint32_t events)
+{
+    struct reader *r = gh_container_of(io, struct reader, io);
+    ssize_t n;
+    while (events & EPOLLIN && r->n < sizeof r->got &&
+           (n = gh_io_recv(r->loop, io, r->got + r->n, sizeof r->got - r->n)) > 0)
+        r->n += (size_t)n;
+}
+
+struct burst {
+    struct gh_loop *loop;
+    struct reader *readers;
+    int *peers;
+    int round;
+    unsigned buffers[3]; /* before each burst, and after the last */
+};
+
+enum { BURST = 400 };
+
+/* Checks what the last burst delivered, notes the ring's buffers, writes the next burst. */
+static void burst_step(void *arg)
+{
+    struct burst *b = arg;
+    for (int i = 0; i < BURST && b->round > 0; i++) {
+        char want[32];
+        int len = b->round == 2 ? snprintf(want, sizeof want, "0:%03d.1:%03d.", i, i)
+                                : snprintf(want, sizeof want, "0:%03d.", i);
+        assert_int_equal(b->readers[i].n, (size_t)len);
+        assert_memory_equal(b->readers[i].got, want, (size_t)len);
+    }
+    b->buffers[b->round] = gh_loop_ring_buffers(b->loop);
+    for (int i = 0; i < BURST && b->round < 2; i++) {
+        char msg[8];
+        int len = snprintf(msg, sizeof msg, "%d:%03d.", b->round, i);
+        assert_int_equal(write(b->peers[i], msg, (size_t)len), len);
+    }
+    b->round++;
+}
+
+/* Every socket gets bytes while the loop is away (the burst is written from one step), so
+ * that the ring's receives all complete at once and each holds a buffer: more than the ring
+ * starts with. Every byte arrives either way (those that found no buffer by a system call),
+ * the ring provides more afterwards, and the next burst of the same size finds enough. */
+static void a_burst_larger_than_the_buffers_grows_them(enum gh_loop_backend b)
+{
+    if (!use(b))
+        skip();
+    struct rlimit lim;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &lim), 0);
+    if (lim.rlim_cur < 2 * BURST + 64) {
+        if (lim.rlim_max < 2 * BURST + 64)
+            skip();
+        lim.rlim_cur = 2 * BURST + 64;
+        assert_int_equal(setrlimit(RLIMIT_NOFILE, &lim), 0);
+    }
+    struct burst t = {.loop = new_loop()};
+    t.readers = calloc(BURST, sizeof *t.readers);
+    t.peers = calloc(BURST, sizeof *t.peers);
+    assert_non_null(t.readers);
+    assert_non_null(t.peers);
+    for (int i = 0; i < BURST; i++) {
+        int sv[2];
+        pair(sv);
+        t.readers[i] = (struct reader){.io = {.fd = sv[0], .fn = on_reader}, .loop = t.loop};
+        t.peers[i] = sv[1];
+        assert_true(gh_io_add(t.loop, &t.readers[i].io, EPOLLIN, NULL));
+        gh_io_ring(t.loop, &t.readers[i].io, true);
+    }
+    struct step steps[3];
+    for (int i = 0; i < 3; i++) {
+        steps[i] = (struct step){.t = {.fn = run_step}, .fn = burst_step, .arg = &t};
+        gh_timer_set(t.loop, &steps[i].t, 20 + 60 * (uint64_t)i);
+    }
+    run_for(t.loop, 200);
+    assert_int_equal(t.round, 3);
+    if (b == GH_BACKEND_IO_URING) {
+        assert_true(t.buffers[0] > 0 && t.buffers[0] < BURST); /* the burst is larger */
+        assert_true(t.buffers[1] >= BURST);                    /* grown by what it lacked */
+        assert_int_equal(t.buffers[2], t.buffers[1]);          /* and that was enough */
+    } else {
+        assert_int_equal(t.buffers[0] + t.buffers[1] + t.buffers[2], 0);
+    }
+    for (int i = 0; i < BURST; i++) {
+        gh_io_close(t.loop, &t.readers[i].io);
+        close(t.peers[i]);
+    }
+    gh_loop_free(t.loop);
+    free(t.readers);
+    free(t.peers);
 }
 
 struct drain {
@@ -933,6 +1035,7 @@ BOTH(accepts_switched_off_lose_no_connection)
 BOTH(connects_report_their_outcome)
 BOTH(many_connects_in_one_turn_all_report)
 BOTH(a_connect_closed_in_progress_reports_nothing)
+BOTH(a_burst_larger_than_the_buffers_grows_them)
 
 int main(void)
 {
@@ -969,6 +1072,8 @@ int main(void)
         cmocka_unit_test(many_connects_in_one_turn_all_report_io_uring),
         cmocka_unit_test(a_connect_closed_in_progress_reports_nothing_epoll),
         cmocka_unit_test(a_connect_closed_in_progress_reports_nothing_io_uring),
+        cmocka_unit_test(a_burst_larger_than_the_buffers_grows_them_epoll),
+        cmocka_unit_test(a_burst_larger_than_the_buffers_grows_them_io_uring),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
