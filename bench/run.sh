@@ -315,12 +315,24 @@ gh_servers() { # port offset → "gatehouse-epoll:port gatehouse-io_uring:port"
     local e
     for e in $ENGINES; do printf 'gatehouse-%s:%s ' "$e" "$(gp "$e" "$1")"; done
 }
-floor_servers() { # smtp|handoff
-    local e
-    for e in epoll io_uring; do
-        if [ "$1" = handoff ]; then printf 'floor-%s:%s ' "$e" "${FLOOR_RELAY_PORT[$e]}"; else
-            printf 'floor-%s:%s ' "$e" "${FLOOR_PORT[$e]}"; fi
+floor_port() { # engine smtp|handoff
+    if [ "$2" = handoff ]; then echo "${FLOOR_RELAY_PORT[$1]}"; else echo "${FLOOR_PORT[$1]}"; fi
+}
+# The servers of a plain SMTP or hand-off cell: the io_uring floor right after the first
+# Gatehouse engine and before the second, then the peers, then the epoll floor. The targets
+# are judged on Gatehouse against the io_uring floor, and this machine's speed drifts by
+# several percent within a minute: neighbours in a pass see nearly the same machine, whichever
+# way the pass runs.
+session_servers() { # smtp|handoff gatehouse-port-offset peer:port...
+    local kind=$1 off=$2 e floor_next=1
+    shift 2
+    for e in $ENGINES; do
+        printf 'gatehouse-%s:%s ' "$e" "$(gp "$e" "$off")"
+        [ $floor_next = 1 ] && printf 'floor-io_uring:%s ' "$(floor_port io_uring "$kind")"
+        floor_next=0
     done
+    printf '%s ' "$@"
+    printf 'floor-epoll:%s ' "$(floor_port epoll "$kind")"
 }
 
 log "Gatehouse $(git rev-parse --short HEAD 2>/dev/null || echo '?') (engines: $ENGINES), $WORKERS workers each; ports from $BASE; descriptor limit $NOFILE"
@@ -345,10 +357,10 @@ run_matrix() { # work loadgen-mode extra-args... ; servers and ports from the ca
         time_left || { log "time limit: skipping $work"; return; }
         local servers
         case $work in
-        smtp) servers="$(gh_servers $O_PLAIN)nginx:$N_PLAIN haproxy:$H_PLAIN $(floor_servers smtp)" ;;
+        smtp) servers=$(session_servers smtp $O_PLAIN nginx:$N_PLAIN haproxy:$H_PLAIN) ;;
         tls-*) servers="$(gh_servers $O_TLS)nginx:$N_TLS nginx-stream:$N_STREAM haproxy:$H_TLS" ;;
         starttls) servers="$(gh_servers $O_STARTTLS)nginx:$N_STARTTLS" ;;
-        handoff) servers="$(gh_servers $O_HANDOFF)nginx-stream:$N_HANDOFF haproxy:$H_HANDOFF $(floor_servers handoff)" ;;
+        handoff) servers=$(session_servers handoff $O_HANDOFF nginx-stream:$N_HANDOFF haproxy:$H_HANDOFF) ;;
         relay) servers="$(gh_servers $O_RELAY)nginx-stream:$N_RELAY haproxy:$H_RELAY" ;;
         relay-tls) servers="$(gh_servers $O_RELAY_TLS)nginx-stream:$N_RELAY_TLS haproxy:$H_RELAY_TLS" ;;
         relay-plain) servers="$(gh_servers $O_HANDOFF)nginx-stream:$N_HANDOFF haproxy:$H_RELAY_PLAIN" ;;
