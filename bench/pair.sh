@@ -7,7 +7,12 @@
 # spread: a ratio inside it is not settled.
 #
 #   bench/pair.sh [--workload smtp|handoff] [--clients N] [--passes N] [--seconds S]
-#                 [--engine epoll|io_uring] [--workers N] OLD NEW
+#                 [--engine epoll|io_uring] [--workers N] [--mode alternate|together] OLD NEW
+#
+# --mode together: each pass is one load client whose sessions alternate between the two
+# (--clients in all, 5,000 sessions for each of --seconds, each server serving half of them),
+# and the ratio is that of their CPU time (the scheduler's, summed over their threads): both
+# see the same moments of the machine, not neighbouring ones.
 #
 # smtp: connect, greeting, QUIT (the listener answers itself); handoff: a short SMTP
 # transaction handed to a loadgen sink through an x:Destination. Prints one line per pass and
@@ -20,8 +25,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
-USAGE='usage: bench/pair.sh [--workload smtp|handoff] [--clients N] [--passes N] [--seconds S] [--engine epoll|io_uring] [--workers N] OLD NEW'
-WORK=smtp CLIENTS=64 PASSES=8 SECS=3 ENGINE=io_uring WORKERS=2
+USAGE='usage: bench/pair.sh [--workload smtp|handoff] [--clients N] [--passes N] [--seconds S] [--engine epoll|io_uring] [--workers N] [--mode alternate|together] OLD NEW'
+WORK=smtp CLIENTS=64 PASSES=8 SECS=3 ENGINE=io_uring WORKERS=2 PAIRING=alternate
 while [ $# -gt 2 ]; do
     case "$1" in
     --workload) WORK=$2 ;;
@@ -30,6 +35,7 @@ while [ $# -gt 2 ]; do
     --seconds) SECS=$2 ;;
     --engine) ENGINE=$2 ;;
     --workers) WORKERS=$2 ;;
+    --mode) PAIRING=$2 ;;
     *) echo "$USAGE" >&2; exit 2 ;;
     esac
     shift 2
@@ -39,6 +45,7 @@ OLD=$1 NEW=$(realpath "$2")
 [ "$OLD" = floor ] || OLD=$(realpath "$OLD")
 case $WORK in smtp) MODE=smtp ;; handoff) MODE=transaction ;; *) echo "$USAGE" >&2; exit 2 ;; esac
 case $ENGINE in epoll | io_uring) ;; *) echo "$USAGE" >&2; exit 2 ;; esac
+case $PAIRING in alternate | together) ;; *) echo "$USAGE" >&2; exit 2 ;; esac
 for n in "$CLIENTS" "$PASSES" "$SECS" "$WORKERS"; do
     case $n in '' | *[!0-9]* | 0) echo "$USAGE" >&2; exit 2 ;; esac
 done
@@ -83,16 +90,38 @@ measure() {
     printf '%s\n' "$out" | sed -n 's/.* ops_per_server_cpu_s=\([0-9]*\).*/\1/p'
 }
 
+# cpu_ns pid → nanoseconds its threads have run (the scheduler's count, not ticks)
+cpu_ns() {
+    cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f\n", s}'
+}
+
+# together → "old new": sessions per server CPU-second of each, from one load client whose
+# sessions alternate between them, so each serves half of them (0 0 when it had errors)
+together() {
+    local o0 n0 o1 n1 out ops
+    o0=$(cpu_ns "${PID[old]}") n0=$(cpu_ns "${PID[new]}")
+    out=$("$LG" --conc "$CLIENTS" --mode "$MODE" --ports "$1" --max-ops $((SECS * 5000)) \
+        --duration $((SECS * 10)) --timeout 30000) || true
+    o1=$(cpu_ns "${PID[old]}") n1=$(cpu_ns "${PID[new]}")
+    case $out in *" errors=0 "*) ;; *) echo "0 0"; return ;; esac
+    ops=$(printf '%s\n' "$out" | sed -n 's/.* ops=\([0-9]*\) .*/\1/p')
+    echo "$((ops * 500000000 / (o1 - o0 + 1))) $((ops * 500000000 / (n1 - n0 + 1)))"
+}
+
 declare -A PID
 start old "$OLD" $((BASE + 10)) $((BASE + 11))
 start new "$NEW" $((BASE + 20)) $((BASE + 21))
 for port in $((BASE + 11)) $((BASE + 21)); do # warm both: caches, block pools, timers
     "$LG" --conc "$CLIENTS" --mode "$MODE" --ports "$port" --duration 1 >/dev/null
 done
-echo "# $(date -u '+%Y-%m-%d %H:%M UTC') · bench/pair.sh --workload $WORK --clients $CLIENTS --passes $PASSES --seconds $SECS --engine $ENGINE --workers $WORKERS"
+echo "# $(date -u '+%Y-%m-%d %H:%M UTC') · bench/pair.sh --workload $WORK --clients $CLIENTS --passes $PASSES --seconds $SECS --engine $ENGINE --workers $WORKERS --mode $PAIRING"
 echo "# old $OLD · new $NEW"
 for p in $(seq 1 "$PASSES"); do
-    if [ $((p % 2)) = 1 ]; then
+    if [ "$PAIRING" = together ]; then
+        ports="$((BASE + 11)),$((BASE + 21))"
+        [ $((p % 2)) = 1 ] || ports="$((BASE + 21)),$((BASE + 11))"
+        read -r a b < <(together "$ports")
+    elif [ $((p % 2)) = 1 ]; then
         a=$(measure "${PID[old]}" $((BASE + 11)))
         b=$(measure "${PID[new]}" $((BASE + 21)))
     else

@@ -1,6 +1,6 @@
 """bench/pair.sh, two servers alive at once and the ratio within each pass: it refuses runs
 without bounds, starts what it pairs (a Gatehouse build, the floor, the sink for hand-offs),
-and reports every pass and their median."""
+and reports every pass and their median, alternating the servers or loading both at once."""
 import os
 import re
 import subprocess
@@ -17,7 +17,7 @@ def pair(*args):
 
 def test_refuses_runs_without_bounds():
     for args in (["--passes", "65"], ["--seconds", "31"], ["--passes", "0"], ["--clients", "x"],
-                 ["--workload", "relay"], ["--engine", "poll"]):
+                 ["--workload", "relay"], ["--engine", "poll"], ["--mode", "both"]):
         out = pair(*args, BIN, BIN)
         assert out.returncode == 2, (args, out.stdout, out.stderr)
     assert pair(BIN).returncode == 2
@@ -48,3 +48,11 @@ def test_handed_off_sessions_reach_the_sink():
                "--engine", ENGINE, BIN, BIN)
     found, _, n = passes(out)
     assert n == 1 and found[0][0] > 0 and found[0][1] > 0  # 0 would mean errors
+
+
+def test_together_both_serve_the_same_sessions():
+    out = pair("--mode", "together", "--workload", "handoff", "--passes", "2", "--seconds", "1",
+               "--clients", "8", "--engine", ENGINE, "floor", BIN)
+    found, _, n = passes(out)
+    assert "--mode together" in out.stdout
+    assert n == 2 and all(a > 0 and b > 0 for a, b in found)  # 0 would mean errors
