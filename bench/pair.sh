@@ -104,6 +104,10 @@ together() {
         --duration $((SECS * 10)) --timeout 30000) || true
     o1=$(cpu_ns "${PID[old]}") n1=$(cpu_ns "${PID[new]}")
     case $out in *" errors=0 "*) ;; *) echo "0 0"; return ;; esac
+    if [ $((o1 - o0)) -le 0 ] || [ $((n1 - n0)) -le 0 ]; then
+        echo "0 0" # no scheduler statistics for these threads
+        return
+    fi
     ops=$(printf '%s\n' "$out" | sed -n 's/.* ops=\([0-9]*\) .*/\1/p')
     echo "$((ops * 500000000 / (o1 - o0 + 1))) $((ops * 500000000 / (n1 - n0 + 1)))"
 }
