@@ -27,16 +27,7 @@ while [ $# -gt 0 ]; do
     shift
 done
 command -v valgrind >/dev/null || { echo "needs valgrind" >&2; exit 1; }
-make -s -f bench/Makefile BUILD=build >&2
-LG=$ROOT/build/bench/loadgen
-
-TMP=$(mktemp -d /tmp/gatehouse-instructions.XXXXXX)
-trap 'stop_started "$TMP"' EXIT
-trap 'exit 130' INT TERM
-
-BASE=$((20000 + (RANDOM % 200) * 50))
-SECRET="bench-$RANDOM$RANDOM"
-spawn "$TMP/sink.log" "$LG" --mode sink --ports "$BASE" --duration 600 --label sink
+sink_setup instructions
 
 # usage: measure smtp|handoff → "instructions per session"
 measure() {

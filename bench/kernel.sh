@@ -38,26 +38,13 @@ if [ "$CLIENTS" -lt 1 ] || [ "$SECS" -lt 1 ] || [ "$SECS" -gt 30 ]; then
     exit 2
 fi
 command -v perf >/dev/null || { echo "needs perf (linux-perf)" >&2; exit 1; }
-make -s -f bench/Makefile BUILD=build >&2
-LG=$ROOT/build/bench/loadgen
-
-TMP=$(mktemp -d /tmp/gatehouse-kernel.XXXXXX)
-trap 'stop_started "$TMP"' EXIT
-trap 'exit 130' INT TERM
-BASE=$((20000 + (RANDOM % 200) * 50))
-SECRET="kernel-$RANDOM$RANDOM"
-spawn "$TMP/sink.log" "$LG" --mode sink --ports "$BASE" --duration 600 --label sink
-wait_port "$BASE" 5
+sink_setup kernel
 SINK=""
 [ "$WORK" = handoff ] && SINK=$BASE
 floor_start "$ROOT/build/bench/floor" "$ENGINE" $((BASE + 1)) 2 "$TMP/floor.log" "$SINK"
 FLOOR_PID=$LAST
-mkdir -p "$TMP/data"
-spawn "$TMP/gatehouse.log" env GATEHOUSE_ADMIN_SECRET="$SECRET" "$GH" serve \
-    --data "$TMP/data" --http "127.0.0.1:$((BASE + 2))" --workers 2 --engine "$ENGINE"
+gatehouse_start "$GH" "$ENGINE" 2 $((BASE + 2)) $((BASE + 3)) "$SINK" "$TMP/gatehouse"
 GH_PID=$LAST
-wait_port $((BASE + 2)) 30
-smtp_listener $((BASE + 2)) $((BASE + 3)) "$SECRET" "$SINK" "$TMP/set.json"
 wait_port $((BASE + 1)) 5
 
 # measure name pid port: one run under perf; its counts in $TMP/name.txt
@@ -80,10 +67,10 @@ measure gatehouse "$GH_PID" $((BASE + 3))
 
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC') · bench/kernel.sh --workload $WORK --clients $CLIENTS --seconds $SECS --engine $ENGINE · Gatehouse $(git rev-parse --short HEAD 2>/dev/null || echo '?') · $GH"
 python3 - "$TMP/floor.txt" "$TMP/gatehouse.txt" <<'PY'
-import collections, re, sys
+import collections, os, re, sys
 # x86-64 numbers of the calls these servers make
-NAMES = {0: "read", 1: "write", 3: "close", 7: "poll", 9: "mmap", 10: "mprotect", 28: "madvise", 41: "socket", 42: "connect",
-         44: "sendto", 45: "recvfrom", 48: "shutdown", 54: "setsockopt", 232: "epoll_wait",
+NAMES = {0: "read", 1: "write", 3: "close", 7: "poll", 9: "mmap", 10: "mprotect",
+         28: "madvise", 41: "socket", 42: "connect", 44: "sendto", 45: "recvfrom", 48: "shutdown", 54: "setsockopt", 232: "epoll_wait",
          233: "epoll_ctl", 257: "openat", 281: "epoll_pwait", 288: "accept4",
          426: "io_uring_enter"}
 def per_session(path):
@@ -103,7 +90,7 @@ def per_session(path):
         elif (m := re.search(r"NR (\d+)", line)):
             c["call " + NAMES.get(int(m.group(1)), "nr " + m.group(1))] += 1
             c["call (all)"] += 1
-    hz = 100  # USER_HZ: /proc's CPU times are in ticks
+    hz = os.sysconf("SC_CLK_TCK")  # /proc's CPU times are in these ticks
     out = {k: v / ops for k, v in c.items()}
     if cpu:
         out["CPU µs user"] = cpu[0] / hz * 1e6 / ops

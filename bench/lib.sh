@@ -44,6 +44,21 @@ spawn() { # log-file command...: runs it in the background; its pid in LAST and 
     STARTED="$STARTED $LAST"
 }
 
+# The start the single-purpose scripts share: the load tool built (LG), a scratch directory
+# (TMP) whose processes stop on exit, a random port block from BASE, an admin SECRET, and a
+# loadgen sink on BASE, the backend of hand-offs.
+sink_setup() { # name
+    make -s -f bench/Makefile BUILD=build >&2
+    LG=$ROOT/build/bench/loadgen
+    TMP=$(mktemp -d "/tmp/gatehouse-$1.XXXXXX")
+    trap 'stop_started "$TMP"' EXIT
+    trap 'exit 130' INT TERM
+    BASE=$((20000 + (RANDOM % 200) * 50))
+    SECRET="$1-$RANDOM$RANDOM"
+    spawn "$TMP/sink.log" "$LG" --mode sink --ports "$BASE" --duration 600 --label sink
+    wait_port "$BASE" 5
+}
+
 # A plain SMTP listener "l" on 127.0.0.1:port of the daemon whose API is on api, through JMAP;
 # with a sink port, an x:Destination that hands its sessions to that sink. The reply goes to
 # out-file; anything not created stops the script.
@@ -61,6 +76,19 @@ J
         exit 1
     fi
     wait_port "$2" 10
+}
+
+# A daemon of binary on engine with one plain SMTP listener (and a sink destination, as
+# smtp_listener), its data in data-dir and its log beside it; its pid in LAST.
+gatehouse_start() { # binary engine workers api-port listener-port sink-port|"" data-dir
+    local pid
+    mkdir -p "$7"
+    spawn "$7.log" env GATEHOUSE_ADMIN_SECRET="$SECRET" "$1" serve --data "$7" \
+        --http "127.0.0.1:$4" --workers "$3" --engine "$2"
+    pid=$LAST
+    wait_port "$4" 30
+    smtp_listener "$4" "$5" "$SECRET" "$6" "$7.set"
+    LAST=$pid
 }
 
 with_children() { # pid → the pid and its children's, comma-separated (nginx: master, workers)

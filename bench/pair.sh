@@ -53,16 +53,7 @@ if [ "$PASSES" -gt 64 ] || [ "$SECS" -gt 30 ]; then
     echo "at most 64 passes of 30 s" >&2
     exit 2
 fi
-make -s -f bench/Makefile BUILD=build >&2
-LG=$ROOT/build/bench/loadgen
-
-TMP=$(mktemp -d /tmp/gatehouse-pair.XXXXXX)
-trap 'stop_started "$TMP"' EXIT
-trap 'exit 130' INT TERM
-BASE=$((20000 + (RANDOM % 200) * 50))
-SECRET="pair-$RANDOM$RANDOM"
-spawn "$TMP/sink.log" "$LG" --mode sink --ports "$BASE" --duration 600 --label sink
-wait_port "$BASE" 5
+sink_setup pair
 
 # start name binary|floor api-port listener-port: a daemon with one plain SMTP listener (and, for
 # hand-offs, the sink as its destination), or the floor; its pid in PID[name]
@@ -74,12 +65,8 @@ start() {
         PID[$name]=$LAST
         return
     fi
-    mkdir -p "$TMP/$name"
-    spawn "$TMP/$name.log" env GATEHOUSE_ADMIN_SECRET="$SECRET" "$bin" serve \
-        --data "$TMP/$name" --http "127.0.0.1:$api" --workers "$WORKERS" --engine "$ENGINE"
+    gatehouse_start "$bin" "$ENGINE" "$WORKERS" "$api" "$port" "$backend" "$TMP/$name"
     PID[$name]=$LAST
-    wait_port "$api" 30
-    smtp_listener "$api" "$port" "$SECRET" "$backend" "$TMP/$name.set"
 }
 
 # measure pid port → sessions per server CPU-second of one run (0 when it had errors)
@@ -109,7 +96,7 @@ together() {
         return
     fi
     ops=$(printf '%s\n' "$out" | sed -n 's/.* ops=\([0-9]*\) .*/\1/p')
-    echo "$((ops * 500000000 / (o1 - o0 + 1))) $((ops * 500000000 / (n1 - n0 + 1)))"
+    echo "$((ops * 500000000 / (o1 - o0))) $((ops * 500000000 / (n1 - n0)))"
 }
 
 declare -A PID

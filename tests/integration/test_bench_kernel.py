@@ -38,5 +38,4 @@ def test_counts_are_per_session():
     assert one_each("call socket"), out.stdout
     if ENGINE == "io_uring":
         assert one_each("ring ACCEPT"), out.stdout  # both accept through the ring
-    user, system = rows["CPU µs user"], rows["CPU µs system"]
-    assert min(user + system) >= 0 and max(system) > 0, out.stdout
+    assert max(rows["CPU µs system"]) > 0, out.stdout  # both servers' CPU was read
