@@ -59,18 +59,51 @@ sink_setup() { # name
     wait_port "$BASE" 5
 }
 
-# A plain SMTP listener "l" on 127.0.0.1:port of the daemon whose API is on api, through JMAP;
-# with a sink port, an x:Destination that hands its sessions to that sink. The reply goes to
-# out-file; anything not created stops the script.
-smtp_listener() { # api port secret sink-port|"" out-file
-    local dest=""
-    [ -n "$4" ] &&
-        dest=',["x:Destination/set",{"create":{"d":{"name":"sink","protocol":"smtp","forwarding":"none","healthCheck":false,"address":"127.0.0.1:'$4'","listeners":["l"]}}},"1"]'
-    curl -sS --max-time 30 -H "Authorization: Bearer $3" -H 'Content-Type: application/json' \
-        "http://127.0.0.1:$1/jmap" --data-binary @- >"$5" <<J
-{"using":["urn:ietf:params:jmap:core","urn:stalwart:jmap"],"methodCalls":[["x:NetworkListener/set",{"create":{
- "l":{"name":"l","maxConnections":100000,"protocol":"smtp","useTls":false,"bind":["127.0.0.1:$2"]}}},"0"]$dest]}
-J
+# bench/nginx.conf.in or bench/haproxy.cfg.in with its ports (plain tls starttls stream relay
+# relay-tls handoff [relay-plain]) and the globals WORKERS, NOFILE, MAX_IDLE, SINK, SINK_TLS,
+# TMP and ROOT filled in.
+fill() { # template → stdout
+    sed -e "s#@WORKERS@#$WORKERS#g; s#@NOFILE@#$NOFILE#g; s#@MAXCONN@#$MAX_IDLE#g" \
+        -e "s#@P_SINK@#$SINK#g; s#@P_RELAY@#$6#g; s#@P_SINK_TLS@#$SINK_TLS#g" \
+        -e "s#@P_RELAY_TLS@#$7#g; s#@P_HANDOFF@#$8#g; s#@P_RELAY_PLAIN@#${9:-0}#g" \
+        -e "s#@TMP@#$TMP#g; s#@BENCH@#$ROOT/bench#g" \
+        -e "s#@P_PLAIN@#$2#g; s#@P_TLS@#$3#g; s#@P_STARTTLS@#$4#g; s#@P_STREAM@#$5#g" "$1"
+}
+
+# A self-signed ECDSA P-256 certificate for bench.localhost in dir: cert.pem, key.pem and the
+# two in both.pem (HAProxy's form). Every server in a benchmark presents this one.
+bench_cert() { # dir
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 \
+        -subj /CN=bench.localhost -addext subjectAltName=DNS:bench.localhost \
+        -keyout "$1/key.pem" -out "$1/cert.pem" 2>/dev/null
+    cat "$1/cert.pem" "$1/key.pem" >"$1/both.pem"
+}
+
+# An SMTP listener "l" on 127.0.0.1:port of the daemon whose API is on api, through JMAP:
+# plain, or with a cert-dir (bench_cert) implicit TLS with that certificate uploaded as the
+# default; with a sink port, an x:Destination that hands its sessions to that sink. The reply
+# goes to out-file; anything not created stops the script.
+smtp_listener() { # api port secret sink-port|"" out-file [cert-dir]
+    python3 - "$2" "$4" "${6:-}" <<'PY' |
+import json, sys
+port, sink, certs = sys.argv[1:4]
+calls = []
+if certs:
+    pem = lambda name: open(f"{certs}/{name}").read()
+    calls.append(["x:Certificate/set", {"create": {"b": {"name": "bench", "isDefault": True,
+        "certificate": pem("cert.pem"), "privateKey": pem("key.pem")}}}, "c"])
+tls = {"tlsImplicit": True} if certs else {"useTls": False}
+calls.append(["x:NetworkListener/set", {"create": {"l": {"name": "l", "maxConnections": 100000,
+    "protocol": "smtp", "bind": [f"127.0.0.1:{port}"], **tls}}}, "0"])
+if sink:
+    calls.append(["x:Destination/set", {"create": {"d": {"name": "sink", "protocol": "smtp",
+        "forwarding": "none", "healthCheck": False, "address": f"127.0.0.1:{sink}",
+        "listeners": ["l"]}}}, "1"])
+print(json.dumps({"using": ["urn:ietf:params:jmap:core", "urn:stalwart:jmap"],
+                  "methodCalls": calls}))
+PY
+        curl -sS --max-time 30 -H "Authorization: Bearer $3" -H 'Content-Type: application/json' \
+            "http://127.0.0.1:$1/jmap" --data-binary @- >"$5"
     if ! grep -q '"methodResponses"' "$5" || grep -q '"notCreated":{' "$5"; then
         cat "$5" >&2
         exit 1
@@ -78,16 +111,16 @@ J
     wait_port "$2" 10
 }
 
-# A daemon of binary on engine with one plain SMTP listener (and a sink destination, as
+# A daemon of binary on engine with one SMTP listener (and a sink destination, as
 # smtp_listener), its data in data-dir and its log beside it; its pid in LAST.
-gatehouse_start() { # binary engine workers api-port listener-port sink-port|"" data-dir
+gatehouse_start() { # binary engine workers api-port listener-port sink-port|"" data-dir [cert-dir]
     local pid
     mkdir -p "$7"
     spawn "$7.log" env GATEHOUSE_ADMIN_SECRET="$SECRET" "$1" serve --data "$7" \
         --http "127.0.0.1:$4" --workers "$3" --engine "$2"
     pid=$LAST
     wait_port "$4" 30
-    smtp_listener "$4" "$5" "$SECRET" "$6" "$7.set"
+    smtp_listener "$4" "$5" "$SECRET" "$6" "$7.set" "${8:-}"
     LAST=$pid
 }
 

@@ -213,10 +213,17 @@ static double self_cpu_s(void)
 
 static SSL_CTX *client_ctx;
 /* Tickets for resumption: each workload slot offers the newest one its own previous
- * session received, as a real client would (a server may take a ticket only once);
- * last_session seeds slots that have none yet. Owner: these arrays (one reference each). */
-static SSL_SESSION *last_session;
-static SSL_SESSION **slot_session;
+ * session on the same port received, as a real client would (a server may take a ticket
+ * only once, and only its own); last_session[port] seeds slots that have none yet. Owner:
+ * these arrays (one reference each). */
+static SSL_SESSION *last_session[MAX_PORTS];
+static SSL_SESSION **slot_session; /* conc × nports, slot-major */
+
+/* Where a connection's ticket goes: its slot (or -1) and the index of its port. */
+struct ticket_key {
+    int slot;
+    unsigned port;
+};
 
 static void replace_session(SSL_SESSION **where, SSL_SESSION *s)
 {
@@ -227,12 +234,16 @@ static void replace_session(SSL_SESSION **where, SSL_SESSION *s)
 
 static int keep_session(SSL *ssl, SSL_SESSION *s)
 {
-    int *slot = SSL_get_app_data(ssl);
-    if (slot && *slot >= 0 && slot_session) {
-        SSL_SESSION_up_ref(s);
-        replace_session(&slot_session[*slot], s);
+    const struct ticket_key *k = SSL_get_app_data(ssl);
+    if (!k) {
+        SSL_SESSION_free(s);
+        return 1;
     }
-    replace_session(&last_session, s);
+    if (k->slot >= 0 && slot_session) {
+        SSL_SESSION_up_ref(s);
+        replace_session(&slot_session[(size_t)k->slot * O.nports + k->port], s);
+    }
+    replace_session(&last_session[k->port], s);
     return 1; /* we keep the reference */
 }
 
@@ -313,6 +324,7 @@ struct lconn {
     bool first_seen;
     bool streaming; /* reached S_STREAM (counted in `streaming`) */
     int slot;       /* the workload slot it runs in, or -1 */
+    struct ticket_key ticket;
     uint32_t events;
     double t0, deadline, req_t0;
     char *in;
@@ -545,9 +557,11 @@ static void advance(struct lconn *c)
                     finish(c, E_TLS);
                     return;
                 }
-                SSL_set_app_data(c->ssl, &c->slot);
-                SSL_SESSION *offer =
-                    c->slot >= 0 && slot_session[c->slot] ? slot_session[c->slot] : last_session;
+                c->ticket.slot = c->slot;
+                SSL_set_app_data(c->ssl, c->idle ? NULL : &c->ticket); /* keeps no ticket */
+                SSL_SESSION *own =
+                    c->slot >= 0 ? slot_session[(size_t)c->slot * O.nports + c->ticket.port] : NULL;
+                SSL_SESSION *offer = own ? own : last_session[c->ticket.port];
                 if (O.resume && offer)
                     SSL_set_session(c->ssl, offer);
                 SSL_set_connect_state(c->ssl);
@@ -787,10 +801,11 @@ static void start_slot(unsigned slot)
     /* A refused connect fails at once: bounded retries keep a dead server from spinning. */
     for (int tries = 0; tries < 1000 && launching; tries++) {
         enum err_kind e = E_IO;
-        unsigned port = O.ports[port_next++ % O.nports];
-        struct lconn *c =
-            conn_open(port, work_script(), false, O.mode == MODE_HTTP ? HTTP_BUF : SMTP_BUF, &e);
+        unsigned pi = port_next++ % O.nports;
+        struct lconn *c = conn_open(O.ports[pi], work_script(), false,
+                                    O.mode == MODE_HTTP ? HTTP_BUF : SMTP_BUF, &e);
         if (c) {
+            c->ticket.port = pi;
             c->slot = (int)slot;
             work[slot] = c;
             live_work++;
@@ -1288,25 +1303,29 @@ static void raise_nofile(void)
     }
 }
 
-/* One blocking implicit-TLS handshake, so resumed runs start with a ticket in hand. */
-static void warm_up_ticket(void)
+/* One blocking implicit-TLS handshake on each port, so resumed runs start with a ticket
+ * from every server in hand. */
+static void warm_up_ticket(unsigned pi)
 {
+    unsigned port = O.ports[pi];
     struct sockaddr_in a = {
-        .sin_family = AF_INET, .sin_port = htons((uint16_t)O.ports[0]), .sin_addr = O.host};
+        .sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr = O.host};
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct timeval tv = {.tv_sec = 5};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) < 0)
-        die("warm-up connect to port %u failed: %s", O.ports[0], strerror(errno));
+        die("warm-up connect to port %u failed: %s", port, strerror(errno));
     SSL *ssl = SSL_new(client_ctx);
+    struct ticket_key key = {.slot = -1, .port = pi};
+    SSL_set_app_data(ssl, &key);
     SSL_set_fd(ssl, fd);
     char b[512];
     if (SSL_connect(ssl) != 1 || SSL_read(ssl, b, sizeof b) <= 0)
-        die("warm-up handshake on port %u failed", O.ports[0]);
+        die("warm-up handshake on port %u failed", port);
     ssl_drop(ssl);
     close(fd);
-    if (!last_session)
-        die("the server on port %u issued no session ticket", O.ports[0]);
+    if (!last_session[pi])
+        die("the server on port %u issued no session ticket", port);
 }
 
 /* The sink's state per descriptor: its TLS session (--sink-cert: a server context) and
@@ -1588,9 +1607,10 @@ int main(int argc, char **argv)
     pthread_t churn;
     bool churning = O.churn_port != 0;
     if (O.mode == MODE_TLS && O.resume)
-        warm_up_ticket();
+        for (unsigned i = 0; i < O.nports; i++)
+            warm_up_ticket(i);
     work = calloc(O.conc, sizeof *work);
-    slot_session = calloc(O.conc, sizeof *slot_session);
+    slot_session = calloc((size_t)O.conc * O.nports, sizeof *slot_session);
     if (!work || !slot_session)
         die("out of memory");
     bool streams = O.mode == MODE_STREAM || O.mode == MODE_STREAM_PLAIN;

@@ -160,10 +160,7 @@ FLOOR_RELAY_PORT[epoll]=$((BASE + 72)) FLOOR_RELAY_PORT[io_uring]=$((BASE + 73))
 SCALE_BASE=$((BASE + 100)) # 1,000 listeners: a second block, checked when used
 
 # ---- the certificate every server presents: ECDSA P-256 ----
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 \
-    -subj /CN=bench.localhost -addext subjectAltName=DNS:bench.localhost \
-    -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>/dev/null
-cat "$TMP/cert.pem" "$TMP/key.pem" >"$TMP/both.pem"
+bench_cert "$TMP"
 
 # ---- Gatehouse: one daemon per engine ----
 api() { # engine; JSON body on stdin → response on stdout
@@ -233,13 +230,6 @@ except Exception: pass' "$1" 2>/dev/null)
 }
 
 # ---- nginx and HAProxy ----
-fill() { # template → stdout
-    sed -e "s#@WORKERS@#$WORKERS#g; s#@NOFILE@#$NOFILE#g; s#@MAXCONN@#$MAX_IDLE#g" \
-        -e "s#@P_SINK@#$SINK#g; s#@P_RELAY@#$6#g; s#@P_SINK_TLS@#$SINK_TLS#g" \
-        -e "s#@P_RELAY_TLS@#$7#g; s#@P_HANDOFF@#$8#g; s#@P_RELAY_PLAIN@#${9:-0}#g" \
-        -e "s#@TMP@#$TMP#g; s#@BENCH@#$ROOT/bench#g" \
-        -e "s#@P_PLAIN@#$2#g; s#@P_TLS@#$3#g; s#@P_STARTTLS@#$4#g; s#@P_STREAM@#$5#g" "$1"
-}
 NGX_PID="" HAP_PID=""
 ngx_start() {
     fill bench/nginx.conf.in "$N_PLAIN" "$N_TLS" "$N_STARTTLS" "$N_STREAM" "$N_RELAY" \
