@@ -52,6 +52,7 @@ struct gh_relay {
     enum relay_stage stage;
     bool swallow_greeting, backend_paused, want_write;
     bool backend_spoke, client_spoke; /* a byte went to the client / to the backend */
+    bool client_said_goodbye;         /* its last line so far was QUIT or LOGOUT */
     char *hello, *first;
     struct gh_dest_set *set;           /* a reference: the destinations as the session began */
     const struct gh_destination *dest; /* the one being tried, in set */
@@ -641,6 +642,18 @@ static ssize_t backend_read(struct gh_relay *r, char *buf, size_t len)
     return got ? (ssize_t)got : n; /* an end after bytes shows again on the next read */
 }
 
+/* The backend ended the session: its last words, then our end. After the client's goodbye,
+ * which those words answer, the client has nothing more to say: the socket closes at once,
+ * as nginx's and HAProxy's proxies close theirs. Otherwise whatever the client still sends
+ * is read and dropped for a while, so that no reset overtakes those words. */
+static void backend_ended(struct gh_relay *r)
+{
+    if (r->client_said_goodbye && !gh_buf_len(&r->c->in))
+        gh_conn_close_after_flush(r->c);
+    else
+        gh_conn_close_lingering(r->c, RELAY_LINGER_MS);
+}
+
 static void backend_to_client(struct gh_relay *r)
 {
     char chunk[GH_RELAY_STREAM_CHUNK];
@@ -656,9 +669,7 @@ static void backend_to_client(struct gh_relay *r)
         }
         if (n <= 0) {
             gh_backend_close(&r->b);
-            /* the backend ended the session: its last words, then our end, then whatever the
-             * client still sends is read and dropped, so that no reset overtakes those words */
-            gh_conn_close_lingering(r->c, RELAY_LINGER_MS);
+            backend_ended(r);
             return;
         }
         r->backend_spoke = true;
@@ -829,11 +840,30 @@ static void relay_deadline(struct gh_timer *t)
                      r->stage == RELAY_LOGIN ? "the login timed out" : "no reply to hello in time");
 }
 
+/* Whether bytes end with a goodbye line: QUIT (SMTP, LMTP, POP3) or LOGOUT (ManageSieve; IMAP
+ * after its tag), in any case. Only the last line counts, so a body line is forgotten as soon
+ * as anything follows it. */
+static bool ends_with_goodbye(const char *p, size_t n)
+{
+    if (n < 2 || p[n - 1] != '\n' || p[n - 2] != '\r')
+        return false;
+    size_t end = n - 2, start = end;
+    while (start > 0 && p[start - 1] != '\n' && end - start < 64)
+        start--;
+    size_t len = end - start;
+    const char *line = p + start;
+    if (len == 4)
+        return !strncasecmp(line, "QUIT", 4);
+    return len >= 6 && !strncasecmp(line + len - 6, "LOGOUT", 6) &&
+           (len == 6 || line[len - 7] == ' ');
+}
+
 void gh_relay_client_input(struct gh_conn *c)
 {
     struct gh_relay *r = c->relay;
     if (!r || r->stage != RELAY_FLOWING)
         return; /* held in c->in until the backend is ready */
+    r->client_said_goodbye = ends_with_goodbye(gh_buf_head(&c->in), gh_buf_len(&c->in));
     r->copied += gh_buf_len(&c->in);
     r->client_spoke = true;
     if (!gh_buf_move(&r->to_backend, &c->in) || !send_to_backend(r)) {

@@ -154,6 +154,74 @@ def test_implicit_tls_imap_relays_the_backend_greeting(gatehouse, free_port, bac
         assert s.recv(4096) == b"250 backend got a1 NOOP\r\n"
 
 
+def reset_by_server(s):
+    """Whether bytes sent now, after the server's end, are answered with a reset: what a
+    closed socket does, where one still reading (a lingering close) takes them quietly."""
+    s.sendall(b"NOOP\r\n")
+    time.sleep(0.3)
+    try:
+        if s.recv(16) == b"":
+            s.sendall(b"NOOP\r\n")
+            time.sleep(0.3)
+            s.sendall(b"NOOP\r\n")
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    return False
+
+
+def read_to_end(s):
+    data = b""
+    while chunk := s.recv(4096):
+        data += chunk
+    return data
+
+
+@pytest.mark.parametrize("protocol,goodbye,reply", [
+    ("smtp", b"quit", b"221 2.0.0 backend closing\r\n"),
+    ("imap", b"gh2 logout", b"* BYE backend logging out\r\ngh2 OK LOGOUT completed\r\n")])
+def test_a_session_ended_by_the_clients_goodbye_closes_at_once(gatehouse, free_port, backend,
+                                                               protocol, goodbye, reply):
+    """The backend answers the client's QUIT (LOGOUT) and ends the session: the client has
+    nothing more to say, so the front door closes at once, as nginx and HAProxy do, rather
+    than waiting for the client's end (a read, a poll and a timer more per session)."""
+    b = backend(protocol=protocol, proxy=False)
+    destination(gatehouse, b.port, protocol=protocol, forwarding="none")
+    port = free_port()
+    gatehouse.create_listener(protocol=protocol, bind=[f"127.0.0.1:{port}"], useTls=False)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.recv(4096)  # the greeting
+        s.sendall(goodbye + b"\r\n")
+        assert read_to_end(s) == reply
+        assert reset_by_server(s)
+
+
+def test_a_session_the_backend_ends_unasked_still_lingers(gatehouse, free_port):
+    """The backend ends the session while the client may still be talking: what the client
+    sends after the backend's last words is read and dropped, with no reset that could
+    overtake those words."""
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        conn, _ = srv.accept()
+        with conn:
+            conn.sendall(b"220 backend ESMTP\r\n")
+            conn.recv(4096)
+            conn.sendall(b"421 4.3.2 going away\r\n")
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    destination(gatehouse, srv.getsockname()[1], forwarding="none")
+    port = free_port()
+    gatehouse.create_listener(protocol="smtp", bind=[f"127.0.0.1:{port}"], useTls=False)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        assert read_reply(s) == b"220 backend ESMTP\r\n"
+        s.sendall(b"NOOP\r\n")
+        assert read_to_end(s) == b"421 4.3.2 going away\r\n"
+        assert not reset_by_server(s)
+    t.join(5)
+    srv.close()
+
+
 def test_fails_over_to_the_next_destination(gatehouse, free_port, backend):
     dead = free_port()  # nothing listens there
     b = backend(proxy=True)
