@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # bench/lib.sh: shell functions shared by the benchmark scripts (sourced, never run): waiting
-# for a port, starting and stopping the processes a script owns, a plain SMTP listener made
-# through JMAP, the floor servers, and counting a server's system calls while a load runs.
+# for a port, starting and stopping the processes a script owns, the bench certificate, the
+# peers' configurations from their templates, an SMTP listener made through JMAP, the floor
+# servers, and counting a server's system calls while a load runs.
 #
 # STARTED collects the ids of the processes started here, for the sourcing script to stop.
 
