@@ -54,6 +54,10 @@ case $OLD$NEW:$WORK in *floor*:tls-*)
     echo "the floor speaks no TLS: tls workloads pair Gatehouse builds or nginx" >&2
     exit 2 ;;
 esac
+if [ "$OLD" = nginx ] && [ "$NEW" = nginx ]; then
+    echo "one nginx at a time (both would write the same pid file)" >&2
+    exit 2
+fi
 EXTRA=()
 case $WORK in
 smtp) MODE=smtp ;;

@@ -27,6 +27,7 @@ def test_refuses_runs_without_bounds():
     assert pair(BIN).returncode == 2
     out = pair("--workload", "tls-full", "floor", BIN)  # the floor speaks no TLS
     assert out.returncode == 2 and "no TLS" in out.stderr, out.stderr
+    assert pair("nginx", "nginx").returncode == 2
 
 
 def passes(out):
