@@ -47,6 +47,13 @@ struct gh_loop {
     struct gh_msg *msg_head, *msg_tail;
     atomic_bool msgs_posted;
     struct gh_deferred *deferred;
+    /* On epoll, a turn's events are fetched before its messages run, and name their objects
+     * by address: what the messages stop watching is listed here, and its events of the turn
+     * are dropped (the object may be gone). */
+    bool in_messages;
+    bool drop_all; /* the list could not grow: the rest of the turn's events are dropped */
+    struct gh_io **dropped;
+    size_t ndropped, capdropped;
 };
 
 static _Thread_local struct gh_loop *current_loop;
@@ -149,6 +156,7 @@ void gh_loop_free(struct gh_loop *loop)
         close(loop->wake.fd);
     pthread_mutex_destroy(&loop->msg_lock);
     free(loop->heap);
+    free(loop->dropped);
     free(loop);
 }
 
@@ -198,12 +206,45 @@ bool gh_io_mod(struct gh_loop *loop, struct gh_io *io, uint32_t events)
     return epoll_set(loop, io, io->events == NOT_ADDED ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, events);
 }
 
+/* A message stopped watching io while the turn's events wait (epoll): they are not its. */
+static void drop_turn_events(struct gh_loop *loop, struct gh_io *io)
+{
+    if (!loop->in_messages || loop->drop_all)
+        return;
+    if (loop->ndropped == loop->capdropped) {
+        size_t n = loop->capdropped ? 2 * loop->capdropped : 16;
+        struct gh_io **d = realloc(loop->dropped, n * sizeof *d);
+        if (!d) {
+            /* out of memory: none of the turn's events is trusted; level-triggered watches
+             * report again, an edge-triggered one waits for its next edge or deadline */
+            loop->drop_all = true;
+            return;
+        }
+        loop->dropped = d;
+        loop->capdropped = n;
+    }
+    loop->dropped[loop->ndropped++] = io;
+}
+
+static bool dropped(const struct gh_loop *loop, const struct gh_io *io)
+{
+    if (loop->drop_all)
+        return true;
+    for (size_t i = 0; i < loop->ndropped; i++)
+        if (loop->dropped[i] == io)
+            return true;
+    return false;
+}
+
 void gh_io_del(struct gh_loop *loop, struct gh_io *io)
 {
-    if (loop->ring)
+    if (loop->ring) {
         gh_uring_del(loop->ring, io);
-    else if (io->events != NOT_ADDED)
-        epoll_ctl(loop->epfd, EPOLL_CTL_DEL, io->fd, NULL);
+    } else {
+        if (io->events != NOT_ADDED)
+            epoll_ctl(loop->epfd, EPOLL_CTL_DEL, io->fd, NULL);
+        drop_turn_events(loop, io);
+    }
     io->events = 0;
 }
 
@@ -294,6 +335,8 @@ void gh_io_close(struct gh_loop *loop, struct gh_io *io)
     }
     if (atomic_load_explicit(&fds_shared, memory_order_relaxed))
         gh_io_del(loop, io);
+    else
+        drop_turn_events(loop, io);
     gh_sys_close(io->fd);
 }
 
@@ -472,8 +515,8 @@ static bool run_uring(struct gh_loop *loop, gh_err *err)
             return gh_fail_sys(err, -rc, "io_uring_enter");
         loop->now_ms = monotonic_ms();
         /* Messages first: a change posted before a connection arrived (a new destination,
-         * settings) then applies to it. Safe here, unlike on epoll, because a completion
-         * for a watch a message removed is recognised as stale (core/uring.c). */
+         * settings) then applies to it. A completion for a watch a message removed is
+         * recognised as stale (core/uring.c). */
         drain_messages(loop);
         run_deferred(loop);
         gh_uring_dispatch(loop->ring);
@@ -493,10 +536,19 @@ bool gh_loop_run(struct gh_loop *loop, gh_err *err)
         if (n < 0 && errno != EINTR)
             return gh_fail_sys(err, errno, "epoll_wait");
         loop->now_ms = monotonic_ms();
+        /* Messages first, as on io_uring: a change posted before a connection arrived
+         * applies to it. Events of what they stopped watching are dropped. */
+        loop->in_messages = true;
+        drain_messages(loop);
+        loop->in_messages = false;
         for (int i = 0; i < n; i++) {
             struct gh_io *io = events[i].data.ptr;
+            if ((loop->ndropped || loop->drop_all) && dropped(loop, io))
+                continue;
             io->fn(io, events[i].events);
         }
+        loop->ndropped = 0;
+        loop->drop_all = false;
         after_events(loop);
     }
     return true;

@@ -1008,6 +1008,54 @@ static void a_connect_closed_in_progress_reports_nothing(enum gh_loop_backend b)
     close(l);
 }
 
+/* A message posted before a turn's events runs before them, and what it stops watching
+ * hears nothing more of that turn (on epoll the turn's events were fetched before it ran). */
+static bool message_ran;
+static struct watched *to_close;
+
+static void on_message(struct gh_loop *loop, void *arg)
+{
+    (void)arg;
+    message_ran = true;
+    gh_io_close(loop, &to_close->io);
+}
+
+static int seen_after_message;
+static void on_ready_after_message(struct gh_io *io, uint32_t events)
+{
+    seen_after_message += message_ran;
+    on_ready(io, events);
+}
+
+static void a_message_posted_first_runs_before_the_turns_events(enum gh_loop_backend b)
+{
+    if (!use(b))
+        skip();
+    struct gh_loop *loop = new_loop();
+    int sa[2], sb[2];
+    pair(sa);
+    pair(sb);
+    struct watched a = {.io = {.fd = sa[0], .fn = on_ready_after_message}, .read_each = 1};
+    struct watched gone = {.io = {.fd = sb[0], .fn = on_ready}, .read_each = 1};
+    assert_true(gh_io_add(loop, &a.io, EPOLLIN, NULL));
+    assert_true(gh_io_add(loop, &gone.io, EPOLLIN, NULL));
+    /* all three before the loop's first wait: on epoll it returns them in one batch */
+    message_ran = false;
+    seen_after_message = 0;
+    to_close = &gone;
+    assert_int_equal(write(sa[1], "x", 1), 1);
+    assert_int_equal(write(sb[1], "x", 1), 1);
+    assert_true(gh_loop_post(loop, on_message, NULL));
+    run_for(loop, 30);
+    assert_int_equal(a.calls, 1);
+    assert_int_equal(seen_after_message, 1); /* the message had run */
+    assert_int_equal(gone.calls, 0);         /* closed by it: its event was not delivered */
+    gh_loop_free(loop);
+    close(sa[0]);
+    close(sa[1]);
+    close(sb[1]);
+}
+
 #define BOTH(fn)                                                                                   \
     static void fn##_epoll(void **s)                                                               \
     {                                                                                              \
@@ -1036,6 +1084,7 @@ BOTH(connects_report_their_outcome)
 BOTH(many_connects_in_one_turn_all_report)
 BOTH(a_connect_closed_in_progress_reports_nothing)
 BOTH(a_burst_larger_than_the_buffers_grows_them)
+BOTH(a_message_posted_first_runs_before_the_turns_events)
 
 int main(void)
 {
@@ -1074,6 +1123,8 @@ int main(void)
         cmocka_unit_test(a_connect_closed_in_progress_reports_nothing_io_uring),
         cmocka_unit_test(a_burst_larger_than_the_buffers_grows_them_epoll),
         cmocka_unit_test(a_burst_larger_than_the_buffers_grows_them_io_uring),
+        cmocka_unit_test(a_message_posted_first_runs_before_the_turns_events_epoll),
+        cmocka_unit_test(a_message_posted_first_runs_before_the_turns_events_io_uring),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
