@@ -264,3 +264,19 @@ def greeting_of(port, timeout=10):
                 break
             data += chunk
         return data
+
+
+def one_reply_backend(greeting, reply):
+    """A backend for one session on 127.0.0.1: greeting, then after the client's first bytes
+    one reply, then it closes. Returns its listening socket (close it after the test)."""
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        conn, _ = srv.accept()
+        with conn:
+            conn.sendall(greeting)
+            conn.recv(4096)
+            conn.sendall(reply)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv

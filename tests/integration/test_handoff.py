@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from backend_kit import V2_SIG as SIG, Backend
+from backend_kit import V2_SIG as SIG, Backend, one_reply_backend
 
 
 @pytest.fixture
@@ -199,17 +199,7 @@ def test_a_session_the_backend_ends_unasked_still_lingers(gatehouse, free_port):
     """The backend ends the session while the client may still be talking: what the client
     sends after the backend's last words is read and dropped, with no reset that could
     overtake those words."""
-    srv = socket.create_server(("127.0.0.1", 0))
-
-    def serve():
-        conn, _ = srv.accept()
-        with conn:
-            conn.sendall(b"220 backend ESMTP\r\n")
-            conn.recv(4096)
-            conn.sendall(b"421 4.3.2 going away\r\n")
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
+    srv = one_reply_backend(b"220 backend ESMTP\r\n", b"421 4.3.2 going away\r\n")
     destination(gatehouse, srv.getsockname()[1], forwarding="none")
     port = free_port()
     gatehouse.create_listener(protocol="smtp", bind=[f"127.0.0.1:{port}"], useTls=False)
@@ -218,7 +208,6 @@ def test_a_session_the_backend_ends_unasked_still_lingers(gatehouse, free_port):
         s.sendall(b"NOOP\r\n")
         assert read_to_end(s) == b"421 4.3.2 going away\r\n"
         assert not reset_by_server(s)
-    t.join(5)
     srv.close()
 
 

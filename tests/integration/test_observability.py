@@ -18,6 +18,7 @@ import urllib.request
 
 import pytest
 
+from backend_kit import one_reply_backend
 from conftest import pick_port, wait_port
 
 HOST = "127.0.0.1"
@@ -183,18 +184,7 @@ def test_refusals_tls_proxy_and_handoffs_are_counted(gatehouse, free_port):
     assert wait_value(gatehouse, "gatehouse_proxy_headers_total", 1, listener="prx",
                       result="ok") == 1
 
-    backend = socket.socket()
-    backend.bind((HOST, 0))
-    backend.listen(4)
-
-    def serve():
-        conn, _ = backend.accept()
-        with conn:
-            conn.sendall(b"220 backend\r\n")
-            conn.recv(100)
-            conn.sendall(b"221 bye\r\n")
-
-    threading.Thread(target=serve, daemon=True).start()
+    backend = one_reply_backend(b"220 backend\r\n", b"221 bye\r\n")
     _, res, _ = gatehouse.call("x:Destination/set", {"create": {"d": {
         "protocol": "smtp", "address": f"{HOST}:{backend.getsockname()[1]}",
         "forwarding": "none", "listeners": ["hand"], "healthCheck": False}}})
@@ -405,18 +395,7 @@ def test_session_line_names_proxy_client_and_peer(gatehouse, free_port):
 
 def test_session_line_hand_off_json(make_daemon, free_port):
     d = make_daemon(args=["--log-format", "json"])
-    backend = socket.socket()
-    backend.bind((HOST, 0))
-    backend.listen(4)
-
-    def serve():
-        conn, _ = backend.accept()
-        with conn:
-            conn.sendall(b"220 backend\r\n")
-            conn.recv(100)
-            conn.sendall(b"221 bye\r\n")
-
-    threading.Thread(target=serve, daemon=True).start()
+    backend = one_reply_backend(b"220 backend\r\n", b"221 bye\r\n")
     _, res, _ = d.call("x:Destination/set", {"create": {"d": {
         "name": "store1", "protocol": "smtp", "address": f"{HOST}:{backend.getsockname()[1]}",
         "forwarding": "none", "healthCheck": False}}})
