@@ -156,7 +156,7 @@ test('sign in: a wrong secret is refused, the right one opens the listeners page
 
   await page.getByLabel('Administrator secret or API key').fill(SECRET);
   await page.getByRole('button', { name: 'Sign in' }).click();
-  await page.getByRole('heading', { name: 'Overview' }).waitFor();
+  await page.getByRole('heading', { name: 'Overview', level: 1 }).waitFor();
   assert.equal(new URL(page.url()).hash, '#/overview', 'the overview is the first page');
   await page.getByRole('navigation', { name: 'Sections' }).getByRole('link', { name: 'Listeners' }).click();
   await page.getByRole('heading', { name: 'Listeners' }).waitFor();
