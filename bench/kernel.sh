@@ -45,7 +45,6 @@ floor_start "$ROOT/build/bench/floor" "$ENGINE" $((BASE + 1)) 2 "$TMP/floor.log"
 FLOOR_PID=$LAST
 gatehouse_start "$GH" "$ENGINE" 2 $((BASE + 2)) $((BASE + 3)) "$SINK" "$TMP/gatehouse"
 GH_PID=$LAST
-wait_port $((BASE + 1)) 5
 
 # measure name pid port: one run under perf; its counts in $TMP/name.txt
 measure() {

@@ -226,7 +226,7 @@ static void drop_turn_events(struct gh_loop *loop, struct gh_io *io)
     loop->dropped[loop->ndropped++] = io;
 }
 
-static bool dropped(const struct gh_loop *loop, const struct gh_io *io)
+static inline bool dropped(const struct gh_loop *loop, const struct gh_io *io)
 {
     if (loop->drop_all)
         return true;
@@ -543,7 +543,7 @@ bool gh_loop_run(struct gh_loop *loop, gh_err *err)
         loop->in_messages = false;
         for (int i = 0; i < n; i++) {
             struct gh_io *io = events[i].data.ptr;
-            if ((loop->ndropped || loop->drop_all) && dropped(loop, io))
+            if (dropped(loop, io))
                 continue;
             io->fn(io, events[i].events);
         }

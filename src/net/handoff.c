@@ -52,7 +52,7 @@ struct gh_relay {
     enum relay_stage stage;
     bool swallow_greeting, backend_paused, want_write;
     bool backend_spoke, client_spoke; /* a byte went to the client / to the backend */
-    bool client_said_goodbye;         /* its last line so far was QUIT or LOGOUT */
+    bool client_said_goodbye;         /* its last line so far was its protocol's goodbye */
     char *hello, *first;
     struct gh_dest_set *set;           /* a reference: the destinations as the session began */
     const struct gh_destination *dest; /* the one being tried, in set */
@@ -840,22 +840,15 @@ static void relay_deadline(struct gh_timer *t)
                      r->stage == RELAY_LOGIN ? "the login timed out" : "no reply to hello in time");
 }
 
-/* Whether bytes end with a goodbye line: QUIT (SMTP, LMTP, POP3) or LOGOUT (ManageSieve; IMAP
- * after its tag), in any case. Only the last line counts, so a body line is forgotten as soon
- * as anything follows it. */
-static bool ends_with_goodbye(const char *p, size_t n)
+/* Whether bytes end with the line `word`, or `<tag> word`, in any case: only the last line
+ * counts, so a body line is forgotten as soon as anything follows it. */
+static bool ends_with_line(const char *p, size_t n, const char *word)
 {
-    if (n < 2 || p[n - 1] != '\n' || p[n - 2] != '\r')
+    size_t w = word ? strlen(word) : 0;
+    if (!w || n < w + 2 || memcmp(p + n - 2, "\r\n", 2) || strncasecmp(p + n - 2 - w, word, w))
         return false;
-    size_t end = n - 2, start = end;
-    while (start > 0 && p[start - 1] != '\n' && end - start < 64)
-        start--;
-    size_t len = end - start;
-    const char *line = p + start;
-    if (len == 4)
-        return !strncasecmp(line, "QUIT", 4);
-    return len >= 6 && !strncasecmp(line + len - 6, "LOGOUT", 6) &&
-           (len == 6 || line[len - 7] == ' ');
+    size_t before = n - 2 - w; /* the bytes ahead of the word */
+    return !before || p[before - 1] == '\n' || p[before - 1] == ' ';
 }
 
 void gh_relay_client_input(struct gh_conn *c)
@@ -863,7 +856,8 @@ void gh_relay_client_input(struct gh_conn *c)
     struct gh_relay *r = c->relay;
     if (!r || r->stage != RELAY_FLOWING)
         return; /* held in c->in until the backend is ready */
-    r->client_said_goodbye = ends_with_goodbye(gh_buf_head(&c->in), gh_buf_len(&c->in));
+    r->client_said_goodbye = ends_with_line(gh_buf_head(&c->in), gh_buf_len(&c->in),
+                                            c->proto ? c->proto->end_command : NULL);
     r->copied += gh_buf_len(&c->in);
     r->client_spoke = true;
     if (!gh_buf_move(&r->to_backend, &c->in) || !send_to_backend(r)) {

@@ -600,4 +600,5 @@ const struct gh_proto gh_proto_imap = {
     .release = imap_release,
     .over_limit = "* BYE Too many connections\r\n",
     .unavailable = "* BYE [UNAVAILABLE] Service not available\r\n",
+    .end_command = "LOGOUT",
 };

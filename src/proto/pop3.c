@@ -260,4 +260,5 @@ const struct gh_proto gh_proto_pop3 = {
     .release = pop3_release,
     .over_limit = "-ERR [SYS/TEMP] Too many connections\r\n",
     .unavailable = "-ERR [SYS/TEMP] Service not available\r\n",
+    .end_command = "QUIT",
 };

@@ -28,6 +28,9 @@ struct gh_proto {
     const char *over_limit;
     /* Written, then the connection is closed, when no destination can take the session. */
     const char *unavailable;
+    /* The command that ends the client's session (QUIT; LOGOUT, after its tag in IMAP): a
+     * relay whose backend ends the session right after it closes at once. NULL: none. */
+    const char *end_command;
     /* After STARTTLS the client expects the greeting again (ManageSieve's capabilities), so a
      * hand-off then relays the backend's greeting instead of dropping it. */
     bool greets_after_tls;

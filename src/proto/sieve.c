@@ -482,5 +482,6 @@ const struct gh_proto gh_proto_managesieve = {
     .release = sieve_release,
     .over_limit = "BYE \"Too many connections\"\r\n",
     .unavailable = "BYE (TRYLATER) \"Service not available\"\r\n",
+    .end_command = "LOGOUT",
     .greets_after_tls = true,
 };

@@ -457,6 +457,7 @@ const struct gh_proto gh_proto_smtp = {
     .release = smtp_release,
     .over_limit = "421 4.3.2 Too many connections\r\n",
     .unavailable = "421 4.3.0 Service not available, try again later\r\n",
+    .end_command = "QUIT",
 };
 
 const struct gh_proto gh_proto_lmtp = {
@@ -469,4 +470,5 @@ const struct gh_proto gh_proto_lmtp = {
     .release = smtp_release,
     .over_limit = "421 4.3.2 Too many connections\r\n",
     .unavailable = "421 4.3.0 Service not available, try again later\r\n",
+    .end_command = "QUIT",
 };

@@ -178,6 +178,7 @@ def read_to_end(s):
 
 @pytest.mark.parametrize("protocol,goodbye,reply", [
     ("smtp", b"quit", b"221 2.0.0 backend closing\r\n"),
+    ("pop3", b"QUIT", b"+OK backend signing off\r\n"),
     ("imap", b"gh2 logout", b"* BYE backend logging out\r\ngh2 OK LOGOUT completed\r\n")])
 def test_a_session_ended_by_the_clients_goodbye_closes_at_once(gatehouse, free_port, backend,
                                                                protocol, goodbye, reply):
