@@ -2,9 +2,11 @@
 # bench/kernel.sh: what the kernel does for one session of Gatehouse and of the floor
 # (bench/floor.c), on the same engine, side by side: the ring's requests by kind, the system
 # calls by name, receives that failed for want of a provided buffer (ENOBUFS), polls the ring
-# armed (a receive that found nothing yet), and the server's CPU split into user and system
-# time (the kernel's tick sampling: a few percent). Where the two servers make the same
-# requests and calls, what is left between their CPU per session is user space.
+# armed (a receive that found nothing yet), receives that found the socket empty (EAGAIN: a
+# ring receive tried before its poll, or a read until EAGAIN; kernels from 6.3 trace it), and
+# the server's CPU split into user and system time (the kernel's tick sampling: a few
+# percent). Where the two servers make the same requests and calls, what is left between
+# their CPU per session is user space.
 #
 #   bench/kernel.sh [--workload smtp|handoff] [--clients N] [--seconds S] [--engine E]
 #                   [--binary PATH]
@@ -46,6 +48,10 @@ FLOOR_PID=$LAST
 gatehouse_start "$GH" "$ENGINE" 2 $((BASE + 2)) $((BASE + 3)) "$SINK" "$TMP/gatehouse"
 GH_PID=$LAST
 
+EMPTY=()
+perf list sock:sock_recv_length 2>/dev/null | grep -q sock_recv_length &&
+    EMPTY=(-e sock:sock_recv_length --filter 'ret == -11')
+
 # measure name pid port: one run under perf; its counts in $TMP/name.txt
 measure() {
     local name=$1 pid=$2 port=$3 before after
@@ -53,7 +59,7 @@ measure() {
     before=$(cut -d' ' -f14,15 "/proc/$pid/stat")
     perf record -q -o "$TMP/$name.data" -p "$pid" -e io_uring:io_uring_submit_req \
         -e io_uring:io_uring_complete --filter 'res == -105' -e io_uring:io_uring_poll_arm \
-        -e raw_syscalls:sys_enter -- "$LG" --conc "$CLIENTS" --mode "$MODE" --ports "$port" \
+        -e raw_syscalls:sys_enter "${EMPTY[@]}" -- "$LG" --conc "$CLIENTS" --mode "$MODE" --ports "$port" \
         --duration "$SECS" --pid "$pid" >"$TMP/$name.out" 2>/dev/null
     after=$(cut -d' ' -f14,15 "/proc/$pid/stat")
     grep -q ' errors=0 ' "$TMP/$name.out" || { echo "$name: $(cat "$TMP/$name.out")" >&2; exit 1; }
@@ -84,6 +90,8 @@ def per_session(path):
             c["ring " + m.group(1)] += 1
         elif "io_uring_complete" in line:
             c["ring receive without a buffer (ENOBUFS)"] += 1
+        elif "sock_recv_length" in line:
+            c["receive found the socket empty (EAGAIN)"] += 1
         elif "poll_arm" in line:
             c["ring poll armed"] += 1
         elif (m := re.search(r"NR (\d+)", line)):

@@ -66,6 +66,7 @@ struct rio {
     bool direct : 1;       /* out of provided buffers: the next read is a system call */
     bool more : 1;         /* the last receive filled its buffer: one direct read may follow */
     bool eof : 1;          /* a receive returned 0: the peer ended its stream */
+    bool talked : 1;       /* bytes went either way: the next receive polls first */
 };
 
 /* Ring accepts of one listening socket: allocated when they are switched on, freed with the

@@ -187,6 +187,8 @@ void uring_on_connect(struct gh_uring *u, const struct io_uring_cqe *cqe)
     w->connect = CONNECT_DONE;
     if (cqe->res < 0)
         w->r.err = (uint16_t)-cqe->res;
+    else
+        w->r.talked = true; /* a server greets first, or answers us: its receives poll first */
     struct gh_io *io = w->io;
     io->fn(io, cqe->res < 0 ? EPOLLOUT | EPOLLERR : EPOLLOUT);
     w = uring_watch(u, fd, false);

@@ -189,6 +189,7 @@ ssize_t gh_uring_send(struct gh_uring *u, struct gh_io *io, const void *buf, siz
     }
     size_t n = len < TX_CAP - busy ? len : TX_CAP - busy;
     bool ok = gh_buf_append(&t->queued, buf, n);
+    r->talked = true;
     uring_mark_dirty(u, io->fd, r); /* also frees a tx left empty */
     if (!ok) {
         errno = ENOMEM;
