@@ -510,7 +510,7 @@ static void after_events(struct gh_loop *loop)
 static bool run_uring(struct gh_loop *loop, gh_err *err)
 {
     while (!loop->stopping) {
-        int rc = gh_uring_wait(loop->ring, next_timeout(loop));
+        int rc = gh_uring_wait(loop->ring, loop->heap_len ? loop->heap[1].when_ms : UINT64_MAX);
         if (rc < 0)
             return gh_fail_sys(err, -rc, "io_uring_enter");
         loop->now_ms = monotonic_ms();

@@ -36,6 +36,7 @@ enum kind {
     K_TAIL,
     K_ACCEPT,
     K_CONNECT,
+    K_DEADLINE,
     K_INTERNAL = 63
 };
 
@@ -125,6 +126,10 @@ struct gh_uring {
     struct sockaddr_in6 connect_addrs[CONNECT_ADDRS];
     unsigned nconnect_addrs;
     bool draining; /* the loop has ended: completions are not reported to owners */
+    /* The loop's next deadline, as the one timeout request kept in the ring (see
+     * gh_uring_wait); 0: none there. The kernel reads the time when it is submitted. */
+    uint64_t deadline_ms;
+    struct __kernel_timespec deadline_ts;
 };
 
 static inline uint64_t user_data(enum kind k, uint32_t gen, int fd)

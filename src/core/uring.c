@@ -196,8 +196,10 @@ struct gh_uring *gh_uring_new(int wake_fd, gh_err *err)
         free(u);
         return NULL;
     }
-    /* The ring's own descriptor is not registered (io_uring_register_ring_fd): with it,
-     * liburing 2.3's timed wait (the loop's only wait) fails with EINVAL. */
+    /* The ring's own descriptor is not registered (io_uring_register_ring_fd): that is the
+     * registering thread's alone, and rings are made before their workers start (so
+     * registered, the daemon's loops stopped answering); liburing 2.3's timed wait, the
+     * teardown's, also fails with it (EINVAL). */
     rx_setup(u);
     u->wake_fd = wake_fd;
     u->next_gen = 1;
@@ -733,19 +735,36 @@ static void on_kick(struct gh_uring *u, uint64_t data)
 
 /* ---- the turn ---- */
 
-int gh_uring_wait(struct gh_uring *u, int timeout_ms)
+/* The loop's deadline is a timeout request in the ring rather than a timed wait: a timed
+ * wait starts and stops a kernel timer every time the loop sleeps, while the next deadline
+ * mostly stays where it was (sessions end before theirs, and a new one's comes later). One
+ * request is kept: moved earlier when a deadline comes before it, left alone when the next
+ * one is later (it then wakes the loop early, for a turn that finds nothing due and waits
+ * again), and armed anew once it has fired. */
+static void keep_deadline(struct gh_uring *u, uint64_t at_ms)
 {
-    struct io_uring_cqe *cqe;
-    int rc;
+    if (at_ms == UINT64_MAX || (u->deadline_ms && u->deadline_ms <= at_ms))
+        return;
+    u->deadline_ts = (struct __kernel_timespec){.tv_sec = (long long)(at_ms / 1000),
+                                                .tv_nsec = (long long)(at_ms % 1000) * 1000000};
+    struct io_uring_sqe *sqe = uring_sqe(u);
+    if (u->deadline_ms) {
+        io_uring_prep_timeout_update(sqe, &u->deadline_ts, user_data(K_DEADLINE, 0, 0),
+                                     IORING_TIMEOUT_ABS);
+        io_uring_sqe_set_data64(sqe, UD_INTERNAL); /* too late (fired): its completion tells */
+    } else {
+        io_uring_prep_timeout(sqe, &u->deadline_ts, 0, IORING_TIMEOUT_ABS);
+        io_uring_sqe_set_data64(sqe, user_data(K_DEADLINE, 0, 0));
+    }
+    u->deadline_ms = at_ms;
+}
+
+int gh_uring_wait(struct gh_uring *u, uint64_t deadline_ms)
+{
     arm_added(u);
     uring_flush_sends(u);
-    if (timeout_ms < 0)
-        rc = io_uring_submit_and_wait(&u->ring, 1);
-    else {
-        struct __kernel_timespec ts = {.tv_sec = timeout_ms / 1000,
-                                       .tv_nsec = (long long)(timeout_ms % 1000) * 1000000};
-        rc = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
-    }
+    keep_deadline(u, deadline_ms);
+    int rc = io_uring_submit_and_wait(&u->ring, 1);
     if (!io_uring_sq_ready(&u->ring))
         u->nconnect_addrs = 0; /* every connect queued has read its address */
     if (rc == -ETIME || rc == -EINTR || rc == -EAGAIN || rc == -EBUSY || rc >= 0)
@@ -826,6 +845,9 @@ static void dispatch_one(struct gh_uring *u, const struct io_uring_cqe *cqe)
         return;
     case K_CONNECT:
         uring_on_connect(u, cqe);
+        return;
+    case K_DEADLINE:
+        u->deadline_ms = 0; /* fired (or cancelled): the next wait arms one again */
         return;
     case K_TAIL:
         uring_on_tail(u, cqe);

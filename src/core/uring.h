@@ -48,9 +48,10 @@ void gh_uring_shutdown_write(struct gh_uring *u, struct gh_io *io);
  * a turn whose receives found too few. */
 unsigned gh_uring_rx_buffers(const struct gh_uring *u);
 
-/* Submits what the last turn queued and waits up to timeout_ms (-1: no limit) for at least
- * one completion; returns 0 or a negative errno. */
-int gh_uring_wait(struct gh_uring *u, int timeout_ms);
+/* Submits what the last turn queued and waits for at least one completion, or until
+ * deadline_ms (CLOCK_MONOTONIC milliseconds; UINT64_MAX: none) has passed, perhaps less
+ * (then the caller waits again); returns 0 or a negative errno. */
+int gh_uring_wait(struct gh_uring *u, uint64_t deadline_ms);
 /* Calls the handler of every descriptor reported ready since the last call. */
 void gh_uring_dispatch(struct gh_uring *u);
 

@@ -3,7 +3,8 @@
  * level-triggered watches report again while data remains, EPOLLET ones only on new data,
  * a changed mask takes effect, a removed watch is silent, gh_io_close ends the socket for
  * the peer within the turn, timers fire (a re-armed one at its new time only, earlier or
- * later, a cancelled one never, many in the order of their deadlines), and posted messages run on
+ * later, a cancelled one never, a nearer one set while the loop sleeps at its own time, many
+ * in the order of their deadlines), and posted messages run on
  * the loop; and socket I/O through the loop (ring I/O on io_uring) keeps the bytes' order, the send
  * bound and the close after the last byte, accepts through it hand over every connection with its
  * address, and connects through it report their outcome once (and nothing after a close).
@@ -304,6 +305,62 @@ static void rearmed_timers_fire_at_their_new_time_epoll(void **state)
     rearmed_timers_fire_at_their_new_time(GH_BACKEND_EPOLL);
 }
 
+static void rearmed_timers_fire_at_their_new_time_io_uring(void **state)
+{
+    rearmed_timers_fire_at_their_new_time(GH_BACKEND_IO_URING);
+}
+
+/* A nearer deadline set while the loop sleeps toward a far one (by a message that wakes
+ * it): it fires at its own time, not at the far one's (io_uring keeps the loop's deadline
+ * as a request in the ring, which must be moved earlier then), and the far one still fires
+ * at its time after it. */
+static struct {
+    struct fired near, far;
+    uint64_t start;
+} nearer;
+
+static void set_nearer(struct gh_loop *loop, void *arg)
+{
+    gh_timer_set(loop, &nearer.near.t, 20);
+}
+
+static void *post_nearer(void *arg)
+{
+    usleep(30 * 1000);
+    gh_loop_post(arg, set_nearer, NULL);
+    return NULL;
+}
+
+static void a_nearer_deadline_set_while_waiting_fires_on_time(enum gh_loop_backend b)
+{
+    if (!use(b))
+        skip();
+    struct gh_loop *loop = new_loop();
+    nearer.near = (struct fired){.t.fn = on_fired};
+    nearer.far = (struct fired){.t.fn = on_fired};
+    nearer.start = gh_loop_now(loop);
+    gh_timer_set(loop, &nearer.far.t, 400);
+    pthread_t t;
+    pthread_create(&t, NULL, post_nearer, loop);
+    run_for(loop, 600);
+    pthread_join(t, NULL);
+    assert_int_equal(nearer.near.calls, 1);
+    assert_true(nearer.near.at - nearer.start < 200); /* about 50 ms */
+    assert_int_equal(nearer.far.calls, 1);
+    assert_true(nearer.far.at - nearer.start >= 400);
+    gh_loop_free(loop);
+}
+
+static void a_nearer_deadline_set_while_waiting_fires_on_time_epoll(void **state)
+{
+    a_nearer_deadline_set_while_waiting_fires_on_time(GH_BACKEND_EPOLL);
+}
+
+static void a_nearer_deadline_set_while_waiting_fires_on_time_io_uring(void **state)
+{
+    a_nearer_deadline_set_while_waiting_fires_on_time(GH_BACKEND_IO_URING);
+}
+
 /* Many timers set, moved earlier and later, some cancelled: each left fires once, not before
  * its deadline, and the firing order follows the deadlines (a heap that sifts wrongly breaks
  * the order or loses a timer). */
@@ -329,12 +386,13 @@ static void on_ordered(struct gh_timer *t)
     last_due_fired = o->due;
 }
 
-static void many_timers_fire_in_deadline_order(void **state)
+static void many_timers_fire_in_deadline_order(enum gh_loop_backend b)
 {
-    if (!use(GH_BACKEND_EPOLL))
+    if (!use(b))
         skip();
     struct gh_loop *loop = new_loop();
     static struct ordered o[ORDERED_TIMERS];
+    memset(o, 0, sizeof o); /* run once per engine */
     uint64_t start = gh_loop_now(loop);
     uint32_t x = 12345;
     for (int pass = 0; pass < 3; pass++)
@@ -358,6 +416,16 @@ static void many_timers_fire_in_deadline_order(void **state)
     }
     assert_true(fired_in_order);
     gh_loop_free(loop);
+}
+
+static void many_timers_fire_in_deadline_order_epoll(void **state)
+{
+    many_timers_fire_in_deadline_order(GH_BACKEND_EPOLL);
+}
+
+static void many_timers_fire_in_deadline_order_io_uring(void **state)
+{
+    many_timers_fire_in_deadline_order(GH_BACKEND_IO_URING);
 }
 
 static void messages_from_another_thread(enum gh_loop_backend b)
@@ -1100,7 +1168,11 @@ int main(void)
         cmocka_unit_test(close_ends_the_socket_for_the_peer_epoll),
         cmocka_unit_test(close_ends_the_socket_for_the_peer_io_uring),
         cmocka_unit_test(rearmed_timers_fire_at_their_new_time_epoll),
-        cmocka_unit_test(many_timers_fire_in_deadline_order),
+        cmocka_unit_test(rearmed_timers_fire_at_their_new_time_io_uring),
+        cmocka_unit_test(a_nearer_deadline_set_while_waiting_fires_on_time_epoll),
+        cmocka_unit_test(a_nearer_deadline_set_while_waiting_fires_on_time_io_uring),
+        cmocka_unit_test(many_timers_fire_in_deadline_order_epoll),
+        cmocka_unit_test(many_timers_fire_in_deadline_order_io_uring),
         cmocka_unit_test(messages_from_another_thread_epoll),
         cmocka_unit_test(messages_from_another_thread_io_uring),
         cmocka_unit_test(reads_and_writes_through_the_loop_epoll),
