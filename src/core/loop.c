@@ -414,6 +414,11 @@ void gh_timer_set(struct gh_loop *loop, struct gh_timer *t, uint64_t ms)
     heap_up(loop, ++loop->heap_len, (struct heap_entry){due, t});
 }
 
+static uint64_t next_deadline(const struct gh_loop *loop)
+{
+    return loop->heap_len ? loop->heap[1].when_ms : UINT64_MAX;
+}
+
 static int next_timeout(const struct gh_loop *loop)
 {
     if (!loop->heap_len)
@@ -510,7 +515,7 @@ static void after_events(struct gh_loop *loop)
 static bool run_uring(struct gh_loop *loop, gh_err *err)
 {
     while (!loop->stopping) {
-        int rc = gh_uring_wait(loop->ring, loop->heap_len ? loop->heap[1].when_ms : UINT64_MAX);
+        int rc = gh_uring_wait(loop->ring, next_deadline(loop));
         if (rc < 0)
             return gh_fail_sys(err, -rc, "io_uring_enter");
         loop->now_ms = monotonic_ms();

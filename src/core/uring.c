@@ -66,8 +66,10 @@ bool gh_uring_probe(gh_err *err)
     for (size_t i = 0; ok && i < sizeof need / sizeof need[0]; i++)
         if (!io_uring_opcode_supported(p, need[i].op))
             ok = gh_fail(err, "io_uring lacks the %s operation", need[i].name);
-    /* A timed wait in the same enter (EXT_ARG) and multishot polls (which arrived with the
-     * 5.13 kernels, before CQE_SKIP in 5.17): without them each turn would cost more. */
+    /* A timed wait in the same enter (EXT_ARG: the teardown's) and multishot polls (which
+     * arrived with the 5.13 kernels, before CQE_SKIP in 5.17): without them each turn would
+     * cost more. Such a kernel also moves a timeout request (TIMEOUT_UPDATE, from 5.11),
+     * which keeps the loop's deadline. */
     if (ok && !(ring.features & IORING_FEAT_EXT_ARG))
         ok = gh_fail(err, "io_uring lacks timed waits (IORING_FEAT_EXT_ARG)");
     if (ok && !(ring.features & IORING_FEAT_CQE_SKIP))
@@ -767,7 +769,7 @@ int gh_uring_wait(struct gh_uring *u, uint64_t deadline_ms)
     int rc = io_uring_submit_and_wait(&u->ring, 1);
     if (!io_uring_sq_ready(&u->ring))
         u->nconnect_addrs = 0; /* every connect queued has read its address */
-    if (rc == -ETIME || rc == -EINTR || rc == -EAGAIN || rc == -EBUSY || rc >= 0)
+    if (rc == -EINTR || rc == -EAGAIN || rc == -EBUSY || rc >= 0)
         return 0;
     return rc;
 }
