@@ -59,8 +59,8 @@ measure() {
     before=$(cut -d' ' -f14,15 "/proc/$pid/stat")
     perf record -q -o "$TMP/$name.data" -p "$pid" -e io_uring:io_uring_submit_req \
         -e io_uring:io_uring_complete --filter 'res == -105' -e io_uring:io_uring_poll_arm \
-        -e raw_syscalls:sys_enter "${EMPTY[@]}" -- "$LG" --conc "$CLIENTS" --mode "$MODE" --ports "$port" \
-        --duration "$SECS" --pid "$pid" >"$TMP/$name.out" 2>/dev/null
+        -e raw_syscalls:sys_enter "${EMPTY[@]}" -- "$LG" --conc "$CLIENTS" --mode "$MODE" \
+        --ports "$port" --duration "$SECS" --pid "$pid" >"$TMP/$name.out" 2>/dev/null
     after=$(cut -d' ' -f14,15 "/proc/$pid/stat")
     grep -q ' errors=0 ' "$TMP/$name.out" || { echo "$name: $(cat "$TMP/$name.out")" >&2; exit 1; }
     { echo "ops $(sed -n 's/.* ops=\([0-9]*\) .*/\1/p' "$TMP/$name.out")"
